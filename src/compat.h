@@ -1,0 +1,43 @@
+/* compat.h - the few Lua 5.1/LuaJIT vs 5.4 differences this module touches.
+ *
+ * One source builds against either ABI (OpenResty's LuaJIT speaks 5.1), in
+ * the manner of lua-cjson and LPeg: small macros, no compat library.
+ */
+#ifndef PLINK_COMPAT_H
+#define PLINK_COMPAT_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#if LUA_VERSION_NUM < 502
+/* 5.1 / LuaJIT */
+#define plink_rawlen(L, i)          lua_objlen((L), (i))
+#define plink_setfuncs(L, l)        luaL_register((L), NULL, (l))
+#define plink_newlib(L, l)          (lua_newtable(L), luaL_register((L), NULL, (l)))
+#define plink_getuservalue(L, i)    lua_getfenv((L), (i))
+#define plink_setuservalue(L, i)    lua_setfenv((L), (i))
+#define LUA_OK 0
+#else
+#define plink_rawlen(L, i)          lua_rawlen((L), (i))
+#define plink_setfuncs(L, l)        luaL_setfuncs((L), (l), 0)
+#define plink_newlib(L, l)          luaL_newlib((L), (l))
+#define plink_getuservalue(L, i)    lua_getuservalue((L), (i))
+#define plink_setuservalue(L, i)    lua_setuservalue((L), (i))
+#endif
+
+/* lua_newuserdata is fine on every version we build for (5.4 keeps it as a
+ * macro over lua_newuserdatauv with one user value). */
+
+/* An integer-valued lua_Number check that works without lua_isinteger (5.1).
+ * Writes the value to *out and returns 1 when the number at index i is an
+ * integer in [-(2^53-1), 2^53-1]; 0 otherwise (floats with a fraction, NaN,
+ * inf, out-of-range). */
+int plink_tointeger53(lua_State *L, int i, long long *out);
+
+/* Sets fields on the metatable at the top of the stack: __index = itself,
+ * methods from l, plus __gc (and __close on 5.4) pointing at gc. */
+void plink_setmeta(lua_State *L, const char *name, const luaL_Reg *l,
+                   lua_CFunction gc);
+
+#endif

@@ -1,0 +1,29 @@
+/* core.c - luaopen_portone_link_core: gathers the parts into one module.
+ *
+ * libcurl's global init is not thread-safe before 7.84, so it runs here once,
+ * at load time, which is when a host is still single-threaded.
+ */
+#include <curl/curl.h>
+#include "plink.h"
+
+int luaopen_portone_link_core(lua_State *L);
+
+static int core_curl_ready = 0;
+
+int luaopen_portone_link_core(lua_State *L)
+{
+    if (!core_curl_ready) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return luaL_error(L, "portone.link.core: curl_global_init failed");
+        core_curl_ready = 1;
+    }
+    lua_newtable(L);
+    lua_pushliteral(L, PLINK_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+    lua_setfield(L, -2, "curl_version");
+    plink_codec_open(L);
+    plink_http_easy_open(L);
+    plink_http_multi_open(L);
+    return 1;
+}
