@@ -1,0 +1,455 @@
+--- The PortOne side of the sandbox: request handlers that run inside nginx
+-- (lua-nginx-module, LuaJIT). `portone.sandbox` writes the nginx config that
+-- calls `init`, `init_worker` and `handle`; nothing here runs in a plain Lua.
+--
+-- State lives in three lua_shared_dicts so that it survives across requests
+-- (and would be shared by several workers, though the sandbox runs one):
+--   portone_links   id -> JSON {title, name, amount, currency, labels, expired_at, active}
+--   portone_faults  "q:<match>" lists of JSON faults (lpush / rpop: FIFO, atomic)
+--   portone_stats   counters, latency, clock offset, the request log ring
+--
+-- Faults are described in docs/internals.md ("Sandbox admin API").
+local cjson = require "cjson.safe"
+-- luacheck: globals ngx  (handlers assign ngx.status and ngx.header fields)
+
+local M = {}
+
+local links = ngx.shared.portone_links
+local faults = ngx.shared.portone_faults
+local stats = ngx.shared.portone_stats
+
+local REQUEST_LOG = 100
+local API = "/api/supplements/v1/link/payment"
+local REQUIRED = { "title", "user_code", "amount", "merchant_uid", "name",
+                   "currency", "buyer_tel", "pay_methods" }
+local MATCHES = { create = true, deactivate = true, page = true, token = true, any = true }
+
+-- Set by init() from the generated config.
+local conf = { scheme = "http", host = "127.0.0.1", port = 0 }
+
+--- Called from init_by_lua with the settings start() chose.
+function M.init(c)
+  for k, v in pairs(c) do conf[k] = v end
+  local host = conf.host
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end
+  conf.base = conf.scheme .. "://" .. host .. ":" .. conf.port
+end
+
+-- ---------------------------------------------------------------------------
+-- small helpers
+
+local function now()
+  ngx.update_time()
+  return ngx.time() + (stats:get("clock_offset") or 0)
+end
+
+local function json_reply(status, tbl)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json;charset=UTF-8"
+  ngx.print(cjson.encode(tbl))
+  return ngx.exit(ngx.OK)
+end
+
+local function api_error(status, message)
+  return json_reply(status, { code = -1, message = message })
+end
+
+local function html_escape(s)
+  return (tostring(s):gsub("[&<>\"']", {
+    ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
+  }))
+end
+
+local function random_id()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(4)
+  if f then f:close() end
+  if not bytes or #bytes ~= 4 then
+    bytes = string.char(math.random(0, 255), math.random(0, 255),
+                        math.random(0, 255), math.random(0, 255))
+  end
+  return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+local function is_integer(v)
+  return type(v) == "number" and v == v and v == math.floor(v)
+    and v > -2^53 and v < 2^53
+end
+
+local function read_body()
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if not body then
+    local file = ngx.req.get_body_file()
+    if file then
+      local f = io.open(file, "rb")
+      if f then body = f:read("*a"); f:close() end
+    end
+  end
+  return body
+end
+
+-- ---------------------------------------------------------------------------
+-- the request log and counters
+
+local function record(body)
+  stats:incr("requests", 1, 0)
+  if ngx.var.connection_requests == "1" then stats:incr("connections", 1, 0) end
+  local n = stats:incr("log_seq", 1, 0)
+  local entry = cjson.encode({
+    method = ngx.req.get_method(), uri = ngx.var.request_uri,
+    headers = ngx.req.get_headers(100), body = body or cjson.null,
+    connection_requests = tonumber(ngx.var.connection_requests),
+  })
+  stats:set("log:" .. n, entry)
+  stats:delete("log:" .. (n - REQUEST_LOG))
+end
+
+local function request_log()
+  local n = stats:get("log_seq") or 0
+  local out = {}
+  for i = math.max(1, n - REQUEST_LOG + 1), n do
+    local e = stats:get("log:" .. i)
+    if e then out[#out + 1] = cjson.decode(e) end
+  end
+  return out
+end
+
+-- ---------------------------------------------------------------------------
+-- faults
+
+local function take_fault(class)
+  for _, match in ipairs({ class, "any" }) do
+    local v = faults:rpop("q:" .. match)
+    if v then return cjson.decode(v) end
+  end
+  return nil
+end
+
+-- Sends `body` (the normal answer, already built) the way `fault` asks.
+-- Returns true when the fault took over the whole answer.
+local function early_fault(f)
+  if f.reset then
+    return ngx.exit(444) -- nginx closes the connection without a response
+  end
+  if f.status then
+    ngx.status = tonumber(f.status)
+    if f.retry_after ~= nil then ngx.header["Retry-After"] = tostring(f.retry_after) end
+    if f.body then
+      ngx.header["Content-Type"] = f.content_type or "application/json;charset=UTF-8"
+      ngx.print(f.body)
+    else
+      ngx.header["Content-Type"] = "application/json;charset=UTF-8"
+      ngx.print(cjson.encode({ code = -1, message = "sandbox fault: HTTP " .. f.status }))
+    end
+    return ngx.exit(ngx.OK)
+  end
+  if f.garbage then
+    ngx.status = 200
+    ngx.header["Content-Type"] = "text/html"
+    ngx.print("<html><body>502 Bad Gateway? no: garbage from the sandbox</body></html>")
+    return ngx.exit(ngx.OK)
+  end
+  if f.oversize then
+    local n = math.max(tonumber(f.oversize) or 0, 40)
+    local head = '{"shortenedUrl":"' .. conf.base .. '/ffffffff","pad":"'
+    local tail = '"}'
+    local pad = n - #head - #tail
+    if pad < 0 then head, pad = '{"pad":"', n - 8 - #tail end
+    ngx.status = 200
+    ngx.header["Content-Type"] = "application/json;charset=UTF-8"
+    ngx.header["Content-Length"] = #head + pad + #tail
+    ngx.print(head)
+    local chunk = string.rep("x", 65536)
+    while pad > 0 do
+      local k = math.min(pad, #chunk)
+      ngx.print(k == #chunk and chunk or chunk:sub(1, k))
+      pad = pad - k
+    end
+    ngx.print(tail)
+    return ngx.exit(ngx.OK)
+  end
+  if f.redirect then
+    ngx.status = 302
+    ngx.header["Location"] = tostring(f.redirect)
+    ngx.header["Content-Type"] = "application/json;charset=UTF-8"
+    ngx.print('{"code":-1,"message":"moved"}')
+    return ngx.exit(ngx.OK)
+  end
+  return false
+end
+
+-- ---------------------------------------------------------------------------
+-- the API
+
+-- Each handler returns status, content_type, body (strings), so that the
+-- fault layer can deliver the answer slowly or cut it short.
+local function JSON(status, tbl)
+  return status, "application/json;charset=UTF-8", cjson.encode(tbl)
+end
+
+local function fail(message) return JSON(400, { code = -1, message = message }) end
+
+local function create(body)
+  local ctype = ngx.var.content_type or ""
+  if not ctype:lower():find("^application/json") then
+    return fail("Content-Type must be application/json, got '" .. ctype .. "'")
+  end
+  local req = body and cjson.decode(body)
+  if type(req) ~= "table" then return fail("body is not a JSON object") end
+  if type(req.payment_info) ~= "string" then
+    return fail("payment_info must be a string holding JSON, got " .. type(req.payment_info))
+  end
+  local info = cjson.decode(req.payment_info)
+  if type(info) ~= "table" then return fail("payment_info does not hold a JSON object") end
+  for _, k in ipairs(REQUIRED) do
+    if info[k] == nil or info[k] == cjson.null then
+      return fail("payment_info." .. k .. " is required")
+    end
+  end
+  if info.expired_at ~= nil then return fail("expired_at belongs outside payment_info") end
+  if not is_integer(info.amount) or info.amount <= 0 then
+    return fail("payment_info.amount must be a positive integer")
+  end
+  if type(info.pay_methods) ~= "table" or #info.pay_methods == 0 then
+    return fail("payment_info.pay_methods must be a non-empty array")
+  end
+  for i, pm in ipairs(info.pay_methods) do
+    if type(pm) ~= "table" or type(pm.pay_method) ~= "string" then
+      return fail("payment_info.pay_methods[" .. i .. "].pay_method is required")
+    end
+  end
+  local exp = req.expired_at
+  if exp == nil then return fail("expired_at is required") end
+  if not is_integer(exp) then return fail("expired_at must be an integer (unix seconds)") end
+  if exp <= now() then return fail("expired_at must be in the future") end
+
+  local labels = {}
+  for _, pm in ipairs(info.pay_methods) do labels[#labels + 1] = pm.label or pm.pay_method end
+  local rec = cjson.encode({
+    title = tostring(info.title), name = tostring(info.name), amount = info.amount,
+    currency = tostring(info.currency), labels = labels, expired_at = exp,
+    merchant_uid = tostring(info.merchant_uid), active = true,
+  })
+  for _ = 1, 10 do
+    local id = random_id()
+    if links:add(id, rec) then
+      stats:incr("creates", 1, 0)
+      return JSON(200, { shortenedUrl = conf.base .. "/" .. id })
+    end
+  end
+  return JSON(500, { code = -1, message = "sandbox: no free id (links dict full?)" })
+end
+
+local function deactivate(id)
+  local raw = links:get(id)
+  if not raw then return JSON(404, { code = -1, message = "no such link: " .. id }) end
+  local rec = cjson.decode(raw)
+  rec.active = false
+  links:set(id, cjson.encode(rec))
+  stats:incr("deactivates", 1, 0)
+  return JSON(200, {})
+end
+
+local function group(n)
+  local s = ("%d"):format(n)
+  local out = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
+  return (out:gsub("^,", ""):gsub("^%-,", "-"))
+end
+
+local PAGE = [[<!DOCTYPE html>
+<html lang="ko"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>%s</title></head>
+<body>%s</body></html>
+]]
+
+local function page(id)
+  local raw = links:get(id)
+  local h = html_escape
+  if not raw then
+    return 404, "text/html; charset=utf-8",
+      PAGE:format("Not found", "<h1>Not found</h1><p>No payment link " .. h(id) .. ".</p>")
+  end
+  local rec = cjson.decode(raw)
+  if not rec.active or now() >= rec.expired_at then
+    return 410, "text/html; charset=utf-8",
+      PAGE:format("Expired", "<h1>Expired</h1><p class=\"expired\">This payment link has expired"
+        .. (rec.active and "" or " (deactivated)") .. ".</p>")
+  end
+  local items = {}
+  for _, l in ipairs(rec.labels) do items[#items + 1] = "<li>" .. h(l) .. "</li>" end
+  local body = table.concat({
+    "<h1 class=\"title\">", h(rec.title), "</h1>\n",
+    "<p class=\"name\">", h(rec.name), "</p>\n",
+    "<p class=\"amount\">", h(group(rec.amount)), " ", h(rec.currency), "</p>\n",
+    "<ul class=\"pay-methods\">", table.concat(items), "</ul>\n",
+  })
+  return 200, "text/html; charset=utf-8", PAGE:format(h(rec.title), body)
+end
+
+-- REST V1 token endpoint, enough for clients that fetch a token first.
+local function get_token(body)
+  local req = body and cjson.decode(body) or ngx.decode_args(body or "")
+  if type(req) ~= "table" then req = {} end
+  if conf.imp_key and (req.imp_key ~= conf.imp_key or req.imp_secret ~= conf.imp_secret) then
+    return JSON(401, { code = -1, message = "imp_key or imp_secret is wrong", response = cjson.null })
+  end
+  local t = now()
+  return JSON(200, { code = 0, message = cjson.null, response = {
+    access_token = "sandbox-" .. ngx.md5(tostring(conf.imp_key) .. ":" .. math.floor(t / 1800)),
+    now = t, expired_at = (math.floor(t / 1800) + 1) * 1800 } })
+end
+
+local function route(method, uri)
+  if uri == API then
+    if method == "POST" then return "create", create end
+    return "create", function() return JSON(405, { code = -1, message = "method not allowed" }) end
+  end
+  local id = uri:match("^" .. API:gsub("%p", "%%%0") .. "/([^/]+)$")
+  if id then
+    if method == "PUT" then return "deactivate", function() return deactivate(id) end end
+    return "deactivate", function() return JSON(405, { code = -1, message = "method not allowed" }) end
+  end
+  if uri == "/users/getToken" and method == "POST" then return "token", get_token end
+  id = uri:match("^/([A-Za-z0-9_-]+)$")
+  if id and (method == "GET" or method == "HEAD") then
+    return "page", function() return page(id) end
+  end
+  return "other", function() return JSON(404, { code = -1, message = "not found: " .. uri }) end
+end
+
+-- Delivers an answer, honouring the delivery faults (delay already done).
+local function deliver(f, status, ctype, body)
+  ngx.status = status
+  ngx.header["Content-Type"] = ctype
+  if f and f.truncate then
+    -- Promise more than we send, then close: the client sees a short read.
+    local cut = math.max(0, math.floor(#body / 2))
+    ngx.header["Content-Length"] = #body + 64
+    ngx.print(body:sub(1, cut))
+    ngx.flush(true)
+    return ngx.exit(444)
+  end
+  if f and f.slow_body_ms then
+    ngx.header["Content-Length"] = #body
+    local cut = math.floor(#body / 2)
+    ngx.send_headers()
+    ngx.print(body:sub(1, cut))
+    ngx.flush(true)
+    ngx.sleep(tonumber(f.slow_body_ms) / 1000)
+    ngx.print(body:sub(cut + 1))
+    return ngx.exit(ngx.OK)
+  end
+  ngx.header["Content-Length"] = #body
+  ngx.print(body)
+  return ngx.exit(ngx.OK)
+end
+
+local function api(method, uri)
+  local body = read_body()
+  record(body)
+  local class, handler = route(method, uri)
+  local latency = stats:get("latency_ms") or 0
+  if latency > 0 then ngx.sleep(latency / 1000) end
+  local f = take_fault(class)
+  if f then
+    if f.delay_ms then ngx.sleep(tonumber(f.delay_ms) / 1000) end
+    early_fault(f)
+  end
+  return deliver(f, handler(body))
+end
+
+-- ---------------------------------------------------------------------------
+-- the admin API (never counted, never faulted)
+
+local function admin(method, uri)
+  local what = uri:match("^/__sandbox/([%w_]+)$")
+  local body = read_body()
+  local req = body and body ~= "" and cjson.decode(body) or {}
+  if type(req) ~= "table" then return api_error(400, "admin: body is not a JSON object") end
+  if what == "faults" and method == "POST" then
+    local match = req.match or "any"
+    if not MATCHES[match] then return api_error(400, "admin: unknown match '" .. tostring(match) .. "'") end
+    local list = req.faults or {}
+    if type(list) ~= "table" then return api_error(400, "admin: faults must be an array") end
+    for _, f in ipairs(list) do
+      local ok, err = faults:lpush("q:" .. match, cjson.encode(f))
+      if not ok then return api_error(500, "admin: " .. tostring(err)) end
+    end
+    return json_reply(200, { queued = faults:llen("q:" .. match) })
+  elseif what == "faults" and method == "GET" then
+    local out = {}
+    for m in pairs(MATCHES) do out[m] = faults:llen("q:" .. m) or 0 end
+    return json_reply(200, out)
+  elseif what == "latency" and method == "POST" then
+    stats:set("latency_ms", tonumber(req.ms) or 0)
+    return json_reply(200, { ms = stats:get("latency_ms") })
+  elseif what == "clock" and method == "POST" then
+    stats:set("clock_offset", tonumber(req.offset) or 0)
+    return json_reply(200, { offset = stats:get("clock_offset"), now = now() })
+  elseif what == "clock" and method == "GET" then
+    return json_reply(200, { offset = stats:get("clock_offset") or 0, now = now() })
+  elseif what == "stats" and method == "GET" then
+    return json_reply(200, {
+      requests = stats:get("requests") or 0, connections = stats:get("connections") or 0,
+      creates = stats:get("creates") or 0, deactivates = stats:get("deactivates") or 0,
+      latency_ms = stats:get("latency_ms") or 0, pid = ngx.worker.pid(),
+    })
+  elseif what == "requests" and method == "GET" then
+    local log = request_log()
+    ngx.header["Content-Type"] = "application/json;charset=UTF-8"
+    ngx.print(#log == 0 and "[]" or cjson.encode(log)) -- Debian's cjson has no array_mt
+    return ngx.exit(ngx.OK)
+  elseif what == "links" and method == "GET" then
+    local out = {}
+    for _, k in ipairs(links:get_keys(0)) do out[k] = cjson.decode(links:get(k) or "null") end
+    return json_reply(200, out)
+  elseif what == "reset" and method == "POST" then
+    links:flush_all(); links:flush_expired()
+    faults:flush_all(); faults:flush_expired()
+    stats:flush_all(); stats:flush_expired()
+    return json_reply(200, {})
+  end
+  return api_error(404, "admin: no such endpoint " .. method .. " " .. uri)
+end
+
+--- content_by_lua entry for every request.
+function M.handle()
+  local method, uri = ngx.req.get_method(), ngx.var.uri
+  if uri:sub(1, 11) == "/__sandbox/" then return admin(method, uri) end
+  return api(method, uri)
+end
+
+-- ---------------------------------------------------------------------------
+-- the launcher watchdog: when the process that started the sandbox is gone
+-- (killed with SIGTERM, crashed), stop nginx and remove the temp prefix.
+
+local function watchdog(premature)
+  if premature then return end
+  local ffi = require "ffi"
+  local C = ffi.C
+  if C.kill(conf.watch_pid, 0) == 0 or ffi.errno() ~= 3 --[[ESRCH]] then return end
+  if conf.cleanup_prefix and conf.prefix and conf.prefix:match("^/.+/portone%-sandbox%.[%w]+/?$") then
+    os.execute("rm -rf '" .. conf.prefix .. "'")
+  end
+  C.kill(C.getppid(), 3) -- SIGQUIT to the master: graceful stop
+end
+
+--- init_worker_by_lua entry.
+function M.init_worker()
+  math.randomseed(ngx.now() * 1000 + ngx.worker.pid())
+  if conf.watch_pid then
+    local ffi = require "ffi"
+    pcall(ffi.cdef, "int kill(int pid, int sig); int getppid(void);")
+    ngx.timer.every(1, watchdog)
+  end
+  if conf.announce then
+    ngx.timer.at(0, function()
+      io.stdout:write(conf.announce, "\n")
+      io.stdout:flush()
+    end)
+  end
+end
+
+return M
