@@ -1,0 +1,253 @@
+--- Request building and response decoding for the PortOne link API.
+-- Pure functions shared by every transport (curl easy, curl multi, ngx
+-- cosockets): no I/O here, so the transports never duplicate any of it.
+--
+-- `cfg` is the client's checked configuration:
+-- `{base_url = "https://api.iamport.co", user_agent = "portone-link/...", token = "..."|nil}`
+-- (`token` is the already-resolved string for this call, never a function).
+-- @module portone.link.protocol
+local cjson = require "cjson"
+local errors = require "portone.link.errors"
+
+local M = {}
+
+--- Path of the link API under the base URL.
+M.PATH = "/api/supplements/v1/link/payment"
+--- Largest response body kept in an error (bytes).
+M.BODY_LIMIT = 512
+
+local decode = cjson.decode
+
+-- Header values must not carry CR, LF or any other control character: a CR/LF
+-- would let a value start a header of its own (header injection).
+local function bad_header_value(v)
+  return type(v) ~= "string" or v:find("[%c\127]") ~= nil
+end
+M.bad_header_value = bad_header_value
+
+--- True when `s` is a valid link id: `[A-Za-z0-9_-]{1,64}`.
+function M.valid_id(s)
+  return type(s) == "string" and #s >= 1 and #s <= 64 and s:find("^[%w_-]+$") ~= nil
+    -- %w is locale-dependent in C; also refuse bytes >= 0x80 explicitly.
+    and s:find("[\128-\255]") == nil
+end
+
+--- The id of a link given as a URL (`https://impay.link/4bdf239e`) or an id.
+-- @return the id, or `nil, err` (kind `validation`, field `id`)
+function M.link_id(url_or_id)
+  local id = url_or_id
+  if type(id) == "string" and id:find("^[Hh][Tt][Tt][Pp][Ss]?://") then
+    local path = id:gsub("^%a+://[^/?#]*", ""):gsub("[?#].*$", ""):gsub("/+$", "")
+    id = path:match("([^/]*)$") or ""
+  end
+  if not M.valid_id(id) then
+    return nil, errors.validation({ {
+      field = "id", code = "bad_id",
+      message = "link id must match [A-Za-z0-9_-]{1,64}",
+    } })
+  end
+  return id
+end
+
+--- The request headers, as `"Name: value"` strings.
+-- @tparam table cfg the client configuration
+-- @tparam boolean with_body add Content-Type (create; a deactivate has no body)
+-- @return the list, or `nil, err` when a value carries CR/LF
+function M.headers(cfg, with_body)
+  local h = { "Accept: application/json" }
+  if with_body then
+    h[#h + 1] = "Content-Type: application/json;charset=UTF-8"
+  end
+  if cfg.user_agent then
+    if bad_header_value(cfg.user_agent) then
+      return nil, errors.validation({ { field = "user_agent", code = "header_injection",
+        message = "user agent must not contain CR, LF or control characters" } })
+    end
+    h[#h + 1] = "User-Agent: " .. cfg.user_agent
+  end
+  if cfg.token ~= nil then
+    if bad_header_value(cfg.token) or cfg.token == "" then
+      -- the message never quotes the token
+      return nil, errors.validation({ { field = "token", code = "header_injection",
+        message = "token must be a non-empty string without CR, LF or control characters" } })
+    end
+    h[#h + 1] = "Authorization: Bearer " .. cfg.token
+  end
+  return h
+end
+
+local function encode_body(cfg, req, now)
+  local enc = cfg.encode
+  if not enc then
+    local core = require "portone.link.core"
+    enc = core.encode
+  end
+  local body, list = enc(req, now)
+  if body then return body end
+  return nil, errors.validation(list)
+end
+
+--- The create request: `{method = "POST", url =, headers =, body =}`.
+-- @tparam table cfg the client configuration (`cfg.encode` may replace `core.encode`)
+-- @tparam table req the request table (see `link.validate`)
+-- @tparam number now unix seconds, for the expiry rule
+-- @return the request, or `nil, err` (validation)
+function M.create_request(cfg, req, now)
+  local body, err = encode_body(cfg, req, now)
+  if not body then return nil, err end
+  local headers, herr = M.headers(cfg, true)
+  if not headers then return nil, herr end
+  return { method = "POST", url = cfg.base_url .. M.PATH, headers = headers, body = body }
+end
+
+--- The deactivate request: `{method = "PUT", url =, headers =}` (no body).
+-- @return the request, or `nil, err` (validation: a bad id or header value)
+function M.deactivate_request(cfg, url_or_id)
+  local id, err = M.link_id(url_or_id)
+  if not id then return nil, err end
+  local headers, herr = M.headers(cfg, false)
+  if not headers then return nil, herr end
+  return { method = "PUT", url = cfg.base_url .. M.PATH .. "/" .. id, headers = headers }
+end
+
+-- Days from 1970-01-01 to a civil date (proleptic Gregorian; H. Hinnant's
+-- algorithm), with math.floor so that it runs on 5.1 as well.
+local function days_from_civil(y, m, d)
+  local fl = math.floor
+  if m <= 2 then y = y - 1 end
+  local era = fl(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = fl((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + fl(yoe / 4) - fl(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local MONTHS = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6,
+                 jul = 7, aug = 8, sep = 9, oct = 10, nov = 11, dec = 12 }
+
+--- Seconds to wait from a `Retry-After` value: delta-seconds or an IMF-fixdate
+-- (`Wed, 21 Oct 2015 07:28:00 GMT`, RFC 9110 §10.2.3).
+-- @tparam string v the header value
+-- @tparam number now unix seconds (for the date form)
+-- @return seconds (>= 0), or nil when `v` is neither form
+function M.parse_retry_after(v, now)
+  if type(v) ~= "string" then return nil end
+  v = v:match("^%s*(.-)%s*$")
+  if v:find("^%d+$") then
+    return tonumber(v)
+  end
+  local d, mon, y, hh, mm, ss = v:match("^%a%a%a, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  local m = mon and MONTHS[mon:lower()]
+  if not m then return nil end
+  local t = days_from_civil(tonumber(y), m, tonumber(d)) * 86400
+    + tonumber(hh) * 3600 + tonumber(mm) * 60 + tonumber(ss)
+  local delta = t - (now or os.time())
+  return delta > 0 and delta or 0
+end
+
+-- Decodes a JSON body; nil when it is not JSON or not an object.
+local function json_object(body)
+  if type(body) ~= "string" or body == "" then return nil end
+  local ok, v = pcall(decode, body)
+  if ok and type(v) == "table" then return v end
+  return nil
+end
+
+-- A non-zero `code` in the JSON (a number, or a numeric string): the PortOne
+-- envelope's way to fail with HTTP 200.
+local function api_code(obj)
+  local c = obj.code
+  if c == nil or c == cjson.null then return nil end
+  local n = tonumber(c)
+  if n == 0 then return nil end
+  return c
+end
+
+local function api_message(obj)
+  local msg = obj.message
+  if type(msg) == "string" and msg ~= "" then return msg end
+  return nil
+end
+
+local function http_error(status, body, headers, now)
+  local obj = json_object(body)
+  local msg = "HTTP " .. tostring(status)
+  local fields = { status = status, body = errors.cut(body, M.BODY_LIMIT) }
+  if obj then
+    local am = api_message(obj)
+    if am then msg = msg .. ": " .. am end
+    local c = api_code(obj)
+    if c ~= nil then fields.code = c end
+  end
+  local ra = headers and headers["retry-after"]
+  if ra then fields.retry_after = M.parse_retry_after(ra, now) end
+  return errors.new("http", msg, fields)
+end
+
+local function is_2xx(status)
+  return type(status) == "number" and status >= 200 and status < 300
+end
+
+--- Decodes a create response.
+-- @tparam number status the HTTP status
+-- @tparam string body the response body
+-- @tparam table headers lower-case name -> value
+-- @return `{url =, id =, status =}`, or `nil, err` (kind `http`, `api` or `decode`)
+function M.create_result(status, body, headers, now)
+  if not is_2xx(status) then return nil, http_error(status, body, headers, now) end
+  local obj = json_object(body)
+  if not obj then
+    return nil, errors.new("decode", "create: response is not a JSON object",
+      { status = status, body = errors.cut(body, M.BODY_LIMIT) })
+  end
+  local c = api_code(obj)
+  if c ~= nil then
+    return nil, errors.new("api", api_message(obj) or ("API error code " .. tostring(c)),
+      { status = status, code = c, body = errors.cut(body, M.BODY_LIMIT) })
+  end
+  local url = obj.shortenedUrl
+  if type(url) ~= "string" or not url:find("^[Hh][Tt][Tt][Pp][Ss]?://[^%s%c]+$") then
+    return nil, errors.new("decode", "create: response has no shortenedUrl",
+      { status = status, body = errors.cut(body, M.BODY_LIMIT) })
+  end
+  local id = M.link_id(url)
+  if not id then
+    return nil, errors.new("decode", "create: shortenedUrl has no valid link id",
+      { status = status, body = errors.cut(body, M.BODY_LIMIT) })
+  end
+  return { url = url, id = id, status = status }
+end
+
+--- Decodes a deactivate response. Success answers `{}`; an empty 2xx body is
+-- success too, and so is a second deactivate of the same link.
+-- @return `true`, or `nil, err` (kind `http`, `api` or `decode`)
+function M.deactivate_result(status, body, headers, now)
+  if not is_2xx(status) then return nil, http_error(status, body, headers, now) end
+  if type(body) ~= "string" or not body:find("%S") then return true end
+  local obj = json_object(body)
+  if not obj then
+    return nil, errors.new("decode", "deactivate: response is not a JSON object",
+      { status = status, body = errors.cut(body, M.BODY_LIMIT) })
+  end
+  local c = api_code(obj)
+  if c ~= nil then
+    return nil, errors.new("api", api_message(obj) or ("API error code " .. tostring(c)),
+      { status = status, code = c, body = errors.cut(body, M.BODY_LIMIT) })
+  end
+  return true
+end
+
+--- An error object from a transport failure
+-- (`{kind = "transport"|"timeout", message, curl_code, sent, too_large}`).
+function M.transport_error(info)
+  info = type(info) == "table" and info or { message = tostring(info) }
+  local kind = info.kind == "timeout" and "timeout" or "transport"
+  return errors.new(kind, info.message or kind, {
+    curl_code = info.curl_code,
+    sent = info.sent ~= false,
+    too_large = info.too_large or nil,
+  })
+end
+
+return M
