@@ -1,3 +1,560 @@
-/* http_multi.c - placeholder until its part lands. */
-#include "plink.h"
-void plink_http_multi_open(lua_State *L) { (void)L; }
+/* http_multi.c - core.multi_new: many transfers at once on libcurl's multi
+ * interface, driven by the caller's loop (no threads, no callbacks into Lua).
+ *
+ *   local m = core.multi_new{ max_concurrent = n, timeout = s,
+ *       connect_timeout = s, cainfo = path, proxy = url,
+ *       max_response_bytes = n, user_agent = str }
+ *   m:add(method, url, headers, body) --> id (an integer, never reused)
+ *   m:perform(timeout_ms)             --> completions, running
+ *       completions: array of {id =, status =, body =, headers =}
+ *                          or {id =, err = info}   (info as http_easy's)
+ *       running: transfers added and not yet reported (queued + in flight)
+ *   m:timeout()      --> ms until libcurl wants perform again (-1: only on
+ *                        socket activity; 0: now)
+ *   m:fds()          --> readable, writable: arrays of fds to watch
+ *   m:cancel(id)     --> true if the transfer was pending (never reported)
+ *   m:info()         --> {queued, in_flight, done, pooled, connections}
+ *   m:connections()  --> connections libcurl opened so far
+ *   m:close()        --> cancels everything, frees every handle (also __gc,
+ *                        __close); later add raises, perform returns {}, 0
+ *
+ * Why our own queue: a transfer waits in a FIFO here until fewer than
+ * max_concurrent are in flight. libcurl could queue them itself (pending
+ * state under CURLMOPT_MAX_TOTAL_CONNECTIONS) but would count their time
+ * against CURLOPT_TIMEOUT and would not bound HTTP/2 streams; here a
+ * transfer's clock starts when it really starts.
+ *
+ * Keep-alive: the connection cache lives in the multi handle (sized by
+ * CURLMOPT_MAXCONNECTS), so every easy handle reuses the open connections.
+ * Easy handles are pooled too (up to max_concurrent): a finished transfer's
+ * handle is kept with its buffers and set up again for the next one; new
+ * ones are curl_easy_duphandle'd from a template that holds the constant
+ * options (http_common.c, the same settings as http_easy).
+ *
+ * Memory discipline: arguments are checked before anything is allocated.
+ * Every transfer (its copy of the URL and body, its header list, its easy
+ * handle and response buffers) hangs off the userdata from the moment it is
+ * allocated, in exactly one of four lists (queued, running, done, pool), so
+ * a Lua error (out of memory while building results) leaves nothing
+ * orphaned: __gc frees all four lists. A finished transfer moves to `done`
+ * before its result table is built and is recycled only after.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <time.h>
+#include "http_common.h"
+
+#define MULTI_MT "portone.link.http_multi"
+#define MULTI_DEFAULT_CONCURRENT 16
+#define MULTI_MAX_CONCURRENT 4096
+
+enum { X_QUEUED, X_RUNNING, X_DONE, X_POOL };
+
+typedef struct xfer {
+    struct xfer *prev, *next;
+    int list;                     /* which list holds it (X_*) */
+    CURL *easy;                   /* NULL until first started */
+    lua_Integer id;
+    int method;
+    char *data;                   /* url '\0' body: one allocation */
+    size_t body_len;
+    int has_body;
+    struct curl_slist *headers;
+    CURLcode rc;                  /* result, once done */
+    plink_resp resp;
+} xfer;
+
+typedef struct {
+    xfer *head, *tail;
+    size_t n;
+} xlist;
+
+typedef struct {
+    CURLM *multi;
+    CURL *tmpl;                   /* template with the constant options */
+    int closed;
+    int max_concurrent;
+    size_t max_bytes;
+    lua_Integer next_id;
+    long connects;
+    xlist lists[4];               /* indexed by X_* */
+} multi_handle;
+
+/* ---- lists ------------------------------------------------------------- */
+
+static void xl_remove(multi_handle *m, xfer *x)
+{
+    xlist *l = &m->lists[x->list];
+    if (x->prev) x->prev->next = x->next; else l->head = x->next;
+    if (x->next) x->next->prev = x->prev; else l->tail = x->prev;
+    x->prev = x->next = NULL;
+    l->n--;
+}
+
+static void xl_append(multi_handle *m, xfer *x, int which)
+{
+    xlist *l = &m->lists[which];
+    x->list = which;
+    x->next = NULL;
+    x->prev = l->tail;
+    if (l->tail) l->tail->next = x; else l->head = x;
+    l->tail = x;
+    l->n++;
+}
+
+static void xl_move(multi_handle *m, xfer *x, int which)
+{
+    xl_remove(m, x);
+    xl_append(m, x, which);
+}
+
+/* ---- transfers --------------------------------------------------------- */
+
+/* Frees what one request owns, keeping the easy handle and buffers. */
+static void xfer_release_request(xfer *x)
+{
+    if (x->easy)
+        plink_easy_clear_request(x->easy);
+    curl_slist_free_all(x->headers);
+    x->headers = NULL;
+    free(x->data);
+    x->data = NULL;
+}
+
+static void xfer_destroy(xfer *x)
+{
+    xfer_release_request(x);
+    if (x->easy)
+        curl_easy_cleanup(x->easy);
+    plink_resp_free(&x->resp);
+    free(x);
+}
+
+/* A transfer that left the multi (or never entered it): back to the pool,
+ * or freed when the pool is full. */
+static void xfer_recycle(multi_handle *m, xfer *x)
+{
+    xl_remove(m, x);
+    xfer_release_request(x);
+    if (x->easy && (int)m->lists[X_POOL].n < m->max_concurrent) {
+        plink_resp_reset(&x->resp);
+        xl_append(m, x, X_POOL);
+    } else {
+        xfer_destroy(x);
+    }
+}
+
+/* Starts one queued transfer: easy handle from the pool or a new duplicate
+ * of the template. A failure here completes the transfer with an error. */
+static void xfer_start(multi_handle *m, xfer *x)
+{
+    CURLMcode mc;
+    if (!x->easy) {
+        x->easy = curl_easy_duphandle(m->tmpl);
+        if (!x->easy) {
+            x->rc = CURLE_OUT_OF_MEMORY;
+            xl_move(m, x, X_DONE);
+            return;
+        }
+        /* The duplicate points at the template's buffers: rebind. */
+        curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->resp.errbuf);
+        curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, &x->resp);
+        curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, &x->resp);
+        x->resp.max_bytes = m->max_bytes;
+    }
+    curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)x);
+    plink_resp_reset(&x->resp);
+    plink_easy_set_request(x->easy, x->method, x->data, x->headers,
+                           x->has_body ? x->data + strlen(x->data) + 1 : NULL,
+                           x->body_len);
+    mc = curl_multi_add_handle(m->multi, x->easy);
+    if (mc != CURLM_OK) {
+        x->rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+        xl_move(m, x, X_DONE);
+        return;
+    }
+    xl_move(m, x, X_RUNNING);
+}
+
+static void multi_start_queued(multi_handle *m)
+{
+    while (m->lists[X_QUEUED].head &&
+           (int)m->lists[X_RUNNING].n < m->max_concurrent)
+        xfer_start(m, m->lists[X_QUEUED].head);
+}
+
+/* Moves every finished transfer from running to done. */
+static void multi_collect(multi_handle *m)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
+        xfer *x;
+        char *priv = NULL;
+        long n = 0;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+        x = (xfer *)(void *)priv;
+        x->rc = msg->data.result;  /* read before the handle leaves */
+        curl_multi_remove_handle(m->multi, x->easy);
+        if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK)
+            m->connects += n;
+        xl_move(m, x, X_DONE);
+    }
+}
+
+static void multi_free(multi_handle *m)
+{
+    int i;
+    for (i = 0; i < 4; i++) {
+        xfer *x = m->lists[i].head;
+        while (x) {
+            xfer *next = x->next;
+            if (i == X_RUNNING && m->multi)
+                curl_multi_remove_handle(m->multi, x->easy);
+            xfer_destroy(x);
+            x = next;
+        }
+        m->lists[i].head = m->lists[i].tail = NULL;
+        m->lists[i].n = 0;
+    }
+    if (m->multi) {
+        curl_multi_cleanup(m->multi);
+        m->multi = NULL;
+    }
+    if (m->tmpl) {
+        curl_easy_cleanup(m->tmpl);
+        m->tmpl = NULL;
+    }
+    m->closed = 1;
+}
+
+static double multi_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static multi_handle *multi_check(lua_State *L)
+{
+    return luaL_checkudata(L, 1, MULTI_MT);
+}
+
+/* ---- Lua API ----------------------------------------------------------- */
+
+/* core.multi_new(opts) */
+static int multi_new(lua_State *L)
+{
+    plink_http_opts o;
+    multi_handle *m;
+    plink_resp scratch;
+    int maxc = MULTI_DEFAULT_CONCURRENT;
+    CURLcode rc;
+
+    lua_settop(L, 1);
+    plink_http_opts_read(L, 1, "multi_new", &o);
+    if (lua_istable(L, 1)) {
+        lua_getfield(L, 1, "max_concurrent");
+        if (!lua_isnil(L, -1)) {
+            long long v;
+            if (lua_type(L, -1) != LUA_TNUMBER || !plink_tointeger53(L, -1, &v) ||
+                v < 1 || v > MULTI_MAX_CONCURRENT)
+                return luaL_error(L, "multi_new: option 'max_concurrent' must be an "
+                                     "integer in [1, %d]", MULTI_MAX_CONCURRENT);
+            maxc = (int)v;
+        }
+        lua_pop(L, 1);
+    }
+
+    /* Everything from here on is owned by the userdata: raising is safe. */
+    m = lua_newuserdata(L, sizeof *m);
+    memset(m, 0, sizeof *m);
+    luaL_getmetatable(L, MULTI_MT);
+    lua_setmetatable(L, -2);
+    m->max_concurrent = maxc;
+    m->max_bytes = o.max_bytes;
+    m->next_id = 1;
+    m->multi = curl_multi_init();
+    m->tmpl = curl_easy_init();
+    if (!m->multi || !m->tmpl)
+        return luaL_error(L, "multi_new: libcurl could not make its handles");
+    /* The template's callbacks point at a scratch response; each duplicate
+     * is rebound to its own. The template never runs a transfer. */
+    memset(&scratch, 0, sizeof scratch);
+    rc = plink_easy_setup(m->tmpl, &o, &scratch);
+    curl_easy_setopt(m->tmpl, CURLOPT_ERRORBUFFER, (char *)NULL);
+    curl_easy_setopt(m->tmpl, CURLOPT_WRITEDATA, (void *)NULL);
+    curl_easy_setopt(m->tmpl, CURLOPT_HEADERDATA, (void *)NULL);
+    if (rc != CURLE_OK)
+        return luaL_error(L, "multi_new: libcurl refused an option: %s",
+                          curl_easy_strerror(rc));
+    /* One connection per transfer in flight (HTTP/1.1), all kept alive. */
+    curl_multi_setopt(m->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)maxc);
+    curl_multi_setopt(m->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)maxc);
+    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)maxc);
+    return 1;
+}
+
+/* m:add(method, url, headers, body) */
+static int multi_add(lua_State *L)
+{
+    multi_handle *m = multi_check(L);
+    int method = luaL_checkoption(L, 2, NULL, plink_http_methods);
+    size_t url_len, body_len = 0, nh;
+    const char *url = luaL_checklstring(L, 3, &url_len);
+    const char *body = NULL;
+    xfer *x;
+
+    nh = plink_http_check_headers(L, 4, 3, "add");
+    if (!lua_isnoneornil(L, 5))
+        body = luaL_checklstring(L, 5, &body_len);
+    if (strlen(url) != url_len || strpbrk(url, "\r\n \t"))
+        return luaL_argerror(L, 3, "URL contains white space, CR/LF or NUL");
+    if (m->closed)
+        return luaL_error(L, "add: the multi handle is closed");
+    if (url_len + body_len + 2 < url_len)
+        return luaL_error(L, "add: request too large");
+
+    /* A pooled transfer brings its easy handle and buffers along. */
+    x = m->lists[X_POOL].head;
+    if (x) {
+        xl_remove(m, x);
+    } else if ((x = calloc(1, sizeof *x)) == NULL) {
+        return luaL_error(L, "add: out of memory");
+    }
+    x->data = malloc(url_len + body_len + 2);
+    x->headers = x->data ? plink_http_build_headers(L, 4, nh) : NULL;
+    if (!x->data || !x->headers) {
+        free(x->data);
+        x->data = NULL;
+        if (x->easy)
+            xl_append(m, x, X_POOL);
+        else
+            free(x);
+        return luaL_error(L, "add: out of memory");
+    }
+    memcpy(x->data, url, url_len + 1);
+    if (body)
+        memcpy(x->data + url_len + 1, body, body_len);
+    x->data[url_len + 1 + body_len] = '\0';
+    x->has_body = body != NULL;
+    x->body_len = body_len;
+    x->method = method;
+    x->id = m->next_id++;
+    xl_append(m, x, X_QUEUED);
+    lua_pushinteger(L, x->id);
+    return 1;
+}
+
+/* Pushes the result table of a done transfer. */
+static void multi_push_result(lua_State *L, xfer *x)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, x->id);
+    lua_setfield(L, -2, "id");
+    if (x->rc != CURLE_OK) {
+        if (x->easy)
+            plink_push_curl_info(L, x->easy, x->rc, &x->resp);
+        else
+            plink_push_info(L, "transport", curl_easy_strerror(x->rc), (int)x->rc, 0);
+        lua_setfield(L, -2, "err");
+        return;
+    }
+    {
+        long status = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+        lua_pushinteger(L, (lua_Integer)status);
+        lua_setfield(L, -2, "status");
+    }
+    lua_pushlstring(L, x->resp.body.p ? x->resp.body.p : "", x->resp.body.len);
+    lua_setfield(L, -2, "body");
+    plink_push_headers(L, &x->resp.hdr);
+    lua_setfield(L, -2, "headers");
+}
+
+/* m:perform([timeout_ms]): runs the transfers until at least one finishes,
+ * none is left, or timeout_ms passed (0: one non-blocking step). */
+static int multi_perform(lua_State *L)
+{
+    multi_handle *m = multi_check(L);
+    lua_Number t = luaL_optnumber(L, 2, 0);
+    double deadline;
+    int still, n = 0;
+
+    luaL_argcheck(L, t >= 0, 2, "timeout must be >= 0 ms");
+    lua_newtable(L);
+    if (m->closed) {
+        lua_pushinteger(L, 0);
+        return 2;
+    }
+    if (t > 86400000.0)
+        t = 86400000.0;
+    deadline = multi_now_ms() + t;
+    for (;;) {
+        double left;
+        multi_start_queued(m);
+        curl_multi_perform(m->multi, &still);
+        multi_collect(m);
+        if (m->lists[X_DONE].n > 0 ||
+            (m->lists[X_RUNNING].n == 0 && m->lists[X_QUEUED].n == 0))
+            break;
+        left = deadline - multi_now_ms();
+        if (left < 1)
+            break;
+        /* Returns early on socket activity or when libcurl's own timer is
+         * due; the loop then decides whether to wait again. */
+        curl_multi_poll(m->multi, NULL, 0, (int)left, NULL);
+    }
+    /* Keep the pipeline full: what waited for a slot starts now, not at the
+     * next call. */
+    if (m->lists[X_QUEUED].n > 0) {
+        multi_start_queued(m);
+        curl_multi_perform(m->multi, &still);
+        multi_collect(m);
+    }
+    /* Results: each transfer is recycled only after its table is built. */
+    while (m->lists[X_DONE].head) {
+        xfer *x = m->lists[X_DONE].head;
+        multi_push_result(L, x);
+        lua_rawseti(L, -2, ++n);
+        xfer_recycle(m, x);
+    }
+    lua_pushinteger(L, (lua_Integer)(m->lists[X_QUEUED].n + m->lists[X_RUNNING].n));
+    return 2;
+}
+
+/* m:timeout(): how long an external loop may sleep before calling perform. */
+static int multi_timeout(lua_State *L)
+{
+    multi_handle *m = multi_check(L);
+    long ms = -1;
+    if (m->closed) {
+        lua_pushinteger(L, -1);
+        return 1;
+    }
+    if (m->lists[X_DONE].n > 0 ||
+        (m->lists[X_QUEUED].n > 0 && (int)m->lists[X_RUNNING].n < m->max_concurrent))
+        ms = 0;
+    else if (curl_multi_timeout(m->multi, &ms) != CURLM_OK)
+        ms = -1;
+    lua_pushinteger(L, (lua_Integer)ms);
+    return 1;
+}
+
+/* m:fds(): the sockets libcurl waits on, for loops that watch fds. */
+static int multi_fds(lua_State *L)
+{
+    multi_handle *m = multi_check(L);
+    fd_set r, w, e;
+    int maxfd = -1, fd, nr = 0, nw = 0;
+    lua_newtable(L);
+    lua_newtable(L);
+    if (m->closed)
+        return 2;
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_ZERO(&e);
+    if (curl_multi_fdset(m->multi, &r, &w, &e, &maxfd) != CURLM_OK)
+        return 2;
+    for (fd = 0; fd <= maxfd; fd++) {
+        if (FD_ISSET(fd, &r)) {
+            lua_pushinteger(L, fd);
+            lua_rawseti(L, -3, ++nr);
+        }
+        if (FD_ISSET(fd, &w)) {
+            lua_pushinteger(L, fd);
+            lua_rawseti(L, -2, ++nw);
+        }
+    }
+    return 2;
+}
+
+/* m:cancel(id) */
+static int multi_cancel(lua_State *L)
+{
+    multi_handle *m = multi_check(L);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    int i;
+    if (!m->closed) {
+        for (i = X_QUEUED; i <= X_DONE; i++) {
+            xfer *x;
+            for (x = m->lists[i].head; x; x = x->next) {
+                if (x->id != id)
+                    continue;
+                if (i == X_RUNNING)
+                    curl_multi_remove_handle(m->multi, x->easy);
+                xfer_recycle(m, x);
+                lua_pushboolean(L, 1);
+                return 1;
+            }
+        }
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+static int multi_info(lua_State *L)
+{
+    multi_handle *m = multi_check(L);
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, (lua_Integer)m->lists[X_QUEUED].n);
+    lua_setfield(L, -2, "queued");
+    lua_pushinteger(L, (lua_Integer)m->lists[X_RUNNING].n);
+    lua_setfield(L, -2, "in_flight");
+    lua_pushinteger(L, (lua_Integer)m->lists[X_DONE].n);
+    lua_setfield(L, -2, "done");
+    lua_pushinteger(L, (lua_Integer)m->lists[X_POOL].n);
+    lua_setfield(L, -2, "pooled");
+    lua_pushinteger(L, (lua_Integer)m->connects);
+    lua_setfield(L, -2, "connections");
+    lua_pushinteger(L, (lua_Integer)m->max_concurrent);
+    lua_setfield(L, -2, "max_concurrent");
+    lua_pushboolean(L, m->closed);
+    lua_setfield(L, -2, "closed");
+    return 1;
+}
+
+static int multi_connections(lua_State *L)
+{
+    multi_handle *m = multi_check(L);
+    lua_pushinteger(L, (lua_Integer)m->connects);
+    return 1;
+}
+
+static int multi_close(lua_State *L)
+{
+    multi_handle *m = multi_check(L);
+    if (!m->closed)
+        multi_free(m);
+    return 0;
+}
+
+static int multi_tostring(lua_State *L)
+{
+    multi_handle *m = multi_check(L);
+    lua_pushfstring(L, "portone.link.http_multi (%s)", m->closed ? "closed" : "open");
+    return 1;
+}
+
+static const luaL_Reg multi_methods[] = {
+    { "add", multi_add },
+    { "perform", multi_perform },
+    { "timeout", multi_timeout },
+    { "fds", multi_fds },
+    { "cancel", multi_cancel },
+    { "info", multi_info },
+    { "connections", multi_connections },
+    { "close", multi_close },
+    { "__tostring", multi_tostring },
+    { NULL, NULL }
+};
+
+void plink_http_multi_open(lua_State *L)
+{
+    plink_setmeta(L, MULTI_MT, multi_methods, multi_close);
+    lua_pushcfunction(L, multi_new);
+    lua_setfield(L, -2, "multi_new");
+}

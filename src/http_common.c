@@ -1,0 +1,379 @@
+/* http_common.c - the HTTP settings, callbacks and result tables shared by
+ * the easy and multi transports (see http_common.h for the why).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "http_common.h"
+
+/* ---- buffers ----------------------------------------------------------- */
+
+int plink_hbuf_add(plink_hbuf *b, const char *s, size_t n)
+{
+    if (n > (size_t)-1 - b->len - 1)
+        return 0;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        char *np;
+        while (cap < b->len + n + 1)
+            cap = cap > ((size_t)-1) / 2 ? b->len + n + 1 : cap * 2;
+        np = realloc(b->p, cap);
+        if (!np)
+            return 0;
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 1;
+}
+
+void plink_hbuf_free(plink_hbuf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+/* Keeps memory between requests unless a big response grew it. */
+void plink_hbuf_clear(plink_hbuf *b)
+{
+    if (b->cap > 64 * 1024)
+        plink_hbuf_free(b);
+    b->len = 0;
+}
+
+void plink_resp_reset(plink_resp *r)
+{
+    plink_hbuf_clear(&r->body);
+    plink_hbuf_clear(&r->hdr);
+    r->too_large = 0;
+    r->oom = 0;
+    r->errbuf[0] = '\0';
+}
+
+void plink_resp_free(plink_resp *r)
+{
+    plink_hbuf_free(&r->body);
+    plink_hbuf_free(&r->hdr);
+}
+
+/* ---- libcurl callbacks (never call Lua) -------------------------------- */
+
+static size_t plink_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    plink_resp *r = ud;
+    size_t n = size * nmemb;
+    if (n > r->max_bytes || r->body.len > r->max_bytes - n) {
+        r->too_large = 1;
+        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    }
+    if (!plink_hbuf_add(&r->body, ptr, n)) {
+        r->oom = 1;
+        return 0;
+    }
+    return n;
+}
+
+static size_t plink_on_header(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    plink_resp *r = ud;
+    size_t n = size * nmemb;
+    /* A status line starts a new response (1xx interim answers, proxy
+     * CONNECT): keep only the headers of the last one. */
+    if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0)
+        r->hdr.len = 0;
+    if (r->hdr.len + n > PLINK_HTTP_HEADER_MAX)
+        return 0; /* libcurl caps headers too; this is a second fence */
+    if (!plink_hbuf_add(&r->hdr, ptr, n)) {
+        r->oom = 1;
+        return 0;
+    }
+    return n;
+}
+
+/* ---- options ----------------------------------------------------------- */
+
+/* Seconds (a positive number) -> milliseconds, at least 1. */
+static long plink_opt_ms(lua_State *L, int idx, const char *fname,
+                         const char *name, lua_Number def)
+{
+    lua_Number s = def;
+    lua_getfield(L, idx, name);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "%s: option '%s' must be a number of seconds", fname, name);
+        s = lua_tonumber(L, -1);
+        if (!(s > 0 && s <= 86400))
+            luaL_error(L, "%s: option '%s' must be in (0, 86400] seconds", fname, name);
+    }
+    lua_pop(L, 1);
+    return s * 1000 < 1 ? 1 : (long)(s * 1000);
+}
+
+/* Optional string option without CR, LF or NUL. The string stays referenced
+ * by the options table. */
+static const char *plink_opt_str(lua_State *L, int idx, const char *fname,
+                                 const char *name)
+{
+    size_t n;
+    const char *s;
+    lua_getfield(L, idx, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "%s: option '%s' must be a string", fname, name);
+    s = lua_tolstring(L, -1, &n);
+    if (strlen(s) != n || strpbrk(s, "\r\n"))
+        luaL_error(L, "%s: option '%s' must not contain CR, LF or NUL", fname, name);
+    lua_pop(L, 1);
+    return s;
+}
+
+void plink_http_opts_read(lua_State *L, int idx, const char *fname,
+                          plink_http_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->max_bytes = PLINK_HTTP_DEFAULT_MAX;
+    o->timeout_ms = 10000;
+    o->connect_ms = 3000;
+    if (lua_isnoneornil(L, idx))
+        return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    o->timeout_ms = plink_opt_ms(L, idx, fname, "timeout", 10);
+    o->connect_ms = plink_opt_ms(L, idx, fname, "connect_timeout", 3);
+    lua_getfield(L, idx, "max_response_bytes");
+    if (!lua_isnil(L, -1)) {
+        long long v;
+        if (lua_type(L, -1) != LUA_TNUMBER || !plink_tointeger53(L, -1, &v) || v < 1)
+            luaL_error(L, "%s: option 'max_response_bytes' must be a positive integer", fname);
+        o->max_bytes = (size_t)v;
+    }
+    lua_pop(L, 1);
+    o->cainfo = plink_opt_str(L, idx, fname, "cainfo");
+    o->proxy = plink_opt_str(L, idx, fname, "proxy");
+    o->user_agent = plink_opt_str(L, idx, fname, "user_agent");
+}
+
+#define PLINK_SET(opt, val) \
+    do { CURLcode rc_ = curl_easy_setopt(c, (opt), (val)); \
+         if (rc_ != CURLE_OK) return rc_; } while (0)
+
+CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r)
+{
+    r->max_bytes = o->max_bytes;
+    PLINK_SET(CURLOPT_NOSIGNAL, 1L);               /* threads and hosts own signals */
+    PLINK_SET(CURLOPT_ERRORBUFFER, r->errbuf);
+    PLINK_SET(CURLOPT_FOLLOWLOCATION, 0L);         /* never follow redirects */
+    PLINK_SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    PLINK_SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    PLINK_SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    PLINK_SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    PLINK_SET(CURLOPT_TIMEOUT_MS, o->timeout_ms);
+    PLINK_SET(CURLOPT_CONNECTTIMEOUT_MS, o->connect_ms);
+    PLINK_SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    PLINK_SET(CURLOPT_WRITEFUNCTION, plink_on_body);
+    PLINK_SET(CURLOPT_WRITEDATA, r);
+    PLINK_SET(CURLOPT_HEADERFUNCTION, plink_on_header);
+    PLINK_SET(CURLOPT_HEADERDATA, r);
+    /* cainfo replaces libcurl's default bundle, like `curl --cacert`. */
+    if (o->cainfo)
+        PLINK_SET(CURLOPT_CAINFO, o->cainfo);
+    /* No proxy option: libcurl reads http_proxy / https_proxy / no_proxy. */
+    if (o->proxy)
+        PLINK_SET(CURLOPT_PROXY, o->proxy);
+    if (o->user_agent)
+        PLINK_SET(CURLOPT_USERAGENT, o->user_agent);
+    return CURLE_OK;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+const char *const plink_http_methods[] = { "GET", "POST", "PUT", "DELETE", "PATCH", NULL };
+
+size_t plink_http_check_headers(lua_State *L, int idx, int arg, const char *fname)
+{
+    size_t nh, i;
+    if (lua_isnoneornil(L, idx))
+        return 0;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    nh = plink_rawlen(L, idx);
+    for (i = 1; i <= nh; i++) {
+        size_t n;
+        const char *s;
+        lua_rawgeti(L, idx, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad argument #%d to '%s' (header %d is not a string)",
+                       arg, fname, (int)i);
+        s = lua_tolstring(L, -1, &n);
+        if (strlen(s) != n || strpbrk(s, "\r\n"))
+            luaL_error(L, "bad argument #%d to '%s' (header %d contains CR, LF or NUL)",
+                       arg, fname, (int)i);
+        lua_pop(L, 1);
+    }
+    return nh;
+}
+
+struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n)
+{
+    struct curl_slist *list = NULL, *nl;
+    size_t i;
+    /* Header strings stay referenced by the table; curl_slist_append copies. */
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (int)i);
+        nl = curl_slist_append(list, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (!nl) {
+            curl_slist_free_all(list);
+            return NULL;
+        }
+        list = nl;
+    }
+    /* No "Expect: 100-continue" wait on bodies. */
+    nl = curl_slist_append(list, "Expect:");
+    if (!nl) {
+        curl_slist_free_all(list);
+        return NULL;
+    }
+    return nl;
+}
+
+void plink_easy_set_request(CURL *c, int method, const char *url,
+                            struct curl_slist *list, const char *body, size_t len)
+{
+    /* Every per-request option is set each time, so nothing leaks from the
+     * previous request on a reused handle. */
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    if (method == 0) {                 /* GET */
+        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    } else {
+        /* POST, or another method with a (possibly empty) body: PUT without
+         * a body sends Content-Length: 0. POSTFIELDS does not copy. */
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+        if (method != 1)
+            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, plink_http_methods[method]);
+    }
+}
+
+void plink_easy_clear_request(CURL *c)
+{
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, (char *)NULL);
+}
+
+/* ---- results ----------------------------------------------------------- */
+
+static int plink_unsent_code(CURLcode c)
+{
+    switch (c) {
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int plink_http_unsent(CURL *c, CURLcode rc)
+{
+    if (plink_unsent_code(rc))
+        return 1;
+    if (rc == CURLE_OPERATION_TIMEDOUT) {
+        /* A timeout before the request went out (connect, TLS) is as
+         * unsent as a refused connection. */
+        curl_off_t pre = 0;
+        long reqsize = 0;
+        curl_easy_getinfo(c, CURLINFO_PRETRANSFER_TIME_T, &pre);
+        curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &reqsize);
+        return !(pre > 0 || reqsize > 0);
+    }
+    return 0;
+}
+
+void plink_push_info(lua_State *L, const char *kind, const char *msg, int code, int sent)
+{
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "message");
+    if (code >= 0) {
+        lua_pushinteger(L, code);
+        lua_setfield(L, -2, "curl_code");
+    }
+    lua_pushboolean(L, sent);
+    lua_setfield(L, -2, "sent");
+}
+
+void plink_push_curl_info(lua_State *L, CURL *c, CURLcode rc, const plink_resp *r)
+{
+    char msg[CURL_ERROR_SIZE + 64];
+    if (r->too_large) {
+        snprintf(msg, sizeof msg, "response body larger than %lu bytes",
+                 (unsigned long)r->max_bytes);
+        plink_push_info(L, "transport", msg, (int)rc, 1);
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "too_large");
+        return;
+    }
+    if (r->oom) {
+        plink_push_info(L, "transport", "out of memory reading the response", (int)rc, 1);
+        return;
+    }
+    snprintf(msg, sizeof msg, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
+    plink_push_info(L, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "transport",
+                    msg, (int)rc, !plink_http_unsent(c, rc));
+}
+
+void plink_push_headers(lua_State *L, const plink_hbuf *hdr)
+{
+    const char *p = hdr->p, *end = hdr->p + hdr->len;
+    lua_newtable(L);
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (colon && colon > p &&
+            !(line_end - p >= 5 && memcmp(p, "HTTP/", 5) == 0)) {
+            const char *v = colon + 1, *ve = line_end;
+            luaL_Buffer b;
+            const char *q;
+            while (v < ve && (*v == ' ' || *v == '\t')) v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+            luaL_buffinit(L, &b);
+            for (q = p; q < colon; q++) {
+                char ch = *q;
+                luaL_addchar(&b, (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch);
+            }
+            luaL_pushresult(&b);                  /* name */
+            lua_pushvalue(L, -1);
+            lua_rawget(L, -3);                    /* old value */
+            if (lua_isstring(L, -1)) {
+                lua_pushliteral(L, ", ");
+                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_concat(L, 3);
+            } else {
+                lua_pop(L, 1);
+                lua_pushlstring(L, v, (size_t)(ve - v));
+            }
+            lua_rawset(L, -3);
+        }
+        p = line_end + 1;
+    }
+}

@@ -1,0 +1,97 @@
+/* http_common.h - what the easy (http_easy.c) and multi (http_multi.c)
+ * transports share, so that both speak HTTP the same way:
+ *
+ *   - the options table of core.http_new / core.multi_new, checked before
+ *     anything is allocated (plink_http_opts_read raises on a bad value);
+ *   - the constant libcurl settings (no redirects, http/https only, TLS
+ *     verification, NOSIGNAL, timeouts, keep-alive), in one place;
+ *   - the response buffers and the write/header callbacks with the body cap
+ *     (the callbacks never call Lua);
+ *   - request headers (CR/LF checked first, "Expect:" appended) and methods;
+ *   - the error info table {kind, message, curl_code, sent, too_large} and the
+ *     response header table (lower-case name -> value, repeats joined ", ").
+ *
+ * Memory discipline is the callers': nothing here raises a Lua error while it
+ * holds memory, except plink_http_opts_read and plink_http_check_headers,
+ * which run before any allocation.
+ */
+#ifndef PLINK_HTTP_COMMON_H
+#define PLINK_HTTP_COMMON_H
+
+#include <stddef.h>
+#include <curl/curl.h>
+#include "plink.h"
+
+#define PLINK_HTTP_DEFAULT_MAX (1024 * 1024)   /* response body cap, bytes */
+#define PLINK_HTTP_HEADER_MAX (256 * 1024)     /* response header cap, bytes */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} plink_hbuf;
+
+/* One response being received: the callbacks' user data. */
+typedef struct {
+    size_t max_bytes;      /* body cap */
+    int too_large;         /* the write callback hit the cap */
+    int oom;               /* a buffer could not grow */
+    plink_hbuf body;
+    plink_hbuf hdr;         /* header lines of the last response */
+    char errbuf[CURL_ERROR_SIZE];
+} plink_resp;
+
+/* The checked options. Strings point into the options table (valid while it
+ * is referenced, i.e. during the constructor call). */
+typedef struct {
+    long timeout_ms, connect_ms;
+    size_t max_bytes;
+    const char *cainfo, *proxy, *user_agent;
+} plink_http_opts;
+
+int plink_hbuf_add(plink_hbuf *b, const char *s, size_t n);   /* 0 on OOM */
+void plink_hbuf_free(plink_hbuf *b);
+void plink_hbuf_clear(plink_hbuf *b);      /* keeps small buffers for reuse */
+
+void plink_resp_reset(plink_resp *r);    /* before a request */
+void plink_resp_free(plink_resp *r);
+
+/* Reads the options table at idx (nil = defaults). Raises, naming fname, on a
+ * bad value; allocates nothing. */
+void plink_http_opts_read(lua_State *L, int idx, const char *fname,
+                          plink_http_opts *o);
+
+/* The constant settings of every handle, and the callbacks bound to r. */
+CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r);
+
+/* Methods accepted by request/add (luaL_checkoption list). GET is index 0,
+ * POST index 1. */
+extern const char *const plink_http_methods[];
+
+/* Checks the headers array at idx (nil allowed): strings without CR, LF or
+ * NUL. Raises like luaL_argerror (argument number arg, function fname). */
+size_t plink_http_check_headers(lua_State *L, int idx, int arg, const char *fname);
+
+/* Builds the curl_slist of the (checked) headers at idx plus "Expect:".
+ * NULL when out of memory (nothing left allocated). */
+struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n);
+
+/* Per-request settings; body may be NULL (an empty body for non-GET). The
+ * body and list must outlive the transfer. */
+void plink_easy_set_request(CURL *c, int method, const char *url,
+                            struct curl_slist *list, const char *body, size_t len);
+/* Drops the per-request pointers (headers, body) from the handle. */
+void plink_easy_clear_request(CURL *c);
+
+/* Transport failures that surely happened before the request left. */
+int plink_http_unsent(CURL *c, CURLcode rc);
+
+/* Pushes the info table for a failed transfer: {kind, message, curl_code,
+ * sent[, too_large]} from rc and the response state. */
+void plink_push_curl_info(lua_State *L, CURL *c, CURLcode rc, const plink_resp *r);
+/* Pushes an info table made by hand (code < 0: no curl_code). */
+void plink_push_info(lua_State *L, const char *kind, const char *msg, int code, int sent);
+
+/* Pushes the response headers in hdr as a table. */
+void plink_push_headers(lua_State *L, const plink_hbuf *hdr);
+
+#endif
