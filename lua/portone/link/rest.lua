@@ -1,0 +1,372 @@
+--- portone.link.rest: the few REST V1 calls a webhook handler needs.
+--
+--     local rest = link.rest.new{ imp_key = "...", imp_secret = "..." }
+--     local payment, err = rest:payment("imp_123")
+--     local payment, err = rest:verify(notice, { amount = 10000, merchant_uid = "order-1" })
+--
+-- The access token (`POST /users/getToken`, 30 minutes) is cached. Its expiry
+-- is computed on the local clock as `local now + (expired_at - now)`, both
+-- taken from the answer, so a server clock that is off by minutes does not
+-- matter. One refresh runs at a time: under OpenResty the other light threads
+-- of the worker wait on an `ngx.semaphore` for it; with a blocking transport
+-- there is nothing to wait for. A 401 on a lookup drops the token, fetches a
+-- new one and tries once more.
+--
+-- The secret and the token live in a private table, not on the object, and
+-- never reach an error, a log line or `tostring`.
+--
+-- @module portone.link.rest
+local errors = require "portone.link.errors"
+
+local M = {}
+
+M.DEFAULT_BASE_URL = "https://api.iamport.kr"
+--- Refresh this many seconds before the token's computed expiry.
+M.DEFAULT_MARGIN = 60
+--- Longest a light thread waits for another's refresh.
+M.WAIT_TIMEOUT = 15
+
+local Rest = {}
+Rest.__index = Rest
+
+-- self -> {secret =, token =, expires =, gen =, last_err =}; weak keys, so a
+-- dropped client takes its secret with it.
+local private = setmetatable({}, { __mode = "k" })
+
+local cjson
+local function decode(body)
+  cjson = cjson or require "cjson.safe"
+  return cjson.decode(body)
+end
+
+-- Minimal JSON string literal (cjson is kept away from request bodies; see
+-- DESIGN §6). Escapes quotes, backslashes and control characters.
+local function jstr(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    local b = c:byte()
+    if c == '"' then return '\\"' elseif c == "\\" then return "\\\\" end
+    return ("\\u%04x"):format(b)
+  end) .. '"'
+end
+
+local function is_loopback(host)
+  return host == "localhost" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil or host == "[::1]"
+end
+
+-- https, or plain http to loopback only (the sandbox); no path, query or userinfo.
+local function check_base_url(url)
+  local scheme, host = url:match("^(https?)://([^/?#@]+)/*$")
+  if not scheme then return nil, "base_url must be scheme://host[:port] with no path" end
+  local hostname = host:match("^(%[[^%]]+%])") or host:match("^([^:]+)")
+  if scheme == "http" and not is_loopback(hostname) then
+    return nil, "base_url must be https (plain http only to loopback)"
+  end
+  return (url:gsub("/+$", ""))
+end
+
+local function in_ngx()
+  local ngx = rawget(_G, "ngx")
+  if not (ngx and ngx.socket and ngx.get_phase) then return false end
+  local ok, phase = pcall(ngx.get_phase)
+  return ok and phase ~= "init" and phase ~= "init_worker"
+end
+
+local function default_transport(opts)
+  local tcfg = {
+    timeout = opts.timeout or 10,
+    connect_timeout = opts.connect_timeout or 5,
+    cainfo = opts.cainfo,
+    proxy = opts.proxy,
+    max_response_bytes = opts.max_response_bytes or 256 * 1024,
+    user_agent = opts.user_agent,
+  }
+  if in_ngx() then return require("portone.link.transport.ngx").new(tcfg) end
+  return require("portone.link.transport.curl").new(tcfg)
+end
+
+local function semaphore()
+  if not in_ngx() then return nil end
+  local ok, sema = pcall(require, "ngx.semaphore")
+  if not ok then return nil end
+  return sema.new(0)
+end
+
+--- Makes a REST V1 client.
+-- @tparam table opts `imp_key`, `imp_secret` (strings, required); `base_url`
+--   (default `https://api.iamport.kr`); `transport` (an object with
+--   `request`/`close`/`sleep`; by default the curl transport, or the ngx one
+--   inside OpenResty); `timeout`, `connect_timeout`, `cainfo`, `proxy`,
+--   `max_response_bytes`, `user_agent` (for the default transport);
+--   `include_sandbox` (default true: test-mode payments are found too);
+--   `margin` (seconds before expiry to refresh, default 60); `clock` (a
+--   function returning unix seconds, for tests).
+function M.new(opts)
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'new' (table expected, got %s)"):format(type(opts)), 2)
+  end
+  for _, k in ipairs({ "imp_key", "imp_secret" }) do
+    if type(opts[k]) ~= "string" or opts[k] == "" then
+      error(("bad argument #1 to 'new' (%s must be a non-empty string)"):format(k), 2)
+    end
+  end
+  if opts.imp_key:find("[%c]") or opts.imp_secret:find("[%c]") then
+    error("bad argument #1 to 'new' (imp_key and imp_secret must not contain control characters)", 2)
+  end
+  local base, berr = check_base_url(opts.base_url or M.DEFAULT_BASE_URL)
+  if not base then error("bad argument #1 to 'new' (" .. berr .. ")", 2) end
+  if opts.clock ~= nil and type(opts.clock) ~= "function" then
+    error("bad argument #1 to 'new' (clock must be a function)", 2)
+  end
+  local self = setmetatable({
+    base_url = base,
+    imp_key = opts.imp_key,
+    include_sandbox = opts.include_sandbox ~= false,
+    margin = opts.margin or M.DEFAULT_MARGIN,
+    clock = opts.clock or (rawget(_G, "ngx") and ngx.time) or os.time,
+    transport = opts.transport or default_transport(opts),
+    user_agent = opts.user_agent or "portone-link-rest",
+    refreshing = false,
+    waiters = 0,
+  }, Rest)
+  self.sema = opts.semaphore or semaphore()
+  private[self] = { secret = opts.imp_secret, gen = 0 }
+  return self
+end
+
+function Rest:__tostring()
+  local k = self.imp_key
+  local shown = #k > 4 and (k:sub(1, 4) .. "…") or "…"
+  return ("portone.link.rest (%s, imp_key %s)"):format(self.base_url, shown)
+end
+
+-- Removes the secret and the token from a string that came back from the
+-- server or the transport, in case either echoed them.
+local function scrub(self, s)
+  if type(s) ~= "string" then return s end
+  local p = private[self]
+  for _, secret in ipairs({ p.secret, p.token }) do
+    if secret and #secret >= 4 then
+      local i = 1
+      while true do
+        local a, b = s:find(secret, i, true)
+        if not a then break end
+        s = s:sub(1, a - 1) .. "***" .. s:sub(b + 1)
+        i = a + 3
+      end
+    end
+  end
+  return s
+end
+
+local function transport_error(self, info, what)
+  local kind = info and info.kind == "timeout" and "timeout" or "transport"
+  local msg = what .. ": " .. tostring(scrub(self, info and info.message or "request failed"))
+  return errors.new(kind, msg, {
+    curl_code = info and info.curl_code,
+    retryable = true,
+    too_large = info and info.too_large or nil,
+  })
+end
+
+-- Sends one request; returns the decoded envelope's `response`, or nil, err.
+-- `status` of the HTTP answer is returned second either way.
+function Rest:_call(method, path, headers, body, what)
+  headers[#headers + 1] = "Accept: application/json"
+  headers[#headers + 1] = "User-Agent: " .. self.user_agent
+  local status, rbody = self.transport:request(method, self.base_url .. path, headers, body)
+  if not status then return nil, transport_error(self, rbody, what) end
+  local t = type(rbody) == "string" and decode(rbody) or nil
+  local cut = scrub(self, errors.cut(rbody))
+  if status == 401 then
+    return nil, errors.new("auth", what .. ": unauthorized", { status = status, body = cut }), status
+  end
+  if type(t) ~= "table" then
+    if status < 200 or status > 299 then
+      return nil, errors.new("http", what .. ": HTTP " .. status, { status = status, body = cut,
+        retryable = status >= 500 or status == 429 }), status
+    end
+    return nil, errors.new("decode", what .. ": the answer is not a JSON object",
+      { status = status, body = cut }), status
+  end
+  local code = tonumber(t.code)
+  local message = type(t.message) == "string" and scrub(self, t.message) or nil
+  if status < 200 or status > 299 then
+    return nil, errors.new("http", what .. ": HTTP " .. status .. (message and (": " .. message) or ""),
+      { status = status, code = code, body = cut, retryable = status >= 500 or status == 429 }), status
+  end
+  if code ~= 0 then
+    return nil, errors.new("api", what .. ": " .. (message or "non-zero code"),
+      { status = status, code = t.code, body = cut }), status
+  end
+  if type(t.response) ~= "table" then
+    return nil, errors.new("decode", what .. ": no response object", { status = status, body = cut }), status
+  end
+  return t.response, nil, status
+end
+
+function Rest:_fetch_token()
+  local p = private[self]
+  local body = "{" .. '"imp_key":' .. jstr(self.imp_key) .. ',"imp_secret":' .. jstr(p.secret) .. "}"
+  local before = self.clock()
+  local r, err = self:_call("POST", "/users/getToken", { "Content-Type: application/json" }, body, "getToken")
+  if not r then return nil, err end
+  local tok, exp, now = r.access_token, tonumber(r.expired_at), tonumber(r.now)
+  if type(tok) ~= "string" or tok == "" or tok:find("[%c]") or not exp or not now then
+    return nil, errors.new("decode", "getToken: the answer has no usable access_token/expired_at/now")
+  end
+  p.token = tok
+  -- local clock + what the server says is left: skew between the clocks cancels.
+  p.expires = before + (exp - now)
+  return tok
+end
+
+function Rest:_valid_token()
+  local p = private[self]
+  if p.token and self.clock() < p.expires - self.margin then return p.token end
+  return nil
+end
+
+-- Waits until the refresh in flight ends (semaphore under OpenResty; the
+-- transport's sleep otherwise, which yields in a cooperative transport).
+function Rest:_wait_refresh()
+  local deadline = self.clock() + M.WAIT_TIMEOUT
+  while self.refreshing do
+    if self.sema then
+      self.waiters = self.waiters + 1
+      local ok = self.sema:wait(math.max(0.001, deadline - self.clock()))
+      if not ok then self.waiters = self.waiters - 1 end
+    else
+      local sleep = self.transport.sleep
+      if not sleep then break end
+      sleep(0.005)
+    end
+    if self.clock() >= deadline then break end
+  end
+end
+
+--- The current access token, fetched or refreshed as needed.
+-- Meant for the library's own calls; a caller that logs it leaks it.
+-- @return token, or `nil, err` (`auth` when the key or secret is refused)
+function Rest:token()
+  local tok = self:_valid_token()
+  if tok then return tok end
+  local p = private[self]
+  if self.refreshing then
+    local gen = p.gen
+    self:_wait_refresh()
+    tok = self:_valid_token()
+    if tok then return tok end
+    if p.gen ~= gen and p.last_err then return nil, p.last_err end
+    if self.refreshing then
+      return nil, errors.new("timeout", "getToken: gave up waiting for the refresh in flight",
+        { retryable = true })
+    end
+  end
+  self.refreshing = true
+  local ok, t, err = pcall(self._fetch_token, self)
+  self.refreshing = false
+  p.gen = p.gen + 1
+  if self.sema and self.waiters > 0 then
+    local n = self.waiters
+    self.waiters = 0
+    self.sema:post(n)
+  end
+  if not ok then
+    p.last_err = errors.new("transport", "getToken: " .. tostring(scrub(self, tostring(t))))
+    error(p.last_err, 0)
+  end
+  p.last_err = err
+  return t, err
+end
+
+--- Forgets the cached token (the next call fetches a new one).
+function Rest:forget_token()
+  local p = private[self]
+  p.token, p.expires = nil, nil
+end
+
+local function check_imp_uid(imp_uid)
+  return type(imp_uid) == "string" and #imp_uid <= 64 and imp_uid:match("^[%w_%-]+$") ~= nil
+end
+
+--- Looks a payment up: `GET /payments/{imp_uid}`.
+-- @return the `response` object (`amount`, `status`, `merchant_uid`, ...), or
+--   `nil, err`: `http` with status 404 for an unknown imp_uid, `auth`,
+--   `api`, `transport`, `timeout`, `decode`, or `validation` for an imp_uid
+--   that cannot go into a path.
+function Rest:payment(imp_uid)
+  if not check_imp_uid(imp_uid) then
+    return nil, errors.new("validation", "imp_uid must match [A-Za-z0-9_-]{1,64}",
+      { errors = { { field = "imp_uid", code = "format", message = "must match [A-Za-z0-9_-]{1,64}" } } })
+  end
+  local path = "/payments/" .. imp_uid .. (self.include_sandbox and "?include_sandbox=true" or "")
+  local used
+  for attempt = 1, 2 do
+    local tok, terr = self:token()
+    if not tok then return nil, terr end
+    used = tok
+    local r, err, status = self:_call("GET", path, { "Authorization: Bearer " .. tok }, nil,
+      "payment " .. imp_uid)
+    if r then return r end
+    if status ~= 401 or attempt == 2 then return nil, err end
+    -- the token was refused: drop it unless another thread already replaced it
+    if private[self].token == used then self:forget_token() end
+  end
+end
+
+--- Checks a webhook notice against the payment PortOne holds and the order.
+-- @tparam table notice from `link.webhook.parse` (only `imp_uid` and
+--   `merchant_uid` are read; the notice's own status is never trusted)
+-- @tparam table expect `amount` (required: what the order costs);
+--   `merchant_uid` (default: the notice's); `status` (default `"paid"`)
+-- @return the payment, or `nil, err` with `err.kind`:
+--   `mismatch` (amount, merchant_uid or imp_uid differ; `err.field`,
+--   `err.expected`, `err.actual`, `err.payment`), `unpaid` (the payment's status is
+--   not the expected one; `err.payment_status`, `err.payment`), or the lookup's
+--   own kind (`http` 404, `auth`, `transport`, `timeout`, `api`, `decode`,
+--   `validation`) with `err.stage == "lookup"`: answer the webhook with a 5xx so
+--   PortOne sends it again.
+function Rest:verify(notice, expect)
+  if type(notice) ~= "table" then
+    error(("bad argument #1 to 'verify' (table expected, got %s)"):format(type(notice)), 2)
+  end
+  if type(expect) ~= "table" or type(expect.amount) ~= "number" then
+    error("bad argument #2 to 'verify' (table with a number 'amount' expected)", 2)
+  end
+  local p, err = self:payment(notice.imp_uid)
+  if not p then
+    err.stage = "lookup"
+    return nil, err
+  end
+  local function mismatch(field, expected, actual)
+    return nil, errors.new("mismatch", ("verify: %s is %s, expected %s"):format(field, tostring(actual),
+      tostring(expected)), { field = field, expected = expected, actual = actual, payment = p })
+  end
+  if p.imp_uid ~= nil and p.imp_uid ~= notice.imp_uid then
+    return mismatch("imp_uid", notice.imp_uid, p.imp_uid)
+  end
+  local want_uid = expect.merchant_uid or notice.merchant_uid
+  if want_uid ~= nil and p.merchant_uid ~= want_uid then
+    return mismatch("merchant_uid", want_uid, p.merchant_uid)
+  end
+  local amount = tonumber(p.amount)
+  if amount ~= expect.amount then
+    local shown = amount and ("%.0f"):format(amount) or tostring(p.amount)
+    return mismatch("amount", ("%.0f"):format(expect.amount), shown)
+  end
+  local want_status = expect.status or "paid"
+  if p.status ~= want_status then
+    return nil, errors.new("unpaid", ("verify: payment status is %s, expected %s"):format(tostring(p.status),
+      want_status), { payment_status = p.status, payment = p })
+  end
+  return p
+end
+
+--- Closes the transport.
+function Rest:close()
+  if self.transport and self.transport.close then self.transport:close() end
+end
+
+M.Rest = Rest
+M._check_base_url = check_base_url
+return M

@@ -1,0 +1,415 @@
+-- link.rest: token caching on a fake clock, one refresh at a time, the 401
+-- retry, verify's outcomes, and secrets kept out of errors and tostring.
+local rest = require "portone.link.rest"
+local link = require "portone.link"
+
+local SECRET = "s3cr3t-imp-secret-value"
+local KEY = "1234567890123456"
+
+-- A transport that answers from a route table and records every request.
+-- `routes["POST /users/getToken"] = function(req) return status, body end`.
+local function fake_transport(routes)
+  local t = { log = {} }
+  function t.request(_, method, url, headers, body)
+    local path = url:match("^https?://[^/]+(/[^?]*)")
+    local req = { method = method, url = url, path = path, headers = headers, body = body }
+    t.log[#t.log + 1] = req
+    local h = routes[method .. " " .. path] or routes[method .. " *"]
+    if not h then return 404, '{"code":-1,"message":"no route","response":null}', {} end
+    local status, rbody = h(req)
+    if status == nil then return nil, rbody end
+    return status, rbody, { ["content-type"] = "application/json" }
+  end
+  function t.close() end
+  t.sleep = function() end
+  function t.count(prefix)
+    local n = 0
+    for _, r in ipairs(t.log) do if (r.method .. " " .. r.path):find(prefix, 1, true) then n = n + 1 end end
+    return n
+  end
+  return t
+end
+
+local function header(req, name)
+  for _, h in ipairs(req.headers) do
+    local k, v = h:match("^([^:]+):%s*(.*)$")
+    if k and k:lower() == name:lower() then return v end
+  end
+end
+
+-- A PortOne-like server: tokens with a 30-minute life on the *server* clock,
+-- which can be skewed from the client's.
+local function fake_portone(state)
+  state = state or {}
+  state.server_now = state.server_now or 1700000000
+  state.tokens = state.tokens or 0
+  state.payments = state.payments or {
+    imp_1 = { imp_uid = "imp_1", merchant_uid = "order-1", amount = 10000, status = "paid" },
+    imp_2 = { imp_uid = "imp_2", merchant_uid = "order-2", amount = 5000, status = "ready" },
+  }
+  local routes = {}
+  routes["POST /users/getToken"] = function(req)
+    if state.token_hook then
+      local s, b = state.token_hook(req)
+      if s then return s, b end
+    end
+    if not req.body:find('"imp_secret":"' .. SECRET .. '"', 1, true) then
+      return 401, '{"code":-1,"message":"imp_key, imp_secret 정보가 올바르지 않습니다.","response":null}'
+    end
+    state.tokens = state.tokens + 1
+    state.current = "tok" .. state.tokens .. string.rep("x", 30)
+    return 200, ('{"code":0,"message":null,"response":{"access_token":"%s","now":%d,"expired_at":%d}}')
+      :format(state.current, state.server_now, state.server_now + 1800)
+  end
+  routes["GET *"] = function(req)
+    local id = req.path:match("^/payments/(.+)$")
+    local auth = header(req, "Authorization")
+    if auth ~= "Bearer " .. tostring(state.current) or state.reject_next or state.reject_always then
+      state.reject_next = nil
+      return 401, '{"code":-1,"message":"Unauthorized","response":null}'
+    end
+    local p = id and state.payments[id]
+    if not p then return 404, '{"code":-1,"message":"존재하지 않는 결제정보입니다.","response":null}' end
+    return 200, ('{"code":0,"message":null,"response":{"imp_uid":"%s","merchant_uid":"%s","amount":%d,'
+      .. '"status":"%s","pay_method":"card"}}'):format(p.imp_uid, p.merchant_uid, p.amount, p.status)
+  end
+  return routes, state
+end
+
+local function client(opts)
+  local routes, state = fake_portone(opts and opts.state)
+  local t = fake_transport(routes)
+  local clock = { now = 5000 }
+  local r = rest.new{ imp_key = KEY, imp_secret = SECRET, transport = t,
+    clock = function() return clock.now end, semaphore = opts and opts.semaphore }
+  return r, t, state, clock
+end
+
+-- Every string reachable from v (keys, values, metatables skipped).
+local function strings_in(v, out, seen)
+  out, seen = out or {}, seen or {}
+  if type(v) == "string" then out[#out + 1] = v
+  elseif type(v) == "table" and not seen[v] then
+    seen[v] = true
+    for k, x in pairs(v) do strings_in(k, out, seen); strings_in(x, out, seen) end
+  end
+  return out
+end
+
+describe("link.rest", function()
+  it("is reachable as link.rest", function()
+    assert.equal(rest, link.rest)
+  end)
+
+  it("checks its options", function()
+    assert.has_error(function() rest.new() end)
+    assert.has_error(function() rest.new{ imp_key = KEY } end)
+    assert.has_error(function() rest.new{ imp_key = "", imp_secret = "x", transport = {} } end)
+    assert.has_error(function() rest.new{ imp_key = KEY, imp_secret = "a\r\nb", transport = {} } end)
+    assert.has_error(function()
+      rest.new{ imp_key = KEY, imp_secret = SECRET, base_url = "http://api.iamport.kr", transport = {} }
+    end)
+    assert.has_error(function()
+      rest.new{ imp_key = KEY, imp_secret = SECRET, base_url = "https://api.iamport.kr/v1", transport = {} }
+    end)
+    assert.truthy(rest.new{ imp_key = KEY, imp_secret = SECRET, base_url = "http://127.0.0.1:8080/",
+      transport = {} })
+    local default = rest.new{ imp_key = KEY, imp_secret = SECRET, transport = {} }
+    assert.equal("https://api.iamport.kr", default.base_url)
+  end)
+
+  describe("token", function()
+    it("sends the key and secret as JSON to /users/getToken", function()
+      local r, t = client()
+      assert.truthy(r:token())
+      local req = t.log[1]
+      assert.equal("POST", req.method)
+      assert.equal("https://api.iamport.kr/users/getToken", req.url)
+      assert.equal("application/json", header(req, "Content-Type"))
+      local body = require("cjson").decode(req.body)
+      assert.same({ imp_key = KEY, imp_secret = SECRET }, body)
+    end)
+
+    it("caches the token until near its expiry on the local clock", function()
+      local r, t, state, clock = client()
+      local tok = r:token()
+      assert.equal(1, state.tokens)
+      clock.now = clock.now + 1700            -- 100 s left: still good
+      assert.equal(tok, r:token())
+      assert.equal(1, t.count("POST /users/getToken"))
+      clock.now = clock.now + 41               -- 59 s left: inside the 60 s margin
+      state.server_now = state.server_now + 1741
+      assert.not_equal(tok, r:token())
+      assert.equal(2, state.tokens)
+    end)
+
+    it("is safe against a skewed server clock, ahead or behind", function()
+      for _, skew in ipairs({ -86400, -300, 0, 300, 86400 }) do
+        local r, _, state, clock = client()
+        state.server_now = clock.now + skew
+        r:token()
+        clock.now = clock.now + 1500; state.server_now = state.server_now + 1500
+        r:token()
+        assert.equal(1, state.tokens, "skew " .. skew)
+        clock.now = clock.now + 250; state.server_now = state.server_now + 250
+        r:token()
+        assert.equal(2, state.tokens, "skew " .. skew)
+      end
+    end)
+
+    it("refuses a wrong secret with an auth error that does not show it", function()
+      local t = fake_transport((fake_portone()))
+      local r = rest.new{ imp_key = KEY, imp_secret = "wrong-secret-1234", transport = t }
+      local tok, err = r:token()
+      assert.is_nil(tok)
+      assert.equal("auth", err.kind)
+      assert.equal(401, err.status)
+      assert.not_matches("wrong%-secret", tostring(err))
+    end)
+
+    it("reports a code != 0 on HTTP 200 as an api error", function()
+      local r, _, state = client()
+      state.token_hook = function() return 200, '{"code":-1,"message":"blocked","response":null}' end
+      local tok, err = r:token()
+      assert.is_nil(tok)
+      assert.equal("api", err.kind)
+      assert.equal(-1, err.code)
+    end)
+
+    it("reports a token answer without the fields as a decode error", function()
+      local r, _, state = client()
+      state.token_hook = function() return 200, '{"code":0,"response":{"access_token":"x"}}' end
+      local _, err = r:token()
+      assert.equal("decode", err.kind)
+      state.token_hook = function() return 200, "<html>" end
+      _, err = r:token()
+      assert.equal("decode", err.kind)
+    end)
+
+    it("runs one refresh at a time for cooperative threads", function()
+      -- getToken blocks (yields) until released; the transport's sleep yields too.
+      local r, t, state = client()
+      local release = false
+      state.token_hook = function()
+        while not release do coroutine.yield("in getToken") end
+      end
+      t.sleep = function() coroutine.yield("waiting") end
+      local results = {}
+      local threads = {}
+      for i = 1, 3 do
+        threads[i] = coroutine.create(function() results[i] = { r:payment("imp_1") } end)
+      end
+      for _ = 1, 3 do for i = 1, 3 do assert(coroutine.resume(threads[i])) end end
+      assert.equal(1, t.count("POST /users/getToken"))
+      release = true
+      for _ = 1, 5 do
+        for i = 1, 3 do
+          if coroutine.status(threads[i]) ~= "dead" then assert(coroutine.resume(threads[i])) end
+        end
+      end
+      for i = 1, 3 do
+        assert.equal("dead", coroutine.status(threads[i]))
+        assert.equal(10000, results[i][1].amount)
+      end
+      assert.equal(1, state.tokens)
+      assert.equal(1, t.count("POST /users/getToken"))
+    end)
+
+    it("waits on a semaphore when it has one (OpenResty) and shares a failure", function()
+      local posted = 0
+      local sema = {}
+      function sema.wait() coroutine.yield("sema"); return true end
+      function sema.post(_, n) posted = posted + n end
+      local r, t, state = client{ semaphore = sema }
+      local release = false
+      state.token_hook = function()
+        while not release do coroutine.yield() end
+        return 503, "busy"
+      end
+      local errs = {}
+      local co = {}
+      for i = 1, 3 do co[i] = coroutine.create(function() errs[i] = select(2, r:token()) end) end
+      for i = 1, 3 do assert(coroutine.resume(co[i])) end
+      release = true
+      for _ = 1, 3 do
+        for i = 1, 3 do if coroutine.status(co[i]) ~= "dead" then assert(coroutine.resume(co[i])) end end
+      end
+      assert.equal(2, posted)
+      assert.equal(1, t.count("POST /users/getToken"))
+      for i = 1, 3 do assert.equal("http", errs[i].kind); assert.equal(503, errs[i].status) end
+    end)
+  end)
+
+  describe("payment", function()
+    it("looks a payment up with the bearer token", function()
+      local r, t, state = client()
+      local p = assert(r:payment("imp_1"))
+      assert.equal("order-1", p.merchant_uid)
+      assert.equal(10000, p.amount)
+      local req = t.log[2]
+      assert.equal("https://api.iamport.kr/payments/imp_1?include_sandbox=true", req.url)
+      assert.equal("Bearer " .. state.current, header(req, "Authorization"))
+    end)
+
+    it("answers 404 for an unknown payment", function()
+      local r = client()
+      local p, err = r:payment("imp_nope")
+      assert.is_nil(p)
+      assert.equal("http", err.kind)
+      assert.equal(404, err.status)
+    end)
+
+    it("retries once on a 401 with a fresh token", function()
+      local r, t, state = client()
+      r:token()
+      state.reject_next = true
+      local p = assert(r:payment("imp_1"))
+      assert.equal("imp_1", p.imp_uid)
+      assert.equal(2, state.tokens)
+      assert.equal(2, t.count("GET /payments/"))
+    end)
+
+    it("gives up after the second 401", function()
+      local r, t, state = client()
+      state.reject_always = true
+      local p, err = r:payment("imp_1")
+      assert.is_nil(p)
+      assert.equal("auth", err.kind)
+      assert.equal(2, t.count("GET /payments/"))
+    end)
+
+    it("refuses imp_uids that cannot go into a path, before any request", function()
+      local r, t = client()
+      for _, bad in ipairs({ "../users", "imp 1", "imp_1?x", "", ("a"):rep(65) }) do
+        local p, err = r:payment(bad)
+        assert.is_nil(p)
+        assert.equal("validation", err.kind)
+      end
+      assert.equal(0, #t.log)
+    end)
+
+    it("turns transport failures into transport/timeout errors", function()
+      local r, t = client()
+      t.request = function()
+        return nil, { kind = "timeout", message = "Operation timed out", curl_code = 28 }
+      end
+      local p, err = r:payment("imp_1")
+      assert.is_nil(p)
+      assert.equal("timeout", err.kind)
+      assert.equal(28, err.curl_code)
+      assert.is_true(err.retryable)
+    end)
+  end)
+
+  describe("verify", function()
+    local notice = { imp_uid = "imp_1", merchant_uid = "order-1", status = "paid" }
+
+    it("returns the payment when amount, order and status agree", function()
+      local r = client()
+      local p, err = r:verify(notice, { amount = 10000, merchant_uid = "order-1" })
+      assert.is_nil(err)
+      assert.equal("paid", p.status)
+      assert.truthy(r:verify(notice, { amount = 10000 }))
+    end)
+
+    it("reports an amount mismatch", function()
+      local r, _, state = client()
+      state.payments.imp_1.amount = 100
+      local p, err = r:verify(notice, { amount = 10000, merchant_uid = "order-1" })
+      assert.is_nil(p)
+      assert.equal("mismatch", err.kind)
+      assert.equal("amount", err.field)
+      assert.equal("10000", err.expected)
+      assert.equal("100", err.actual)
+      assert.equal("imp_1", err.payment.imp_uid)
+      assert.matches("amount is 100, expected 10000", tostring(err))
+    end)
+
+    it("reports an order mismatch, from the expectation or from the notice", function()
+      local r = client()
+      local _, err = r:verify(notice, { amount = 10000, merchant_uid = "order-9" })
+      assert.equal("mismatch", err.kind)
+      assert.equal("merchant_uid", err.field)
+      _, err = r:verify({ imp_uid = "imp_1", merchant_uid = "forged" }, { amount = 10000 })
+      assert.equal("mismatch", err.kind)
+    end)
+
+    it("reports a payment that is not paid", function()
+      local r = client()
+      local n2 = { imp_uid = "imp_2", merchant_uid = "order-2", status = "paid" }
+      local _, err = r:verify(n2, { amount = 5000 })
+      assert.equal("unpaid", err.kind)
+      assert.equal("ready", err.payment_status)
+      assert.truthy(r:verify(n2, { amount = 5000, status = "ready" }))
+    end)
+
+    it("reports a lookup failure with the lookup's kind and stage", function()
+      local r = client()
+      local _, err = r:verify({ imp_uid = "imp_404", merchant_uid = "x" }, { amount = 1 })
+      assert.equal("http", err.kind)
+      assert.equal(404, err.status)
+      assert.equal("lookup", err.stage)
+      local r2, t = client()
+      t.request = function()
+        return nil, { kind = "transport", message = "Couldn't connect", curl_code = 7 }
+      end
+      _, err = r2:verify(notice, { amount = 10000 })
+      assert.equal("transport", err.kind)
+      assert.equal("lookup", err.stage)
+    end)
+
+    it("raises on wrong arguments", function()
+      local r = client()
+      assert.has_error(function() r:verify("imp_1", { amount = 1 }) end)
+      assert.has_error(function() r:verify(notice) end)
+      assert.has_error(function() r:verify(notice, { amount = "10000" }) end)
+    end)
+  end)
+
+  describe("secrets", function()
+    it("are not fields of the client and not in tostring", function()
+      local r, _, state = client()
+      r:token()
+      local s = tostring(r)
+      assert.matches("portone.link.rest", s)
+      assert.not_matches(SECRET, s, 1, true)
+      assert.not_matches(KEY, s, 1, true)
+      -- (the fake transport keeps a log of what was sent: not the client's own state)
+      local own = {}
+      for k, v in pairs(r) do if k ~= "transport" then own[k] = v end end
+      for _, str in ipairs(strings_in(own)) do
+        assert.is_nil(str:find(SECRET, 1, true))
+        assert.is_nil(str:find(state.current, 1, true))
+      end
+    end)
+
+    it("are scrubbed from errors even when the server echoes them", function()
+      local r, _, state = client()
+      state.token_hook = function(req)
+        return 500, '{"code":-1,"message":"bad request ' .. req.body:gsub('"', "'") .. '","response":null}'
+      end
+      local _, err = r:token()
+      assert.equal(500, err.status)
+      for _, str in ipairs(strings_in(err)) do assert.is_nil(str:find(SECRET, 1, true)) end
+      assert.is_nil(tostring(err):find(SECRET, 1, true))
+      -- and the token, when a lookup echoes it
+      state.token_hook = nil
+      local tok = r:token()
+      local r2t = state.current
+      assert.equal(tok, r2t)
+      local routes = fake_portone(state)
+      routes["GET *"] = function(req) return 500, "upstream said: " .. header(req, "Authorization") end
+      r.transport = fake_transport(routes)
+      local _, perr = r:payment("imp_1")
+      assert.is_nil(tostring(perr):find(tok, 1, true))
+      for _, str in ipairs(strings_in(perr)) do assert.is_nil(str:find(tok, 1, true)) end
+    end)
+
+    it("are scrubbed from transport messages", function()
+      local r, t = client()
+      t.request = function() return nil, { kind = "transport", message = "failed near " .. SECRET } end
+      local _, err = r:token()
+      assert.is_nil(tostring(err):find(SECRET, 1, true))
+    end)
+  end)
+end)
