@@ -130,6 +130,9 @@ function M.config(o)
     add("load_module " .. MODULES .. "ndk_http_module.so;")
     add("load_module " .. MODULES .. "ngx_http_lua_module.so;")
   end
+  -- As root, nginx would run the worker as nobody, which could neither
+  -- signal the master (watchdog) nor remove the prefix: keep root.
+  if o.as_root then add("user root;") end
   add("worker_processes 1;")
   add("daemon " .. (o.daemon and "on" or "off") .. ";")
   add("master_process on;")
@@ -328,6 +331,7 @@ function M.prepare(opts)
     tls = opts.tls, daemon = opts.daemon ~= false, lua_root = opts.lua_root or lua_root(),
     fixed_port = opts.port and opts.port ~= 0, log_level = opts.log_level,
     watch_pid = opts.watch_pid == nil and my_pid() or opts.watch_pid or nil,
+    as_root = (capture("id -u") or ""):match("^0%s*$") ~= nil,
   }
   plan.conf = prefix .. "/nginx.conf"
   M.choose_ports(plan, opts)
@@ -349,8 +353,13 @@ function M.choose_ports(plan, opts)
   plan.server = {
     scheme = scheme, host = plan.host, port = plan.port, prefix = plan.prefix,
     imp_key = opts.imp_key, imp_secret = opts.imp_secret,
-    watch_pid = plan.watch_pid, cleanup_prefix = true, announce = opts.announce,
+    watch_pid = plan.watch_pid, cleanup_prefix = true, latency_ms = opts.latency_ms,
   }
+  if opts.announce then
+    plan.server.announce = "sandbox listening on " .. plan.url
+      .. (plan.admin_url ~= plan.url and " (admin API on " .. plan.admin_url .. "/__sandbox/)" or "")
+      .. "\nstop it with Ctrl-C" .. (plan.watch_pid and " or kill -TERM " .. plan.watch_pid or "")
+  end
   return write_file(plan.conf, M.config(plan))
 end
 
@@ -396,7 +405,6 @@ function M.start(opts)
       }, Sandbox)
       sb.master_pid = sb:pid()
       if wait_ready(sb, socket.gettime() + (opts.timeout or 10)) then
-        if opts.latency_ms and opts.latency_ms > 0 then sb:latency(opts.latency_ms) end
         return sb
       end
       last = read_file(plan.prefix .. "/error.log") or log

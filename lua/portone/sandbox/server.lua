@@ -33,6 +33,7 @@ function M.init(c)
   local host = conf.host
   if host:find(":", 1, true) then host = "[" .. host .. "]" end
   conf.base = conf.scheme .. "://" .. host .. ":" .. conf.port
+  if conf.latency_ms then stats:set("latency_ms", tonumber(conf.latency_ms) or 0) end
 end
 
 -- ---------------------------------------------------------------------------
@@ -425,11 +426,25 @@ end
 -- the launcher watchdog: when the process that started the sandbox is gone
 -- (killed with SIGTERM, crashed), stop nginx and remove the temp prefix.
 
+-- A zombie still answers kill(pid, 0), and a killed launcher may stay one
+-- for a while: read its state from /proc when there is one.
+local function launcher_alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if f then
+    local stat = f:read("*l") or ""
+    f:close()
+    local state = stat:match("%) (%a)")
+    return state ~= "Z" and state ~= "X"
+  end
+  local ffi = require "ffi"
+  if ffi.C.kill(pid, 0) == 0 then return true end
+  return ffi.errno() ~= 3 -- ESRCH: gone; EPERM: alive
+end
+
 local function watchdog(premature)
   if premature then return end
-  local ffi = require "ffi"
-  local C = ffi.C
-  if C.kill(conf.watch_pid, 0) == 0 or ffi.errno() ~= 3 --[[ESRCH]] then return end
+  local C = require("ffi").C
+  if launcher_alive(conf.watch_pid) then return end
   if conf.cleanup_prefix and conf.prefix and conf.prefix:match("^/.+/portone%-sandbox%.[%w]+/?$") then
     os.execute("rm -rf '" .. conf.prefix .. "'")
   end
@@ -442,7 +457,7 @@ function M.init_worker()
   if conf.watch_pid then
     local ffi = require "ffi"
     pcall(ffi.cdef, "int kill(int pid, int sig); int getppid(void);")
-    ngx.timer.every(1, watchdog)
+    ngx.timer.every(0.5, watchdog)
   end
   if conf.announce then
     ngx.timer.at(0, function()

@@ -1,0 +1,149 @@
+--- `portone-link sandbox`: runs the local PortOne sandbox in the foreground.
+--
+-- Without lua-posix the Lua process cannot wait for signals itself, so it
+-- hands the work to a small /bin/sh wrapper run by os.execute:
+--   * the wrapper starts nginx (`daemon off`) in the background, traps
+--     INT/TERM/HUP to stop it, waits, then removes the temp prefix;
+--   * Ctrl-C reaches the whole foreground process group: nginx stops, the
+--     wrapper cleans up, and this process (system() ignores SIGINT while it
+--     waits) prints a last line and returns;
+--   * SIGTERM sent to this Lua process alone kills it; the nginx worker
+--     watches our pid every second and, once it is gone, removes the prefix
+--     and sends its master SIGQUIT (portone.sandbox.server's watchdog).
+-- The "listening" line is printed by the nginx worker once it is ready.
+local sandbox = require "portone.sandbox"
+
+local M = {}
+
+local USAGE = [[
+usage: portone-link sandbox [--host H] [--port N] [--tls-cert F --tls-key F]
+                            [--latency MS] [--imp-key K --imp-secret S]
+
+Runs a local nginx that plays the PortOne link API (and a simple link page)
+until Ctrl-C or SIGTERM.
+
+  --host H        address to listen on (default 127.0.0.1)
+  --port N        port (default: a free one)
+  --tls-cert F    serve https with this certificate (PEM) ...
+  --tls-key F     ... and this key; the admin API then gets its own http port
+  --latency MS    delay every API answer by MS milliseconds
+  --imp-key K     REST V1 credentials that POST /users/getToken accepts
+  --imp-secret S
+  --help          this text
+
+Admin API: <url>/__sandbox/ (faults, latency, clock, stats, requests, reset);
+see docs/internals.md.
+]]
+
+local OPTS = {
+  ["--host"] = "host", ["--port"] = "port", ["--tls-cert"] = "tls_cert",
+  ["--tls-key"] = "tls_key", ["--latency"] = "latency", ["--imp-key"] = "imp_key",
+  ["--imp-secret"] = "imp_secret",
+}
+
+local function fail(msg)
+  io.stderr:write("portone-link sandbox: ", msg, "\n")
+  return 2
+end
+
+--- Parses the command line; returns the options table or nil, message.
+function M.parse(args)
+  local o = {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local name, value = a:match("^(%-%-[%w-]+)=(.*)$")
+    name = name or a
+    if name == "--help" or name == "-h" then
+      o.help = true
+    elseif OPTS[name] then
+      if value == nil then
+        i = i + 1
+        value = args[i]
+        if value == nil then return nil, name .. " needs a value" end
+      end
+      o[OPTS[name]] = value
+    else
+      return nil, "unknown option '" .. a .. "'"
+    end
+    i = i + 1
+  end
+  if o.port then
+    local p = tonumber(o.port)
+    if not p or p ~= math.floor(p) or p < 0 or p > 65535 then
+      return nil, "--port must be a number 0..65535"
+    end
+    o.port = p
+  end
+  if o.latency then
+    o.latency = tonumber(o.latency)
+    if not o.latency or o.latency < 0 then return nil, "--latency must be a number of ms >= 0" end
+  end
+  if (o.tls_cert == nil) ~= (o.tls_key == nil) then
+    return nil, "--tls-cert and --tls-key go together"
+  end
+  if (o.imp_key == nil) ~= (o.imp_secret == nil) then
+    return nil, "--imp-key and --imp-secret go together"
+  end
+  return o
+end
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- The /bin/sh wrapper that runs nginx in the foreground for a plan.
+function M.wrapper(plan)
+  local P = quote(plan.prefix)
+  return table.concat({
+    sandbox.command(plan) .. " </dev/null &",
+    "pid=$!",
+    "trap 'kill -TERM $pid 2>/dev/null' INT TERM HUP",
+    "wait $pid; rc=$?",
+    "while kill -0 $pid 2>/dev/null; do wait $pid; rc=$?; done",
+    "if [ $rc -ne 0 ] && [ -f " .. P .. "/error.log ]; then tail -n 15 " .. P .. "/error.log >&2; fi",
+    "rm -rf " .. P,
+    "exit $rc",
+  }, "\n")
+end
+
+function M.main(args)
+  local o, err = M.parse(args or {})
+  if not o then
+    io.stderr:write(USAGE)
+    return fail(err)
+  end
+  if o.help then
+    io.stdout:write(USAGE)
+    return 0
+  end
+  local plan
+  plan, err = sandbox.prepare{
+    host = o.host, port = o.port, daemon = false,
+    tls = o.tls_cert and { cert = o.tls_cert, key = o.tls_key } or nil,
+    imp_key = o.imp_key, imp_secret = o.imp_secret, latency_ms = o.latency,
+    announce = true,
+  }
+  if not plan then return fail(err) end
+  local f = assert(io.open(plan.prefix .. "/run.sh", "w"))
+  f:write(M.wrapper(plan), "\n")
+  f:close()
+  io.stdout:flush()
+  local a, how, code = os.execute("exec sh " .. quote(plan.prefix .. "/run.sh"))
+  if type(a) == "number" then -- Lua 5.1 / LuaJIT: a wait status
+    code = a >= 256 and math.floor(a / 256) or a
+    how = a < 256 and a ~= 0 and "signal" or "exit"
+  end
+  if how == "signal" then
+    io.stderr:write("sandbox stopped by signal ", tostring(code), "\n")
+    return 128 + (code or 0)
+  end
+  if code ~= 0 then
+    io.stderr:write("portone-link sandbox: nginx exited with status ", tostring(code), "\n")
+    return 1
+  end
+  io.stderr:write("sandbox stopped\n")
+  return 0
+end
+
+return M
