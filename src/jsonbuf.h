@@ -1,0 +1,67 @@
+/* jsonbuf.h - a growable byte buffer and the JSON writers that fill it.
+ *
+ * The buffers used by the codec live inside a Lua userdata (see codec.c), so
+ * plink_buf_grow may raise a Lua memory error: the memory stays reachable
+ * from that userdata and its __gc frees it. Nothing here holds memory of
+ * its own across a call.
+ *
+ * `off` turns a buffer into a sink: validate-only runs, and an encode that
+ * has already found an error, skip the writing but keep the same code path.
+ */
+#ifndef PLINK_JSONBUF_H
+#define PLINK_JSONBUF_H
+
+#include <stddef.h>
+#include <string.h>
+#include "compat.h"
+
+typedef struct plink_buf {
+    char *p;
+    size_t len, cap;
+    int off;             /* 1: appends are dropped */
+} plink_buf;
+
+void plink_buf_free(plink_buf *b);
+
+/* Makes room for n more bytes; returns where they go. Raises on OOM. */
+char *plink_buf_grow(lua_State *L, plink_buf *b, size_t n);
+
+static inline void plink_buf_add(lua_State *L, plink_buf *b,
+                                 const char *s, size_t n)
+{
+    if (b->off)
+        return;
+    if (b->cap - b->len < n)
+        plink_buf_grow(L, b, n);
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static inline void plink_buf_addc(lua_State *L, plink_buf *b, char ch)
+{
+    if (b->off)
+        return;
+    if (b->cap == b->len)
+        plink_buf_grow(L, b, 1);
+    b->p[b->len++] = ch;
+}
+
+#define plink_buf_addlit(L, b, lit) plink_buf_add((L), (b), "" lit, sizeof(lit) - 1)
+
+/* "s" with the escapes of RFC 8259: '"', '\' and U+0000..U+001F escaped
+ * (\b \f \n \r \t, else \u00XX); '/' and every byte >= 0x20 verbatim, so
+ * valid UTF-8 passes through unchanged. The caller checks the UTF-8. */
+void plink_buf_addstring(lua_State *L, plink_buf *b, const char *s, size_t n);
+
+/* The same escaping without the quotes (used to embed one JSON text in
+ * another as a string). */
+void plink_buf_addescaped(lua_State *L, plink_buf *b, const char *s, size_t n);
+
+/* Every digit of v, never an exponent. */
+void plink_buf_addint(lua_State *L, plink_buf *b, long long v);
+
+/* A finite double with the fewest of 15/16/17 significant digits that reads
+ * back to the same value; the decimal point is '.' whatever the C locale. */
+void plink_buf_addfloat(lua_State *L, plink_buf *b, double d);
+
+#endif

@@ -1,0 +1,292 @@
+/* rules.c - field descriptors (DESIGN §1) and the format checkers they name.
+ *
+ * Decisions the design left open, as implemented here:
+ *  - currency: any three upper-case ASCII letters (the docs list KRW, USD,
+ *    EUR, JPY; PortOne adds currencies without notice).
+ *  - user_code: "imp" followed by one or more ASCII digits.
+ *  - buyer_tel: digits, '+', '-', '(', ')' and space, at least one digit.
+ *  - buyer_email: exactly one '@' with text on both sides, no white space.
+ *  - notice_url: http or https (any case), "://", a non-empty host, an
+ *    optional numeric port <= 65535, no spaces; control characters are
+ *    rejected for every field already.
+ *  - pg and channelKey: [A-Za-z0-9_.-]{1,64}.
+ *  - label (pay_methods entry): required, 1-64 characters.
+ *  - Optional strings may be empty unless a format or enum says otherwise.
+ */
+#include <string.h>
+#include "rules.h"
+
+#define NAME(s) s, (unsigned char)(sizeof(s) - 1)
+
+static const char *const rules_lang[] = {"ko", "en", NULL};
+
+static const char *const rules_pay_method[] = {
+    "card", "trans", "vbank", "phone", "applepay", "naverpay", "samsungpay",
+    "samsung", "kpay", "kakaopay", "payco", "lpay", "ssgpay", "tosspay",
+    "cultureland", "smartculture", "culturegift", "booknlife", "point",
+    "wechat", "alipay", "unionpay", "pinpay", "ssgpay_bank", "skpay",
+    "naverpay_card", "naverpay_point", "paypal", "toss_brandpay",
+    "tosspay_card", "tosspay_money", NULL
+};
+
+#define RULES_PAY_METHOD_TEXT \
+    "card, trans, vbank, phone, applepay, naverpay, samsungpay, samsung, " \
+    "kpay, kakaopay, payco, lpay, ssgpay, tosspay, cultureland, " \
+    "smartculture, culturegift, booknlife, point, wechat, alipay, unionpay, " \
+    "pinpay, ssgpay_bank, skpay, naverpay_card, naverpay_point, paypal, " \
+    "toss_brandpay, tosspay_card, tosspay_money"
+
+static int rules_digit(char c) { return c >= '0' && c <= '9'; }
+
+static const char *rules_user_code(const char *s, size_t n)
+{
+    size_t i;
+    if (n < 4 || memcmp(s, "imp", 3) != 0)
+        return "must be 'imp' followed by digits (e.g. imp68124833)";
+    for (i = 3; i < n; i++)
+        if (!rules_digit(s[i]))
+            return "must be 'imp' followed by digits (e.g. imp68124833)";
+    return NULL;
+}
+
+static const char *rules_currency(const char *s, size_t n)
+{
+    size_t i;
+    if (n != 3)
+        return "must be a three-letter upper-case currency code (KRW, USD, EUR, JPY)";
+    for (i = 0; i < n; i++)
+        if (s[i] < 'A' || s[i] > 'Z')
+            return "must be a three-letter upper-case currency code (KRW, USD, EUR, JPY)";
+    return NULL;
+}
+
+static const char *rules_tel(const char *s, size_t n)
+{
+    size_t i;
+    int digits = 0;
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+        if (rules_digit(c))
+            digits++;
+        else if (c != '+' && c != '-' && c != '(' && c != ')' && c != ' ')
+            return "may hold only digits, '+', '-', '(', ')' and spaces";
+    }
+    if (!digits)
+        return "must contain a digit";
+    return NULL;
+}
+
+static const char *rules_email(const char *s, size_t n)
+{
+    size_t i, at = n;
+    int ats = 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == ' ' || c == '\t')
+            return "must not contain spaces";
+        if (c == '@') {
+            ats++;
+            at = i;
+        }
+    }
+    if (ats != 1 || at == 0 || at == n - 1)
+        return "must be an e-mail address (one '@' with text on both sides)";
+    return NULL;
+}
+
+static int rules_ieq(const char *a, const char *lower, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        char c = a[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != lower[i])
+            return 0;
+    }
+    return 1;
+}
+
+static const char *rules_url(const char *s, size_t n)
+{
+    static const char bad[] = "must be an absolute http(s) URL (e.g. https://example.com/hook)";
+    size_t i, start, end, host_start, host_end;
+    for (i = 0; i < n; i++)
+        if (s[i] == ' ')
+            return "must not contain spaces";
+    if (n > 7 && rules_ieq(s, "http://", 7))
+        start = 7;
+    else if (n > 8 && rules_ieq(s, "https://", 8))
+        start = 8;
+    else
+        return bad;
+    end = start;
+    while (end < n && s[end] != '/' && s[end] != '?' && s[end] != '#')
+        end++;
+    host_start = start;
+    for (i = start; i < end; i++)        /* user:info@host */
+        if (s[i] == '@')
+            host_start = i + 1;
+    host_end = end;
+    if (host_start < end && s[host_start] == '[') {     /* [v6]:port */
+        for (i = host_start; i < end && s[i] != ']'; i++)
+            ;
+        if (i == end || i == host_start + 1)
+            return bad;
+        host_end = i + 1;
+    } else {
+        for (i = host_start; i < end && s[i] != ':'; i++)
+            ;
+        host_end = i;
+    }
+    if (host_end == host_start)
+        return bad;
+    if (host_end < end) {                 /* port */
+        long port = 0;
+        if (s[host_end] != ':' || host_end + 1 == end)
+            return bad;
+        for (i = host_end + 1; i < end; i++) {
+            if (!rules_digit(s[i]))
+                return bad;
+            port = port * 10 + (s[i] - '0');
+            if (port > 65535)
+                return bad;
+        }
+    }
+    return NULL;
+}
+
+static const char *rules_pg(const char *s, size_t n)
+{
+    size_t i;
+    if (n > 64)
+        return "must be at most 64 characters of A-Z a-z 0-9 _ . -";
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || rules_digit(c)
+              || c == '_' || c == '.' || c == '-'))
+            return "may hold only A-Z a-z 0-9 _ . -";
+    }
+    return NULL;
+}
+
+/* Shorthands for the tables below. */
+#define STR(nm, fl, maxl, fmt) \
+    { NAME(nm), PLINK_K_STRING, (fl), (maxl), 0, 0, NULL, NULL, (fmt), NULL }
+#define ENUM(nm, fl, list, text) \
+    { NAME(nm), PLINK_K_STRING, (fl), 0, 0, 0, (list), (text), NULL, NULL }
+#define INT(nm, fl, lo, hi) \
+    { NAME(nm), PLINK_K_INTEGER, (fl), 0, (lo), (hi), NULL, NULL, NULL, NULL }
+#define SUB(nm, kind, fl, schema) \
+    { NAME(nm), (kind), (fl), 0, 0, 0, NULL, NULL, NULL, &(schema) }
+#define OTHER(nm, kind, fl) \
+    { NAME(nm), (kind), (fl), 0, 0, 0, NULL, NULL, NULL, NULL }
+
+#define REQ PLINK_F_REQUIRED
+
+static const plink_field rules_pay_method_fields[] = {
+    STR("pg",         PLINK_F_GROUP1 | PLINK_F_DUPKEY, 0, rules_pg),
+    STR("channelKey", PLINK_F_GROUP2 | PLINK_F_DUPKEY, 0, rules_pg),
+    ENUM("pay_method", REQ | PLINK_F_DUPKEY, rules_pay_method, RULES_PAY_METHOD_TEXT),
+    STR("label",      REQ, 64, NULL),
+};
+
+static const plink_field rules_direct_fields[] = {
+    STR("pg",         PLINK_F_GROUP1, 0, rules_pg),
+    STR("channelKey", PLINK_F_GROUP2, 0, rules_pg),
+    ENUM("pay_method", REQ, rules_pay_method, RULES_PAY_METHOD_TEXT),
+};
+
+const plink_schema plink_pay_method_schema = {
+    rules_pay_method_fields,
+    (int)(sizeof rules_pay_method_fields / sizeof rules_pay_method_fields[0])
+};
+
+const plink_schema plink_direct_schema = {
+    rules_direct_fields,
+    (int)(sizeof rules_direct_fields / sizeof rules_direct_fields[0])
+};
+
+static const plink_field rules_request_fields[] = {
+    STR("title",            REQ, 256, NULL),
+    STR("user_code",        REQ, 0, rules_user_code),
+    INT("amount",           REQ | PLINK_F_AMOUNT, 1, PLINK_MAX_SAFE_INT),
+    STR("merchant_uid",     REQ, 40, NULL),
+    STR("name",             REQ, 40, NULL),
+    INT("tax_free",         PLINK_F_LE_AMOUNT, 0, PLINK_MAX_SAFE_INT),
+    STR("currency",         REQ, 0, rules_currency),
+    ENUM("language",        0, rules_lang, "ko, en"),
+    STR("buyer_name",       0, 16, NULL),
+    STR("buyer_tel",        REQ, 16, rules_tel),
+    STR("buyer_addr",       0, 128, NULL),
+    STR("buyer_email",      0, 64, rules_email),
+    STR("buyer_postcode",   0, 8, NULL),
+    OTHER("custom_data",    PLINK_K_JSON, 0),
+    STR("notice_url",       0, 0, rules_url),
+    ENUM("display_language", 0, rules_lang, "ko, en"),
+    SUB("pay_methods",      PLINK_K_LIST, REQ, plink_pay_method_schema),
+    SUB("direct",           PLINK_K_OBJECT, 0, plink_direct_schema),
+    OTHER("expired_at",     PLINK_K_EXPIRY, PLINK_F_GROUP1 | PLINK_F_OUTER),
+    OTHER("expire_at",      PLINK_K_EXPIRY, PLINK_F_GROUP2 | PLINK_F_OUTER),
+};
+
+const plink_schema plink_request_schema = {
+    rules_request_fields,
+    (int)(sizeof rules_request_fields / sizeof rules_request_fields[0])
+};
+
+int plink_rules_find(const plink_schema *s, const char *k, size_t n)
+{
+    int i;
+    for (i = 0; i < s->nfields; i++)
+        if (s->fields[i].namelen == n && memcmp(s->fields[i].name, k, n) == 0)
+            return i;
+    return -1;
+}
+
+#define RULES_MAXKEY 64
+
+/* optimal string alignment distance, capped inputs (callers check lengths) */
+static size_t rules_osa(const char *a, size_t an, const char *b, size_t bn)
+{
+    size_t d[RULES_MAXKEY + 1][RULES_MAXKEY + 1];
+    size_t i, j;
+    for (i = 0; i <= an; i++) d[i][0] = i;
+    for (j = 0; j <= bn; j++) d[0][j] = j;
+    for (i = 1; i <= an; i++) {
+        for (j = 1; j <= bn; j++) {
+            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+            size_t v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < v) v = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]
+                && d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    }
+    return d[an][bn];
+}
+
+const char *plink_rules_suggest(const plink_schema *s, const char *k, size_t n)
+{
+    const char *best = NULL;
+    size_t bestd = 4, limit = n / 2;    /* at most 3, at most half of k */
+    int i;
+    if (n == 0 || n > RULES_MAXKEY)
+        return NULL;
+    if (limit < bestd - 1)
+        bestd = limit + 1;
+    for (i = 0; i < s->nfields; i++) {
+        const plink_field *f = &s->fields[i];
+        size_t dd;
+        if (f->namelen > n + 3 || n > (size_t)f->namelen + 3)
+            continue;
+        dd = rules_osa(k, n, f->name, f->namelen);
+        if (dd < bestd) {
+            bestd = dd;
+            best = f->name;
+        }
+    }
+    return best;
+}

@@ -1,0 +1,73 @@
+/* rules.h - THE table of field descriptors for a payment-link request.
+ *
+ * Three schemas share one descriptor type: the request (payment_info fields
+ * plus the expiry, which travels outside payment_info), one pay_methods
+ * entry, and direct. codec.c walks them generically; every rule of DESIGN §1
+ * is data here, or a format function named by the descriptor.
+ *
+ * Descriptor order is the wire order of the keys and the order of the
+ * errors. The two members of an "exactly one of" pair (pg / channelKey,
+ * expired_at / expire_at) are adjacent, PLINK_F_GROUP1 then PLINK_F_GROUP2.
+ */
+#ifndef PLINK_RULES_H
+#define PLINK_RULES_H
+
+#include <stddef.h>
+
+enum plink_kind {
+    PLINK_K_STRING,     /* UTF-8 text, no control characters */
+    PLINK_K_INTEGER,    /* integer in [min, max]; an integral float is fine */
+    PLINK_K_JSON,       /* any JSON value (custom_data) */
+    PLINK_K_LIST,       /* array 1..n of objects of schema `sub` */
+    PLINK_K_OBJECT,     /* object of schema `sub` */
+    PLINK_K_EXPIRY      /* unix seconds or RFC 3339 string, > now */
+};
+
+#define PLINK_F_REQUIRED   0x01  /* absent -> required */
+#define PLINK_F_GROUP1     0x02  /* first of an exactly-one-of pair */
+#define PLINK_F_GROUP2     0x04  /* second of the pair (the field before) */
+#define PLINK_F_OUTER      0x08  /* not written into payment_info */
+#define PLINK_F_LE_AMOUNT  0x10  /* integer must not exceed `amount` */
+#define PLINK_F_AMOUNT     0x20  /* this is the amount the above refers to */
+#define PLINK_F_DUPKEY     0x40  /* part of the no-duplicates key of a list */
+
+/* Returns NULL when s is fine, else a message ("must be ..."). */
+typedef const char *(*plink_format_fn)(const char *s, size_t n);
+
+struct plink_schema;
+
+typedef struct plink_field {
+    const char *name;
+    unsigned char namelen;
+    unsigned char kind;          /* enum plink_kind */
+    unsigned char flags;         /* PLINK_F_* */
+    unsigned short maxlen;       /* strings: max code points, 0 = no cap */
+    long long min, max;          /* integers */
+    const char *const *choices;  /* enum values, NULL-terminated, or NULL */
+    const char *choices_text;    /* "ko, en" for the message */
+    plink_format_fn format;      /* NULL or a checker */
+    const struct plink_schema *sub;
+} plink_field;
+
+typedef struct plink_schema {
+    const plink_field *fields;
+    int nfields;
+} plink_schema;
+
+extern const plink_schema plink_request_schema;   /* top level */
+extern const plink_schema plink_pay_method_schema;
+extern const plink_schema plink_direct_schema;
+
+/* Index of the field called k in s, or -1. */
+int plink_rules_find(const plink_schema *s, const char *k, size_t n);
+
+/* The known key nearest to k by edit distance (optimal string alignment,
+ * i.e. Damerau-Levenshtein without repeated edits), or NULL when none is
+ * close: distance <= 3 and at most half the length of k. Ties go to the
+ * first in descriptor order. */
+const char *plink_rules_suggest(const plink_schema *s, const char *k, size_t n);
+
+#define PLINK_MAX_SAFE_INT 9007199254740991LL   /* 2^53 - 1 */
+#define PLINK_MAX_DEPTH 32                      /* custom_data nesting */
+
+#endif
