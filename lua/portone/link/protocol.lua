@@ -161,6 +161,8 @@ local function api_code(obj)
   if c == nil or c == cjson.null then return nil end
   local n = tonumber(c)
   if n == 0 then return nil end
+  -- lua-cjson on 5.4 decodes -1 as -1.0; keep integral codes integers.
+  if type(c) == "number" and math.tointeger then c = math.tointeger(c) or c end
   return c
 end
 

@@ -1,0 +1,347 @@
+--- The link client: create and deactivate payment links over a transport.
+--
+--    local client = link.new{ token = "...", timeout = 10 }
+--    local res, err = client:create(req)        -- {url =, id =, status = 200}
+--    local ok, err = client:deactivate(res.url)  -- or res.id
+--    client:close()
+--
+-- Every failure returns `nil, err` (see `portone.link.errors`): `err.kind` is
+-- `validation`, `transport`, `timeout`, `http`, `api` or `decode`, and
+-- `err.attempts` says how many requests were made. Wrong argument or option
+-- types are programmer errors and raise.
+--
+-- A closed client returns `nil, err` with `kind = "transport"` and the message
+-- "client is closed" (one of the contract's kinds; `retryable = false`).
+--
+-- Retries follow `portone.link.retry` (DESIGN §4): a create is re-sent only
+-- when it surely did not reach the server, or on 429/503. Note that libcurl
+-- itself re-sends a request once a *reused* keep-alive connection turns out
+-- dead before any response byte arrived; a create is at-least-once in that
+-- window only (PortOne refuses a second payment for the same merchant_uid).
+-- @module portone.link.client
+local core = require "portone.link.core"
+local errors = require "portone.link.errors"
+local protocol = require "portone.link.protocol"
+local retry = require "portone.link.retry"
+
+local M = {}
+
+--- Default options.
+-- @field base_url "https://api.iamport.co"
+-- @field timeout 10 seconds for a whole request (each attempt)
+-- @field connect_timeout 3 seconds to connect (TCP + TLS)
+-- @field retries 2 further attempts after the first, when the rules allow
+-- @field max_response_bytes 1 MiB (1048576): larger answers fail while reading
+-- @field retry_base 0.25 seconds: first back-off window (full jitter)
+-- @field retry_cap 8 seconds: largest back-off window
+-- @field retry_after_max 30 seconds: a larger Retry-After is not waited for
+M.DEFAULTS = {
+  base_url = "https://api.iamport.co",
+  timeout = 10,
+  connect_timeout = 3,
+  retries = 2,
+  max_response_bytes = 1024 * 1024,
+  retry_base = retry.DEFAULTS.base,
+  retry_cap = retry.DEFAULTS.cap,
+  retry_after_max = retry.DEFAULTS.retry_after_max,
+}
+
+-- Transports by name. Adding one is one line here; "ngx" is picked by default
+-- inside nginx once transport/ngx.lua exists.
+local TRANSPORTS = {
+  curl = "portone.link.transport.curl",
+  ngx = "portone.link.transport.ngx",
+}
+
+local function default_transport()
+  -- luacheck: globals ngx
+  if type(ngx) == "table" and type(ngx.socket) == "table" and ngx.get_phase
+    and ngx.get_phase() ~= "init" then
+    return "ngx"
+  end
+  return "curl"
+end
+
+local function lua_version()
+  local v = "Lua/" .. (_VERSION:match("%d+%.%d+") or "?")
+  if type(jit) == "table" and jit.version then -- luacheck: ignore jit
+    v = v .. " " .. jit.version:gsub(" ", "/", 1)
+  end
+  return v
+end
+
+--- The User-Agent prefix: `portone-link/<version> Lua/<version> libcurl/<version>`.
+M.USER_AGENT = ("portone-link/%s %s libcurl/%s"):format(core.version, lua_version(),
+  core.curl_version)
+
+local function opt_error(name, msg)
+  error(("portone.link.new: option '%s' %s"):format(name, msg), 4)
+end
+
+local KNOWN = {
+  base_url = "string", token = "string|function", timeout = "number",
+  connect_timeout = "number", retries = "number", cainfo = "string", proxy = "string",
+  max_response_bytes = "number", user_agent = "string", transport = "string|table",
+  insecure_http = "boolean", retry_base = "number", retry_cap = "number",
+  retry_after_max = "number",
+}
+
+local function is_loopback(host)
+  host = host:lower()
+  return host == "localhost" or host == "[::1]"
+    or host:find("^127%.%d+%.%d+%.%d+$") ~= nil
+end
+
+-- Splits and checks base_url: scheme http(s), a host, no user info, no query.
+local function check_base_url(url, insecure)
+  local scheme, authority, path = url:match("^(%a[%w+.-]*)://([^/?#]*)(.*)$")
+  if not scheme then opt_error("base_url", "must be an absolute http(s) URL") end
+  scheme = scheme:lower()
+  if scheme ~= "https" and scheme ~= "http" then
+    opt_error("base_url", "must use https (got " .. scheme .. "://)")
+  end
+  if authority:find("@", 1, true) then opt_error("base_url", "must not carry user info") end
+  local host = authority:match("^(%[[%x:.]+%])") or authority:match("^([^:]+)")
+  if not host or host == "" then opt_error("base_url", "has no host") end
+  local port = authority:sub(#host + 1)
+  if port ~= "" and not port:find("^:%d+$") then opt_error("base_url", "has a bad port") end
+  if path:find("[?#%s%c]") then opt_error("base_url", "must not carry a query, fragment or spaces") end
+  if scheme == "http" and not is_loopback(host) and insecure ~= true then
+    opt_error("base_url", "is plain http to a non-loopback host; use https, or set "
+      .. "insecure_http = true to send payment data unencrypted")
+  end
+  return scheme .. "://" .. authority .. path:gsub("/+$", "")
+end
+
+local function check_opts(opts)
+  for k, v in pairs(opts) do
+    local want = KNOWN[k]
+    if not want then opt_error(tostring(k), "is unknown") end
+    if not want:find(type(v), 1, true) then
+      opt_error(k, ("must be a %s, got %s"):format(want:gsub("|", " or "), type(v)))
+    end
+  end
+  for _, k in ipairs({ "timeout", "connect_timeout" }) do
+    local v = opts[k]
+    if v ~= nil and not (v > 0 and v <= 86400) then opt_error(k, "must be in (0, 86400] seconds") end
+  end
+  for _, k in ipairs({ "retry_base", "retry_cap", "retry_after_max" }) do
+    local v = opts[k]
+    if v ~= nil and not (v >= 0 and v <= 3600) then opt_error(k, "must be in [0, 3600] seconds") end
+  end
+  local r = opts.retries
+  if r ~= nil and not (r >= 0 and r <= 10 and r % 1 == 0) then
+    opt_error("retries", "must be an integer in [0, 10]")
+  end
+  local m = opts.max_response_bytes
+  if m ~= nil and not (m >= 1 and m % 1 == 0 and m <= 2 ^ 40) then
+    opt_error("max_response_bytes", "must be a positive integer")
+  end
+  -- Header values: a static string with CR/LF is a programmer error.
+  if type(opts.token) == "string" and (opts.token == "" or protocol.bad_header_value(opts.token)) then
+    opt_error("token", "must be non-empty and contain no CR, LF or control characters")
+  end
+  if opts.user_agent and protocol.bad_header_value(opts.user_agent) then
+    opt_error("user_agent", "must contain no CR, LF or control characters")
+  end
+  for _, k in ipairs({ "cainfo", "proxy" }) do
+    if opts[k] and opts[k]:find("[%z\r\n]") then opt_error(k, "must contain no CR, LF or NUL") end
+  end
+  if type(opts.transport) == "string" and not TRANSPORTS[opts.transport] then
+    opt_error("transport", "must be one of: curl, ngx")
+  end
+  if type(opts.transport) == "table" and type(opts.transport.request) ~= "function" then
+    opt_error("transport", "must have a request method")
+  end
+end
+
+local Client = {}
+Client.__index = Client
+
+--- Makes a client.
+-- @tparam[opt] table opts
+--  `base_url` (default `https://api.iamport.co`; https only, plain http only
+--  to a loopback host unless `insecure_http = true`);
+--  `token` (string, or function returning one per call; sent as
+--  `Authorization: Bearer`);
+--  `timeout` (10 s, per attempt), `connect_timeout` (3 s);
+--  `retries` (2);
+--  `cainfo` (a PEM file of CA certificates; it *replaces* libcurl's default
+--  bundle, like `curl --cacert`);
+--  `proxy` (default: libcurl's own `http_proxy`/`https_proxy`/`no_proxy`
+--  environment handling);
+--  `max_response_bytes` (1 MiB);
+--  `user_agent` (appended to `portone-link/<v> Lua/<v> libcurl/<v>`);
+--  `transport` (`"curl"`, or an object with the transport interface);
+--  `retry_base` (0.25 s), `retry_cap` (8 s), `retry_after_max` (30 s).
+-- @return the client (raises on a bad option)
+function M.new(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'new' (table expected, got %s)"):format(type(opts)), 2)
+  end
+  check_opts(opts)
+  local o = {}
+  for k, v in pairs(M.DEFAULTS) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
+  o.base_url = check_base_url(o.base_url, o.insecure_http)
+
+  local transport = o.transport or default_transport()
+  if type(transport) == "string" then
+    transport = require(TRANSPORTS[transport]).new(o)
+  end
+  local self = setmetatable({}, Client)
+  -- Private state lives in a closure-free table keyed off the client, so that
+  -- pairs(client) / inspect(client) shows no token.
+  self._t = transport
+  self._policy = { retries = o.retries, base = o.retry_base, cap = o.retry_cap,
+                   retry_after_max = o.retry_after_max }
+  self._base_url = o.base_url
+  self._ua = M.USER_AGENT .. (o.user_agent and o.user_agent ~= "" and (" " .. o.user_agent) or "")
+  local token = o.token
+  -- The token is kept in an upvalue, not in a field of the client.
+  self._token = function() return token end
+  return self
+end
+
+function Client.__tostring(self)
+  return ("portone.link client (%s%s)"):format(self._base_url, self._closed and ", closed" or "")
+end
+
+-- Resolves the token for one call: a string, or what a function returns.
+-- A function may return `nil, err` (err passed on if it is an error object),
+-- return nil (no Authorization header), or raise (kind transport, its message
+-- kept only when it does not contain the token).
+local function resolve_token(self)
+  local t = self._token()
+  if type(t) ~= "function" then return true, t end
+  local ok, v, e = pcall(t)
+  if not ok then
+    return false, errors.new("transport", "token function failed: " .. tostring(v), { sent = false })
+  end
+  if v == nil and e ~= nil then
+    if errors.is(e) then return false, e end
+    return false, errors.new("transport", "token function failed: " .. tostring(e), { sent = false })
+  end
+  if v ~= nil and type(v) ~= "string" then
+    return false, errors.new("validation", "token function must return a string", {
+      errors = { { field = "token", code = "type", message = "token function must return a string" } } })
+  end
+  return true, v
+end
+
+-- Removes every occurrence of the token from the error's text fields.
+local function scrub(err, token)
+  if type(token) ~= "string" or #token < 1 then return err end
+  for _, k in ipairs({ "message", "body" }) do
+    local s = err[k]
+    if type(s) == "string" and s:find(token, 1, true) then
+      local out, i = {}, 1
+      while true do
+        local a, b = s:find(token, i, true)
+        if not a then break end
+        out[#out + 1] = s:sub(i, a - 1) .. "[token]"
+        i = b + 1
+      end
+      out[#out + 1] = s:sub(i)
+      err[k] = table.concat(out)
+    end
+  end
+  return err
+end
+
+local function closed_error()
+  return errors.new("transport", "client is closed", { sent = false, retryable = false, attempts = 0 })
+end
+
+-- Sends `r` with retries; `decode` turns an answer into a result.
+function Client:_run(op, r, decode, token)
+  local t, policy = self._t, self._policy
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local status, body, headers = t:request(r.method, r.url, r.headers, r.body)
+    local res, err
+    if status then
+      res, err = decode(status, body, headers, os.time())
+      if res then return res end
+    else
+      err = protocol.transport_error(body)
+    end
+    local wait = retry.delay(op, err, attempt, policy)
+    if not wait or self._closed then
+      err.attempts = attempt
+      return nil, scrub(err, token)
+    end
+    if wait > 0 then t.sleep(wait) end
+    if self._closed then
+      err.attempts = attempt
+      return nil, scrub(err, token)
+    end
+  end
+end
+
+function Client:_cfg(token)
+  return { base_url = self._base_url, user_agent = self._ua, token = token }
+end
+
+--- Creates a payment link.
+-- @tparam table req the request (see `link.validate`)
+-- @tparam[opt] table opts `{now = unix_seconds}` for the expiry rule
+-- @return `{url =, id =, status =}`, or `nil, err`
+function Client:create(req, opts)
+  if getmetatable(self) ~= Client then error("bad self to 'create' (use client:create)", 2) end
+  if type(req) ~= "table" then
+    error(("bad argument #1 to 'create' (table expected, got %s)"):format(type(req)), 2)
+  end
+  if opts ~= nil and (type(opts) ~= "table" or (opts.now ~= nil and type(opts.now) ~= "number")) then
+    error("bad argument #2 to 'create' (table {now = number} expected)", 2)
+  end
+  if self._closed then return nil, closed_error() end
+  local ok, token = resolve_token(self)
+  if not ok then token.attempts = 0; return nil, token end
+  local r, err = protocol.create_request(self:_cfg(token), req, opts and opts.now or os.time())
+  if not r then err.attempts = 0; return nil, err end
+  return self:_run("create", r, protocol.create_result, token)
+end
+
+--- Deactivates a payment link. Deactivating twice is not an error.
+-- @tparam string url_or_id the link's URL (`https://impay.link/4bdf239e`) or id
+-- @return `true`, or `nil, err` (a bad id is a validation error, field `id`)
+function Client:deactivate(url_or_id)
+  if getmetatable(self) ~= Client then error("bad self to 'deactivate' (use client:deactivate)", 2) end
+  if type(url_or_id) ~= "string" then
+    error(("bad argument #1 to 'deactivate' (string expected, got %s)"):format(type(url_or_id)), 2)
+  end
+  if self._closed then return nil, closed_error() end
+  local ok, token = resolve_token(self)
+  if not ok then token.attempts = 0; return nil, token end
+  local r, err = protocol.deactivate_request(self:_cfg(token), url_or_id)
+  if not r then err.attempts = 0; return nil, err end
+  return self:_run("deactivate", r, protocol.deactivate_result, token)
+end
+
+--- Connections the transport opened so far (curl transport; nil otherwise).
+function Client:connections()
+  local t = self._t
+  if t and t.connections and not self._closed then return t:connections() end
+  return nil
+end
+
+--- Frees the transport (the curl handle). Safe to call more than once; later
+-- calls of create/deactivate return `nil, err` ("client is closed").
+function Client:close()
+  if not self._closed then
+    self._closed = true
+    local t = self._t
+    self._t = nil
+    if t and t.close then t:close() end
+  end
+  return true
+end
+
+-- `local c <close> = link.new{...}` on Lua 5.4. The curl handle also has its
+-- own __gc, so a client that is merely dropped frees libcurl too.
+Client.__close = Client.close
+
+return M

@@ -1,0 +1,52 @@
+--- Blocking transport over one libcurl easy handle (`core.http_new`).
+-- One handle per client: libcurl keeps its connection cache in the handle, so
+-- consecutive requests reuse one keep-alive connection.
+-- @module portone.link.transport.curl
+local core = require "portone.link.core"
+
+local M = {}
+local T = {}
+T.__index = T
+
+--- Makes a transport.
+-- @tparam table opts `{timeout, connect_timeout, cainfo, proxy, max_response_bytes,
+-- user_agent}` (a User-Agent request header, when given, wins over `user_agent`)
+-- (seconds and bytes, already checked by the client)
+function M.new(opts)
+  local h = core.http_new({
+    timeout = opts.timeout,
+    connect_timeout = opts.connect_timeout,
+    cainfo = opts.cainfo,
+    proxy = opts.proxy,
+    max_response_bytes = opts.max_response_bytes,
+    user_agent = opts.user_agent,
+  })
+  return setmetatable({ h = h }, T)
+end
+
+--- `t:request(method, url, headers, body)` --> status, body, headers | nil, info
+function T:request(method, url, headers, body)
+  if self.closed then
+    return nil, { kind = "transport", message = "the transport is closed", sent = false }
+  end
+  return self.h:request(method, url, headers, body)
+end
+
+--- Connections libcurl opened so far.
+function T:connections()
+  return self.h:connections()
+end
+
+--- Frees the curl handle (also done by its __gc). Safe to call twice.
+function T:close()
+  if not self.closed then
+    self.closed = true
+    self.h:close()
+  end
+end
+
+--- Blocks the calling thread (nanosleep; no busy wait).
+T.sleep = core.sleep
+M.sleep = core.sleep
+
+return M
