@@ -56,7 +56,7 @@ lint: deps
 
 demo: deps
 	@$(MAKE) -s build
-	@scripts/demo
+	@LUA_PATH='$(LUA54_PATH)' LUA_CPATH='build/5.4/?.so;;' lua5.4 scripts/demo.lua
 
 sandbox: deps
 	@$(MAKE) -s build
