@@ -97,9 +97,9 @@ end
 --- A free TCP port on `host` (bind to 0, read it, close). Racy by nature;
 -- start() retries when nginx then finds it taken.
 function M.free_port(host)
-  local s = assert(socket.tcp())
-  s:setoption("reuseaddr", true)
-  local ok, err = s:bind(host or "127.0.0.1", 0)
+  host = host or "127.0.0.1"
+  local s = assert(host:find(":", 1, true) and socket.tcp6 and socket.tcp6() or (socket.tcp4 or socket.tcp)())
+  local ok, err = s:bind(host, 0)
   if not ok then s:close(); return nil, err end
   local _, port = s:getsockname()
   s:close()

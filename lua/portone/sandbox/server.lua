@@ -197,7 +197,7 @@ local function create(body)
     return fail("Content-Type must be application/json, got '" .. ctype .. "'")
   end
   local req = body and cjson.decode(body)
-  if type(req) ~= "table" then return fail("body is not a JSON object") end
+  if type(req) ~= "table" or req[1] ~= nil then return fail("body is not a JSON object") end
   if type(req.payment_info) ~= "string" then
     return fail("payment_info must be a string holding JSON, got " .. type(req.payment_info))
   end
