@@ -21,11 +21,13 @@
  *    byte order (the output is deterministic); an empty table is written as
  *    an empty object {}. Sparse arrays, mixed keys, other key types, cycles,
  *    nesting deeper than 32 tables, NaN/inf, functions, userdata and threads
- *    are validation errors naming the path. cjson.null (a NULL light
+ *    are validation errors naming the path (cycles, nesting and NaN/inf
+ *    are code "range", the others "type"). cjson.null (a NULL light
  *    userdata) is null. A table reachable twice without a cycle is written
  *    twice.
- *  - Numbers: integers (the 5.4 integer subtype, and integral floats within
- *    +-2^53) are written with every digit; other finite floats with the
+ *  - Numbers: integers (the 5.4 integer subtype, and integral floats below
+ *    2^63 in magnitude) are written with every digit, never an exponent
+ *    (1e16 is 10000000000000000); other finite floats with the
  *    fewest of 15/16/17 significant digits that read back exactly.
  *  - Strings are written as RFC 8259 strings: '"', '\' and U+0000..U+001F
  *    escaped, '/' and valid UTF-8 verbatim. Request fields reject control
@@ -336,7 +338,9 @@ static void codec_int(codec *c, const plink_field *f, int idx)
         return;
     }
     if (rc == NUM_RANGE || v < f->min || v > f->max) {
-        if (v < f->min)
+        if (v < f->min && f->min == 1)
+            codec_err(c, "range", "must be greater than 0");
+        else if (v < f->min)
             codec_err(c, "range", "must be at least %s", codec_lld(a, sizeof a, f->min));
         else
             codec_err(c, "range", "must be at most %s", codec_lld(a, sizeof a, f->max));
@@ -700,7 +704,7 @@ static void codec_json_number(codec *c, int idx)
         codec_err(c, "range", "NaN and infinity cannot be written as JSON");
         return;
     }
-    if (floor(d) == d && fabs(d) <= (lua_Number)PLINK_MAX_SAFE_INT + 1)
+    if (floor(d) == d && fabs(d) < 9.2e18)    /* exact in a long long */
         plink_buf_addint(L, out, (long long)d);
     else
         plink_buf_addfloat(L, out, d);
@@ -719,7 +723,7 @@ static void codec_json_table(codec *c, int t)
     }
     for (i = 0; i < c->depth; i++) {
         if (c->anc[i] == me) {
-            codec_err(c, "cycle", "refers back to a table that contains it");
+            codec_err(c, "range", "refers back to a table that contains it (a cycle)");
             return;
         }
     }
