@@ -17,6 +17,7 @@
  *   m:connections()  --> connections libcurl opened so far
  *   m:close()        --> cancels everything, frees every handle (also __gc,
  *                        __close); later add raises, perform returns {}, 0
+ *   core.monotonic() --> seconds on CLOCK_MONOTONIC (retry timers)
  *
  * Why our own queue: a transfer waits in a FIFO here until fewer than
  * max_concurrent are in flight. libcurl could queue them itself (pending
@@ -552,9 +553,18 @@ static const luaL_Reg multi_methods[] = {
     { NULL, NULL }
 };
 
+/* core.monotonic(): seconds on a clock that never jumps (for retry timers). */
+static int multi_monotonic(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)(multi_now_ms() / 1000.0));
+    return 1;
+}
+
 void plink_http_multi_open(lua_State *L)
 {
     plink_setmeta(L, MULTI_MT, multi_methods, multi_close);
     lua_pushcfunction(L, multi_new);
     lua_setfield(L, -2, "multi_new");
+    lua_pushcfunction(L, multi_monotonic);
+    lua_setfield(L, -2, "monotonic");
 }

@@ -1,0 +1,510 @@
+--- Async and bulk calls for the link client: the client never blocks the
+-- host's main loop.
+--
+--    client:create_async(req, function(res, err) ... end)      --> handle | nil, err
+--    client:deactivate_async(url_or_id, function(ok, err) ... end)
+--    local running, errs = client:poll(timeout_ms)  -- call it from your loop
+--    client:timeout()      --> ms until poll has work (-1: nothing pending)
+--    client:on_error(fn)   -- errors raised by callbacks go here
+--    client:cancel(handle) --> true when the call was still pending
+--    client:create_many(reqs, {concurrency = 32, on_progress = fn})
+--        --> {{res = ...} | {err = ...}, ...} in input order
+--
+-- **Engine.** The transfers run on one libcurl multi handle per client
+-- (`core.multi_new`, made on first use; `max_concurrent` bounds the
+-- transfers in flight, 16 by default) over keep-alive connections.
+-- `poll(timeout_ms)` drives them for at most `timeout_ms` (0: never waits),
+-- decodes each answer with `portone.link.protocol` (so `res` and `err` are
+-- the very objects `create` and `deactivate` return) and calls each callback
+-- exactly once. It returns the number of calls still pending.
+--
+-- **Retries** follow `portone.link.retry`, as for the sync calls, without
+-- blocking: a failed attempt that may be retried goes on a timer (a min-heap
+-- of due times) and is sent again by the first poll after it is due.
+--
+-- **Callbacks** run inside `poll`, under `pcall`. An error raised by one does
+-- not disturb the other transfers: it goes to the `on_error(fn)` handler
+-- (`fn(message, {op =, handle =})`), or, without one, comes back from `poll`
+-- as its second value, a list of messages. A callback may start new calls
+-- or close the client; it may not call `poll` (that raises inside it).
+--
+-- **close()** (or dropping the client: the multi handle has its own `__gc`)
+-- cancels every pending call and frees the handles. No callback runs after
+-- `close`.
+--
+-- **External event loops.** Simplest: call `client:poll(0)` on every tick.
+-- Better: sleep at most `client:timeout()` ms (libcurl's own
+-- `curl_multi_timeout`, shortened by the retry timers; -1 when nothing is
+-- pending) and, for loops that watch sockets, also wake when one of
+-- `client:fds()` (readable, writable arrays) is ready; then call
+-- `client:poll(0)`.
+--
+-- **create_many** makes a private multi handle with `max_concurrent =
+-- concurrency`, feeds it while it runs (requests are encoded as they go, so
+-- 10,000 requests never sit in memory as bodies), and closes it before it
+-- returns. Invalid requests are reported (`{err = validation error}`) and
+-- never sent. Under OpenResty (the ngx transport) it runs the sync `create`
+-- in `concurrency` ngx.thread light threads on cosockets instead.
+-- @module portone.link.async
+local core = require "portone.link.core"
+local errors = require "portone.link.errors"
+local protocol = require "portone.link.protocol"
+local retry = require "portone.link.retry"
+
+local M = {}
+
+--- Transfers in flight per client unless `max_concurrent` says otherwise.
+M.DEFAULT_CONCURRENT = 16
+--- Default `concurrency` of create_many.
+M.DEFAULT_MANY = 32
+
+local clock = core.monotonic
+local unpack = table.unpack or unpack -- luacheck: ignore unpack
+
+-- ---------------------------------------------------------------------------
+-- A min-heap of {due = seconds, ...} (retry timers).
+
+local function heap_push(h, item)
+  local i = #h + 1
+  h[i] = item
+  while i > 1 do
+    local p = math.floor(i / 2)
+    if h[p].due <= h[i].due then break end
+    h[p], h[i] = h[i], h[p]
+    i = p
+  end
+end
+
+local function heap_pop(h)
+  local n = #h
+  local top = h[1]
+  h[1] = h[n]
+  h[n] = nil
+  n = n - 1
+  local i = 1
+  while true do
+    local l, r, s = 2 * i, 2 * i + 1, i
+    if l <= n and h[l].due < h[s].due then s = l end
+    if r <= n and h[r].due < h[s].due then s = r end
+    if s == i then break end
+    h[s], h[i] = h[i], h[s]
+    i = s
+  end
+  return top
+end
+
+-- ---------------------------------------------------------------------------
+-- Engine: calls in flight on one multi handle, with their retry timers.
+-- An op is {op = "create"|"deactivate", r = request, token =, attempt =,
+-- finish = function(op, res, err)}.
+
+local Engine = {}
+Engine.__index = Engine
+
+local DECODE = { create = protocol.create_result, deactivate = protocol.deactivate_result }
+
+local function new_engine(multi, policy, scrub)
+  return setmetatable({
+    m = multi, policy = policy, scrub = scrub,
+    by_id = {},        -- transfer id -> op
+    timers = {},       -- heap of ops waiting for a retry
+    n = 0,             -- ops not yet finished
+  }, Engine)
+end
+
+function Engine:send(op)
+  op.attempt = (op.attempt or 0) + 1
+  local r = op.r
+  op.tid = self.m:add(r.method, r.url, r.headers, r.body)
+  self.by_id[op.tid] = op
+end
+
+function Engine:start(op)
+  self.n = self.n + 1
+  self:send(op)
+end
+
+-- Sends every op whose retry is due.
+function Engine:fire_timers(now)
+  local t = self.timers
+  while t[1] and t[1].due <= now do
+    local op = heap_pop(t)
+    op.due = nil
+    if not op.cancelled then self:send(op) end
+  end
+end
+
+-- One completion: the result, or a retry timer.
+function Engine:complete(op, c)
+  local res, err
+  if c.err then
+    err = protocol.transport_error(c.err)
+  else
+    res, err = DECODE[op.op](c.status, c.body, c.headers, os.time())
+  end
+  if res then return op, res, nil end
+  local wait = retry.delay(op.op, err, op.attempt, self.policy)
+  if wait then
+    op.due = clock() + wait
+    heap_push(self.timers, op)
+    return nil
+  end
+  err.attempts = op.attempt
+  return op, nil, self.scrub(err, op.token)
+end
+
+--- Drives the transfers for at most timeout_ms; returns a list of finished
+-- {op, res, err} (their callbacks not yet called).
+function Engine:step(timeout_ms)
+  local finished = {}
+  local now = clock()
+  self:fire_timers(now)
+  local wait = timeout_ms
+  local first = self.timers[1]
+  if first then
+    local till = math.max(0, (first.due - now) * 1000)
+    if till < wait then wait = till end
+  end
+  if next(self.by_id) == nil then
+    -- only timers pending: sleep until the first is due (within timeout)
+    if first and wait > 0 then core.sleep(wait / 1000) end
+    self:fire_timers(clock())
+    wait = 0
+  end
+  if next(self.by_id) ~= nil then
+    local list = self.m:perform(wait)
+    for _, c in ipairs(list) do
+      local op = self.by_id[c.id]
+      self.by_id[c.id] = nil
+      if op then
+        local fop, res, err = self:complete(op, c)
+        if fop then
+          self.n = self.n - 1
+          finished[#finished + 1] = { fop, res, err }
+        end
+      end
+    end
+    -- a retry that is due at once goes out now
+    self:fire_timers(clock())
+  end
+  return finished
+end
+
+--- Milliseconds until step has work; -1 when nothing is pending.
+function Engine:timeout()
+  if self.n == 0 then return -1 end
+  local t = self.m:timeout()
+  local first = self.timers[1]
+  if first then
+    local till = math.max(0, math.ceil((first.due - clock()) * 1000))
+    if t < 0 or till < t then t = till end
+  end
+  return t
+end
+
+function Engine:cancel(op)
+  if op.done or op.cancelled then return false end
+  op.cancelled = true
+  if op.tid and self.by_id[op.tid] == op then
+    self.by_id[op.tid] = nil
+    self.m:cancel(op.tid)
+  end
+  self.n = self.n - 1
+  return true
+end
+
+function Engine:close()
+  self.m:close()
+  self.by_id, self.timers, self.n = {}, {}, 0
+end
+
+-- ---------------------------------------------------------------------------
+-- Client methods
+
+local function argerror(n, fname, msg)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
+end
+
+-- Options of the client's multi handle (see client.lua's `_http`).
+local function multi_opts(client, max_concurrent)
+  local h = client._http or {}
+  return {
+    max_concurrent = max_concurrent or h.max_concurrent or M.DEFAULT_CONCURRENT,
+    timeout = h.timeout, connect_timeout = h.connect_timeout,
+    cainfo = h.cainfo, proxy = h.proxy, max_response_bytes = h.max_response_bytes,
+  }
+end
+
+-- True when the client talks over ngx cosockets (OpenResty).
+local function on_ngx(client)
+  local t = client._t
+  local ngx_t = package.loaded["portone.link.transport.ngx"]
+  if type(ngx) ~= "table" or type(ngx.thread) ~= "table" then return false end
+  return t ~= nil and type(ngx_t) == "table" and (t.kind == "ngx" or
+    (type(ngx_t.is) == "function" and ngx_t.is(t)) or getmetatable(t) == ngx_t.T)
+end
+
+function M.install(Client, internals)
+  local resolve_token = internals.resolve_token
+  local scrub = internals.scrub
+  local closed_error = internals.closed_error
+
+  local function state(self)
+    local a = rawget(self, "_async")
+    if not a then
+      local m = core.multi_new(multi_opts(self))
+      a = { engine = new_engine(m, self._policy, scrub), ops = {}, next = 0 }
+      rawset(self, "_async", a)
+    end
+    return a
+  end
+
+  -- Builds the request of one call; nil, err when it cannot be sent.
+  local function prepare(self, op, arg, now)
+    local ok, token = resolve_token(self)
+    if not ok then token.attempts = 0; return nil, token end
+    local cfg = self:_cfg(token)
+    local r, err
+    if op == "create" then
+      r, err = protocol.create_request(cfg, arg, now or os.time())
+    else
+      r, err = protocol.deactivate_request(cfg, arg)
+    end
+    if not r then err.attempts = 0; return nil, err end
+    return { op = op, r = r, token = token }
+  end
+
+  local function queue(self, op, arg, cb, fname, now)
+    if self._closed then return nil, closed_error() end
+    local o, err = prepare(self, op, arg, now)
+    if not o then return nil, err end
+    local a = state(self)
+    a.next = a.next + 1
+    o.handle = a.next
+    o.cb = cb
+    a.ops[o.handle] = o
+    a.engine:start(o)
+    return o.handle
+  end
+
+  --- Queues a create; `callback(res, err)` runs from a later `poll`.
+  -- @return a handle (for `cancel`), or `nil, err` at once (nothing queued)
+  function Client:create_async(req, callback, opts)
+    if type(req) ~= "table" then argerror(1, "create_async", "table expected, got " .. type(req)) end
+    if type(callback) ~= "function" then
+      argerror(2, "create_async", "function expected, got " .. type(callback))
+    end
+    if opts ~= nil and (type(opts) ~= "table" or (opts.now ~= nil and type(opts.now) ~= "number")) then
+      argerror(3, "create_async", "table {now = number} expected")
+    end
+    return queue(self, "create", req, callback, "create_async", opts and opts.now)
+  end
+
+  --- Queues a deactivate; `callback(true | nil, err)` runs from a later `poll`.
+  function Client:deactivate_async(url_or_id, callback)
+    if type(url_or_id) ~= "string" then
+      argerror(1, "deactivate_async", "string expected, got " .. type(url_or_id))
+    end
+    if type(callback) ~= "function" then
+      argerror(2, "deactivate_async", "function expected, got " .. type(callback))
+    end
+    return queue(self, "deactivate", url_or_id, callback, "deactivate_async")
+  end
+
+  --- Sets the handler of errors raised by callbacks: `fn(message, {op, handle})`.
+  function Client:on_error(fn)
+    if fn ~= nil and type(fn) ~= "function" then
+      argerror(1, "on_error", "function or nil expected, got " .. type(fn))
+    end
+    rawset(self, "_on_error", fn)
+    return self
+  end
+
+  --- Drives the pending calls for at most `timeout_ms` (default 0) and runs
+  -- the callbacks of those that finished.
+  -- @return the number of calls still pending, and a list of callback error
+  -- messages when some callback raised and no on_error handler took it
+  function Client:poll(timeout_ms)
+    if timeout_ms ~= nil and (type(timeout_ms) ~= "number" or not (timeout_ms >= 0)) then
+      argerror(1, "poll", "timeout_ms must be a number >= 0")
+    end
+    local a = rawget(self, "_async")
+    if self._closed or not a then return 0 end
+    if a.polling then error("poll: called from inside a callback", 2) end
+    a.polling = true
+    local ok, finished = pcall(a.engine.step, a.engine, timeout_ms or 0)
+    if not ok then a.polling = false; error(finished, 0) end
+    local errs
+    for i = 1, #finished do
+      if self._closed then break end   -- no callback after close
+      local o, res, err = unpack(finished[i], 1, 3)
+      a.ops[o.handle] = nil
+      o.done = true
+      local cok, cerr = pcall(o.cb, res, err)
+      if not cok then
+        local h = rawget(self, "_on_error")
+        local info = { op = o.op, handle = o.handle }
+        local hok, herr = true, nil
+        if h then hok, herr = pcall(h, cerr, info) end
+        if not h or not hok then
+          errs = errs or {}
+          errs[#errs + 1] = tostring(h and herr or cerr)
+        end
+      end
+    end
+    a.polling = false
+    if self._closed then return 0, errs end
+    return a.engine.n, errs
+  end
+
+  --- Milliseconds until `poll` has work to do (0: now; -1: nothing pending).
+  function Client:timeout()
+    local a = rawget(self, "_async")
+    if self._closed or not a then return -1 end
+    return a.engine:timeout()
+  end
+
+  --- Sockets the pending transfers wait on: readable, writable (arrays of fds).
+  function Client:fds()
+    local a = rawget(self, "_async")
+    if self._closed or not a then return {}, {} end
+    return a.engine.m:fds()
+  end
+
+  --- Number of async calls still pending.
+  function Client:pending()
+    local a = rawget(self, "_async")
+    if self._closed or not a then return 0 end
+    return a.engine.n
+  end
+
+  --- Cancels a pending call: its callback will not run.
+  -- @return true when the call was pending
+  function Client:cancel(handle)
+    local a = rawget(self, "_async")
+    if self._closed or not a then return false end
+    local o = a.ops[handle]
+    if not o then return false end
+    a.ops[handle] = nil
+    return a.engine:cancel(o)
+  end
+
+  local sync_close = Client.close
+  function Client:close()
+    local a = rawget(self, "_async")
+    if a then
+      rawset(self, "_async", nil)
+      a.ops = {}
+      a.engine:close()
+    end
+    return sync_close(self)
+  end
+  Client.__close = Client.close
+
+  -- create_many over ngx.thread light threads and the sync create.
+  local function many_ngx(self, reqs, n, conc, progress)
+    local results, nexti, done, failed = {}, 1, 0, 0
+    local function worker()
+      while nexti <= n do
+        local i = nexti
+        nexti = nexti + 1
+        local res, err = self:create(reqs[i])
+        results[i] = res and { res = res } or { err = err }
+        done = done + 1
+        if not res then failed = failed + 1 end
+        if progress then progress(done, n, failed) end
+      end
+    end
+    local threads = {}
+    for t = 1, math.min(conc, n) do
+      threads[t] = ngx.thread.spawn(worker)
+    end
+    for t = 1, #threads do
+      local ok, e = ngx.thread.wait(threads[t])
+      if not ok then error(e, 0) end
+    end
+    return results
+  end
+
+  -- create_many over a private multi handle.
+  local function many_multi(self, reqs, n, conc, progress)
+    local results, done, failed = {}, 0, 0
+    local eng = new_engine(core.multi_new(multi_opts(self, conc)), self._policy, scrub)
+    local ok, e = pcall(function()
+      local nexti = 1
+      local function record(i, res, err)
+        results[i] = res and { res = res } or { err = err }
+        done = done + 1
+        if not res then failed = failed + 1 end
+        if progress then progress(done, n, failed) end
+      end
+      -- keeps about `conc` calls in flight (plus those waiting for a retry)
+      local function feed()
+        while nexti <= n and eng.n < conc do
+          local i = nexti
+          nexti = nexti + 1
+          local req = reqs[i]
+          local o, err
+          if type(req) ~= "table" then
+            err = errors.validation({ { field = "[" .. i .. "]", code = "type",
+              message = "request must be a table, got " .. type(req) } })
+            err.attempts = 0
+          else
+            o, err = prepare(self, "create", req)
+          end
+          if o then
+            o.index = i
+            eng:start(o)
+          else
+            record(i, nil, err)
+          end
+        end
+      end
+      feed()
+      while eng.n > 0 do
+        if self._closed then error("create_many: the client was closed", 0) end
+        local finished = eng:step(1000)
+        for k = 1, #finished do
+          local o, res, err = unpack(finished[k], 1, 3)
+          record(o.index, res, err)
+        end
+        feed()
+      end
+    end)
+    eng:close()
+    if not ok then error(e, 0) end
+    return results
+  end
+
+  --- Creates many links at once.
+  -- @tparam table reqs an array of request tables
+  -- @tparam[opt] table opts `concurrency` (32), `on_progress(done, total, failed)`
+  -- @return an array, in input order, of `{res = result}` or `{err = err}`
+  function Client:create_many(reqs, opts)
+    if type(reqs) ~= "table" then argerror(1, "create_many", "table expected, got " .. type(reqs)) end
+    if opts ~= nil and type(opts) ~= "table" then
+      argerror(2, "create_many", "table expected, got " .. type(opts))
+    end
+    opts = opts or {}
+    local conc = opts.concurrency or M.DEFAULT_MANY
+    if type(conc) ~= "number" or conc < 1 or conc > 4096 or conc % 1 ~= 0 then
+      argerror(2, "create_many", "concurrency must be an integer in [1, 4096]")
+    end
+    local progress = opts.on_progress
+    if progress ~= nil and type(progress) ~= "function" then
+      argerror(2, "create_many", "on_progress must be a function")
+    end
+    local n = #reqs
+    if self._closed then
+      local results = {}
+      for i = 1, n do results[i] = { err = closed_error() } end
+      return results
+    end
+    if n == 0 then return {} end
+    if on_ngx(self) then return many_ngx(self, reqs, n, conc, progress) end
+    return many_multi(self, reqs, n, conc, progress)
+  end
+end
+
+M.Engine = Engine
+return M
