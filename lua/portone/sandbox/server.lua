@@ -24,8 +24,10 @@ local REQUIRED = { "title", "user_code", "amount", "merchant_uid", "name",
                    "currency", "buyer_tel", "pay_methods" }
 local MATCHES = { create = true, deactivate = true, page = true, token = true, any = true }
 
--- Set by init() from the generated config.
+-- Set by init() from the generated config (scheme, host, port, base, prefix,
+-- imp_key, imp_secret, latency_ms, watch_pid); other sandbox modules read it.
 local conf = { scheme = "http", host = "127.0.0.1", port = 0 }
+M.conf = conf
 
 --- Called from init_by_lua with the settings start() chose.
 function M.init(c)
@@ -39,10 +41,12 @@ end
 -- ---------------------------------------------------------------------------
 -- small helpers
 
+--- The sandbox clock: unix seconds plus the admin clock offset.
 local function now()
   ngx.update_time()
   return ngx.time() + (stats:get("clock_offset") or 0)
 end
+M.now = now
 
 local function json_reply(status, tbl)
   ngx.status = status
