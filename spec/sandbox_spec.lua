@@ -114,15 +114,14 @@ describe("sandbox", function()
     end)
 
     it("reports nginx's error when it cannot start", function()
-      local s = (socket.tcp4 or socket.tcp)() -- tcp() would defer the socket: no setoption
-      assert(s:setoption("reuseaddr", true))
-      assert(s:bind("127.0.0.1", 0))
-      assert(s:listen(1))
-      local _, port = s:getsockname()
-      local sb2, err = sandbox.start{ port = tonumber(port) }
-      s:close()
+      -- (a port in use would do too, but nginx retries bind() for 2.5 s)
+      local bad = os.tmpname()
+      local f = io.open(bad, "w"); f:write("not a certificate\n"); f:close()
+      finally(function() os.remove(bad) end)
+      local sb2, err = sandbox.start{ tls = { cert = bad, key = bad } }
       assert.is_nil(sb2)
-      assert.matches("Address already in use", err)
+      assert.matches("nginx failed to start", err)
+      assert.matches("emerg", err)
     end)
 
     it("writes every temp path inside its prefix", function()

@@ -261,8 +261,18 @@ function Sandbox:stats() return self:admin("GET", "stats") end
 function Sandbox:requests() return self:admin("GET", "requests") end
 function Sandbox:reset() return self:admin("POST", "reset") end
 
+-- A stopped master stays a zombie until init reaps it, which can take a
+-- second or more; kill -0 would call it alive. Read its state on Linux.
 local function pid_alive(pid)
-  return pid and run("kill -0 " .. pid .. " 2>/dev/null")
+  if not pid then return false end
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if f then
+    local state = (f:read("*l") or ""):match("%) (%a)")
+    f:close()
+    return state ~= "Z" and state ~= "X"
+  end
+  if read_file("/proc/self/stat") then return false end -- /proc works: gone
+  return run("kill -0 " .. pid .. " 2>/dev/null")
 end
 
 --- The master's pid (from the pid file), or nil.
