@@ -22,7 +22,8 @@ local REQUEST_LOG = 100
 local API = "/api/supplements/v1/link/payment"
 local REQUIRED = { "title", "user_code", "amount", "merchant_uid", "name",
                    "currency", "buyer_tel", "pay_methods" }
-local MATCHES = { create = true, deactivate = true, page = true, token = true, any = true }
+local MATCHES = { create = true, deactivate = true, page = true, token = true, payment = true,
+                  any = true }
 
 -- Set by init() from the generated config (scheme, host, port, base, prefix,
 -- imp_key, imp_secret, latency_ms, watch_pid); other sandbox modules read it.
@@ -57,12 +58,6 @@ end
 
 local function api_error(status, message)
   return json_reply(status, { code = -1, message = message })
-end
-
-local function html_escape(s)
-  return (tostring(s):gsub("[&<>\"']", {
-    ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;",
-  }))
 end
 
 local function random_id()
@@ -235,6 +230,7 @@ local function create(body)
     title = tostring(info.title), name = tostring(info.name), amount = info.amount,
     currency = tostring(info.currency), labels = labels, expired_at = exp,
     merchant_uid = tostring(info.merchant_uid), active = true,
+    info = info, -- the whole payment_info, for the bridge page and payments
   })
   for _ = 1, 10 do
     local id = random_id()
@@ -256,55 +252,8 @@ local function deactivate(id)
   return JSON(200, {})
 end
 
-local function group(n)
-  local s = ("%d"):format(n)
-  local out = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
-  return (out:gsub("^,", ""):gsub("^%-,", "-"))
-end
-
-local PAGE = [[<!DOCTYPE html>
-<html lang="ko"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>%s</title></head>
-<body>%s</body></html>
-]]
-
-local function page(id)
-  local raw = links:get(id)
-  local h = html_escape
-  if not raw then
-    return 404, "text/html; charset=utf-8",
-      PAGE:format("Not found", "<h1>Not found</h1><p>No payment link " .. h(id) .. ".</p>")
-  end
-  local rec = cjson.decode(raw)
-  if not rec.active or now() >= rec.expired_at then
-    return 410, "text/html; charset=utf-8",
-      PAGE:format("Expired", "<h1>Expired</h1><p class=\"expired\">This payment link has expired"
-        .. (rec.active and "" or " (deactivated)") .. ".</p>")
-  end
-  local items = {}
-  for _, l in ipairs(rec.labels) do items[#items + 1] = "<li>" .. h(l) .. "</li>" end
-  local body = table.concat({
-    "<h1 class=\"title\">", h(rec.title), "</h1>\n",
-    "<p class=\"name\">", h(rec.name), "</p>\n",
-    "<p class=\"amount\">", h(group(rec.amount)), " ", h(rec.currency), "</p>\n",
-    "<ul class=\"pay-methods\">", table.concat(items), "</ul>\n",
-  })
-  return 200, "text/html; charset=utf-8", PAGE:format(h(rec.title), body)
-end
-
--- REST V1 token endpoint, enough for clients that fetch a token first.
-local function get_token(body)
-  local req = body and cjson.decode(body) or ngx.decode_args(body or "")
-  if type(req) ~= "table" then req = {} end
-  if conf.imp_key and (req.imp_key ~= conf.imp_key or req.imp_secret ~= conf.imp_secret) then
-    return JSON(401, { code = -1, message = "imp_key or imp_secret is wrong", response = cjson.null })
-  end
-  local t = now()
-  return JSON(200, { code = 0, message = cjson.null, response = {
-    access_token = "sandbox-" .. ngx.md5(tostring(conf.imp_key) .. ":" .. math.floor(t / 1800)),
-    now = t, expired_at = (math.floor(t / 1800) + 1) * 1800 } })
-end
+-- The customer's pages (GET/POST /{id}) live in portone.sandbox.bridge and the
+-- REST V1 endpoints (getToken, payments) in portone.sandbox.rest_v1.
 
 local function route(method, uri)
   if uri == API then
@@ -316,11 +265,10 @@ local function route(method, uri)
     if method == "PUT" then return "deactivate", function() return deactivate(id) end end
     return "deactivate", function() return JSON(405, { code = -1, message = "method not allowed" }) end
   end
-  if uri == "/users/getToken" and method == "POST" then return "token", get_token end
-  id = uri:match("^/([A-Za-z0-9_-]+)$")
-  if id and (method == "GET" or method == "HEAD") then
-    return "page", function() return page(id) end
-  end
+  local class, handler = require("portone.sandbox.rest_v1").route(method, uri)
+  if class then return class, handler end
+  class, handler = require("portone.sandbox.bridge").route(method, uri)
+  if class then return class, handler end
   return "other", function() return JSON(404, { code = -1, message = "not found: " .. uri }) end
 end
 
@@ -422,7 +370,10 @@ end
 --- content_by_lua entry for every request.
 function M.handle()
   local method, uri = ngx.req.get_method(), ngx.var.uri
-  if uri:sub(1, 11) == "/__sandbox/" then return admin(method, uri) end
+  if uri:sub(1, 11) == "/__sandbox/" then
+    if require("portone.sandbox.pay").admin(method, uri) then return end
+    return admin(method, uri)
+  end
   return api(method, uri)
 end
 
