@@ -83,7 +83,7 @@ local KNOWN = {
   connect_timeout = "number", retries = "number", cainfo = "string", proxy = "string",
   max_response_bytes = "number", user_agent = "string", transport = "string|table",
   insecure_http = "boolean", retry_base = "number", retry_cap = "number",
-  retry_after_max = "number",
+  retry_after_max = "number", max_concurrent = "number",
 }
 
 local function is_loopback(host)
@@ -133,6 +133,10 @@ local function check_opts(opts)
   if r ~= nil and not (r >= 0 and r <= 10 and r % 1 == 0) then
     opt_error("retries", "must be an integer in [0, 10]")
   end
+  local mc = opts.max_concurrent
+  if mc ~= nil and not (mc >= 1 and mc <= 4096 and mc % 1 == 0) then
+    opt_error("max_concurrent", "must be an integer in [1, 4096]")
+  end
   local m = opts.max_response_bytes
   if m ~= nil and not (m >= 1 and m % 1 == 0 and m <= 2 ^ 40) then
     opt_error("max_response_bytes", "must be a positive integer")
@@ -173,7 +177,8 @@ Client.__index = Client
 --  `max_response_bytes` (1 MiB);
 --  `user_agent` (appended to `portone-link/<v> Lua/<v> libcurl/<v>`);
 --  `transport` (`"curl"`, or an object with the transport interface);
---  `retry_base` (0.25 s), `retry_cap` (8 s), `retry_after_max` (30 s).
+--  `retry_base` (0.25 s), `retry_cap` (8 s), `retry_after_max` (30 s);
+--  `max_concurrent` (16): async transfers in flight (`portone.link.async`).
 -- @return the client (raises on a bad option)
 function M.new(opts)
   if opts == nil then opts = {} end
@@ -196,6 +201,10 @@ function M.new(opts)
   self._t = transport
   self._policy = { retries = o.retries, base = o.retry_base, cap = o.retry_cap,
                    retry_after_max = o.retry_after_max }
+  -- what the async layer's multi handle needs (portone.link.async); no token
+  self._http = { timeout = o.timeout, connect_timeout = o.connect_timeout, cainfo = o.cainfo,
+                 proxy = o.proxy, max_response_bytes = o.max_response_bytes,
+                 max_concurrent = o.max_concurrent }
   self._base_url = o.base_url
   self._ua = M.USER_AGENT .. (o.user_agent and o.user_agent ~= "" and (" " .. o.user_agent) or "")
   local token = o.token
@@ -343,5 +352,9 @@ end
 -- `local c <close> = link.new{...}` on Lua 5.4. The curl handle also has its
 -- own __gc, so a client that is merely dropped frees libcurl too.
 Client.__close = Client.close
+
+-- create_async, deactivate_async, poll, timeout, on_error, create_many
+require("portone.link.async").install(Client, {
+  resolve_token = resolve_token, scrub = scrub, closed_error = closed_error })
 
 return M
