@@ -55,10 +55,8 @@ local TRANSPORTS = {
 
 local function default_transport()
   -- luacheck: globals ngx
-  if type(ngx) == "table" and type(ngx.socket) == "table" and ngx.get_phase
-    and ngx.get_phase() ~= "init" then
-    return "ngx"
-  end
+  -- inside nginx always ngx: in a phase without cosockets it fails with a clear error, never blocks
+  if select(3, require("portone.link.transport.ngx").available()) ~= false then return "ngx" end
   return "curl"
 end
 

@@ -312,6 +312,9 @@ local function connect(self, scheme, host, port, pool, deadline)
           ngx.log(ngx.INFO, "portone.link: sslhandshake raised: ", tostring(hs))
         end
         pcall(sock.close, sock)
+        if why:find("^20:") or why:find("local issuer", 1, true) then
+          why = why .. " (is lua_ssl_trusted_certificate set in nginx.conf?)"
+        end
         return nil, "TLS handshake with " .. host .. " failed: " .. why, err_kind(herr)
       end
     end
@@ -371,6 +374,31 @@ local function exchange(self, sock, reused, req, deadline)
   return resp.status, body, h
 end
 
+--- The cosocket pool name for an origin: host, port and TLS.
+function M.pool_name(scheme, host, port)
+  return "portone.link:" .. host .. ":" .. port .. (scheme == "https" and ":tls" or "")
+end
+
+--- Closes the idle pooled connections to `url`'s origin (tests use it to
+-- start from a known state; nothing else needs it).
+function M.drain_pool(url)
+  local scheme, host, port = parse_url(url)
+  if not scheme then return nil, host end
+  local n = 0
+  for _ = 1, 1000 do
+    local sock = ngx.socket.tcp()
+    sock:settimeouts(1000, 1000, 1000)
+    local ok = sock:connect(host == "localhost" and "127.0.0.1" or host, port,
+      { pool = M.pool_name(scheme, host, port) })
+    if not ok then break end
+    local reused = sock:getreusedtimes() > 0
+    sock:close()
+    if not reused then break end
+    n = n + 1
+  end
+  return n
+end
+
 --- Sends one request; see the module comment for the results.
 function T:request(method, url, headers, body)
   local ok, why = M.available()
@@ -379,7 +407,7 @@ function T:request(method, url, headers, body)
   if not scheme then return fail("transport", host, false) end
   local req, berr = build_request(method, path, host_header, headers or {}, body)
   if not req then return fail("transport", berr, false) end
-  local pool = "portone.link:" .. host .. ":" .. port .. (scheme == "https" and ":tls" or "")
+  local pool = M.pool_name(scheme, host, port)
   local deadline = ngx.now() + self.timeout
   local resent = false
   for _ = 1, 5 do

@@ -1,0 +1,272 @@
+-- The client inside nginx, on cosockets (lua/portone/link/transport/ngx.lua).
+--
+-- A private nginx with lua-nginx-module (spec/nginx/harness.lua) runs the
+-- client; this spec, running under lua5.4 or luajit as a separate host,
+-- drives it over HTTP with luasocket:
+--
+--  * the shared integration cases (spec/helpers/cases.lua) run unchanged: the
+--    client they get is a stand-in whose every call executes inside nginx on
+--    a real client over the ngx transport (spec/nginx/handlers.lua, /t/proxy);
+--  * raw transport behaviour against fake upstreams in the same nginx:
+--    framing, size cap, keep-alive reuse, TLS verification and SNI;
+--  * the phase rule: outside cosocket phases the client fails with an error
+--    that points at ngx.timer.at, it never blocks.
+local cjson = require "cjson"
+local http = require "socket.http"
+local ltn12 = require "ltn12"
+local harness = require "nginx.harness"
+local helper = require "helpers.sandbox"
+local cases = require "helpers.cases"
+
+local srv -- the test nginx, shared by every describe below
+
+local function request(method, url, body)
+  local out = {}
+  local src = body and cjson.encode(body)
+  local _, code = http.request {
+    url = url, method = method, sink = ltn12.sink.table(out),
+    source = src and ltn12.source.string(src),
+    headers = src and { ["content-type"] = "application/json", ["content-length"] = #src } or nil,
+  }
+  return code, table.concat(out)
+end
+
+local function post(path, body)
+  local code, text = request("POST", srv.url .. path, body)
+  assert(code == 200, ("POST %s -> %s %s"):format(path, tostring(code), text))
+  return cjson.decode(text)
+end
+
+local function get_text(path)
+  local code, text = request("GET", srv.url .. path)
+  assert.equal(200, code, text)
+  return text
+end
+
+-- A client whose calls run inside nginx; same interface as link.new's.
+local Proxy = {}
+Proxy.__index = Proxy
+
+local function back(v)
+  if type(v) ~= "table" then return v end
+  return setmetatable(v, { __tostring = function(e) return e.text or e.message end })
+end
+
+function Proxy:_call(op, ...)
+  local token
+  if self.token_fn then token = self.token_fn() end
+  local r = post("/t/proxy/call", { id = self.id, op = op, args = { ... }, token = token })
+  if r.raised then error(r.raised, 2) end
+  if r.ok ~= nil then return r.ok end
+  return nil, back(r.err)
+end
+function Proxy:create(req, opts) return self:_call("create", req, opts) end
+function Proxy:deactivate(id) return self:_call("deactivate", id) end
+function Proxy:close() return self:_call("close") end
+
+local function ngx_client(base_url, opts)
+  opts = cases.merge({ base_url = base_url, transport = "ngx" }, opts)
+  local token_fn
+  if type(opts.token) == "function" then token_fn, opts.token = opts.token, nil end
+  local r = post("/t/proxy/new", { opts = opts, token_fn = token_fn ~= nil, fresh = true })
+  if r.raised then error(r.raised, 2) end
+  return setmetatable({ id = r.id, token_fn = token_fn }, Proxy)
+end
+
+-- Raw transport call inside nginx: returns the decoded list of results.
+local function transport(args)
+  return post("/t/transport", args)
+end
+
+describe("client inside nginx (ngx cosocket transport)", function()
+  local tls_sb_cert = helper.tls_cert()          -- the sandbox's self-signed cert
+  lazy_setup(function()
+    srv = harness.start { extra_ca = { tls_sb_cert.cert } }
+  end)
+  lazy_teardown(function()
+    if srv then srv:stop() end
+  end)
+
+  -- The [client] issue's integration cases, one list for both transports.
+  cases.run("shared client cases over ngx cosockets", ngx_client, { tags = "#ngx" })
+
+  describe("transport", function()
+    local up
+    before_each(function() up = srv.upstream end)
+
+    it("keeps connections alive: 20 requests, one connect", function()
+      local r = transport { url = up.http .. "/echo?ka", n = 20, method = "POST", body = "x",
+        headers = { "X-A: b" } }
+      local first
+      for i, res in ipairs(r.results) do
+        assert.equal(200, res.status)
+        local echo = cjson.decode(res.body)
+        assert.equal("x", echo.body)
+        assert.equal("1", echo.headers["content-length"])
+        assert.equal("b", echo.headers["x-a"])
+        first = first or echo
+        assert.equal(first.connection, echo.connection)
+        assert.equal(first.connection_requests + i - 1, echo.connection_requests)
+      end
+      assert.is_true(r.reuses >= 19)
+    end)
+
+    it("reads Content-Length, chunked (with extensions and trailers) and read-to-close bodies", function()
+      local r = transport { url = up.http .. "/chunked?n=4" }
+      assert.equal("chunk1;chunk2;chunk3;chunk4;", r.results[1].body)
+      assert.equal("chunked", r.results[1].headers["transfer-encoding"])
+      r = transport { url = up.http .. "/raw/chunked_ext" }
+      assert.equal("hello world", r.results[1].body)
+      r = transport { url = up.http .. "/raw/close" }
+      assert.equal("read until close", r.results[1].body)
+      r = transport { url = up.http .. "/raw/http10" }
+      assert.equal("old server", r.results[1].body)
+      r = transport { url = up.http .. "/raw/continue" }
+      assert.equal(201, r.results[1].status)
+      assert.equal("a, b", r.results[1].headers["x-multi"])
+    end)
+
+    it("returns lower-case header names", function()
+      local r = transport { url = up.http .. "/echo" }
+      assert.equal("application/json", r.results[1].headers["content-type"])
+      assert.is_nil(r.results[1].headers["Content-Type"])
+    end)
+
+    it("enforces the size cap while reading (Content-Length and chunked)", function()
+      for _, u in ipairs { "/big?n=5000", "/big?n=5000&chunked=1" } do
+        local r = transport { url = up.http .. u, opts = { max_response_bytes = 4096 } }
+        local info = r.results[1].info
+        assert.equal("transport", info.kind)
+        assert.is_true(info.too_large)
+        assert.is_true(info.sent)
+      end
+      local r = transport { url = up.http .. "/big?n=4096", opts = { max_response_bytes = 4096 } }
+      assert.equal(4096, #r.results[1].body)
+    end)
+
+    it("reports malformed, truncated and reset answers as transport errors, sent", function()
+      for _, k in ipairs { "bad_chunk", "truncated", "reset", "garbage" } do
+        local r = transport { url = up.http .. "/raw/" .. k }
+        local info = r.results[1].info
+        assert.equal("transport", info.kind, k)
+        assert.is_true(info.sent, k)
+      end
+    end)
+
+    it("connection refused is not sent; a read timeout is kind timeout", function()
+      local port = harness.free_port()
+      local r = transport { url = "http://127.0.0.1:" .. port .. "/" }
+      assert.equal("transport", r.results[1].info.kind)
+      assert.is_false(r.results[1].info.sent)
+      assert.matches("refused", r.results[1].info.message)
+      r = transport { url = up.http .. "/echo?sleep_ms=1000", opts = { timeout = 0.2 } }
+      assert.equal("timeout", r.results[1].info.kind)
+      assert.is_true(r.results[1].info.sent)
+    end)
+
+    it("a host name without a resolver fails with a hint, nothing sent", function()
+      local r = transport { url = "https://api.iamport.invalid/x" }
+      local info = r.results[1].info
+      assert.is_false(info.sent)
+      assert.matches("resolver", info.message)
+    end)
+
+    it("TLS: verifies the certificate (lua_ssl_trusted_certificate) with SNI, keeps it alive", function()
+      local r = transport { url = up.https .. "/echo", n = 3 }
+      for _, res in ipairs(r.results) do
+        assert.equal(200, res.status)
+        assert.equal("https", cjson.decode(res.body).scheme)
+      end
+      assert.is_true(r.reuses >= 2)
+    end)
+
+    it("TLS: an untrusted certificate fails the handshake, nothing sent", function()
+      local r = transport { url = up.rogue .. "/echo" }
+      local info = r.results[1].info
+      assert.equal("transport", info.kind)
+      assert.is_false(info.sent)
+      assert.matches("certificate", info.message)
+    end)
+
+    it("TLS: a host-name mismatch fails cleanly (no raise), nothing sent", function()
+      local r = transport { url = up.other .. "/echo" }
+      local info = r.results[1].info
+      assert.equal("transport", info.kind)
+      assert.is_false(info.sent)
+      assert.matches("TLS handshake", info.message)
+    end)
+
+    it("is available in the content phase", function()
+      local r = cjson.decode(get_text("/t/available"))
+      assert.is_true(r.ok)
+    end)
+  end)
+
+  describe("client over TLS to the sandbox", function()
+    local sb
+    lazy_setup(function() sb = helper.start { tls = tls_sb_cert } end)
+    lazy_teardown(function() if sb then sb:stop() end end)
+
+    it("creates and deactivates over verified TLS, reusing one connection", function()
+      local c = ngx_client("https://localhost:" .. sb.port, {})
+      for _ = 1, 5 do
+        local res, err = c:create(cases.request())
+        assert.is_nil(err)
+        assert.is_true(c:deactivate(res.id))
+      end
+      local s = assert(sb:stats())
+      assert.equal(10, s.requests)
+      assert.equal(1, s.connections)
+      c:close()
+    end)
+  end)
+
+  describe("client over TLS to an untrusted sandbox", function()
+    local sb
+    lazy_setup(function() sb = helper.start { tls = helper.wrong_host_cert() } end)
+    lazy_teardown(function() if sb then sb:stop() end end)
+
+    it("fails with a transport error and never sends the request", function()
+      local c = ngx_client("https://localhost:" .. sb.port, { retries = 0 })
+      local res, err = c:create(cases.request())
+      assert.is_nil(res)
+      assert.equal("transport", err.kind)
+      assert.is_false(err.sent)
+      assert.equal(0, assert(sb:stats()).requests)
+      c:close()
+    end)
+  end)
+
+  describe("phases without cosockets", function()
+    local function check(text, phase)
+      assert.matches("ngx.timer.at", text, 1, true)
+      assert.matches("'" .. phase .. "' phase", text, 1, true)
+    end
+
+    it("init_by_lua: the client fails with a pointer to ngx.timer.at", function()
+      check(get_text("/t/phase?name=init"), "init")
+    end)
+
+    it("init_worker_by_lua: the same", function()
+      check(get_text("/t/phase?name=init_worker"), "init_worker")
+    end)
+
+    it("set_by_lua: the same", function()
+      check(get_text("/t/phase/set"), "set")
+    end)
+
+    it("log_by_lua and header_filter_by_lua: the same", function()
+      assert.equal("ok\n", get_text("/t/phase/log"))
+      assert.equal("ok\n", get_text("/t/phase/header_filter"))
+      -- the log phase runs after the answer was sent
+      local text
+      for _ = 1, 50 do
+        text = get_text("/t/phase?name=log")
+        if not text:find("nothing recorded", 1, true) then break end
+        require("socket").sleep(0.02)
+      end
+      check(text, "log")
+      check(get_text("/t/phase?name=header_filter"), "header_filter")
+    end)
+  end)
+end)
