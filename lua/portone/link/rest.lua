@@ -64,28 +64,39 @@ local function check_base_url(url)
   return (url:gsub("/+$", ""))
 end
 
-local function in_ngx()
-  local ngx = rawget(_G, "ngx")
-  if not (ngx and ngx.socket and ngx.get_phase) then return false end
-  local ok, phase = pcall(ngx.get_phase)
-  return ok and phase ~= "init" and phase ~= "init_worker"
+local TRANSPORTS = {
+  curl = "portone.link.transport.curl",
+  ngx = "portone.link.transport.ngx",
+}
+
+-- As the link client decides: inside nginx always the cosocket transport (in a
+-- phase without cosockets it fails with a clear error instead of blocking the
+-- worker), elsewhere libcurl.
+local function default_transport_name()
+  if select(3, require("portone.link.transport.ngx").available()) ~= false then return "ngx" end
+  return "curl"
 end
 
-local function default_transport(opts)
-  local tcfg = {
+local function make_transport(opts)
+  local t = opts.transport
+  if type(t) == "table" then return t end
+  local name = t or default_transport_name()
+  local mod = TRANSPORTS[name]
+  if not mod then error("bad argument #1 to 'new' (unknown transport '" .. tostring(name) .. "')", 3) end
+  return require(mod).new({
     timeout = opts.timeout or 10,
     connect_timeout = opts.connect_timeout or 5,
     cainfo = opts.cainfo,
     proxy = opts.proxy,
     max_response_bytes = opts.max_response_bytes or 256 * 1024,
-    user_agent = opts.user_agent,
-  }
-  if in_ngx() then return require("portone.link.transport.ngx").new(tcfg) end
-  return require("portone.link.transport.curl").new(tcfg)
+  })
 end
 
+-- An ngx.semaphore for waiting light threads; made by the first waiter, in a
+-- request or timer phase (nil outside nginx).
 local function semaphore()
-  if not in_ngx() then return nil end
+  local ngx = rawget(_G, "ngx")
+  if not (ngx and ngx.get_phase) then return nil end
   local ok, sema = pcall(require, "ngx.semaphore")
   if not ok then return nil end
   return sema.new(0)
@@ -93,10 +104,11 @@ end
 
 --- Makes a REST V1 client.
 -- @tparam table opts `imp_key`, `imp_secret` (strings, required); `base_url`
---   (default `https://api.iamport.kr`); `transport` (an object with
---   `request`/`close`/`sleep`; by default the curl transport, or the ngx one
---   inside OpenResty); `timeout`, `connect_timeout`, `cainfo`, `proxy`,
---   `max_response_bytes`, `user_agent` (for the default transport);
+--   (default `https://api.iamport.kr`); `transport` (`"curl"`, `"ngx"`, or
+--   an object with `request`/`close`/`sleep`; by default the ngx one inside
+--   nginx, else curl, as for `link.new`); `timeout` (10), `connect_timeout`
+--   (5), `cainfo`, `proxy`, `max_response_bytes` (256 KiB) for a named
+--   transport; `user_agent`;
 --   `include_sandbox` (default true: test-mode payments are found too);
 --   `margin` (seconds before expiry to refresh, default 60); `clock` (a
 --   function returning unix seconds, for tests).
@@ -123,12 +135,12 @@ function M.new(opts)
     include_sandbox = opts.include_sandbox ~= false,
     margin = opts.margin or M.DEFAULT_MARGIN,
     clock = opts.clock or (rawget(_G, "ngx") and ngx.time) or os.time,
-    transport = opts.transport or default_transport(opts),
-    user_agent = opts.user_agent or "portone-link-rest",
+    transport = make_transport(opts),
+    user_agent = opts.user_agent or require("portone.link.client").USER_AGENT,
     refreshing = false,
     waiters = 0,
   }, Rest)
-  self.sema = opts.semaphore or semaphore()
+  self.sema = opts.semaphore
   private[self] = { secret = opts.imp_secret, gen = 0 }
   return self
 end
@@ -231,6 +243,7 @@ end
 function Rest:_wait_refresh()
   local deadline = self.clock() + M.WAIT_TIMEOUT
   while self.refreshing do
+    self.sema = self.sema or semaphore()
     if self.sema then
       self.waiters = self.waiters + 1
       local ok = self.sema:wait(math.max(0.001, deadline - self.clock()))
