@@ -32,6 +32,7 @@ local function request(over)
   local r = {
     title = "Async test", user_code = "imp12345678", amount = 10000,
     merchant_uid = "order-1", name = "Item", currency = "KRW", buyer_tel = "010-1234-5678",
+    expired_at = os.time() + 3600,
     pay_methods = { { pg = "INIpayTest", pay_method = "card", label = "Card" } },
   }
   for k, v in pairs(over or {}) do r[k] = v end
@@ -235,5 +236,307 @@ describe("core.multi_new", function()
     assert.has_error(function() core.multi_new({ timeout = "soon" }) end)
     assert.equal(0, m:info().queued)
     m:close()
+  end)
+end)
+
+describe("client async calls", function()
+  local sb
+  setup(function() sb = helper.start() end)
+  teardown(function() if sb then sb:stop() end end)
+  before_each(function() sb:reset() end)
+
+  local function client(opts)
+    local o = { base_url = sb.url, retry_base = 0.01, retry_cap = 0.05 }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return link.new(o)
+  end
+
+  -- polls until nothing is pending; returns the callback errors seen
+  local function run(c, step)
+    local errs = {}
+    local deadline = now() + 10
+    while true do
+      assert(now() < deadline, "calls did not finish")
+      local running, e = c:poll(step or 50)
+      for _, m in ipairs(e or {}) do errs[#errs + 1] = m end
+      if running == 0 then break end
+    end
+    return errs
+  end
+
+  it("queues at once and calls back once with the sync result shape", function()
+    local c = client()
+    local calls = {}
+    local h = c:create_async(request(), function(res, err)
+      calls[#calls + 1] = { res = res, err = err }
+    end)
+    assert.is_number(h)
+    assert.equal(1, c:pending())
+    run(c)
+    assert.equal(1, #calls)
+    local res = calls[1].res
+    assert.is_nil(calls[1].err)
+    assert.equal(200, res.status)
+    assert.truthy(res.url:find(res.id, 1, true))
+    local links = sb:admin("GET", "links")
+    assert.equal("order-1", links[res.id].merchant_uid)
+    assert.equal(0, c:poll(0))
+    c:close()
+  end)
+
+  it("returns a validation error at once and queues nothing", function()
+    local c = client()
+    local called = false
+    local h, err = c:create_async(request({ amount = -1 }), function() called = true end)
+    assert.is_nil(h)
+    assert.equal("validation", err.kind)
+    assert.equal("amount", err.errors[1].field)
+    h, err = c:deactivate_async("../etc", function() called = true end)
+    assert.is_nil(h)
+    assert.equal("validation", err.kind)
+    assert.equal(0, c:pending())
+    assert.equal(0, c:poll(10))
+    assert.is_false(called)
+    assert.equal(0, sb:stats().requests)
+    c:close()
+  end)
+
+  it("raises on wrong argument types", function()
+    local c = client()
+    assert.has_error(function() c:create_async("x", function() end) end)
+    assert.has_error(function() c:create_async(request()) end)
+    assert.has_error(function() c:deactivate_async(42, function() end) end)
+    assert.has_error(function() c:poll(-1) end)
+    assert.has_error(function() c:on_error(42) end)
+    c:close()
+  end)
+
+  it("runs many calls concurrently without blocking the loop", function()
+    sb:latency(100)
+    local c = client({ max_concurrent = 10 })
+    local done = 0
+    for i = 1, 20 do
+      assert(c:create_async(request({ merchant_uid = "p" .. i }), function(res)
+        assert(res)
+        done = done + 1
+      end))
+    end
+    local t0, longest = now(), 0
+    while c:poll(0) > 0 do
+      local t = now()
+      c:poll(0)
+      longest = math.max(longest, now() - t)
+      socket.sleep(0.002)               -- the host's own work
+    end
+    local took = now() - t0
+    assert.equal(20, done)
+    assert.is_true(longest < 0.05, "poll(0) blocked for " .. longest)
+    assert.is_true(took < 1.0, "took " .. took)  -- 2 rounds of 100 ms, not 20
+    assert.is_true(sb:stats().connections <= 10)
+    c:close()
+  end)
+
+  it("reuses keep-alive connections across polls", function()
+    local c = client({ max_concurrent = 2 })
+    for round = 1, 3 do
+      for i = 1, 4 do
+        c:create_async(request({ merchant_uid = "r" .. round .. i }), function(res) assert(res) end)
+      end
+      run(c)
+    end
+    assert.equal(2, sb:stats().connections)
+    c:close()
+  end)
+
+  it("reports callback errors and keeps the other transfers going", function()
+    local c = client()
+    local ok = 0
+    for i = 1, 5 do
+      c:create_async(request({ merchant_uid = "e" .. i }), function()
+        if i == 2 then error("callback two failed") end
+        ok = ok + 1
+      end)
+    end
+    local errs = run(c)
+    assert.equal(4, ok)
+    assert.equal(1, #errs)
+    assert.truthy(errs[1]:find("callback two failed", 1, true))
+    -- with a handler, the handler gets it instead
+    local seen
+    c:on_error(function(msg, info) seen = { msg = msg, info = info } end)
+    c:create_async(request(), function() error("again") end)
+    errs = run(c)
+    assert.same({}, errs)
+    assert.truthy(seen.msg:find("again", 1, true))
+    assert.equal("create", seen.info.op)
+    -- the client still works
+    local res
+    c:create_async(request(), function(r) res = r end)
+    run(c)
+    assert.equal(200, res.status)
+    c:close()
+  end)
+
+  it("retries 503 without blocking, honouring Retry-After", function()
+    sb:faults("create", { { status = 503, retry_after = 1 } })
+    local c = client()
+    local got
+    c:create_async(request(), function(res, err) got = { res = res, err = err } end)
+    local t0 = now()
+    local running = c:poll(200)         -- first attempt fails, retry in 1 s
+    assert.equal(1, running)
+    assert.is_nil(got)
+    local t = c:timeout()
+    assert.is_true(t > 500 and t <= 1000, "timeout " .. t)
+    local p0 = now()
+    assert.equal(1, c:poll(0))
+    assert.is_true(now() - p0 < 0.05)
+    run(c)
+    assert.is_true(now() - t0 >= 0.95)
+    assert.equal(200, got.res.status)
+    assert.equal(2, sb:stats().requests)
+    c:close()
+  end)
+
+  it("does not retry a create that reached the server (500)", function()
+    sb:faults("create", { { status = 500 } })
+    local c = client()
+    local got
+    c:create_async(request(), function(res, err) got = { res = res, err = err } end)
+    run(c)
+    assert.is_nil(got.res)
+    assert.equal("http", got.err.kind)
+    assert.equal(500, got.err.status)
+    assert.equal(1, got.err.attempts)
+    c:close()
+  end)
+
+  it("retries an idempotent deactivate on 5xx", function()
+    local c = client()
+    local created = assert(c:create(request()))
+    sb:faults("deactivate", { { status = 502 }, { status = 500 } })
+    local got
+    c:deactivate_async(created.url, function(ok, err) got = { ok = ok, err = err } end)
+    run(c)
+    assert.is_true(got.ok)
+    assert.equal(4, sb:stats().requests)     -- 1 create + 3 deactivates
+    c:close()
+  end)
+
+  it("gives up after the retries with attempts counted", function()
+    sb:faults("create", { { status = 429 }, { status = 429 }, { status = 429 } })
+    local c = client({ retries = 2 })
+    local got
+    c:create_async(request(), function(res, err) got = { res = res, err = err } end)
+    run(c)
+    assert.equal(429, got.err.status)
+    assert.equal(3, got.err.attempts)
+    c:close()
+  end)
+
+  it("reports transport errors like the sync call", function()
+    local c = link.new({ base_url = "http://127.0.0.1:1", retries = 0 })
+    local got
+    c:create_async(request(), function(res, err) got = { res = res, err = err } end)
+    run(c)
+    local _, serr = c:create(request())
+    assert.equal(serr.kind, got.err.kind)
+    assert.equal(serr.curl_code, got.err.curl_code)
+    assert.equal("transport", got.err.kind)
+    c:close()
+  end)
+
+  it("lets a callback chain another call", function()
+    local c = client()
+    local deactivated
+    c:create_async(request(), function(res)
+      assert(c:deactivate_async(res.id, function(ok) deactivated = ok end))
+    end)
+    run(c)
+    assert.is_true(deactivated)
+    c:close()
+  end)
+
+  it("refuses poll from inside a callback", function()
+    local c = client()
+    c:create_async(request(), function() c:poll(0) end)
+    local errs = run(c)
+    assert.equal(1, #errs)
+    assert.truthy(errs[1]:find("inside a callback", 1, true))
+    c:close()
+  end)
+
+  it("cancels a pending call", function()
+    sb:latency(100)
+    local c = client()
+    local called = 0
+    local a = c:create_async(request({ merchant_uid = "x1" }), function() called = called + 1 end)
+    c:create_async(request({ merchant_uid = "x2" }), function() called = called + 1 end)
+    c:poll(0)
+    assert.is_true(c:cancel(a))
+    assert.is_false(c:cancel(a))
+    run(c)
+    assert.equal(1, called)
+    c:close()
+  end)
+
+  it("close cancels everything in flight; no callback after close", function()
+    sb:latency(200)
+    local c = client()
+    local called = 0
+    for i = 1, 5 do
+      c:create_async(request({ merchant_uid = "z" .. i }), function() called = called + 1 end)
+    end
+    c:poll(0)
+    c:close()
+    assert.equal(0, c:poll(300))
+    assert.equal(-1, c:timeout())
+    assert.equal(0, called)
+    local h, err = c:create_async(request(), function() called = called + 1 end)
+    assert.is_nil(h)
+    assert.equal("transport", err.kind)
+  end)
+
+  it("a callback that closes the client stops the others", function()
+    local c = client()
+    local called = 0
+    for i = 1, 4 do
+      c:create_async(request({ merchant_uid = "k" .. i }), function()
+        called = called + 1
+        c:close()
+      end)
+    end
+    run(c)
+    assert.equal(1, called)
+  end)
+
+  it("is freed by the garbage collector with calls in flight", function()
+    sb:latency(200)
+    for _ = 1, 3 do
+      local c = client()
+      for i = 1, 4 do c:create_async(request({ merchant_uid = "g" .. i }), function() end) end
+      c:poll(0)
+    end
+    collectgarbage(); collectgarbage()
+  end)
+
+  it("exposes timeout() and fds() for external loops", function()
+    sb:latency(100)
+    local c = client()
+    assert.equal(-1, c:timeout())
+    c:create_async(request(), function() end)
+    assert.equal(0, c:timeout())
+    c:poll(0)
+    local r, w = c:fds()
+    assert.is_true(#r + #w >= 1)
+    -- an external loop: wait what timeout() says (capped), then poll(0)
+    local deadline = now() + 5
+    while c:pending() > 0 and now() < deadline do
+      local t = c:timeout()
+      socket.sleep(((t < 0 or t > 10) and 10 or t) / 1000)
+      c:poll(0)
+    end
+    assert.equal(0, c:pending())
+    c:close()
   end)
 end)

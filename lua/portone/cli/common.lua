@@ -1,0 +1,153 @@
+--- What the portone-link commands share: argument parsing, reading JSON,
+-- the client options, output and exit codes.
+--
+-- Exit codes: 0 everything succeeded, 1 some request failed, 2 usage or
+-- input error (bad flag, unreadable file, unparsable JSON).
+-- The API token comes from the environment (PORTONE_LINK_TOKEN) and never
+-- from a flag: command lines end up in shell history and `ps`.
+local cjson = require "cjson.safe"
+
+local M = {}
+
+M.OK, M.FAILED, M.USAGE = 0, 1, 2
+
+--- Flags every networked command takes, for --help texts.
+M.CLIENT_HELP = [[
+  --base-url URL   API base URL (default https://api.iamport.co, or
+                   $PORTONE_LINK_BASE_URL); plain http only to loopback
+  --timeout S      seconds per request (default 10)
+  --cainfo FILE    extra CA certificates (PEM) for https
+  --json           machine-readable output on stdout
+  --help           this text
+
+The bearer token, if any, is read from $PORTONE_LINK_TOKEN (never a flag).
+]]
+
+--- Client flags: name -> kind.
+M.CLIENT_FLAGS = {
+  ["--base-url"] = "string", ["--timeout"] = "number", ["--cainfo"] = "string",
+  ["--json"] = "bool",
+}
+
+--- Parses args against `flags` (name -> "string" | "number" | "int" |
+-- "bool"). Accepts `--name value` and `--name=value`; `-` alone and words
+-- not starting with `--` are positional; `--` ends the flags.
+-- @return opts (keys without dashes, `-` as `_`), positional list; or nil, message
+function M.parse(args, flags)
+  local o, pos = {}, {}
+  local i, only_pos = 1, false
+  while i <= #args do
+    local a = args[i]
+    if only_pos or a == "-" or a:sub(1, 1) ~= "-" then
+      pos[#pos + 1] = a
+    elseif a == "--" then
+      only_pos = true
+    elseif a == "--help" or a == "-h" then
+      o.help = true
+    else
+      local name, value = a:match("^(%-%-[%w-]+)=(.*)$")
+      name = name or a
+      if name == "--token" then
+        return nil, "there is no --token flag: set PORTONE_LINK_TOKEN in the environment"
+      end
+      local kind = flags[name]
+      if not kind then return nil, "unknown option " .. name end
+      local key = name:sub(3):gsub("-", "_")
+      if kind == "bool" then
+        if value ~= nil then return nil, name .. " takes no value" end
+        o[key] = true
+      else
+        if value == nil then
+          i = i + 1
+          value = args[i]
+          if value == nil then return nil, name .. " needs a value" end
+        end
+        if kind == "number" or kind == "int" then
+          local n = tonumber(value)
+          if not n or n <= 0 or n ~= n or n == math.huge or (kind == "int" and n % 1 ~= 0) then
+            return nil, name .. " needs a positive " .. (kind == "int" and "integer" or "number")
+              .. ", got '" .. value .. "'"
+          end
+          value = kind == "int" and math.floor(n) or n
+        end
+        o[key] = value
+      end
+    end
+    i = i + 1
+  end
+  return o, pos
+end
+
+--- Reads a whole file, or stdin for "-".
+-- @return the text, or nil, message
+function M.read_all(path)
+  if path == "-" then
+    return io.stdin:read("*a") or ""
+  end
+  local f, err = io.open(path, "rb")
+  if not f then return nil, "cannot read " .. tostring(err) end
+  local s = f:read("*a")
+  f:close()
+  return s or ""
+end
+
+--- Decodes one JSON object.
+-- @return the table, or nil, message
+function M.decode_object(text)
+  local v, err = cjson.decode(text)
+  if v == nil then return nil, "invalid JSON: " .. tostring(err) end
+  if type(v) ~= "table" then return nil, "a JSON object is expected, got " .. type(v) end
+  return v
+end
+
+--- Makes the client from the parsed flags and the environment.
+-- @return client, or nil, message (a bad option)
+function M.client(o)
+  local link = require "portone.link"
+  local token = os.getenv("PORTONE_LINK_TOKEN")
+  if token == "" then token = nil end
+  local base = o.base_url or os.getenv("PORTONE_LINK_BASE_URL")
+  if base == "" then base = nil end
+  local ok, c = pcall(link.new, {
+    base_url = base, token = token, timeout = o.timeout, cainfo = o.cainfo,
+  })
+  if not ok then
+    return nil, tostring(c):gsub("^[^:]*:%d+: ", "")
+  end
+  return c
+end
+
+--- The fields of an error object that go into JSON output (no secrets:
+-- errors never carry request headers).
+function M.error_table(err)
+  if type(err) ~= "table" then return { kind = "error", message = tostring(err) } end
+  local t = {}
+  for _, k in ipairs({ "kind", "message", "status", "code", "curl_code", "retryable",
+                       "attempts", "errors", "retry_after" }) do
+    t[k] = err[k]
+  end
+  return t
+end
+
+--- Writes one JSON value and a newline to `out` (default stdout).
+function M.json_line(v, out)
+  (out or io.stdout):write(cjson.encode(v), "\n")
+end
+
+--- Prints a usage error and returns the usage exit code.
+function M.usage_error(cmd, msg, usage)
+  io.stderr:write("portone-link ", cmd, ": ", msg, "\n")
+  if usage then io.stderr:write(usage) end
+  return M.USAGE
+end
+
+--- True when stderr is a terminal ($PORTONE_LINK_PROGRESS=1/0 overrides).
+function M.stderr_is_tty()
+  local force = os.getenv("PORTONE_LINK_PROGRESS")
+  if force == "1" then return true end
+  if force == "0" then return false end
+  local r = os.execute("test -t 2")
+  return r == true or r == 0
+end
+
+return M

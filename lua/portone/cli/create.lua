@@ -1,0 +1,41 @@
+--- `portone-link create FILE|-`: creates one link from a JSON request.
+local common = require "portone.cli.common"
+
+local M = {}
+
+M.USAGE = [[
+usage: portone-link create [options] FILE|-
+
+Creates a payment link from the JSON request in FILE (or stdin for -) and
+prints its URL (with --json: {"url", "id", "status"}).
+
+]] .. common.CLIENT_HELP .. [[
+
+Exit: 0 created, 1 the API or the network failed, 2 usage or input error
+(unreadable file, bad JSON, a request that fails validation).
+]]
+
+function M.main(args)
+  local o, pos = common.parse(args, common.CLIENT_FLAGS)
+  if not o then return common.usage_error("create", pos, M.USAGE) end
+  if o.help then io.stdout:write(M.USAGE); return common.OK end
+  if #pos ~= 1 then return common.usage_error("create", "expects one FILE or -", M.USAGE) end
+  local text, rerr = common.read_all(pos[1])
+  if not text then return common.usage_error("create", rerr) end
+  local req, derr = common.decode_object(text)
+  if not req then return common.usage_error("create", pos[1] .. ": " .. derr) end
+  local client, cerr = common.client(o)
+  if not client then return common.usage_error("create", cerr) end
+  local res, err = client:create(req)
+  client:close()
+  if res then
+    if o.json then common.json_line({ url = res.url, id = res.id, status = res.status })
+    else io.stdout:write(res.url, "\n") end
+    return common.OK
+  end
+  if o.json then common.json_line({ error = common.error_table(err) })
+  else io.stderr:write("portone-link create: ", tostring(err), "\n") end
+  return err.kind == "validation" and common.USAGE or common.FAILED
+end
+
+return M
