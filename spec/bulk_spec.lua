@@ -1,0 +1,151 @@
+-- client:create_many against the sandbox: order, invalid requests, progress,
+-- concurrency, retries and faults. Runs under Lua 5.4 and LuaJIT.
+local helper = require "helpers.sandbox"
+local link = require "portone.link"
+local socket = require "socket"
+
+local function request(i, over)
+  local r = {
+    title = "Bulk " .. i, user_code = "imp12345678", amount = 1000 + i,
+    merchant_uid = "bulk-" .. i, name = "Item", currency = "KRW",
+    buyer_tel = "010-1234-5678", expired_at = os.time() + 3600,
+    pay_methods = { { pg = "INIpayTest", pay_method = "card", label = "Card" } },
+  }
+  for k, v in pairs(over or {}) do r[k] = v end
+  return r
+end
+
+describe("client:create_many", function()
+  local sb
+  setup(function() sb = helper.start() end)
+  teardown(function() if sb then sb:stop() end end)
+  before_each(function() sb:reset() end)
+
+  local function client(opts)
+    local o = { base_url = sb.url, retry_base = 0.01, retry_cap = 0.05 }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return link.new(o)
+  end
+
+  it("returns one entry per request, in input order", function()
+    sb:latency(10)
+    local c = client()
+    local reqs = {}
+    for i = 1, 60 do reqs[i] = request(i) end
+    local results = c:create_many(reqs, { concurrency = 8 })
+    assert.equal(60, #results)
+    local links = sb:admin("GET", "links")
+    for i, r in ipairs(results) do
+      assert.is_nil(r.err)
+      assert.equal(200, r.res.status)
+      assert.equal("bulk-" .. i, links[r.res.id].merchant_uid)
+    end
+    c:close()
+  end)
+
+  it("reports invalid requests without sending them", function()
+    local c = client()
+    local reqs = { request(1), request(2, { amount = 0 }), request(3), request(4, { merchant_id = "x" }) }
+    local results = c:create_many(reqs)
+    assert.truthy(results[1].res)
+    assert.equal("validation", results[2].err.kind)
+    assert.equal("amount", results[2].err.errors[1].field)
+    assert.truthy(results[3].res)
+    assert.equal("validation", results[4].err.kind)
+    assert.equal(2, sb:stats().requests)
+    c:close()
+  end)
+
+  it("reports non-table entries as validation errors", function()
+    local c = client()
+    local results = c:create_many({ request(1), "nope" })
+    assert.truthy(results[1].res)
+    assert.equal("validation", results[2].err.kind)
+    c:close()
+  end)
+
+  it("calls on_progress once per request with done, total, failed", function()
+    local c = client()
+    local reqs = {}
+    for i = 1, 10 do reqs[i] = request(i, i == 5 and { amount = -1 } or nil) end
+    local seen = {}
+    c:create_many(reqs, { concurrency = 4, on_progress = function(done, total, failed)
+      seen[#seen + 1] = { done, total, failed }
+    end })
+    assert.equal(10, #seen)
+    for k, s in ipairs(seen) do
+      assert.equal(k, s[1]); assert.equal(10, s[2])
+    end
+    assert.equal(1, seen[10][3])
+    c:close()
+  end)
+
+  it("keeps `concurrency` in flight over that many keep-alive connections", function()
+    sb:latency(50)
+    local c = client()
+    local reqs = {}
+    for i = 1, 64 do reqs[i] = request(i) end
+    local t0 = socket.gettime()
+    local results = c:create_many(reqs, { concurrency = 16 })
+    local took = socket.gettime() - t0
+    for _, r in ipairs(results) do assert.truthy(r.res) end
+    -- 4 rounds of 50 ms (0.2 s), far from 64 x 50 ms
+    assert.is_true(took < 1.2, "took " .. took)
+    local st = sb:stats()
+    assert.is_true(st.connections <= 16, "connections " .. st.connections)
+    c:close()
+  end)
+
+  it("retries what the policy allows and reports the rest", function()
+    sb:faults("create", { { status = 503 }, { status = 500 }, { status = 429 } })
+    local c = client()
+    local reqs = {}
+    for i = 1, 6 do reqs[i] = request(i) end
+    local results = c:create_many(reqs, { concurrency = 1 })
+    -- 503 and 429 are retried; the 500 reached the server: not retried
+    local failed = {}
+    for i, r in ipairs(results) do if r.err then failed[#failed + 1] = i end end
+    assert.equal(1, #failed)
+    assert.equal(500, results[failed[1]].err.status)
+    c:close()
+  end)
+
+  it("survives dropped connections, garbage and timeouts", function()
+    sb:faults("create", { { garbage = true }, { delay_ms = 1500 }, { truncate = true } })
+    local c = client({ timeout = 0.5 })
+    local reqs = {}
+    for i = 1, 8 do reqs[i] = request(i) end
+    local results = c:create_many(reqs, { concurrency = 4 })
+    local kinds = {}
+    for _, r in ipairs(results) do
+      local k = r.res and "ok" or r.err.kind
+      kinds[k] = (kinds[k] or 0) + 1
+    end
+    assert.equal(5, kinds.ok)
+    assert.equal(1, kinds.decode)
+    assert.equal(1, kinds.timeout)
+    assert.equal(8, #results)
+    c:close()
+  end)
+
+  it("checks its arguments", function()
+    local c = client()
+    assert.has_error(function() c:create_many("x") end)
+    assert.has_error(function() c:create_many({}, { concurrency = 0 }) end)
+    assert.has_error(function() c:create_many({}, { on_progress = 1 }) end)
+    assert.same({}, c:create_many({}))
+    c:close()
+    local results = c:create_many({ request(1) })
+    assert.equal("transport", results[1].err.kind)
+  end)
+
+  it("propagates an error from on_progress after freeing its handles", function()
+    local c = client()
+    assert.has_error(function()
+      c:create_many({ request(1), request(2) }, { on_progress = function() error("stop") end })
+    end, "stop")
+    local results = c:create_many({ request(3) })
+    assert.truthy(results[1].res)
+    c:close()
+  end)
+end)

@@ -1,0 +1,213 @@
+-- The portone-link command line, run for real (lua5.4 bin/portone-link)
+-- against the sandbox. Lua 5.4 only: the CLI is installed for 5.4.
+local helper = require "helpers.sandbox"
+local cjson = require "cjson"
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local tmpdir
+local function tmp(name) return tmpdir .. "/" .. name end
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb")); f:write(text); f:close()
+end
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a"); f:close()
+  return s
+end
+
+-- Runs the command; returns exit code, stdout, stderr.
+local function cli(args, opts)
+  opts = opts or {}
+  local env = ""
+  for k, v in pairs(opts.env or {}) do env = env .. k .. "=" .. quote(v) .. " " end
+  local cmd = env .. "lua5.4 bin/portone-link " .. args
+    .. (opts.stdin and (" < " .. quote(opts.stdin)) or " < /dev/null")
+    .. " > " .. quote(tmp("out")) .. " 2> " .. quote(tmp("err"))
+  local ok, how, code = os.execute(cmd)
+  if how ~= "exit" then code = ok and 0 or 99 end
+  return code, slurp(tmp("out")), slurp(tmp("err"))
+end
+
+local function request_json(i, over)
+  local r = {
+    title = "CLI " .. i, user_code = "imp12345678", amount = 1000,
+    merchant_uid = "cli-" .. i, name = "Item", currency = "KRW",
+    buyer_tel = "010-1234-5678", expired_at = os.time() + 3600,
+    pay_methods = { { pg = "INIpayTest", pay_method = "card", label = "Card" } },
+  }
+  for k, v in pairs(over or {}) do r[k] = v end
+  return cjson.encode(r)
+end
+
+describe("portone-link CLI #lua54", function()
+  local sb, base
+  setup(function()
+    local p = io.popen("mktemp -d \"${TMPDIR:-/tmp}/portone-cli.XXXXXXXX\"")
+    tmpdir = p:read("*l"); p:close()
+    sb = helper.start()
+    base = "--base-url " .. sb.url
+  end)
+  teardown(function()
+    if sb then sb:stop() end
+    if tmpdir then os.execute("rm -rf " .. quote(tmpdir)) end
+  end)
+  before_each(function() sb:reset() end)
+
+  it("has --help for every command (exit 0)", function()
+    for _, cmd in ipairs({ "create", "deactivate", "validate", "batch" }) do
+      local code, out = cli(cmd .. " --help")
+      assert.equal(0, code)
+      assert.truthy(out:find("usage: portone-link " .. cmd, 1, true), cmd)
+    end
+    local code, out = cli("--help")
+    assert.equal(0, code)
+    assert.truthy(out:find("batch", 1, true))
+  end)
+
+  it("exits 2 on usage errors and refuses a --token flag", function()
+    assert.equal(2, (cli("create")))
+    assert.equal(2, (cli("create --bogus x.json")))
+    assert.equal(2, (cli("batch --concurrency zero x.jsonl")))
+    local code, _, err = cli("create --token s3cr3t x.json")
+    assert.equal(2, code)
+    assert.truthy(err:find("PORTONE_LINK_TOKEN", 1, true))
+    assert.is_nil(err:find("s3cr3t", 1, true))
+    assert.equal(2, (cli("create " .. quote(tmp("missing.json")))))
+  end)
+
+  it("create FILE prints the URL; --json prints url, id, status", function()
+    write(tmp("req.json"), request_json(1))
+    local code, out = cli("create " .. base .. " " .. quote(tmp("req.json")))
+    assert.equal(0, code)
+    assert.truthy(out:find("^http://127%.0%.0%.1:%d+/[%w_-]+\n$"))
+    code, out = cli("create --json " .. base .. " -", { stdin = tmp("req.json") })
+    assert.equal(0, code)
+    local r = cjson.decode(out)
+    assert.equal(200, r.status)
+    assert.truthy(r.url:find(r.id, 1, true))
+  end)
+
+  it("sends the token from PORTONE_LINK_TOKEN", function()
+    write(tmp("req.json"), request_json(2))
+    local code = cli("create " .. base .. " " .. quote(tmp("req.json")),
+      { env = { PORTONE_LINK_TOKEN = "tok-123" } })
+    assert.equal(0, code)
+    local reqs = sb:requests()
+    local auth = reqs[#reqs].headers.authorization or reqs[#reqs].headers.Authorization
+    assert.equal("Bearer tok-123", auth)
+  end)
+
+  it("create reports API failures with exit 1 and bad input with exit 2", function()
+    write(tmp("req.json"), request_json(3))
+    sb:faults("create", { { status = 500 } })
+    local code, out = cli("create --json " .. base .. " " .. quote(tmp("req.json")))
+    assert.equal(1, code)
+    assert.equal(500, cjson.decode(out).error.status)
+    write(tmp("bad.json"), "{not json")
+    assert.equal(2, (cli("create " .. base .. " " .. quote(tmp("bad.json")))))
+    write(tmp("invalid.json"), request_json(4, { amount = -5 }))
+    code = cli("create " .. base .. " " .. quote(tmp("invalid.json")))
+    assert.equal(2, code)
+  end)
+
+  it("create honours --timeout", function()
+    write(tmp("req.json"), request_json(5))
+    sb:faults("create", { { delay_ms = 2000 } })
+    local code, out = cli("create --json --timeout 0.3 " .. base .. " " .. quote(tmp("req.json")))
+    assert.equal(1, code)
+    assert.equal("timeout", cjson.decode(out).error.kind)
+  end)
+
+  it("deactivate URL|ID", function()
+    write(tmp("req.json"), request_json(6))
+    local _, url = cli("create " .. base .. " " .. quote(tmp("req.json")))
+    url = url:gsub("%s+$", "")
+    local code, out = cli("deactivate " .. base .. " " .. quote(url))
+    assert.equal(0, code)
+    assert.truthy(out:find("deactivated", 1, true))
+    local id = url:match("([^/]+)$")
+    code, out = cli("deactivate --json " .. base .. " " .. id)
+    assert.equal(0, code)
+    assert.is_true(cjson.decode(out).ok)
+    assert.equal(2, (cli("deactivate " .. base .. " ../etc")))
+  end)
+
+  it("validate lists every error with field paths", function()
+    write(tmp("bad.json"), cjson.encode({
+      title = 5, merchant_id = "x",
+      pay_methods = { { pg = "INIpayTest", pay_method = "card", label = "A" },
+                      { pg = "INIpayTest", pay_method = "nope", label = "B" } },
+    }))
+    local code, out = cli("validate " .. quote(tmp("bad.json")))
+    assert.equal(1, code)
+    assert.truthy(out:find("title:", 1, true))
+    assert.truthy(out:find("pay_methods[2].pay_method", 1, true))
+    assert.truthy(out:find("merchant_uid", 1, true))   -- suggestion for merchant_id
+    code, out = cli("validate --json - ", { stdin = tmp("bad.json") })
+    assert.equal(1, code)
+    local r = cjson.decode(out)
+    assert.is_false(r.ok)
+    assert.is_true(#r.errors >= 5)
+    write(tmp("ok.json"), request_json(7))
+    code, out = cli("validate " .. quote(tmp("ok.json")))
+    assert.equal(0, code)
+    assert.equal("ok\n", out)
+    assert.equal(0, sb:stats().requests)
+  end)
+
+  it("batch writes one result per line, in order, and exits 1 when some failed", function()
+    local lines = {}
+    for i = 1, 30 do lines[i] = request_json(100 + i) end
+    lines[7] = "this is not json"
+    lines[12] = request_json(12, { currency = "won" })
+    write(tmp("in.jsonl"), table.concat(lines, "\n") .. "\n")
+    local code, out, err = cli("batch --concurrency 8 " .. base .. " " .. quote(tmp("in.jsonl")),
+      { env = { PORTONE_LINK_PROGRESS = "0" } })
+    assert.equal(1, code)
+    local n = 0
+    local links = sb:admin("GET", "links")
+    for line in out:gmatch("[^\n]+") do
+      n = n + 1
+      local r = cjson.decode(line)
+      assert.equal(n, r.line)
+      if n == 7 or n == 12 then
+        assert.is_false(r.ok)
+      else
+        assert.is_true(r.ok)
+        assert.equal("cli-" .. (100 + n), links[r.id].merchant_uid)
+      end
+    end
+    assert.equal(30, n)
+    assert.equal(28, sb:stats().requests)
+    -- plain progress lines and a summary on stderr (not a terminal)
+    assert.is_nil(err:find("\r", 1, true))
+    assert.truthy(err:find("30 requests, 28 created, 2 failed", 1, true))
+  end)
+
+  it("batch --out FILE, exit 0 when all succeed; a progress bar on a terminal", function()
+    local lines = {}
+    for i = 1, 10 do lines[i] = request_json(200 + i) end
+    write(tmp("ok.jsonl"), table.concat(lines, "\n"))
+    local code, out, err = cli("batch " .. base .. " --out " .. quote(tmp("res.jsonl")) .. " "
+      .. quote(tmp("ok.jsonl")), { env = { PORTONE_LINK_PROGRESS = "1" } })
+    assert.equal(0, code)
+    assert.equal("", out)
+    local n = 0
+    for _ in slurp(tmp("res.jsonl")):gmatch("[^\n]+") do n = n + 1 end
+    assert.equal(10, n)
+    assert.truthy(err:find("\r[", 1, true))
+    assert.truthy(err:find("10/10", 1, true))
+    assert.truthy(err:find("ETA", 1, true))
+    assert.truthy(err:find("10 requests, 10 created, 0 failed", 1, true))
+  end)
+
+  it("batch reports unreadable input with exit 2", function()
+    assert.equal(2, (cli("batch " .. base .. " " .. quote(tmp("nope.jsonl")))))
+    write(tmp("empty.jsonl"), "\n\n")
+    assert.equal(2, (cli("batch " .. base .. " " .. quote(tmp("empty.jsonl")))))
+  end)
+end)
