@@ -274,7 +274,7 @@ function M.install(Client, internals)
     return { op = op, r = r, token = token }
   end
 
-  local function queue(self, op, arg, cb, fname, now)
+  local function queue(self, op, arg, cb, now)
     if self._closed then return nil, closed_error() end
     local o, err = prepare(self, op, arg, now)
     if not o then return nil, err end
@@ -297,7 +297,7 @@ function M.install(Client, internals)
     if opts ~= nil and (type(opts) ~= "table" or (opts.now ~= nil and type(opts.now) ~= "number")) then
       argerror(3, "create_async", "table {now = number} expected")
     end
-    return queue(self, "create", req, callback, "create_async", opts and opts.now)
+    return queue(self, "create", req, callback, opts and opts.now)
   end
 
   --- Queues a deactivate; `callback(true | nil, err)` runs from a later `poll`.
@@ -308,7 +308,7 @@ function M.install(Client, internals)
     if type(callback) ~= "function" then
       argerror(2, "deactivate_async", "function expected, got " .. type(callback))
     end
-    return queue(self, "deactivate", url_or_id, callback, "deactivate_async")
+    return queue(self, "deactivate", url_or_id, callback)
   end
 
   --- Sets the handler of errors raised by callbacks: `fn(message, {op, handle})`.
@@ -325,7 +325,8 @@ function M.install(Client, internals)
   -- @return the number of calls still pending, and a list of callback error
   -- messages when some callback raised and no on_error handler took it
   function Client:poll(timeout_ms)
-    if timeout_ms ~= nil and (type(timeout_ms) ~= "number" or not (timeout_ms >= 0)) then
+    if timeout_ms ~= nil and (type(timeout_ms) ~= "number" or timeout_ms ~= timeout_ms
+        or timeout_ms < 0) then
       argerror(1, "poll", "timeout_ms must be a number >= 0")
     end
     local a = rawget(self, "_async")
