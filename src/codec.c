@@ -661,7 +661,8 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
             codec_object(c, e, sc);
             if (codec_dupkey(c, e, sc, &d)) {
                 size_t j;
-                codec_dup *seen = (codec_dup *)(void *)(db->p + base);
+                /* db->p is NULL until the first entry is recorded */
+                codec_dup *seen = ndup ? (codec_dup *)(void *)(db->p + base) : NULL;
                 for (j = 0; j < ndup; j++)
                     if (codec_dupeq(&seen[j], &d))
                         break;
@@ -901,6 +902,8 @@ static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
     codec_bufs *b;
     luaL_checktype(L, 1, LUA_TTABLE);
     c.now = luaL_checknumber(L, 2);
+    /* NaN compares false with every expiry: it would accept any of them */
+    luaL_argcheck(L, c.now == c.now, 2, "now must not be NaN");
     lua_settop(L, 2);
     lua_newtable(L);                         /* 3: error list */
     b = (codec_bufs *)lua_touserdata(L, lua_upvalueindex(1));
