@@ -132,11 +132,20 @@ button{display:block;width:100%;min-height:52px;margin:0 0 10px;border:0;border-
 background:#2b6cf6;color:#fff;font:inherit;font-weight:600;cursor:pointer}
 button.alt{background:#fff;color:#1b1f24;border:1px solid #d5d9e0}
 button:focus-visible{outline:3px solid #9bbcff;outline-offset:2px}
-.status{font-size:48px;line-height:1;margin-bottom:8px}
+.status{line-height:0;margin-bottom:12px}
 .ok .status{color:#17a35a}.gone .status{color:#c0392b}
 p.note{color:#5b6472;margin:0 0 8px}
 footer{font-size:12px;color:#8a93a0;text-align:center;margin-top:16px}
 ]]
+
+-- Inline SVG icons: an emoji or a symbol could be missing from the phone's
+-- fonts (and no outside asset is loaded).
+local ICON_OK = '<div class="status" aria-hidden="true"><svg width="48" height="48" viewBox="0 0 48 48">'
+  .. '<circle cx="24" cy="24" r="22" fill="#17a35a"/><path d="M14 25l7 7 13-15" fill="none" stroke="#fff"'
+  .. ' stroke-width="4" stroke-linecap="round" stroke-linejoin="round"/></svg></div>\n'
+local ICON_GONE = '<div class="status" aria-hidden="true"><svg width="48" height="48" viewBox="0 0 48 48">'
+  .. '<circle cx="24" cy="24" r="22" fill="#c0392b"/><path d="M24 12v13l8 5" fill="none" stroke="#fff"'
+  .. ' stroke-width="4" stroke-linecap="round" stroke-linejoin="round"/></svg></div>\n'
 
 local function page(t, title, class, body)
   return table.concat({
@@ -218,7 +227,7 @@ function M.render_success(rec, payment)
   local lang = M.lang(rec)
   local t = TEXT[lang]
   local body = table.concat({
-    '<div class="status">✓</div>\n<h1 class="success">', esc(t.success_title), "</h1>\n",
+    ICON_OK .. '<h1 class="success">', esc(t.success_title), "</h1>\n",
     '<p class="note">', esc(t.success_body), "</p>\n",
     amount_div(payment.amount, payment.currency, lang),
     row(t.product, rec.name, "name"),
@@ -235,7 +244,7 @@ function M.render_paid(rec, imp_uid)
   local lang = M.lang(rec)
   local t = TEXT[lang]
   local body = table.concat({
-    '<div class="status">✓</div>\n<h1 class="paid">', esc(t.paid_title), "</h1>\n",
+    ICON_OK .. '<h1 class="paid">', esc(t.paid_title), "</h1>\n",
     '<p class="note">', esc(t.paid_body), "</p>\n",
     row(t.product, rec.name, "name"),
     row(t.imp_uid, imp_uid or "", "imp-uid"),
@@ -248,7 +257,7 @@ function M.render_expired(rec)
   local lang = M.lang(rec)
   local t = TEXT[lang]
   local body = table.concat({
-    '<div class="status">⏱</div>\n<h1 class="expired">', esc(t.expired_title), "</h1>\n",
+    ICON_GONE .. '<h1 class="expired">', esc(t.expired_title), "</h1>\n",
     '<p class="note expired">', esc(t.expired_body), "</p>\n",
     row(t.product, rec.name, "name"),
   })
