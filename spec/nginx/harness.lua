@@ -63,17 +63,17 @@ function M.make_certs(dir)
   local o = " >/dev/null 2>&1"
   local function leaf(name, cn, san)
     write(dir .. "/" .. name .. ".ext", "subjectAltName=" .. san .. "\n")
-    return sh(("openssl req %s -keyout %s/%s.key -out %s/%s.csr -subj /CN=%s%s"):format(
+    return sh(("env -u LD_PRELOAD openssl req %s -keyout %s/%s.key -out %s/%s.csr -subj /CN=%s%s"):format(
         ec, dir, name, dir, name, cn, o))
-      and sh(("openssl x509 -req -in %s/%s.csr -CA %s/ca.crt -CAkey %s/ca.key -CAcreateserial "
+      and sh(("env -u LD_PRELOAD openssl x509 -req -in %s/%s.csr -CA %s/ca.crt -CAkey %s/ca.key -CAcreateserial "
         .. "-days 2 -out %s/%s.crt -extfile %s/%s.ext%s"):format(
         dir, name, dir, dir, dir, name, dir, name, o))
   end
-  assert(sh(("openssl req -x509 %s -keyout %s/ca.key -out %s/ca.crt -days 2 "
+  assert(sh(("env -u LD_PRELOAD openssl req -x509 %s -keyout %s/ca.key -out %s/ca.crt -days 2 "
     .. "-subj /CN=portone-link-test-ca%s"):format(ec, dir, dir, o)), "openssl: CA")
   assert(leaf("leaf", "localhost", "DNS:localhost,IP:127.0.0.1"), "openssl: leaf")
   assert(leaf("other", "other.example", "DNS:other.example"), "openssl: other")
-  assert(sh(("openssl req -x509 %s -keyout %s/rogue.key -out %s/rogue.crt -days 2 "
+  assert(sh(("env -u LD_PRELOAD openssl req -x509 %s -keyout %s/rogue.key -out %s/rogue.crt -days 2 "
     .. "-subj /CN=localhost -addext subjectAltName=DNS:localhost%s"):format(ec, dir, dir, o)),
     "openssl: rogue")
   return {

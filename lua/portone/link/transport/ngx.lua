@@ -45,7 +45,7 @@ local DEFAULTS = {
   connect_timeout = 10,       -- seconds
   max_response_bytes = 1024 * 1024,
   keepalive_timeout = 10,     -- seconds an idle pooled connection is kept
-  pool_size = 32,             -- idle connections per pool (per worker)
+  pool_size = 64,             -- idle connections per pool (per worker)
 }
 local MAX_HEADER_BYTES = 64 * 1024
 
