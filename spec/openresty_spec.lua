@@ -153,6 +153,23 @@ describe("client inside nginx (ngx cosocket transport)", function()
       end
     end)
 
+    it("a reused connection closed before any answer is sent again on another one", function()
+      -- /echo leaves a pooled connection; /raw/reset on it closes with no
+      -- answer; the transport sends again, on a fresh connection, which the
+      -- server resets too: that failure is reported, sent = true.
+      local r = transport { urls = { up.http .. "/echo", up.http .. "/raw/reset" }, drain = true }
+      assert.equal(200, r.results[1].status)
+      local info = r.results[2].info
+      assert.equal("transport", info.kind)
+      assert.is_true(info.sent)
+      assert.equal(1, r.reuses)
+      assert.equal(2, r.connects)
+      -- a fresh connection that dies is not re-sent
+      r = transport { url = up.http .. "/raw/reset", drain = true }
+      assert.is_true(r.results[1].info.sent)
+      assert.equal(1, r.connects)
+    end)
+
     it("connection refused is not sent; a read timeout is kind timeout", function()
       local port = harness.free_port()
       local r = transport { url = "http://127.0.0.1:" .. port .. "/" }

@@ -106,13 +106,18 @@ routes["/t/available"] = function()
   json_out(200, { ok = ok, why = why, inside = inside, phase = ngx.get_phase() })
 end
 
--- Raw transport: {method, url, headers, body, opts, n} -> {results = [...], connects, reuses}
+-- Raw transport: {method, url | urls = [...], headers, body, opts, n, drain}
+--   -> {results = [...], connects, reuses}
 routes["/t/transport"] = function()
   local a = read_json()
-  local t = require("portone.link.transport.ngx").new(a.opts or {})
+  local mod = require "portone.link.transport.ngx"
+  local t = mod.new(a.opts or {})
+  local urls = a.urls or {}
+  if a.drain then mod.drain_pool(a.url or urls[1]) end
   local results = {}
-  for i = 1, a.n or 1 do
-    local status, body, headers = t:request(a.method or "GET", a.url, a.headers or {}, a.body)
+  for i = 1, a.n or #urls > 0 and #urls or 1 do
+    local url = urls[i] or a.url
+    local status, body, headers = t:request(a.method or "GET", url, a.headers or {}, a.body)
     if status then
       results[i] = { status = status, body = body, headers = headers }
     else

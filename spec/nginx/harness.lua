@@ -65,8 +65,8 @@ function M.make_certs(dir)
     write(dir .. "/" .. name .. ".ext", "subjectAltName=" .. san .. "\n")
     return sh(("env -u LD_PRELOAD openssl req %s -keyout %s/%s.key -out %s/%s.csr -subj /CN=%s%s"):format(
         ec, dir, name, dir, name, cn, o))
-      and sh(("env -u LD_PRELOAD openssl x509 -req -in %s/%s.csr -CA %s/ca.crt -CAkey %s/ca.key -CAcreateserial "
-        .. "-days 2 -out %s/%s.crt -extfile %s/%s.ext%s"):format(
+      and sh(("env -u LD_PRELOAD openssl x509 -req -in %s/%s.csr -CA %s/ca.crt -CAkey %s/ca.key "
+        .. "-CAcreateserial -days 2 -out %s/%s.crt -extfile %s/%s.ext%s"):format(
         dir, name, dir, dir, dir, name, dir, name, o))
   end
   assert(sh(("env -u LD_PRELOAD openssl req -x509 %s -keyout %s/ca.key -out %s/ca.crt -days 2 "

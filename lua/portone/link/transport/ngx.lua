@@ -23,9 +23,10 @@
 --    by host, port and TLS, only after a complete, well-framed response; any
 --    error closes the socket.
 --  * Like libcurl (DESIGN §4), a request on a *reused* connection that dies
---    before the first response byte is sent once more on a fresh
---    connection (up to 5 sends, as libcurl): the server closed an idle
---    keep-alive connection as we reused it. The only re-send made here.
+--    before the first response byte (the server closed an idle keep-alive
+--    connection just as we reused it) is sent again on another connection,
+--    up to 5 sends in all. That is the only re-send made here; a create is
+--    at-least-once in that window, exactly as over libcurl.
 --  * No proxy support: a configured proxy is an error, never silently
 --    bypassed.
 local M = {}
