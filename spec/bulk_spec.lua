@@ -149,3 +149,41 @@ describe("client:create_many", function()
     c:close()
   end)
 end)
+
+describe("client:create_many inside nginx (ngx.thread path, simulated)", function()
+  local sb
+  local saved
+  setup(function() sb = helper.start() end)
+  teardown(function() if sb then sb:stop() end end)
+  before_each(function()
+    saved = rawget(_G, "ngx")
+    -- light threads as coroutines; the sync create never yields here
+    local fake = { get_phase = function() return "timer" end, thread = {} }
+    function fake.thread.spawn(fn)
+      local co = coroutine.create(fn)
+      local ok, e = coroutine.resume(co)
+      return { ok = ok, e = e }
+    end
+    function fake.thread.wait(t) return t.ok, t.e end
+    rawset(_G, "ngx", fake)
+  end)
+  after_each(function() rawset(_G, "ngx", saved) end)
+
+  it("runs workers over the sync create, results in input order", function()
+    local c = link.new({ base_url = sb.url, transport = "curl" })
+    local reqs = { request(1), request(2, { amount = -1 }), request(3), "x" }
+    local progress = 0
+    local results = c:create_many(reqs, { concurrency = 2,
+      on_progress = function(done) progress = done end })
+    assert.equal(4, progress)
+    local links = sb:admin("GET", "links")
+    assert.equal("bulk-1", links[results[1].res.id].merchant_uid)
+    assert.equal("validation", results[2].err.kind)
+    assert.equal("bulk-3", links[results[3].res.id].merchant_uid)
+    assert.equal("validation", results[4].err.kind)
+    local h, err = c:create_async(request(5), function() end)
+    assert.is_nil(h)
+    assert.truthy(err.message:find("inside nginx", 1, true))
+    c:close()
+  end)
+end)

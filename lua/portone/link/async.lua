@@ -43,8 +43,10 @@
 -- concurrency`, feeds it while it runs (requests are encoded as they go, so
 -- 10,000 requests never sit in memory as bodies), and closes it before it
 -- returns. Invalid requests are reported (`{err = validation error}`) and
--- never sent. Under OpenResty (the ngx transport) it runs the sync `create`
--- in `concurrency` ngx.thread light threads on cosockets instead.
+-- never sent. Inside nginx (OpenResty) it runs the sync `create` in
+-- `concurrency` ngx.thread light threads on cosockets instead, and the
+-- `*_async` calls return an error there (libcurl must not run in the
+-- worker's event loop; `create` is already non-blocking on cosockets).
 -- @module portone.link.async
 local core = require "portone.link.core"
 local errors = require "portone.link.errors"
@@ -235,14 +237,14 @@ local function multi_opts(client, max_concurrent)
   }
 end
 
--- True when the client talks over ngx cosockets (OpenResty).
-local function on_ngx(client)
-  local t = client._t
-  local ngx_t = package.loaded["portone.link.transport.ngx"]
-  if type(ngx) ~= "table" or type(ngx.thread) ~= "table" then return false end
-  return t ~= nil and type(ngx_t) == "table" and (t.kind == "ngx" or
-    (type(ngx_t.is) == "function" and ngx_t.is(t)) or getmetatable(t) == ngx_t.T)
+-- True inside nginx (lua-nginx-module): there no network code may run in C
+-- (DESIGN §2), so create_many uses ngx.thread over the sync path and the
+-- multi-based async calls are refused.
+local function in_nginx()
+  return type(ngx) == "table" and type(ngx.get_phase) == "function"
+    and type(ngx.thread) == "table"
 end
+M.in_nginx = in_nginx
 
 function M.install(Client, internals)
   local resolve_token = internals.resolve_token
@@ -276,6 +278,11 @@ function M.install(Client, internals)
 
   local function queue(self, op, arg, cb, now)
     if self._closed then return nil, closed_error() end
+    if in_nginx() then
+      return nil, errors.new("transport", op .. "_async is not available inside nginx: libcurl "
+        .. "would run in the worker's event loop; call " .. op .. " (non-blocking on "
+        .. "cosockets) from a light thread, or create_many", { sent = false, attempts = 0 })
+    end
     local o, err = prepare(self, op, arg, now)
     if not o then return nil, err end
     local a = state(self)
@@ -409,7 +416,13 @@ function M.install(Client, internals)
       while nexti <= n do
         local i = nexti
         nexti = nexti + 1
-        local res, err = self:create(reqs[i])
+        local req, res, err = reqs[i], nil, nil -- luacheck: ignore err
+        if type(req) == "table" then
+          res, err = self:create(req)
+        else
+          err = errors.validation({ { field = "[" .. i .. "]", code = "type",
+            message = "request must be a table, got " .. type(req) } })
+        end
         results[i] = res and { res = res } or { err = err }
         done = done + 1
         if not res then failed = failed + 1 end
@@ -502,7 +515,7 @@ function M.install(Client, internals)
       return results
     end
     if n == 0 then return {} end
-    if on_ngx(self) then return many_ngx(self, reqs, n, conc, progress) end
+    if in_nginx() then return many_ngx(self, reqs, n, conc, progress) end
     return many_multi(self, reqs, n, conc, progress)
   end
 end
