@@ -145,7 +145,7 @@ describe("client inside nginx (ngx cosocket transport)", function()
     end)
 
     it("reports malformed, truncated and reset answers as transport errors, sent", function()
-      for _, k in ipairs { "bad_chunk", "truncated", "reset", "garbage" } do
+      for _, k in ipairs { "bad_chunk", "truncated", "reset", "garbage", "many_headers" } do
         local r = transport { url = up.http .. "/raw/" .. k }
         local info = r.results[1].info
         assert.equal("transport", info.kind, k)

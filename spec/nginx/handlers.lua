@@ -216,6 +216,7 @@ local RAW = {
   garbage = "SMTP ready\r\n\r\n",
   truncated = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
   reset = "",
+  many_headers = "HTTP/1.1 200 OK\r\n" .. ("X-A: b\r\n"):rep(200) .. "Content-Length: 0\r\n\r\n",
 }
 
 function M.upstream()

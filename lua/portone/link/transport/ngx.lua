@@ -149,36 +149,32 @@ local function set_deadline_timeout(self, sock, deadline)
 end
 
 --- Reads the header block (status line + fields) into a table.
--- Returns resp or nil, err, got_bytes.
+-- Returns resp or nil, err, got_bytes. Line by line: a header block has a
+-- handful of lines, and the count and total size are capped.
+local MAX_HEADER_LINES = 100
 local function read_head(self, sock, deadline)
-  local reader = sock:receiveuntil("\r\n\r\n")
-  local parts, n = {}, 0
-  while true do
-    if not set_deadline_timeout(self, sock, deadline) then return nil, "timeout", n > 0 end
-    local data, err, partial = reader(8192)
-    if not data then
-      if err then
-        return nil, err, n > 0 or (partial ~= nil and partial ~= "")
-      end
-      break
-    end
-    n = n + #data
-    if n > MAX_HEADER_BYTES then return nil, "response header too large", true end
-    parts[#parts + 1] = data
-  end
-  local head = table.concat(parts)
-  local version, status = head:match("^HTTP/(%d%.%d) (%d%d%d)")
+  if not set_deadline_timeout(self, sock, deadline) then return nil, "timeout", false end
+  local line, err, partial = sock:receive("*l")
+  if not line then return nil, err, partial ~= nil and partial ~= "" end
+  local version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
   if not version then return nil, "malformed HTTP status line", true end
-  local headers = {}
-  for line in head:gmatch("\r\n([^\r\n]*)") do
-    local name, value = line:match("^([^:%s]+):[ \t]*(.-)[ \t]*$")
+  local headers, n = {}, #line
+  for _ = 1, MAX_HEADER_LINES do
+    line, err = sock:receive("*l")
+    if not line then return nil, err, true end
+    if line == "" or line == "\r" then
+      return { version = version, status = tonumber(status), headers = headers }
+    end
+    n = n + #line
+    if n > MAX_HEADER_BYTES then break end
+    local name, value = line:match("^([^:%s]+):[ \t]*(.-)[ \t\r]*$")
     if name then
       name = name:lower()
       local old = headers[name]
       headers[name] = old and (old .. ", " .. value) or value
     end
   end
-  return { version = version, status = tonumber(status), headers = headers }
+  return nil, "response header too large", true
 end
 
 local function read_line(self, sock, deadline)
@@ -406,9 +402,9 @@ function T:request(method, url, headers, body)
   if not ok then return fail("transport", why, false, { phase = true, retryable = false }) end
   local scheme, host, port, path, host_header = parse_url(url)
   if not scheme then return fail("transport", host, false) end
+  local pool = M.pool_name(scheme, host, port)
   local req, berr = build_request(method, path, host_header, headers or {}, body)
   if not req then return fail("transport", berr, false) end
-  local pool = M.pool_name(scheme, host, port)
   local deadline = ngx.now() + self.timeout
   local resent = false
   for _ = 1, 5 do
