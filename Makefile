@@ -43,6 +43,12 @@ $(SO): $(OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDSAN) $(OPT) -o $@ $(OBJS) $(CURL_LIBS) $(LDFLAGS)
 
+# A Lua 5.4 interpreter linked with ASan+UBSan, for the sanitizer suite.
+build/sanlua: spec/tools/sanlua.c
+	@mkdir -p build
+	$(CC) -std=c99 -Wall -Wextra -Werror -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	  -I/usr/include/lua5.4 $< -o $@ -llua5.4 -lm
+
 deps:
 	@scripts/deps
 

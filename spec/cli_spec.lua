@@ -24,7 +24,7 @@ local function cli(args, opts)
   opts = opts or {}
   local env = ""
   for k, v in pairs(opts.env or {}) do env = env .. k .. "=" .. quote(v) .. " " end
-  local cmd = env .. "lua5.4 bin/portone-link " .. args
+  local cmd = env .. (os.getenv("PLINK_LUA") or "lua5.4") .. " bin/portone-link " .. args
     .. (opts.stdin and (" < " .. quote(opts.stdin)) or " < /dev/null")
     .. " > " .. quote(tmp("out")) .. " 2> " .. quote(tmp("err"))
   local ok, how, code = os.execute(cmd)
