@@ -2,6 +2,7 @@
 -- Run by `make demo` (Lua 5.4, in the source tree); reaches only 127.0.0.1.
 local link = require "portone.link"
 local sandbox = require "portone.sandbox"
+local socket = require "socket"
 
 local function say(fmt, ...) io.write((fmt):format(...), "\n") end
 local function step(n, text) io.write("\n\27[1m", n, ". ", text, "\27[0m\n") end
@@ -71,19 +72,31 @@ local ok, err = pcall(function()
   local status, html = get(res.url)
   say("   HTTP %s\n%s", tostring(status), page_text(html or ""))
 
-  if sb.pay then
-    step(5, "The buyer pays (simulated); PortOne sends the webhook")
-    local payment = assert(sb:pay(res.id, 1))
-    say("   paid: imp_uid %s, %s via %s", payment.imp_uid, payment.amount, payment.pay_method)
-    local notice = assert(link.webhook.parse(assert(sb:wait_webhook(payment.imp_uid, 5)), "application/json"))
-    say("   webhook received: imp_uid=%s merchant_uid=%s status=%s",
-      notice.imp_uid, notice.merchant_uid, notice.status)
-    local rest = link.rest.new{ imp_key = "demo_key", imp_secret = "demo_secret", base_url = sb.url }
-    local verified = assert(rest:verify(notice, { amount = order.amount, merchant_uid = order.merchant_uid }))
-    say("   verified with REST V1: status %s, amount %s matches the order", verified.status, verified.amount)
+  step(5, "The buyer pays (simulated by the sandbox); PortOne sends the webhook")
+  local paid = assert(sb:admin("POST", "pay", { id = res.id, method = 1 }))
+  say("   paid with %s: imp_uid %s", order.pay_methods[1].label, paid.imp_uid)
+  local hook
+  for _ = 1, 100 do
+    for _, e in ipairs(sb:admin("GET", "inbox") or {}) do
+      if e.body:find(paid.imp_uid, 1, true) then hook = e end
+    end
+    if hook then break end
+    socket.sleep(0.05)
   end
+  assert(hook, "no webhook arrived")
+  say("   webhook POST to notice_url (%s):\n   | %s", hook.content_type, hook.body)
+  local notice = assert(link.webhook.parse(hook.body, hook.content_type))
+  say("   parsed: imp_uid=%s merchant_uid=%s status=%s", notice.imp_uid, notice.merchant_uid, notice.status)
 
-  step(sb.pay and 6 or 5, "Deactivate the link")
+  step(6, "Never trust the webhook alone: look the payment up (REST V1) and compare")
+  local rest = link.rest.new{ imp_key = "demo_key", imp_secret = "demo_secret", base_url = sb.url }
+  local payment = assert(rest:verify(notice, { amount = order.amount, merchant_uid = order.merchant_uid }))
+  say("   verified: status %s, amount %s = the order's %s", payment.status, payment.amount, order.amount)
+  local _, merr = rest:verify(notice, { amount = order.amount + 1000, merchant_uid = order.merchant_uid })
+  say("   (against a different order amount it refuses: %s)", merr and merr.kind or "?")
+  rest:close()
+
+  step(7, "Deactivate the link")
   assert(client:deactivate(res.url))
   say("   deactivated %s", res.id)
   assert(client:deactivate(res.id))
@@ -93,7 +106,7 @@ local ok, err = pcall(function()
   client:close()
 end)
 
-step(sb.pay and 7 or 6, "Stop the sandbox")
+step(8, "Stop the sandbox")
 sb:stop()
 say("   stopped.")
 if not ok then

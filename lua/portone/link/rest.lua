@@ -33,10 +33,21 @@ Rest.__index = Rest
 -- dropped client takes its secret with it.
 local private = setmetatable({}, { __mode = "k" })
 
+-- lua-cjson on 5.4 decodes every number as a float (10000.0); amounts and
+-- times are integers, so turn integral floats back into integers.
+local tointeger = math.tointeger -- luacheck: ignore 143 (nil on 5.1)
+local function integers(v, depth)
+  if type(v) == "number" then return tointeger and tointeger(v) or v end
+  if type(v) == "table" and depth < 8 then
+    for k, x in pairs(v) do v[k] = integers(x, depth + 1) end
+  end
+  return v
+end
+
 local cjson
 local function decode(body)
   cjson = cjson or require "cjson.safe"
-  return cjson.decode(body)
+  return integers(cjson.decode(body), 0)
 end
 
 -- Minimal JSON string literal (cjson is kept away from request bodies; see

@@ -288,9 +288,10 @@ function M.get(id)
   local pay = require "portone.sandbox.pay"
   local rec = pay.link(id)
   if not rec then return 404, HTML, M.render_not_found() end
+  -- A dead link (expired or deactivated) is gone, paid or not.
+  if not pay.live(rec) then return 410, HTML, M.render_expired(rec) end
   local paid = pay.paid_imp_uid(id)
   if paid then return 200, HTML, M.render_paid(rec, paid) end
-  if not pay.live(rec) then return 410, HTML, M.render_expired(rec) end
   local pm = pay.direct_method(rec)
   if pm then return 200, HTML, M.render_direct(id, rec, pm) end
   return 200, HTML, M.render_bridge(id, rec)
