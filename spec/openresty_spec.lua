@@ -219,6 +219,27 @@ describe("client inside nginx (ngx cosocket transport)", function()
     end)
   end)
 
+  describe("concurrency inside one worker", function()
+    local sb
+    lazy_setup(function() sb = helper.start() end)
+    lazy_teardown(function() if sb then sb:stop() end end)
+
+    it("create_many over ngx.thread: 10 links at 100 ms latency, 5 at a time, in ~0.2 s", function()
+      assert(sb:latency(100))
+      local c = ngx_client(sb.url, {})
+      local reqs = {}
+      for i = 1, 10 do reqs[i] = cases.request() end
+      local t0 = require("socket").gettime()
+      local results = assert(c:_call("create_many", reqs, { concurrency = 5 }))
+      local elapsed = require("socket").gettime() - t0
+      assert.equal(10, #results)
+      for i, r in ipairs(results) do assert.truthy(r.res and r.res.id, "result " .. i) end
+      assert.equal(10, assert(sb:stats()).creates)
+      assert.is_true(elapsed < 0.6, "took " .. elapsed .. " s: the calls did not overlap")
+      c:close()
+    end)
+  end)
+
   describe("client over TLS to the sandbox", function()
     local sb
     lazy_setup(function() sb = helper.start { tls = tls_sb_cert } end)
