@@ -53,8 +53,8 @@ local ok, err = pcall(function()
   check_once(srv.url .. "/bench/ngx")
   check_once(srv.url .. "/bench/curl")
 
-  print(("portone-link OpenResty benchmark: 1 nginx worker, wrk -c%d -d%ds, sandbox latency %d ms")
-    :format(CONNS, SECONDS, LATENCY))
+  print(("portone-link OpenResty benchmark: 1 nginx worker, wrk -t%d -c%d -d%ds, sandbox latency %d ms")
+    :format(THREADS, CONNS, SECONDS, LATENCY))
   print(("ideal: %d connections / %d ms = %.0f req/s"):format(CONNS, LATENCY, IDEAL))
   local res = {}
   for _, kind in ipairs { "ngx", "curl" } do
@@ -73,8 +73,9 @@ local ok, err = pcall(function()
   row("requests", function(r) return tostring(r.total) end)
   row("non-2xx answers", function(r) return tostring(r.non2xx) end)
   row("mean latency", function(r) return tostring(r.latency) end)
-  row("links created", function(r) return tostring(r.creates) end)
-  row("sandbox connections", function(r) return tostring(r.connections) end)
+  local function int(v) return v and ("%d"):format(v) or "?" end
+  row("links created", function(r) return int(r.creates) end)
+  row("sandbox connections", function(r) return int(r.connections) end)
   row("% of ideal", function(r) return ("%.1f%%"):format(100 * r.rps / IDEAL) end)
   for _, kind in ipairs { "ngx", "curl" } do
     if res[kind].errors then print(kind .. ": " .. res[kind].errors) end
