@@ -95,6 +95,11 @@ function M.new(opts)
   if opts.proxy ~= nil and opts.proxy ~= false and opts.proxy ~= "" then
     error("portone.link ngx transport: 'proxy' is not supported inside nginx", 2)
   end
+  if opts.cainfo and not M._warned_cainfo and in_nginx() then
+    M._warned_cainfo = true
+    ngx.log(ngx.WARN, "portone.link: the 'cainfo' option does not reach cosockets; ",
+      "TLS is verified against lua_ssl_trusted_certificate (add the CA there)")
+  end
   return setmetatable({
     timeout = check_num(opts, "timeout"),
     connect_timeout = check_num(opts, "connect_timeout"),
