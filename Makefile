@@ -120,11 +120,7 @@ soak: deps
 	  LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/soak.lua
 
 static:
-	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-	  --std=c99 --inline-suppr --suppress=missingIncludeSystem \
-	  -I/usr/include/lua5.4 -D__GNUC__ -DLUA_VERSION_NUM=504 src/
-	clang-tidy --quiet --warnings-as-errors='*' src/*.c -- \
-	  -std=c99 -D_POSIX_C_SOURCE=200809L -I/usr/include/lua5.4 $(CURL_CFLAGS)
+	@scripts/suite-static
 
 docs:
 	@scripts/deps docs

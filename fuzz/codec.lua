@@ -136,7 +136,7 @@ end
 
 local function mutate(r, req)
   local where = r:byte() % 6
-  local target, key = req, nil
+  local target, key = req
   if where == 0 and type(req.pay_methods) == "table" then
     target = req.pay_methods[r:byte() % 3 + 1]
     key = r:pick({ "pg", "channelKey", "pay_method", "label", "pgg", 1 })
@@ -228,7 +228,8 @@ local function check_rules(req, now)
     end
   end
   local a = req.amount
-  assert(type(a) == "number" and a >= 1 and a <= 2^53 - 1 and a == math.floor(a), "accepted amount " .. tostring(a))
+  assert(type(a) == "number" and a >= 1 and a <= 2^53 - 1 and a == math.floor(a),
+    "accepted amount " .. tostring(a))
   if req.tax_free ~= nil then
     local t = req.tax_free
     assert(t == math.floor(t) and t >= 0 and t <= a, "accepted tax_free " .. tostring(t))
@@ -310,7 +311,8 @@ local function check(req, now)
   local nkeys = 0
   for _ in pairs(top) do nkeys = nkeys + 1 end
   assert(nkeys == 2 and type(top.payment_info) == "string", "body keys")
-  assert(F.numeq(top.expired_at, secs), ("expired_at %s, expected %s"):format(tostring(top.expired_at), tostring(secs)))
+  assert(F.numeq(top.expired_at, secs),
+    ("expired_at %s, expected %s"):format(tostring(top.expired_at), tostring(secs)))
   local info = cjson_safe.decode(top.payment_info)
   assert(type(info) == "table", "payment_info is not JSON: " .. top.payment_info:sub(1, 200))
   local expect = {}

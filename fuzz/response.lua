@@ -29,7 +29,9 @@ local function body_from(r, rest)
   if form == 1 then return '{"shortenedUrl":' .. json_str(rest) .. "}" end
   if form == 2 then return '{"code":' .. r:pick({ "0", "-1", "1", '"0"', '"-1"', "null", "1e400",
     "[]", '"x"', "0.5" }) .. ',"message":' .. json_str(rest) .. "}" end
-  if form == 3 then return '{"code":0,"message":null,"response":{"shortenedUrl":' .. json_str(rest) .. "}}" end
+  if form == 3 then
+    return '{"code":0,"message":null,"response":{"shortenedUrl":' .. json_str(rest) .. "}}"
+  end
   if form == 4 then return ("["):rep(r:byte() * 8) .. rest end
   if form == 5 then return "{}" end
   if form == 6 then return "" end
@@ -86,7 +88,8 @@ return function(data)
   assert(ok, "deactivate_result raised: " .. tostring(res))
   if res then
     assert(res == true and err == nil, "deactivate_result: odd success")
-    assert(type(status) == "number" and status >= 200 and status < 300, "deactivate_result: success on non-2xx")
+    assert(type(status) == "number" and status >= 200 and status < 300,
+      "deactivate_result: success on non-2xx")
   else
     check_result_err(err, status, "deactivate_result")
   end
@@ -100,7 +103,11 @@ return function(data)
   end
   local ok3, id, ierr = pcall(protocol.link_id, rest)
   assert(ok3, "link_id raised: " .. tostring(id))
-  if id then assert(protocol.valid_id(id), "link_id: invalid id") else F.check_error_object(ierr, { validation = true }, "link_id") end
+  if id then
+    assert(protocol.valid_id(id), "link_id: invalid id")
+  else
+    F.check_error_object(ierr, { validation = true }, "link_id")
+  end
   local info = { kind = r:pick({ "timeout", "transport", nil }), message = r:chance(2) and rest or nil,
     curl_code = r:byte(), sent = r:chance(2), too_large = r:chance(8) or nil }
   local ok4, terr = pcall(protocol.transport_error, r:chance(8) and rest or info)

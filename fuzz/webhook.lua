@@ -51,7 +51,8 @@ return function(data)
     for k, v in pairs(notice) do
       assert(k == "imp_uid" or k == "merchant_uid" or k == "status" or k == "cancellation_id",
         "notice has an extra key " .. tostring(k))
-      assert(type(v) == "string" and #v > 0 and webhook._clean_utf8(v), "notice." .. k .. " is not clean text")
+      assert(type(v) == "string" and #v > 0 and webhook._clean_utf8(v),
+        "notice." .. k .. " is not clean text")
       assert(utf8.len(v), "notice." .. k .. " is not UTF-8")
     end
     assert(notice.imp_uid and #notice.imp_uid <= 64 and notice.imp_uid:find("^[%w_-]+$"), "notice.imp_uid")

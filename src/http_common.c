@@ -147,7 +147,7 @@ void plink_http_opts_read(lua_State *L, int idx, const char *fname,
     o->connect_ms = plink_opt_ms(L, idx, fname, "connect_timeout", 3);
     lua_getfield(L, idx, "max_response_bytes");
     if (!lua_isnil(L, -1)) {
-        long long v;
+        long long v = 0;   /* luaL_error does not return; analyzers do not know */
         if (lua_type(L, -1) != LUA_TNUMBER || !plink_tointeger53(L, -1, &v) || v < 1)
             luaL_error(L, "%s: option 'max_response_bytes' must be a positive integer", fname);
         o->max_bytes = (size_t)v;
