@@ -279,6 +279,9 @@ describe("client inside nginx (ngx cosocket transport)", function()
     local function check(text, phase)
       assert.matches("ngx.timer.at", text, 1, true)
       assert.matches("'" .. phase .. "' phase", text, 1, true)
+      -- no cosockets is permanent: one attempt, no back-off (ngx.sleep is
+      -- not allowed in these phases either)
+      assert.is_nil(text:find("attempts", 1, true))
     end
 
     it("init_by_lua: the client fails with a pointer to ngx.timer.at", function()

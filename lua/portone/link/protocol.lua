@@ -249,6 +249,9 @@ function M.transport_error(info)
     curl_code = info.curl_code,
     sent = info.sent ~= false,
     too_large = info.too_large or nil,
+    -- a transport's word that retrying cannot help (say, no cosockets in
+    -- this nginx phase)
+    permanent = info.permanent or nil,
   })
 end
 

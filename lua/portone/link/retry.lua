@@ -39,7 +39,7 @@ local PERMANENT_CURL = { [1] = true, [3] = true, [58] = true, [59] = true, [60] 
 function M.retryable(op, err)
   local kind = err.kind
   if kind == "transport" or kind == "timeout" then
-    if err.too_large or PERMANENT_CURL[err.curl_code] then return false end
+    if err.too_large or err.permanent or PERMANENT_CURL[err.curl_code] then return false end
     if err.sent == false then return true end
     return op ~= "create"
   elseif kind == "http" then

@@ -404,12 +404,12 @@ end
 --- Sends one request; see the module comment for the results.
 function T:request(method, url, headers, body)
   local ok, why = M.available()
-  if not ok then return fail("transport", why, false, { phase = true, retryable = false }) end
+  if not ok then return fail("transport", why, false, { phase = true, permanent = true }) end
   local scheme, host, port, path, host_header = parse_url(url)
-  if not scheme then return fail("transport", host, false) end
+  if not scheme then return fail("transport", host, false, { permanent = true }) end
   local pool = M.pool_name(scheme, host, port)
   local req, berr = build_request(method, path, host_header, headers or {}, body)
-  if not req then return fail("transport", berr, false) end
+  if not req then return fail("transport", berr, false, { permanent = true }) end
   local deadline = ngx.now() + self.timeout
   local resent = false
   for _ = 1, 5 do
