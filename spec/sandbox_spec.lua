@@ -13,7 +13,7 @@ local function sh(cmd)
 end
 
 local function capture(cmd)
-  local p = io.popen(cmd)
+  local p = io.popen("env -u LD_PRELOAD " .. cmd)
   local out = p:read("*a")
   p:close()
   return out
@@ -423,7 +423,7 @@ describe("sandbox", function()
       local tsb = helper.start{ tls = cert }
       finally(function() tsb:stop() end)
       assert.matches("^https://127%.0%.0%.1:%d+$", tsb.url)
-      local out = capture("env -u LD_PRELOAD curl -sS --max-time 5 --cacert '" .. cert.cert
+      local out = capture("curl -sS --max-time 5 --cacert '" .. cert.cert
         .. "' -H 'Content-Type: application/json' --data-binary '" .. helper.create_body()
         .. "' " .. tsb.url .. API .. " 2>&1")
       assert.matches("^https://127%.0%.0%.1:" .. tsb.port .. "/%x+$", cjson.decode(out).shortenedUrl)
@@ -462,7 +462,7 @@ describe("sandbox", function()
         banner = io.open(out):read("*a")
       end
       local port = tonumber(banner:match("127%.0%.0%.1:(%d+)"))
-      local prefix = capture("ps -o args= --ppid " .. pid .. " 2>/dev/null"):match(
+      local prefix = capture("ps -o args= --ppid " .. pid):match(
         "(/%S+/portone%-sandbox%.%w+)/run%.sh")
       os.remove(out .. ".pid")
       return pid, port, prefix, out
@@ -483,7 +483,10 @@ describe("sandbox", function()
 
     it("runs in the foreground and stops on SIGINT to its process group", function()
       local pid, port, prefix, out = launch()
-      finally(function() os.remove(out) end)
+      finally(function()
+        os.remove(out)
+        sh("kill -TERM " .. pid .. " 2>/dev/null") -- the sandbox's watchdog then stops nginx
+      end)
       assert.truthy(port, "no banner: " .. io.open(out):read("*a"))
       assert.truthy(prefix)
       assert.equal(200, (request({ host = "127.0.0.1", port = port }, "GET", "/__sandbox/stats")).status)
@@ -495,7 +498,10 @@ describe("sandbox", function()
 
     it("stops and cleans up when only the launcher gets SIGTERM", function()
       local pid, port, prefix, out = launch()
-      finally(function() os.remove(out) end)
+      finally(function()
+        os.remove(out)
+        sh("kill -TERM " .. pid .. " 2>/dev/null") -- the sandbox's watchdog then stops nginx
+      end)
       assert.truthy(port, "no banner: " .. io.open(out):read("*a"))
       assert.truthy(prefix)
       sh("kill -TERM " .. pid)
