@@ -109,7 +109,9 @@ $(FUZZ_DIR)/%: fuzz/driver.c $(FUZZ_OBJS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -DFUZZ_HARNESS='"$*"' \
 	  -DFUZZ_ROOT='"$(CURDIR)"' fuzz/driver.c $(FUZZ_OBJS) -o $@ -llua5.4 $(CURL_LIBS) -lm
 
-fuzz-build: $(FUZZ_BINS)
+fuzz-build:
+	@scripts/deps fuzz
+	@$(MAKE) -s $(FUZZ_BINS)
 
 fuzz: fuzz-build
 	@scripts/run-fuzz $(FUZZ_SECONDS) $(FUZZ_HARNESSES)
@@ -120,6 +122,7 @@ soak: deps
 	  LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/soak.lua
 
 static:
+	@scripts/deps static
 	@scripts/suite-static
 
 docs:
