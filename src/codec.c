@@ -35,6 +35,10 @@
  *  - Field paths: "pay_methods[2].label" (1-based), "custom_data.items[3]",
  *    and custom_data["odd key"] for keys that are not identifiers.
  *
+ * The body is built in one buffer, in one pass: payment_info is written
+ * already escaped as a JSON string (plink_buf_addstring2), which gives the
+ * same bytes as writing it and escaping it again, without the second pass.
+ *
  * Memory: the output, path and scratch buffers live in a userdata (an
  * upvalue, reused between calls) whose __gc frees them, so a Lua memory
  * error raised anywhere in the walk leaks nothing. If a call begins while
@@ -55,8 +59,7 @@
 #define CODEC_KEEP (256 * 1024)   /* larger buffers are freed after a call */
 
 typedef struct codec_bufs {
-    plink_buf out;     /* payment_info JSON */
-    plink_buf wire;    /* the body */
+    plink_buf out;     /* the body, payment_info written escaped */
     plink_buf path;    /* field path of the value being walked */
     plink_buf keys;    /* stack of key lists (codec_key) */
     plink_buf dups;    /* pay_methods keys seen (codec_dup) */
@@ -150,6 +153,17 @@ static size_t codec_path_key(codec *c, const char *s, size_t n)
     return mark;
 }
 
+/* The same for a descriptor's name (always an identifier). */
+static size_t codec_path_name(codec *c, const plink_field *f)
+{
+    plink_buf *p = &c->b->path;
+    size_t mark = p->len;
+    if (p->len)
+        plink_buf_addc(c->L, p, '.');
+    plink_buf_add(c->L, p, f->name, f->namelen);
+    return mark;
+}
+
 static size_t codec_path_index(codec *c, long long i)
 {
     plink_buf *p = &c->b->path;
@@ -194,6 +208,10 @@ static void codec_err(codec *c, const char *code, const char *fmt, ...)
 {
     lua_State *L = c->L;
     va_list ap;
+    if (c->nerr == 0) {                     /* the list is made on demand */
+        lua_newtable(L);
+        lua_replace(L, c->errs);
+    }
     lua_createtable(L, 0, 4);
     lua_pushlstring(L, c->b->path.p ? c->b->path.p : "", c->b->path.len);
     lua_setfield(L, -2, "field");
@@ -303,7 +321,7 @@ static void codec_string(codec *c, const plink_field *f, int idx)
     if (f->choices) {
         const char *const *e;
         for (e = f->choices; *e; e++)
-            if (strlen(*e) == n && memcmp(*e, s, n) == 0)
+            if ((*e)[0] == s[0] && strlen(*e) == n && memcmp(*e, s, n) == 0)
                 break;
         if (!*e) {
             codec_err(c, "enum", "must be one of: %s", f->choices_text);
@@ -317,7 +335,7 @@ static void codec_string(codec *c, const plink_field *f, int idx)
             return;
         }
     }
-    plink_buf_addstring(L, &c->b->out, s, n);
+    plink_buf_addstring2(L, &c->b->out, s, n);
 }
 
 static void codec_int(codec *c, const plink_field *f, int idx)
@@ -455,6 +473,13 @@ static void codec_keys_push(codec *c, int seq)
 
 /* ---- tables ------------------------------------------------------------- */
 
+/* Pushes the name of field i of sc from the cache (upvalue 2): an interned
+ * string, so neither this nor the lua_rawget after it hashes the text. */
+static void codec_pushname(lua_State *L, const plink_schema *sc, int i)
+{
+    lua_rawgeti(L, lua_upvalueindex(2), sc->base + i + 1);
+}
+
 static void codec_value(codec *c, const plink_field *f, int idx);
 
 static int codec_count(lua_State *L, int t)
@@ -540,10 +565,10 @@ static void codec_object(codec *c, int t, const plink_schema *sc)
         const plink_field *f = &sc->fields[i];
         size_t mark;
         int has;
-        lua_pushlstring(L, f->name, f->namelen);
+        codec_pushname(L, sc, i);
         lua_rawget(L, t);
         has = !lua_isnil(L, -1);
-        mark = codec_path_key(c, f->name, f->namelen);
+        mark = codec_path_name(c, f);
         if (f->flags & PLINK_F_GROUP1)
             g1 = has;
         if (f->flags & PLINK_F_GROUP2) {
@@ -552,7 +577,7 @@ static void codec_object(codec *c, int t, const plink_schema *sc)
                           f[-1].name, f->name);
             } else if (!has && !g1) {
                 codec_path_restore(c, mark);
-                mark = codec_path_key(c, f[-1].name, f[-1].namelen);
+                mark = codec_path_name(c, f - 1);
                 codec_err(c, "required", "is required (or '%s')", f->name);
             }
         } else if (!has && (f->flags & PLINK_F_REQUIRED)) {
@@ -564,9 +589,9 @@ static void codec_object(codec *c, int t, const plink_schema *sc)
                 if (!first)
                     plink_buf_addc(L, out, ',');
                 first = 0;
-                plink_buf_addc(L, out, '"');
+                plink_buf_addlit(L, out, "\\\"");
                 plink_buf_add(L, out, f->name, f->namelen);
-                plink_buf_addlit(L, out, "\":");
+                plink_buf_addlit(L, out, "\\\":");
             }
             codec_value(c, f, lua_gettop(L));
         }
@@ -587,7 +612,7 @@ static int codec_dupkey(codec *c, int t, const plink_schema *sc, codec_dup *d)
         const plink_field *f = &sc->fields[i];
         if (!(f->flags & PLINK_F_DUPKEY))
             continue;
-        lua_pushlstring(L, f->name, f->namelen);
+        codec_pushname(L, sc, i);
         lua_rawget(L, t);
         d->s[k] = NULL;
         d->n[k] = 0;
@@ -775,7 +800,7 @@ static void codec_json_table(codec *c, int t)
             if (i > 0)
                 plink_buf_addc(L, out, ',');
             if (codec_utf8(c, ks, kn, 0, &chars)) {
-                plink_buf_addstring(L, out, ks, kn);
+                plink_buf_addstring2(L, out, ks, kn);
                 plink_buf_addc(L, out, ':');
             }
             lua_pushlstring(L, ks, kn);
@@ -814,7 +839,7 @@ static void codec_json(codec *c, int idx)
         size_t n, chars;
         const char *s = lua_tolstring(L, idx, &n);
         if (codec_utf8(c, s, n, 0, &chars))
-            plink_buf_addstring(L, out, s, n);
+            plink_buf_addstring2(L, out, s, n);
         break;
     }
     case LUA_TTABLE:
@@ -870,7 +895,6 @@ static int codec_gc(lua_State *L)
 {
     codec_bufs *b = (codec_bufs *)luaL_checkudata(L, 1, CODEC_MT);
     plink_buf_free(&b->out);
-    plink_buf_free(&b->wire);
     plink_buf_free(&b->path);
     plink_buf_free(&b->keys);
     plink_buf_free(&b->dups);
@@ -895,7 +919,7 @@ static void codec_trim(plink_buf *b)
 }
 
 /* The shared walk. Leaves the error list at index 3; returns its length.
- * On success with `encode`, the body is in c->b->wire. */
+ * On success with `encode`, the body is in b->out. */
 static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
 {
     codec c;
@@ -905,14 +929,13 @@ static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
     /* NaN compares false with every expiry: it would accept any of them */
     luaL_argcheck(L, c.now == c.now, 2, "now must not be NaN");
     lua_settop(L, 2);
-    lua_newtable(L);                         /* 3: error list */
+    lua_pushnil(L);                          /* 3: error list, once needed */
     b = (codec_bufs *)lua_touserdata(L, lua_upvalueindex(1));
     if (b->busy)
         b = codec_newbufs(L);                /* 4: a private set */
     b->busy = 1;
-    b->out.len = b->wire.len = b->path.len = b->keys.len = b->dups.len = 0;
+    b->out.len = b->path.len = b->keys.len = b->dups.len = 0;
     b->out.off = !encode;
-    b->wire.off = 0;
     c.L = L;
     c.b = b;
     c.errs = 3;
@@ -921,11 +944,12 @@ static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
     c.amount_ok = 0;
     c.expires = 0;
     c.depth = 0;
+    /* payment_info is written already escaped (plink_buf_addstring2), so
+     * the body is built in one buffer, in one pass */
+    plink_buf_addlit(L, &b->out, "{\"payment_info\":\"");
     codec_object(&c, 1, &plink_request_schema);
     if (encode && c.nerr == 0) {
-        plink_buf *w = &b->wire;
-        plink_buf_addlit(L, w, "{\"payment_info\":\"");
-        plink_buf_addescaped(L, w, b->out.p, b->out.len);
+        plink_buf *w = &b->out;
         plink_buf_addlit(L, w, "\",\"expired_at\":");
         plink_buf_addint(L, w, c.expires);
         plink_buf_addc(L, w, '}');
@@ -938,7 +962,6 @@ static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
 static void codec_done(codec_bufs *b)
 {
     codec_trim(&b->out);
-    codec_trim(&b->wire);
     codec_trim(&b->path);
     codec_trim(&b->keys);
     codec_trim(&b->dups);
@@ -964,7 +987,7 @@ static int codec_encode(lua_State *L)
     codec_bufs *b;
     int nerr = codec_run(L, 1, &b);
     if (nerr == 0) {
-        lua_pushlstring(L, b->wire.p, b->wire.len);
+        lua_pushlstring(L, b->out.p, b->out.len);
         codec_done(b);
         return 1;
     }
@@ -977,11 +1000,21 @@ static int codec_encode(lua_State *L)
 void plink_codec_open(lua_State *L)
 {
     static const luaL_Reg none[] = {{NULL, NULL}};
+    int k, i, n = 0;
     plink_setmeta(L, CODEC_MT, none, codec_gc);
     codec_newbufs(L);                        /* shared by both functions */
-    lua_pushvalue(L, -1);
-    lua_pushcclosure(L, codec_validate, 1);
-    lua_setfield(L, -3, "validate");
-    lua_pushcclosure(L, codec_encode, 1);
+    lua_newtable(L);                         /* field names, by number */
+    for (k = 0; k < PLINK_NSCHEMAS; k++) {
+        const plink_schema *sc = plink_schemas[k];
+        for (i = 0; i < sc->nfields; i++) {
+            lua_pushlstring(L, sc->fields[i].name, sc->fields[i].namelen);
+            lua_rawseti(L, -2, ++n);
+        }
+    }
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, codec_validate, 2);
+    lua_setfield(L, -4, "validate");
+    lua_pushcclosure(L, codec_encode, 2);
     lua_setfield(L, -2, "encode");
 }

@@ -57,6 +57,12 @@ void plink_buf_addstring(lua_State *L, plink_buf *b, const char *s, size_t n);
  * another as a string). */
 void plink_buf_addescaped(lua_State *L, plink_buf *b, const char *s, size_t n);
 
+/* The string "s" as it reads inside another JSON string: the escapes of
+ * plink_buf_addstring, escaped once more (quote -> \", '"' -> \\\",
+ * newline -> \\n ...). Writing payment_info this way gives the same bytes
+ * as writing it and then escaping the whole text, in one pass. */
+void plink_buf_addstring2(lua_State *L, plink_buf *b, const char *s, size_t n);
+
 /* Every digit of v, never an exponent. */
 void plink_buf_addint(lua_State *L, plink_buf *b, long long v);
 

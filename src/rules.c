@@ -197,15 +197,7 @@ static const plink_field rules_direct_fields[] = {
     ENUM("pay_method", REQ, rules_pay_method, RULES_PAY_METHOD_TEXT),
 };
 
-const plink_schema plink_pay_method_schema = {
-    rules_pay_method_fields,
-    (int)(sizeof rules_pay_method_fields / sizeof rules_pay_method_fields[0])
-};
-
-const plink_schema plink_direct_schema = {
-    rules_direct_fields,
-    (int)(sizeof rules_direct_fields / sizeof rules_direct_fields[0])
-};
+#define RULES_N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const plink_field rules_request_fields[] = {
     STR("title",            REQ, 256, NULL),
@@ -231,8 +223,21 @@ static const plink_field rules_request_fields[] = {
 };
 
 const plink_schema plink_request_schema = {
-    rules_request_fields,
-    (int)(sizeof rules_request_fields / sizeof rules_request_fields[0])
+    rules_request_fields, RULES_N(rules_request_fields), 0
+};
+
+const plink_schema plink_pay_method_schema = {
+    rules_pay_method_fields, RULES_N(rules_pay_method_fields),
+    RULES_N(rules_request_fields)
+};
+
+const plink_schema plink_direct_schema = {
+    rules_direct_fields, RULES_N(rules_direct_fields),
+    RULES_N(rules_request_fields) + RULES_N(rules_pay_method_fields)
+};
+
+const plink_schema *const plink_schemas[PLINK_NSCHEMAS] = {
+    &plink_request_schema, &plink_pay_method_schema, &plink_direct_schema
 };
 
 int plink_rules_find(const plink_schema *s, const char *k, size_t n)

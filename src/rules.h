@@ -52,7 +52,13 @@ typedef struct plink_field {
 typedef struct plink_schema {
     const plink_field *fields;
     int nfields;
+    int base;     /* number of the first field among all schemas (0-based) */
 } plink_schema;
+
+/* All schemas' fields, numbered base + index: codec.c keeps their names as
+ * interned Lua strings in that order, so a lookup does not hash them. */
+#define PLINK_NSCHEMAS 3
+extern const plink_schema *const plink_schemas[PLINK_NSCHEMAS];
 
 extern const plink_schema plink_request_schema;   /* top level */
 extern const plink_schema plink_pay_method_schema;

@@ -1,5 +1,24 @@
-/* utf8.c - strict UTF-8 scan (see utf8.h). ASCII runs take the fast path. */
+/* utf8.c - strict UTF-8 scan (see utf8.h). ASCII runs take the fast path,
+ * eight bytes at a time. */
+#include <stdint.h>
+#include <string.h>
 #include "utf8.h"
+
+#define U8_ONES  0x0101010101010101ULL
+#define U8_HIGHS 0x8080808080808080ULL
+
+/* Nonzero when one of the 8 bytes of w is >= 0x80, or (noctrl) < 0x20 or
+ * 0x7F: that block needs the byte-by-byte path. */
+static uint64_t u8_special(uint64_t w, int noctrl)
+{
+    uint64_t m = w & U8_HIGHS;
+    if (noctrl) {
+        uint64_t del = w ^ (0x7fULL * U8_ONES);
+        m |= (w - 0x20ULL * U8_ONES) & ~w & U8_HIGHS;     /* byte < 0x20 */
+        m |= (del - U8_ONES) & ~del & U8_HIGHS;           /* byte == 0x7F */
+    }
+    return m;
+}
 
 int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
 {
@@ -10,9 +29,20 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
     unsigned long cp = 0;
 
     while (i < n) {
-        unsigned char c = s[i];
+        unsigned char c;
         size_t need, k;
         unsigned long min;
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (u8_special(w, noctrl))
+                break;
+            i += 8;
+            chars += 8;
+        }
+        if (i >= n)
+            break;
+        c = s[i];
         if (c < 0x80) {
             if (noctrl && (c < 0x20 || c == 0x7f)) {
                 cp = c;
