@@ -434,3 +434,57 @@ describe("portone.link.encode body", function()
     assert.truthy(info:find('"custom_data":{"list":{}}', 1, true))
   end)
 end)
+
+describe("portone.link.encode buffers", function()
+  it("handles large bodies and stays right after them", function()
+    local r = base()
+    r.custom_data = { blob = ("가나다\"\\\n"):rep(40000), list = {} }
+    for i = 1, 5000 do r.custom_data.list[i] = { i = i, s = "항목 " .. i } end
+    local body = assert(link.encode(r, { now = NOW }))
+    local info = cjson.decode(cjson.decode(body).payment_info)
+    assert.equal(r.custom_data.blob, info.custom_data.blob)
+    assert.equal(5000, #info.custom_data.list)
+    assert.equal("항목 5000", info.custom_data.list[5000].s)
+    local small = base()
+    local b2 = assert(link.encode(small, { now = NOW }))
+    assert.is_true(#b2 < 1000)
+    assert.equal("테스트가맹점", cjson.decode(cjson.decode(b2).payment_info).title)
+  end)
+
+  it("works when a finalizer calls encode while encode runs", function()
+    local inside, ran_inside, results = false, 0, {}
+    local function finalizer()
+      local b = link.encode(base(), { now = NOW })
+      results[#results + 1] = b
+      if inside then ran_inside = ran_inside + 1 end
+    end
+    local make = newproxy and function()           -- LuaJIT / 5.1
+      local p = newproxy(true)
+      getmetatable(p).__gc = finalizer
+      return p
+    end or function() return setmetatable({}, { __gc = finalizer }) end
+    local want = assert(link.encode(base(), { now = NOW }))
+    local r = base()
+    for i = 1, 300 do r["unknown_" .. i] = i end     -- many errors: many allocations
+    pcall(collectgarbage, "incremental")            -- 5.4; LuaJIT has one mode
+    local pause = collectgarbage("setpause", 50)      -- frequent cycles
+    for _ = 1, 200 do
+      if ran_inside > 0 and #results > 500 then break end
+      for _ = 1, 200 do make() end
+      inside = true
+      local body, err = link.encode(r, { now = NOW })
+      inside = false
+      assert.is_nil(body)
+      assert.equal(300, #err.errors)
+      assert.equal("unknown_1", err.errors[1].field)
+    end
+    collectgarbage("setpause", pause)
+    collectgarbage()
+    collectgarbage()
+    assert.is_true(#results > 0)
+    for _, b in ipairs(results) do assert.equal(want, b) end
+    -- finalizers ran inside encode (GC steps happen in its allocations); the
+    -- nested calls used buffers of their own and gave the right body
+    assert.is_true(ran_inside > 0)
+  end)
+end)
