@@ -139,7 +139,9 @@ function M.config(o)
   -- As root, nginx would run the worker as nobody, which could neither
   -- signal the master (watchdog) nor remove the prefix: keep root.
   if o.as_root then add("user root;") end
-  add("worker_processes 1;")
+  -- One worker by default (state lives in shared dicts, so more are safe);
+  -- benchmarks ask for more so the sandbox is not what they measure.
+  add("worker_processes " .. math.floor(tonumber(o.workers) or 1) .. ";")
   add("daemon " .. (o.daemon and "on" or "off") .. ";")
   add("master_process on;")
   add("pid " .. P .. "/nginx.pid;")
@@ -348,7 +350,7 @@ function M.prepare(opts)
   local plan = {
     nginx = nginx, load_modules = load_modules, prefix = prefix, host = host,
     tls = opts.tls, daemon = opts.daemon ~= false, lua_root = opts.lua_root or lua_root(),
-    fixed_port = opts.port and opts.port ~= 0, log_level = opts.log_level,
+    fixed_port = opts.port and opts.port ~= 0, log_level = opts.log_level, workers = opts.workers,
     watch_pid = opts.watch_pid == nil and my_pid() or opts.watch_pid or nil,
     as_root = (capture("id -u") or ""):match("^0%s*$") ~= nil,
   }
