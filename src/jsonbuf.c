@@ -42,61 +42,6 @@ static const char jb_esc[256] = {
     /* the rest are zero */
 };
 
-/* bytes an escape adds: 5 for \u00XX, 1 for \n and friends, else 0 */
-static const unsigned char jb_extra[256] = {
-    5, 5, 5, 5, 5, 5, 5, 5, 1, 1, 1, 5, 1, 1, 5, 5,
-    5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-};
-
-/* Two passes: count the escapes (so the buffer grows once, to the exact
- * size), then write with no bounds checks in the loop. */
-void plink_buf_addescaped(lua_State *L, plink_buf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s, *e = p + n;
-    size_t extra = 0;
-    char *w;
-    if (b->off)
-        return;
-    for (; p < e; p++)
-        extra += jb_extra[*p];
-    if (extra > ((size_t)-1) / 2 - n)
-        luaL_error(L, "portone.link: string too large");
-    w = plink_buf_grow(L, b, n + extra);
-    if (extra == 0) {
-        memcpy(w, s, n);
-        b->len += n;
-        return;
-    }
-    for (p = (const unsigned char *)s; p < e; p++) {
-        unsigned char ch = *p;
-        char x = jb_esc[ch];
-        if (!x) {
-            *w++ = (char)ch;
-        } else if (x != 'u') {
-            *w++ = '\\';
-            *w++ = x;
-        } else {
-            *w++ = '\\'; *w++ = 'u'; *w++ = '0'; *w++ = '0';
-            *w++ = hex[ch >> 4]; *w++ = hex[ch & 15];
-        }
-    }
-    b->len += n + extra;
-}
-
-void plink_buf_addstring(lua_State *L, plink_buf *b, const char *s, size_t n)
-{
-    if (b->off)
-        return;
-    plink_buf_addc(L, b, '"');
-    plink_buf_addescaped(L, b, s, n);
-    plink_buf_addc(L, b, '"');
-}
-
 /* bytes the double escape adds: \\\u00XX +6, \\\n +2, \\\" and \\\\ +3 */
 static const unsigned char jb_extra2[256] = {
     6, 6, 6, 6, 6, 6, 6, 6, 2, 2, 2, 6, 2, 2, 6, 6,

@@ -48,19 +48,13 @@ static inline void plink_buf_addc(lua_State *L, plink_buf *b, char ch)
 
 #define plink_buf_addlit(L, b, lit) plink_buf_add((L), (b), "" lit, sizeof(lit) - 1)
 
-/* "s" with the escapes of RFC 8259: '"', '\' and U+0000..U+001F escaped
- * (\b \f \n \r \t, else \u00XX); '/' and every byte >= 0x20 verbatim, so
- * valid UTF-8 passes through unchanged. The caller checks the UTF-8. */
-void plink_buf_addstring(lua_State *L, plink_buf *b, const char *s, size_t n);
-
-/* The same escaping without the quotes (used to embed one JSON text in
- * another as a string). */
-void plink_buf_addescaped(lua_State *L, plink_buf *b, const char *s, size_t n);
-
-/* The string "s" as it reads inside another JSON string: the escapes of
- * plink_buf_addstring, escaped once more (quote -> \", '"' -> \\\",
- * newline -> \\n ...). Writing payment_info this way gives the same bytes
- * as writing it and then escaping the whole text, in one pass. */
+/* The string "s" as it reads inside another JSON string, quotes included:
+ * first the escapes of RFC 8259 ('"', '\' and U+0000..U+001F escaped as
+ * \b \f \n \r \t or \u00XX; '/' and every byte >= 0x20 verbatim, so valid
+ * UTF-8 passes unchanged; the caller checks the UTF-8), then escaped once
+ * more (quote -> \", '"' -> \\\", newline -> \\n ...). Writing payment_info
+ * this way gives the same bytes as writing it and then escaping the whole
+ * text, in one pass. */
 void plink_buf_addstring2(lua_State *L, plink_buf *b, const char *s, size_t n);
 
 /* Every digit of v, never an exponent. */

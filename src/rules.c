@@ -127,7 +127,6 @@ static const char *rules_url(const char *s, size_t n)
     for (i = start; i < end; i++)        /* user:info@host */
         if (s[i] == '@')
             host_start = i + 1;
-    host_end = end;
     if (host_start < end && s[host_start] == '[') {     /* [v6]:port */
         for (i = host_start; i < end && s[i] != ']'; i++)
             ;
