@@ -16,7 +16,7 @@ M.CLIENT_HELP = [[
   --base-url URL   API base URL (default https://api.iamport.co, or
                    $PORTONE_LINK_BASE_URL); plain http only to loopback
   --timeout S      seconds per request (default 10)
-  --cainfo FILE    extra CA certificates (PEM) for https
+  --cainfo FILE    CA bundle (PEM) to trust for https, instead of the system one
   --json           machine-readable output on stdout
   --help           this text
 
