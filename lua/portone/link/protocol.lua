@@ -191,16 +191,12 @@ local function is_2xx(status)
   return type(status) == "number" and status >= 200 and status < 300
 end
 
---- Decodes a create response.
--- @tparam number status the HTTP status
--- @tparam string body the response body
--- @tparam table headers lower-case name -> value
--- @return `{url =, id =, status =}`, or `nil, err` (kind `http`, `api` or `decode`)
-function M.create_result(status, body, headers, now)
-  if not is_2xx(status) then return nil, http_error(status, body, headers, now) end
+-- The JSON object of a 2xx answer, or nil, err: `decode` when the body is
+-- not a JSON object, `api` when it carries a non-zero `code`.
+local function api_object(op, status, body)
   local obj = json_object(body)
   if not obj then
-    return nil, errors.new("decode", "create: response is not a JSON object",
+    return nil, errors.new("decode", op .. ": response is not a JSON object",
       { status = status, body = errors.cut(body, M.BODY_LIMIT) })
   end
   local c = api_code(obj)
@@ -208,6 +204,18 @@ function M.create_result(status, body, headers, now)
     return nil, errors.new("api", api_message(obj) or ("API error code " .. tostring(c)),
       { status = status, code = c, body = errors.cut(body, M.BODY_LIMIT) })
   end
+  return obj
+end
+
+--- Decodes a create response.
+-- @tparam number status the HTTP status
+-- @tparam string body the response body
+-- @tparam table headers lower-case name -> value
+-- @return `{url =, id =, status =}`, or `nil, err` (kind `http`, `api` or `decode`)
+function M.create_result(status, body, headers, now)
+  if not is_2xx(status) then return nil, http_error(status, body, headers, now) end
+  local obj, err = api_object("create", status, body)
+  if not obj then return nil, err end
   local url = obj.shortenedUrl
   if type(url) ~= "string" or not url:find("^[Hh][Tt][Tt][Pp][Ss]?://[^%s%c]+$") then
     return nil, errors.new("decode", "create: response has no shortenedUrl",
@@ -227,16 +235,8 @@ end
 function M.deactivate_result(status, body, headers, now)
   if not is_2xx(status) then return nil, http_error(status, body, headers, now) end
   if type(body) ~= "string" or not body:find("%S") then return true end
-  local obj = json_object(body)
-  if not obj then
-    return nil, errors.new("decode", "deactivate: response is not a JSON object",
-      { status = status, body = errors.cut(body, M.BODY_LIMIT) })
-  end
-  local c = api_code(obj)
-  if c ~= nil then
-    return nil, errors.new("api", api_message(obj) or ("API error code " .. tostring(c)),
-      { status = status, code = c, body = errors.cut(body, M.BODY_LIMIT) })
-  end
+  local obj, err = api_object("deactivate", status, body)
+  if not obj then return nil, err end
   return true
 end
 

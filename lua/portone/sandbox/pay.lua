@@ -233,18 +233,7 @@ local function list_json(list)
   return #list == 0 and "[]" or cjson.encode(list)
 end
 
-local function read_body()
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data()
-  if not body then
-    local file = ngx.req.get_body_file()
-    if file then
-      local f = io.open(file, "rb")
-      if f then body = f:read(1024 * 1024); f:close() end
-    end
-  end
-  return body
-end
+local function read_body() return require("portone.sandbox.server").read_body() end
 
 local function payments_list()
   local d = dict()

@@ -81,6 +81,8 @@ local function is_integer(v)
     and v > -2^53 and v < 2^53
 end
 
+-- The request body, also when nginx buffered it to a file (shared with the
+-- other sandbox modules).
 local function read_body()
   ngx.req.read_body()
   local body = ngx.req.get_body_data()
@@ -93,6 +95,8 @@ local function read_body()
   end
   return body
 end
+
+M.read_body = read_body
 
 -- ---------------------------------------------------------------------------
 -- the request log and counters
