@@ -162,6 +162,7 @@ describe("core.multi_new", function()
     for _, r in ipairs(reqs) do
       assert.equal("PUT", r.method)
       assert.is_true(r.body == nil or r.body == "" or r.body == cjson_null)
+      assert.is_nil(r.headers["content-type"])   -- no form type from libcurl
     end
     m:close()
   end)

@@ -217,7 +217,8 @@ size_t plink_http_check_headers(lua_State *L, int idx, int arg, const char *fnam
     return nh;
 }
 
-struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n)
+struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n,
+                                            int bodyless)
 {
     struct curl_slist *list = NULL, *nl;
     size_t i;
@@ -234,6 +235,10 @@ struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n)
     }
     /* No "Expect: 100-continue" wait on bodies. */
     nl = curl_slist_append(list, "Expect:");
+    if (nl && bodyless) {
+        list = nl;
+        nl = curl_slist_append(list, "Content-Type:");
+    }
     if (!nl) {
         curl_slist_free_all(list);
         return NULL;

@@ -71,9 +71,12 @@ extern const char *const plink_http_methods[];
  * NUL. Raises like luaL_argerror (argument number arg, function fname). */
 size_t plink_http_check_headers(lua_State *L, int idx, int arg, const char *fname);
 
-/* Builds the curl_slist of the (checked) headers at idx plus "Expect:".
+/* Builds the curl_slist of the (checked) headers at idx plus "Expect:", and
+ * for a request with a method but no body (deactivate's PUT) "Content-Type:",
+ * which drops the application/x-www-form-urlencoded libcurl would add.
  * NULL when out of memory (nothing left allocated). */
-struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n);
+struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n,
+                                            int bodyless);
 
 /* Per-request settings; body may be NULL (an empty body for non-GET). The
  * body and list must outlive the transfer. */

@@ -95,15 +95,7 @@ static int http_request(lua_State *L)
     }
 
     /* No Lua errors from here until the slist is freed. */
-    list = plink_http_build_headers(L, 4, nh);
-    if (list && m != 0 && !body) {
-        /* A request without a body (deactivate's PUT) gets no Content-Type:
-         * libcurl would add application/x-www-form-urlencoded otherwise. */
-        struct curl_slist *nl = curl_slist_append(list, "Content-Type:");
-        if (!nl)
-            curl_slist_free_all(list);
-        list = nl;
-    }
+    list = plink_http_build_headers(L, 4, nh, m != 0 && !body);
     if (!list) {
         lua_pushnil(L);
         plink_push_info(L, "transport", "out of memory building headers", -1, 0);

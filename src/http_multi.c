@@ -327,7 +327,7 @@ static int multi_add(lua_State *L)
         return luaL_error(L, "add: out of memory");
     }
     x->data = malloc(url_len + body_len + 2);
-    x->headers = x->data ? plink_http_build_headers(L, 4, nh) : NULL;
+    x->headers = x->data ? plink_http_build_headers(L, 4, nh, method != 0 && !body) : NULL;
     if (!x->data || !x->headers) {
         free(x->data);
         x->data = NULL;
