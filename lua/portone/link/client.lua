@@ -239,20 +239,10 @@ end
 
 -- Removes every occurrence of the token from the error's text fields.
 local function scrub(err, token)
-  if type(token) ~= "string" or #token < 1 then return err end
+  if type(token) ~= "string" or token == "" then return err end
+  local pattern = token:gsub("%p", "%%%0")
   for _, k in ipairs({ "message", "body" }) do
-    local s = err[k]
-    if type(s) == "string" and s:find(token, 1, true) then
-      local out, i = {}, 1
-      while true do
-        local a, b = s:find(token, i, true)
-        if not a then break end
-        out[#out + 1] = s:sub(i, a - 1) .. "[token]"
-        i = b + 1
-      end
-      out[#out + 1] = s:sub(i)
-      err[k] = table.concat(out)
-    end
+    if type(err[k]) == "string" then err[k] = err[k]:gsub(pattern, "[token]") end
   end
   return err
 end
