@@ -157,6 +157,7 @@ end
 
 --- Drives the transfers for at most timeout_ms; returns a list of finished
 -- {op, res, err} (their callbacks not yet called).
+-- @local
 function Engine:step(timeout_ms)
   local finished = {}
   local now = clock()
@@ -193,6 +194,7 @@ function Engine:step(timeout_ms)
 end
 
 --- Milliseconds until step has work; -1 when nothing is pending.
+-- @local
 function Engine:timeout()
   if self.n == 0 then return -1 end
   local t = self.m:timeout()
@@ -244,8 +246,15 @@ local function in_nginx()
   return type(ngx) == "table" and type(ngx.get_phase) == "function"
     and type(ngx.thread) == "table"
 end
+--- True inside nginx (lua-nginx-module), where the `*_async` calls are
+-- refused and `create_many` runs on light threads.
+-- @function in_nginx
+-- @treturn boolean
 M.in_nginx = in_nginx
 
+--- Adds the async methods below to the client class (client.lua calls it
+-- once, with the client's private helpers).
+-- @local
 function M.install(Client, internals)
   local resolve_token = internals.resolve_token
   local scrub = internals.scrub
@@ -398,6 +407,9 @@ function M.install(Client, internals)
   end
 
   local sync_close = Client.close
+  --- Closes the client (see `portone.link.client`): also cancels every
+  -- pending async call (their callbacks never run) and frees the multi handle.
+  -- @return true
   function Client:close()
     local a = rawget(self, "_async")
     if a then

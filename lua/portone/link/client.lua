@@ -27,6 +27,10 @@ local retry = require "portone.link.retry"
 local M = {}
 
 --- Default options.
+-- Options without an entry here: `token` (none), `insecure_http` (false),
+-- `cainfo` (the system bundle), `proxy` (libcurl's environment handling),
+-- `user_agent` (none), `transport` (`"ngx"` inside nginx, else `"curl"`) and
+-- `max_concurrent` (16, `portone.link.async.DEFAULT_CONCURRENT`). See `new`.
 -- @field base_url "https://api.iamport.co"
 -- @field timeout 10 seconds for a whole request (each attempt)
 -- @field connect_timeout 3 seconds to connect (TCP + TLS)
@@ -68,7 +72,7 @@ local function lua_version()
   return v
 end
 
---- The User-Agent prefix: `portone-link/<version> Lua/<version> libcurl/<version>`.
+--- The User-Agent prefix: `portone-link/VERSION Lua/VERSION libcurl/VERSION`.
 M.USER_AGENT = ("portone-link/%s %s libcurl/%s"):format(core.version, lua_version(),
   core.curl_version)
 
@@ -160,23 +164,44 @@ end
 local Client = {}
 Client.__index = Client
 
---- Makes a client.
--- @tparam[opt] table opts
---  `base_url` (default `https://api.iamport.co`; https only, plain http only
---  to a loopback host unless `insecure_http = true`);
---  `token` (string, or function returning one per call; sent as
---  `Authorization: Bearer`);
---  `timeout` (10 s, per attempt), `connect_timeout` (3 s);
---  `retries` (2);
---  `cainfo` (a PEM file of CA certificates; it *replaces* libcurl's default
---  bundle, like `curl --cacert`);
---  `proxy` (default: libcurl's own `http_proxy`/`https_proxy`/`no_proxy`
---  environment handling);
---  `max_response_bytes` (1 MiB);
---  `user_agent` (appended to `portone-link/<v> Lua/<v> libcurl/<v>`);
---  `transport` (`"curl"`, or an object with the transport interface);
---  `retry_base` (0.25 s), `retry_cap` (8 s), `retry_after_max` (30 s);
---  `max_concurrent` (16): async transfers in flight (`portone.link.async`).
+--- Makes a client (`link.new` is this function).
+-- Every option is checked: an unknown key, a wrong type or a value out of
+-- range raises `portone.link.new: option 'NAME' ...` (a programmer error).
+-- @tparam[opt] table opts the options; all are optional
+-- @tparam[opt="https://api.iamport.co"] string opts.base_url the API's base URL:
+--   an absolute `https://` URL with a host, no user info, query or fragment
+--   (trailing `/` dropped); plain `http://` only to a loopback host
+--   (`localhost`, `127.x.x.x`, `[::1]`, e.g. the sandbox) unless `insecure_http`
+-- @tparam[opt=false] boolean opts.insecure_http allow plain `http://` to any
+--   host (payment data then travels unencrypted)
+-- @tparam[opt] string|function opts.token the API token, sent as
+--   `Authorization: Bearer TOKEN`; a non-empty string without control
+--   characters, or a function called once per call that returns one (or nil:
+--   no header; or `nil, err`: the call fails with `err`). Default: none
+-- @tparam[opt=10] number opts.timeout seconds for each whole attempt, in (0, 86400]
+-- @tparam[opt=3] number opts.connect_timeout seconds to connect (TCP + TLS), in (0, 86400]
+-- @tparam[opt=2] int opts.retries further attempts after the first, when the
+--   retry rules allow (`portone.link.retry`), an integer in [0, 10]
+-- @tparam[opt=0.25] number opts.retry_base seconds, first back-off window
+--   (full jitter), in [0, 3600]
+-- @tparam[opt=8] number opts.retry_cap seconds, largest back-off window, in [0, 3600]
+-- @tparam[opt=30] number opts.retry_after_max seconds; a larger `Retry-After`
+--   is not waited for (the call fails with `err.retry_after`), in [0, 3600]
+-- @tparam[opt] string opts.cainfo a PEM file of CA certificates that *replaces*
+--   libcurl's default bundle (like `curl --cacert`); no CR, LF or NUL.
+--   Default: the system bundle. TLS is always verified
+-- @tparam[opt] string opts.proxy a proxy URL; no CR, LF or NUL. Default:
+--   libcurl's own `http_proxy`/`https_proxy`/`no_proxy` handling (the ngx
+--   transport refuses a proxy)
+-- @tparam[opt=1048576] int opts.max_response_bytes cap on a response body
+--   (1 MiB), enforced while reading; a positive integer
+-- @tparam[opt] string opts.user_agent appended to the User-Agent
+--   `portone-link/VERSION Lua/VERSION libcurl/VERSION`; no control characters
+-- @tparam[opt] string|table opts.transport `"curl"` (blocking libcurl easy
+--   handle), `"ngx"` (nginx cosockets), or an object with a `request` method
+--   (the transport interface). Default: `"ngx"` inside nginx, else `"curl"`
+-- @tparam[opt=16] int opts.max_concurrent async transfers in flight on the
+--   client's multi handle (`portone.link.async`), an integer in [1, 4096]
 -- @return the client (raises on a bad option)
 function M.new(opts)
   if opts == nil then opts = {} end

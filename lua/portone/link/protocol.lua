@@ -23,9 +23,16 @@ local decode = cjson.decode
 local function bad_header_value(v)
   return type(v) ~= "string" or v:find("[%c\127]") ~= nil
 end
+--- True when `v` cannot be a header value: not a string, or it holds CR,
+-- LF or another control character (header injection).
+-- @function bad_header_value
+-- @param v any value
+-- @treturn boolean
 M.bad_header_value = bad_header_value
 
 --- True when `s` is a valid link id: `[A-Za-z0-9_-]{1,64}`.
+-- @param s any value
+-- @treturn boolean
 function M.valid_id(s)
   return type(s) == "string" and #s >= 1 and #s <= 64 and s:find("^[%w_-]+$") ~= nil
     -- %w is locale-dependent in C; also refuse bytes >= 0x80 explicitly.
@@ -33,6 +40,7 @@ function M.valid_id(s)
 end
 
 --- The id of a link given as a URL (`https://impay.link/4bdf239e`) or an id.
+-- @tparam string url_or_id the URL (its last path segment is taken) or the id
 -- @return the id, or `nil, err` (kind `validation`, field `id`)
 function M.link_id(url_or_id)
   local id = url_or_id
@@ -101,6 +109,8 @@ function M.create_request(cfg, req, now)
 end
 
 --- The deactivate request: `{method = "PUT", url =, headers =}` (no body).
+-- @tparam table cfg the client configuration
+-- @tparam string url_or_id the link's URL or id (see `link_id`)
 -- @return the request, or `nil, err` (validation: a bad id or header value)
 function M.deactivate_request(cfg, url_or_id)
   local id, err = M.link_id(url_or_id)
@@ -211,6 +221,8 @@ end
 -- @tparam number status the HTTP status
 -- @tparam string body the response body
 -- @tparam table headers lower-case name -> value
+-- @tparam[opt] number now unix seconds, to turn a `Retry-After` date into
+--   seconds (`os.time()` when nil)
 -- @return `{url =, id =, status =}`, or `nil, err` (kind `http`, `api` or `decode`)
 function M.create_result(status, body, headers, now)
   if not is_2xx(status) then return nil, http_error(status, body, headers, now) end
@@ -231,6 +243,10 @@ end
 
 --- Decodes a deactivate response. Success answers `{}`; an empty 2xx body is
 -- success too, and so is a second deactivate of the same link.
+-- @tparam number status the HTTP status
+-- @tparam string body the response body
+-- @tparam table headers lower-case name -> value
+-- @tparam[opt] number now unix seconds, as for `create_result`
 -- @return `true`, or `nil, err` (kind `http`, `api` or `decode`)
 function M.deactivate_result(status, body, headers, now)
   if not is_2xx(status) then return nil, http_error(status, body, headers, now) end
@@ -240,8 +256,12 @@ function M.deactivate_result(status, body, headers, now)
   return true
 end
 
---- An error object from a transport failure
--- (`{kind = "transport"|"timeout", message, curl_code, sent, too_large}`).
+--- An error object from a transport failure.
+-- @param info what the transport returned after `nil`: a table
+--   `{kind = "transport"|"timeout", message =, curl_code =, sent =, too_large =, permanent =}`
+--   or a message
+-- @return the error (kind `timeout` or `transport`; `sent` is true unless
+--   the transport said `sent = false`)
 function M.transport_error(info)
   info = type(info) == "table" and info or { message = tostring(info) }
   local kind = info.kind == "timeout" and "timeout" or "transport"

@@ -20,6 +20,7 @@ local errors = require "portone.link.errors"
 
 local M = {}
 
+--- The REST V1 base URL unless `base_url` says otherwise.
 M.DEFAULT_BASE_URL = "https://api.iamport.kr"
 --- Refresh this many seconds before the token's computed expiry.
 M.DEFAULT_MARGIN = 60

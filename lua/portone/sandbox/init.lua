@@ -263,10 +263,27 @@ function Sandbox:faults(match, list)
   return self:admin("POST", "faults", { match = match or "any", faults = list or {} })
 end
 
+--- Delays every API answer by `ms` milliseconds (admin requests are never
+-- delayed).
+-- @tparam[opt=0] number ms the delay; 0 turns it off
+-- @return the admin API's answer, or `nil, err`
 function Sandbox:latency(ms) return self:admin("POST", "latency", { ms = ms or 0 }) end
+--- Moves the sandbox clock by `offset` seconds (expiry checks, the expired
+-- page's 410, token lifetimes).
+-- @tparam[opt=0] number offset seconds added to the real time; 0 resets it
+-- @return the admin API's answer, or `nil, err`
 function Sandbox:clock(offset) return self:admin("POST", "clock", { offset = offset or 0 }) end
+--- Counters since start or the last `reset`.
+-- @return `{requests =, connections =, creates =, deactivates =, latency_ms =}`,
+--   or `nil, err`
 function Sandbox:stats() return self:admin("GET", "stats") end
+--- The last 100 API requests, oldest first.
+-- @return an array of `{method =, uri =, headers =, body =, connection_requests =}`
+--   (`headers`: lower-case name to value), or `nil, err`
 function Sandbox:requests() return self:admin("GET", "requests") end
+--- Clears faults, latency, the clock offset, counters, the request log and
+-- every link.
+-- @return the admin API's answer, or `nil, err`
 function Sandbox:reset() return self:admin("POST", "reset") end
 
 -- A stopped master stays a zombie until init reaps it, which can take a
@@ -306,8 +323,13 @@ function Sandbox:stop()
   M.remove_prefix(self.prefix)
   return true
 end
+--- Another name for `Sandbox:stop`.
+-- @function Sandbox:close
 Sandbox.close = Sandbox.stop
 
+--- Removes a sandbox's temp prefix (`rm -rf`), only when its name is one
+-- `prepare` makes (`.../portone-sandbox.XXXXXXXX`); anything else is left alone.
+-- @tparam ?string prefix the directory
 function M.remove_prefix(prefix)
   if prefix and prefix:match("/portone%-sandbox%.[%w]+$") then
     run("rm -rf " .. quote(prefix))

@@ -12,6 +12,7 @@ T.__index = T
 -- @tparam table opts `{timeout, connect_timeout, cainfo, proxy, max_response_bytes,
 -- user_agent}` (a User-Agent request header, when given, wins over `user_agent`)
 -- (seconds and bytes, already checked by the client)
+-- @return the transport
 function M.new(opts)
   local h = core.http_new({
     timeout = opts.timeout,
@@ -24,7 +25,14 @@ function M.new(opts)
   return setmetatable({ h = h }, T)
 end
 
---- `t:request(method, url, headers, body)` --> status, body, headers | nil, info
+--- Sends one request and waits for the answer (blocking).
+-- @tparam string method `"POST"`, `"PUT"`, `"GET"`, ...
+-- @tparam string url the absolute URL
+-- @tparam table headers a list of `"Name: value"` strings
+-- @tparam[opt] string body the request body (nil: none)
+-- @return `status, body, headers` (headers: lower-case name to value), or
+--   `nil, info` with `info = {kind = "transport"|"timeout", message =,
+--   curl_code =, sent =, too_large =}` (see `portone.link.protocol.transport_error`)
 function T:request(method, url, headers, body)
   if self.closed then
     return nil, { kind = "transport", message = "the transport is closed", sent = false }
@@ -33,6 +41,7 @@ function T:request(method, url, headers, body)
 end
 
 --- Connections libcurl opened so far.
+-- @treturn int
 function T:connections()
   return self.h:connections()
 end
@@ -47,6 +56,7 @@ end
 
 --- Blocks the calling thread (nanosleep; no busy wait).
 T.sleep = core.sleep
+--- The same sleep, on the module (`sleep(seconds)`).
 M.sleep = core.sleep
 
 return M

@@ -39,6 +39,9 @@ local COSOCKET_PHASES = {
   rewrite = true, server_rewrite = true, access = true, content = true,
   timer = true, ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
 }
+--- The nginx phases where cosockets (and `ngx.sleep`) work: rewrite,
+-- server_rewrite, access, content, timer, ssl_cert, ssl_session_fetch,
+-- ssl_client_hello (`COSOCKET_PHASES[phase] == true`).
 M.COSOCKET_PHASES = COSOCKET_PHASES
 
 local DEFAULTS = {
@@ -90,6 +93,9 @@ end
 --- Makes a transport. Options are the client's: `timeout`, `connect_timeout`
 -- (seconds), `max_response_bytes`, plus `keepalive_timeout` (seconds) and
 -- `pool_size`. `proxy` is refused; `cainfo` is ignored (see the caveats).
+-- @tparam[opt] table opts the options (defaults: `timeout` 30, `connect_timeout`
+--   10, `max_response_bytes` 1 MiB, `keepalive_timeout` 10, `pool_size` 64)
+-- @return the transport (raises when `proxy` is set)
 function M.new(opts)
   opts = opts or {}
   if opts.proxy ~= nil and opts.proxy ~= false and opts.proxy ~= "" then
