@@ -10,8 +10,9 @@
 --
 --   200  handled (paid and verified, or a notice to ignore)
 --   400  not a PortOne notice (the body does not parse)
---   500  the lookup failed (network, auth, PortOne down): PortOne sends the
---        webhook again later, and the next try verifies
+--   500  the lookup failed (network, auth, PortOne down), or the fulfilment
+--        could not be scheduled: PortOne sends the webhook again later, and
+--        the next try verifies
 --
 -- The notice can come twice and in any order: marking an order paid is
 -- idempotent (a shared-dict `add`), so the second one is a no-op.
@@ -45,6 +46,9 @@ end
 function orders.mark_paid(merchant_uid, imp_uid)
   -- add() is atomic: true only for the first notice of this order
   return ngx.shared.orders:add("paid:" .. merchant_uid, imp_uid)
+end
+function orders.unmark_paid(merchant_uid)
+  ngx.shared.orders:delete("paid:" .. merchant_uid)
 end
 
 local function fulfil(premature, merchant_uid, imp_uid)
@@ -92,7 +96,14 @@ function M.handle()
   end
 
   if orders.mark_paid(order.merchant_uid, payment.imp_uid) then
-    ngx.timer.at(0, fulfil, order.merchant_uid, payment.imp_uid)
+    local ok, terr = ngx.timer.at(0, fulfil, order.merchant_uid, payment.imp_uid)
+    if not ok then
+      -- no timer (nginx is reloading, or too many pending): were the mark
+      -- kept, the resend would be a no-op and the order never fulfilled
+      orders.unmark_paid(order.merchant_uid)
+      ngx.log(ngx.ERR, "webhook: cannot schedule the fulfilment: ", terr)
+      return answer(500, "busy, send again")
+    end
   end
   return answer(200, "OK")
 end

@@ -193,6 +193,137 @@ routes["/t/proxy/call"] = function()
   json_out(200, { err = plain(err) })
 end
 
+-- link.rest inside nginx (transport auto: the cosocket one). Clients live per
+-- worker under a name, as a handler's would, so that several requests can
+-- share one token cache.
+local rest_clients = {}
+local rest_clock = {} -- name -> seconds the client's test clock is ahead
+
+local function run_rest_call(rest, c, name)
+  local ok, res, err
+  if c.op == "advance" then
+    -- moves the test clock of a client made with test_clock
+    rest_clock[name] = (rest_clock[name] or 0) + c.seconds
+    return { ok = rest_clock[name] }
+  elseif c.op == "abandon" then
+    -- a light thread starts a token refresh and is killed while getToken is
+    -- in flight (as a request's threads are when it ends or is aborted)
+    local th = assert(ngx.thread.spawn(rest.token, rest))
+    ngx.sleep(c.after or 0.02)
+    local killed, kerr = ngx.thread.kill(th)
+    return { ok = { killed = killed or false, kill_error = kerr, refreshing = rest.refreshing } }
+  elseif c.op == "payment" then
+    ok, res, err = pcall(rest.payment, rest, c.imp_uid)
+  elseif c.op == "verify" then
+    ok, res, err = pcall(rest.verify, rest, c.notice, c.expect)
+  elseif c.op == "token" then
+    ok, res, err = pcall(rest.token, rest)
+    if ok and res then res = "(a token)" end -- never shown
+  else
+    return { raised = "unknown op " .. tostring(c.op) }
+  end
+  if not ok then return { raised = tostring(res) } end
+  if res ~= nil then return { ok = res } end
+  return { err = plain(err) }
+end
+
+-- {name = "c1", fresh = bool, opts = {imp_key =, imp_secret =, base_url =,
+--  ...}, calls = [{op = "payment", imp_uid =} | {op = "verify", notice =,
+--  expect =} | {op = "token"} | {op = "abandon"} | {op = "advance", seconds =}],
+--  concurrent = bool, test_clock = bool (a clock "advance" moves)}
+--   -> {results = [{ok =} | {err =} | {raised =}], transport = "ngx"|...,
+--       waited = n (light threads that waited on the semaphore, last run)}
+-- With `concurrent`, every call runs in its own ngx.thread at once.
+routes["/t/rest"] = function()
+  local a = read_json()
+  local name = a.name or "default"
+  local rest = rest_clients[name]
+  if a.fresh or not rest then
+    local opts = a.opts or {}
+    opts.base_url = opts.base_url or env.sandbox_url
+    if a.test_clock then
+      rest_clock[name] = 0
+      opts.clock = function() return ngx.now() + rest_clock[name] end
+    end
+    local ok, r = pcall(require("portone.link").rest.new, opts)
+    if not ok then return json_out(200, { raised = tostring(r) }) end
+    rest = r
+    rest_clients[name] = rest
+  end
+  local calls, results = a.calls or {}, {}
+  if a.concurrent then
+    local threads = {}
+    for i, c in ipairs(calls) do
+      threads[i] = assert(ngx.thread.spawn(run_rest_call, rest, c, name))
+    end
+    for i, th in ipairs(threads) do
+      local ok, r = ngx.thread.wait(th)
+      results[i] = ok and r or { raised = tostring(r) }
+    end
+  else
+    for i, c in ipairs(calls) do results[i] = run_rest_call(rest, c, name) end
+  end
+  local t = rest.transport
+  json_out(200, {
+    results = results,
+    transport = t.keepalive_timeout and t.pool_size and "ngx" or "other",
+    refreshing = rest.refreshing, waiters = rest.waiters,
+  })
+end
+
+-- The same calls as N separate requests to /t/rest (sent at once over
+-- cosockets to this very nginx), all on the worker's client `name`:
+-- {name, calls} -> {results = [...]} (each /t/rest answer's first result)
+routes["/t/rest/fanout"] = function()
+  local a = read_json()
+  local url = "http://127.0.0.1:" .. ngx.var.server_port .. "/t/rest"
+  local function one(c)
+    local t = require("portone.link.transport.ngx").new { timeout = 30 }
+    local status, body = t:request("POST", url, { "Content-Type: application/json" },
+      cjson.encode { name = a.name, calls = { c } })
+    if status ~= 200 then return { raised = "HTTP " .. tostring(status) .. " " .. tostring(body) } end
+    return cjson.decode(body).results[1]
+  end
+  local threads, results = {}, {}
+  for i, c in ipairs(a.calls or {}) do threads[i] = assert(ngx.thread.spawn(one, c)) end
+  for i, th in ipairs(threads) do
+    local ok, r = ngx.thread.wait(th)
+    results[i] = ok and r or { raised = tostring(r) }
+  end
+  json_out(200, { results = results })
+end
+
+-- examples/webhook/handler.lua's order store (lua_shared_dict orders):
+-- {merchant_uid, amount} sets an order up; ?merchant_uid= reads it back.
+routes["/t/orders/set"] = function()
+  local a = read_json()
+  assert(ngx.shared.orders:set("amount:" .. a.merchant_uid, a.amount))
+  json_out(200, { ok = true })
+end
+
+routes["/t/orders/get"] = function()
+  local uid = ngx.var.arg_merchant_uid
+  local d = ngx.shared.orders
+  json_out(200, { amount = d:get("amount:" .. uid), paid = d:get("paid:" .. uid) })
+end
+
+-- Fills the worker's pending timers (lua_max_pending_timers) with timers
+-- that fire after `delay` seconds and do nothing: {delay} -> {n, err}
+routes["/t/timers/fill"] = function()
+  local a = read_json()
+  local n, err = 0, nil
+  for _ = 1, 100000 do
+    local ok, terr = ngx.timer.at(a.delay or 2, function() end)
+    if not ok then err = terr; break end
+    n = n + 1
+  end
+  json_out(200, { n = n, err = err })
+end
+
+routes["/t/timers/pending"] = function()
+  json_out(200, { pending = ngx.timer.pending_count() })
+end
+
 function M.dispatch()
   local route = routes[ngx.var.uri]
   if not route then return json_out(404, { error = "no route " .. ngx.var.uri }) end

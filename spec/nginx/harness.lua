@@ -5,6 +5,8 @@
 --     local harness = require "nginx.harness"
 --     local ngx_srv = harness.start{ sandbox_url = sb.url, sandbox_tls_url = ... }
 --     ngx_srv.url            -- http://127.0.0.1:PORT (the test locations)
+--     ngx_srv.url .. "/portone/webhook"  -- examples/webhook/handler.lua, mounted
+--                            -- as its README says (env PORTONE_* from opts.env)
 --     ngx_srv.upstream       -- plain/TLS fake upstreams for raw transport tests
 --     ngx_srv:stop()
 --
@@ -100,6 +102,7 @@ pid ${PREFIX}/logs/nginx.pid;
 error_log ${PREFIX}/logs/error.log ${LOG_LEVEL};
 
 events { worker_connections 4096; }
+${ENV_DIRECTIVES}
 
 http {
   access_log off;
@@ -112,12 +115,13 @@ http {
   client_max_body_size 8m;
   keepalive_requests 100000;
 
-  lua_package_path "${PREFIX}/lua/?.lua;${ROOT}/lua/?.lua;${ROOT}/lua/?/init.lua;${ROOT}/spec/?.lua;;";
+  lua_package_path "${LUA_PATH}";
   lua_package_cpath "${ROOT}/build/5.1/?.so;;";
   lua_ssl_trusted_certificate ${CA};
   lua_ssl_verify_depth 3;
   lua_socket_log_errors off;
   lua_shared_dict plink_test 1m;
+  lua_shared_dict orders 1m;  # examples/webhook/handler.lua's order store
 
   init_by_lua_block {
     require("nginx.handlers").init()
@@ -143,6 +147,11 @@ http {
     location = /t/phase/header_filter {
       content_by_lua_block { ngx.say("ok") }
       header_filter_by_lua_block { require("nginx.handlers").header_filter_phase() }
+    }
+    # the OpenResty webhook example, mounted as examples/webhook/README.md says
+    location = /portone/webhook {
+      client_max_body_size 16k;
+      content_by_lua_block { require("handler").handle() }
     }
     location = /bench/ngx {
       content_by_lua_block { require("nginx.handlers").bench("ngx") }
@@ -185,7 +194,9 @@ local Server = {}
 Server.__index = Server
 
 --- Starts nginx. opts: sandbox_url, sandbox_tls_url (optional), log_level,
--- extra_env (table put into the plink_testenv module).
+-- extra_env (table put into the plink_testenv module), env (table of
+-- environment variables nginx keeps for the workers: an `env NAME;` directive
+-- each, e.g. the webhook example's PORTONE_IMP_KEY).
 function M.start(opts)
   opts = opts or {}
   local so = ROOT .. "/build/5.1/portone/link/core.so"
@@ -239,17 +250,27 @@ function M.start(opts)
 
   local vars = {
     MODULES = MODULES, PREFIX = prefix, ROOT = ROOT, LOG_LEVEL = opts.log_level or "warn",
+    -- the client, the spec helpers, and examples/webhook (require "handler")
+    LUA_PATH = table.concat({ prefix .. "/lua/?.lua", ROOT .. "/lua/?.lua", ROOT .. "/lua/?/init.lua",
+      ROOT .. "/spec/?.lua", ROOT .. "/examples/webhook/?.lua", ";" }, ";"),
     PORT = self.port, UP_PORT = self.up_port, UP_TLS_PORT = self.up_tls_port,
     ROGUE_PORT = self.rogue_port, OTHER_PORT = self.other_port,
     CA = certs.bundle, CERT = certs.cert, KEY = certs.key,
     ROGUE_CERT = certs.rogue_cert, ROGUE_KEY = certs.rogue_key,
     OTHER_CERT = certs.other_cert, OTHER_KEY = certs.other_key,
   }
+  local env_lines, env_cmd = {}, {}
+  for k, v in pairs(opts.env or {}) do
+    assert(tostring(k):match("^[%a_][%w_]*$"), "bad env name " .. tostring(k))
+    env_lines[#env_lines + 1] = "env " .. k .. ";"
+    env_cmd[#env_cmd + 1] = q(k .. "=" .. tostring(v))
+  end
+  vars.ENV_DIRECTIVES = table.concat(env_lines, "\n")
   local conf = CONF:gsub("%${([%w_]+)}", function(k) return tostring(assert(vars[k], k)) end)
   self.conf = prefix .. "/conf/nginx.conf"
   write(self.conf, conf)
-  local cmd = ("env -u LD_PRELOAD nginx -p %s -c %s -e %s"):format(
-    q(prefix .. "/"), q(self.conf), q(prefix .. "/logs/error.log"))
+  local cmd = ("env -u LD_PRELOAD %s nginx -p %s -c %s -e %s"):format(
+    table.concat(env_cmd, " "), q(prefix .. "/"), q(self.conf), q(prefix .. "/logs/error.log"))
   if not sh(cmd .. " >" .. q(prefix .. "/logs/start.out") .. " 2>&1") then
     error("nginx failed to start:\n" .. (read(prefix .. "/logs/start.out") or "")
       .. (read(prefix .. "/logs/error.log") or ""))

@@ -9,8 +9,10 @@
 -- taken from the answer, so a server clock that is off by minutes does not
 -- matter. One refresh runs at a time: under OpenResty the other light threads
 -- of the worker wait on an `ngx.semaphore` for it; with a blocking transport
--- there is nothing to wait for. A 401 on a lookup drops the token, fetches a
--- new one and tries once more.
+-- there is nothing to wait for. A refresh still in flight after
+-- `WAIT_TIMEOUT` seconds counts as abandoned (its light thread was killed,
+-- e.g. with the request that ran it) and the next caller runs its own. A 401
+-- on a lookup drops the token, fetches a new one and tries once more.
 --
 -- The secret and the token live in a private table, not on the object, and
 -- never reach an error, a log line or `tostring`.
@@ -24,7 +26,8 @@ local M = {}
 M.DEFAULT_BASE_URL = "https://api.iamport.kr"
 --- Refresh this many seconds before the token's computed expiry.
 M.DEFAULT_MARGIN = 60
---- Longest a light thread waits for another's refresh.
+--- Longest a light thread waits for another's refresh; a refresh in flight
+-- for longer is taken as abandoned.
 M.WAIT_TIMEOUT = 15
 
 local Rest = {}
@@ -251,22 +254,30 @@ function Rest:_valid_token()
 end
 
 -- Waits until the refresh in flight ends (semaphore under OpenResty; the
--- transport's sleep otherwise, which yields in a cooperative transport).
+-- transport's sleep otherwise, which yields in a cooperative transport), or
+-- until it turns out abandoned; a refresh that took over an abandoned one is
+-- waited for in turn.
 function Rest:_wait_refresh()
-  local deadline = self.clock() + M.WAIT_TIMEOUT
-  while self.refreshing do
+  while self:_refresh_alive() do
     self.sema = self.sema or semaphore()
     if self.sema then
       self.waiters = self.waiters + 1
-      local ok = self.sema:wait(math.max(0.001, deadline - self.clock()))
+      local left = self.refresh_started + M.WAIT_TIMEOUT - self.clock()
+      local ok = self.sema:wait(math.max(0.001, left))
       if not ok then self.waiters = self.waiters - 1 end
     else
       local sleep = self.transport.sleep
       if not sleep then break end
       sleep(0.005)
     end
-    if self.clock() >= deadline then break end
   end
+end
+
+-- True while a refresh runs that is not older than WAIT_TIMEOUT. The light
+-- thread running one can be killed mid-request (ngx.thread.kill, the request
+-- ending or aborted) and never get to clear `refreshing`.
+function Rest:_refresh_alive()
+  return self.refreshing and self.clock() - self.refresh_started < M.WAIT_TIMEOUT
 end
 
 --- The current access token, fetched or refreshed as needed.
@@ -276,20 +287,25 @@ function Rest:token()
   local tok = self:_valid_token()
   if tok then return tok end
   local p = private[self]
-  if self.refreshing then
+  if self:_refresh_alive() then
     local gen = p.gen
     self:_wait_refresh()
     tok = self:_valid_token()
     if tok then return tok end
     if p.gen ~= gen and p.last_err then return nil, p.last_err end
-    if self.refreshing then
+    if self:_refresh_alive() then
       return nil, errors.new("timeout", "getToken: gave up waiting for the refresh in flight",
         { retryable = true })
     end
   end
+  -- `mine` tells this refresh from a newer one that took over an abandoned
+  -- one: only the newest clears `refreshing`.
+  local mine = (self.refresh_seq or 0) + 1
+  self.refresh_seq = mine
   self.refreshing = true
+  self.refresh_started = self.clock()
   local ok, t, err = pcall(self._fetch_token, self)
-  self.refreshing = false
+  if self.refresh_seq == mine then self.refreshing = false end
   p.gen = p.gen + 1
   if self.sema and self.waiters > 0 then
     local n = self.waiters
