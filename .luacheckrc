@@ -4,3 +4,4 @@ exclude_files = { "build/", "lua_modules/" }
 files["spec/"] = { std = "+busted" }
 -- Code that runs inside nginx sees the ngx global.
 read_globals = { "ngx" }
+color = false

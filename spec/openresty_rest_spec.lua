@@ -21,8 +21,6 @@
 -- admin `pay`, and the sandbox's own record of the delivery (status, ms),
 -- the handler's order store and its log show what it did.
 local cjson = require "cjson"
-local http = require "socket.http"
-local ltn12 = require "ltn12"
 local socket = require "socket"
 local link = require "portone.link"
 local harness = require "nginx.harness"
@@ -33,22 +31,8 @@ local KEY, SECRET = "ngx-rest-imp-key", "ngx-rest-imp-secret-0123456789"
 
 local sb, srv, client
 
-local function request(method, url, body, ctype)
-  local out = {}
-  local src = type(body) == "table" and cjson.encode(body) or body
-  local _, code = http.request {
-    url = url, method = method, sink = ltn12.sink.table(out),
-    source = src and ltn12.source.string(src),
-    headers = src and { ["content-type"] = ctype or "application/json", ["content-length"] = #src } or nil,
-  }
-  return code, table.concat(out)
-end
-
-local function post(path, body)
-  local code, text = request("POST", srv.url .. path, body)
-  assert(code == 200, ("POST %s -> %s %s"):format(path, tostring(code), text))
-  return cjson.decode(text)
-end
+local request = harness.request
+local function post(path, body) return srv:post(path, body) end
 
 -- Runs calls on the nginx-side rest client `name` (fresh: a new one).
 local function rest(name, calls, over)

@@ -12,30 +12,14 @@
 --  * the phase rule: outside cosocket phases the client fails with an error
 --    that points at ngx.timer.at, it never blocks.
 local cjson = require "cjson"
-local http = require "socket.http"
-local ltn12 = require "ltn12"
 local harness = require "nginx.harness"
 local helper = require "helpers.sandbox"
 local cases = require "helpers.cases"
 
 local srv -- the test nginx, shared by every describe below
 
-local function request(method, url, body)
-  local out = {}
-  local src = body and cjson.encode(body)
-  local _, code = http.request {
-    url = url, method = method, sink = ltn12.sink.table(out),
-    source = src and ltn12.source.string(src),
-    headers = src and { ["content-type"] = "application/json", ["content-length"] = #src } or nil,
-  }
-  return code, table.concat(out)
-end
-
-local function post(path, body)
-  local code, text = request("POST", srv.url .. path, body)
-  assert(code == 200, ("POST %s -> %s %s"):format(path, tostring(code), text))
-  return cjson.decode(text)
-end
+local request = harness.request
+local function post(path, body) return srv:post(path, body) end
 
 local function get_text(path)
   local code, text = request("GET", srv.url .. path)

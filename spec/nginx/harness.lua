@@ -190,8 +190,31 @@ local function http_get(url)
   return http.request(url)
 end
 
+--- One HTTP request from the test process: status, body text. A table
+-- body is sent as JSON; a string as it is, with `ctype` (default JSON).
+function M.request(method, url, body, ctype)
+  local cjson = require "cjson"
+  local http, ltn12 = require "socket.http", require "ltn12"
+  local out = {}
+  local src = type(body) == "table" and cjson.encode(body) or body
+  local _, code = http.request {
+    url = url, method = method, sink = ltn12.sink.table(out),
+    source = src and ltn12.source.string(src),
+    headers = src and { ["content-type"] = ctype or "application/json", ["content-length"] = #src } or nil,
+  }
+  return code, table.concat(out)
+end
+
 local Server = {}
 Server.__index = Server
+
+--- POSTs a JSON body to a test location and decodes the JSON answer
+-- (raises unless the status is 200).
+function Server:post(path, body)
+  local code, text = M.request("POST", self.url .. path, body)
+  assert(code == 200, ("POST %s -> %s %s"):format(path, tostring(code), text))
+  return require("cjson").decode(text)
+end
 
 --- Starts nginx. opts: sandbox_url, sandbox_tls_url (optional), log_level,
 -- extra_env (table put into the plink_testenv module), env (table of
