@@ -481,6 +481,47 @@ describe("client async calls", function()
     c:close()
   end)
 
+  it("a call that finished in the same poll can no longer be cancelled", function()
+    -- a multi handle double that completes every transfer in one perform, so
+    -- that both callbacks run from one poll
+    local c = client()
+    local real = core.multi_new
+    core.multi_new = function()
+      local queued, last = {}, 0
+      return {
+        add = function() last = last + 1; queued[#queued + 1] = last; return last end,
+        perform = function()
+          local out = {}
+          for i, id in ipairs(queued) do
+            out[i] = { id = id, status = 200, headers = {},
+                       body = '{"shortenedUrl":"https://impay.link/l' .. id .. '"}' }
+          end
+          queued = {}
+          return out, 0
+        end,
+        timeout = function() return -1 end, cancel = function() return false end,
+        close = function() end,
+      }
+    end
+    local ok, err = pcall(function()
+      local calls, cancelled, second = {}, nil, nil
+      c:create_async(request({ merchant_uid = "f1" }), function(res)
+        calls[#calls + 1] = res.id
+        cancelled = c:cancel(second)
+      end)
+      second = c:create_async(request({ merchant_uid = "f2" }), function(res)
+        calls[#calls + 1] = res.id
+      end)
+      assert.equal(0, c:poll(0))
+      assert.is_false(cancelled)            -- too late: it had finished
+      assert.same({ "l1", "l2" }, calls)    -- and its callback ran
+      assert.equal(0, c:pending())
+    end)
+    core.multi_new = real
+    c:close()
+    assert(ok, err)
+  end)
+
   it("close cancels everything in flight; no callback after close", function()
     sb:latency(200)
     local c = client()

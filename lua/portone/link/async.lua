@@ -182,6 +182,8 @@ function Engine:step(timeout_ms)
       if op then
         local fop, res, err = self:complete(op, c)
         if fop then
+          -- finished: a cancel from an earlier callback of this batch is too late
+          fop.done = true
           self.n = self.n - 1
           finished[#finished + 1] = { fop, res, err }
         end
@@ -356,7 +358,6 @@ function M.install(Client, internals)
       if self._closed then break end   -- no callback after close
       local o, res, err = unpack(finished[i], 1, 3)
       a.ops[o.handle] = nil
-      o.done = true
       local cok, cerr = pcall(o.cb, res, err)
       if not cok then
         local h = rawget(self, "_on_error")
@@ -396,7 +397,8 @@ function M.install(Client, internals)
   end
 
   --- Cancels a pending call: its callback will not run.
-  -- @return true when the call was pending
+  -- @return true when the call was pending; false when it is unknown or
+  --   already finished (its callback then runs, or ran)
   function Client:cancel(handle)
     local a = rawget(self, "_async")
     if self._closed or not a then return false end
