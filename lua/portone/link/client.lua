@@ -242,8 +242,8 @@ end
 
 -- Resolves the token for one call: a string, or what a function returns.
 -- A function may return `nil, err` (err passed on if it is an error object),
--- return nil (no Authorization header), or raise (kind transport, its message
--- kept only when it does not contain the token).
+-- return nil (no Authorization header), or raise (kind transport, with its
+-- message: the token is not known then, so a function must not put it there).
 local function resolve_token(self)
   local t = self._token()
   if type(t) ~= "function" then return true, t end
@@ -262,12 +262,22 @@ local function resolve_token(self)
   return true, v
 end
 
--- Removes every occurrence of the token from the error's text fields.
+-- Removes every occurrence of the token from the error's text fields, and
+-- the start of one that the 512-byte cut of `body` left at its end.
 local function scrub(err, token)
   if type(token) ~= "string" or token == "" then return err end
   local pattern = token:gsub("%p", "%%%0")
   for _, k in ipairs({ "message", "body" }) do
-    if type(err[k]) == "string" then err[k] = err[k]:gsub(pattern, "[token]") end
+    local s = err[k]
+    if type(s) == "string" then
+      s = s:gsub(pattern, "[token]")
+      if k == "body" and #s >= protocol.BODY_LIMIT then
+        for n = math.min(#token - 1, #s), 4, -1 do
+          if s:sub(-n) == token:sub(1, n) then s = s:sub(1, -n - 1) .. "[token]"; break end
+        end
+      end
+      err[k] = s
+    end
   end
   return err
 end
