@@ -106,6 +106,11 @@ describe("link.rest", function()
     assert.has_error(function() rest.new{ imp_key = KEY } end)
     assert.has_error(function() rest.new{ imp_key = "", imp_secret = "x", transport = {} } end)
     assert.has_error(function() rest.new{ imp_key = KEY, imp_secret = "a\r\nb", transport = {} } end)
+    for _, ua in ipairs({ "ua\r\nX-Evil: 1", "ua\n", "", 42 }) do
+      assert.has_error(function()
+        rest.new{ imp_key = KEY, imp_secret = SECRET, user_agent = ua, transport = {} }
+      end)
+    end
     assert.has_error(function()
       rest.new{ imp_key = KEY, imp_secret = SECRET, base_url = "http://api.iamport.kr", transport = {} }
     end)
@@ -407,6 +412,11 @@ describe("link.rest", function()
       local _, perr = r:payment("imp_1")
       assert.is_nil(tostring(perr):find(tok, 1, true))
       for _, str in ipairs(strings_in(perr)) do assert.is_nil(str:find(tok, 1, true)) end
+      -- an echo that the 512-byte cut of err.body would split
+      routes["GET *"] = function(req) return 500, ("x"):rep(500) .. header(req, "Authorization") end
+      _, perr = r:payment("imp_1")
+      assert.is_nil(perr.body:find(tok:sub(1, 4), 1, true), perr.body)
+      assert.equal(("x"):rep(500) .. "Bearer ***", perr.body)
     end)
 
     it("are scrubbed from transport messages", function()

@@ -123,7 +123,8 @@ end
 --   an object with `request`/`close`/`sleep`; by default the ngx one inside
 --   nginx, else curl, as for `link.new`); `timeout` (10), `connect_timeout`
 --   (5), `cainfo`, `proxy`, `max_response_bytes` (256 KiB) for a named
---   transport; `user_agent`;
+--   transport; `user_agent` (replaces the default User-Agent; no control
+--   characters);
 --   `include_sandbox` (default true: test-mode payments are found too);
 --   `margin` (seconds before expiry to refresh, default 60); `clock` (a
 --   function returning unix seconds, for tests).
@@ -141,6 +142,11 @@ function M.new(opts)
   end
   local base, berr = check_base_url(opts.base_url or M.DEFAULT_BASE_URL)
   if not base then error("bad argument #1 to 'new' (" .. berr .. ")", 2) end
+  if opts.user_agent ~= nil and (type(opts.user_agent) ~= "string" or opts.user_agent == ""
+      or require("portone.link.protocol").bad_header_value(opts.user_agent)) then
+    error("bad argument #1 to 'new' (user_agent must be a non-empty string without CR, LF "
+      .. "or control characters)", 2)
+  end
   if opts.clock ~= nil and type(opts.clock) ~= "function" then
     error("bad argument #1 to 'new' (clock must be a function)", 2)
   end
@@ -203,7 +209,8 @@ function Rest:_call(method, path, headers, body, what)
   local status, rbody = self.transport:request(method, self.base_url .. path, headers, body)
   if not status then return nil, transport_error(self, rbody, what) end
   local t = type(rbody) == "string" and decode(rbody) or nil
-  local cut = scrub(self, errors.cut(rbody))
+  -- scrub, then cut: a cut first could leave the start of an echoed secret
+  local cut = errors.cut(scrub(self, rbody))
   if status == 401 then
     return nil, errors.new("auth", what .. ": unauthorized", { status = status, body = cut }), status
   end
