@@ -46,7 +46,7 @@ describe("core.multi_new", function()
   before_each(function() sb:reset() end)
 
   it("runs transfers concurrently and reuses connections", function()
-    sb:latency(50)
+    sb:latency(100)
     local m = core.multi_new({ max_concurrent = 8 })
     local ids = {}
     for i = 1, 24 do
@@ -61,8 +61,9 @@ describe("core.multi_new", function()
       assert.truthy(c.body:find("shortenedUrl", 1, true))
       assert.equal("table", type(c.headers))
     end
-    -- 24 transfers of 50 ms, 8 at a time: 3 rounds (~150 ms), not 24 x 50.
-    assert.is_true(took < 0.9, "took " .. took)
+    -- 24 transfers of 100 ms, 8 at a time: 3 rounds (~0.3 s), not 24 x 100
+    -- (2.4 s); the bound leaves room for a loaded machine.
+    assert.is_true(took < 1.8, "took " .. took)
     assert.equal(8, m:connections())
     assert.equal(8, sb:stats().connections)
     -- a second batch goes over the same connections
@@ -89,7 +90,7 @@ describe("core.multi_new", function()
   end)
 
   it("perform(0) never waits", function()
-    sb:latency(300)
+    sb:latency(1000)
     local m = core.multi_new()
     m:add("POST", sb.url .. API, JSON, helper.create_body())
     local t0 = now()
@@ -98,12 +99,13 @@ describe("core.multi_new", function()
       assert.equal(0, #list)
       assert.equal(1, running)
     end
-    assert.is_true(now() - t0 < 0.1)
-    -- perform(timeout) waits at most about timeout
+    -- well under the 1 s answer (slack for a loaded machine)
+    assert.is_true(now() - t0 < 0.5)
+    -- perform(timeout) waits about timeout, not for the answer
     t0 = now()
     local list = m:perform(50)
     assert.equal(0, #list)
-    assert.is_true(now() - t0 < 0.25)
+    assert.is_true(now() - t0 < 0.6)
     m:close()
   end)
 
@@ -313,7 +315,7 @@ describe("client async calls", function()
   end)
 
   it("runs many calls concurrently without blocking the loop", function()
-    sb:latency(100)
+    sb:latency(300)
     local c = client({ max_concurrent = 10 })
     local done = 0
     for i = 1, 20 do
@@ -331,8 +333,9 @@ describe("client async calls", function()
     end
     local took = now() - t0
     assert.equal(20, done)
-    assert.is_true(longest < 0.05, "poll(0) blocked for " .. longest)
-    assert.is_true(took < 1.0, "took " .. took)  -- 2 rounds of 100 ms, not 20
+    -- bounds well under the 300 ms answers, with slack for a loaded machine
+    assert.is_true(longest < 0.2, "poll(0) blocked for " .. longest)
+    assert.is_true(took < 3.0, "took " .. took)  -- 2 rounds of 300 ms (0.6 s), not 20 (6 s)
     assert.is_true(sb:stats().connections <= 10)
     c:close()
   end)
@@ -384,14 +387,19 @@ describe("client async calls", function()
     local got
     c:create_async(request(), function(res, err) got = { res = res, err = err } end)
     local t0 = now()
-    local running = c:poll(200)         -- first attempt fails, retry in 1 s
-    assert.equal(1, running)
+    -- poll until the first attempt's 503 is in and its retry waits on the
+    -- timer (white box: the engine's retry heap), however slow the machine
+    local deadline = now() + 5
+    while not c._async.engine.timers[1] do
+      assert(now() < deadline, "the retry was never scheduled")
+      assert.equal(1, c:poll(50))
+    end
     assert.is_nil(got)
     local t = c:timeout()
     assert.is_true(t > 500 and t <= 1000, "timeout " .. t)
     local p0 = now()
     assert.equal(1, c:poll(0))
-    assert.is_true(now() - p0 < 0.05)
+    assert.is_true(now() - p0 < 0.3)    -- does not sleep until the 1 s timer
     run(c)
     assert.is_true(now() - t0 >= 0.95)
     assert.equal(200, got.res.status)

@@ -341,8 +341,9 @@ describe("link.rest and the webhook example inside nginx", function()
       assert.equal("normal", r.webhook)
       local hooks = deliveries(imp_uid, 1)
       assert.equal(200, hooks[1].status)
-      -- parse + one getToken + one lookup on loopback: well under a second
-      assert.is_true(hooks[1].ms < 1000, "answered in " .. hooks[1].ms .. " ms")
+      -- parse + one getToken + one lookup on loopback: well under the 30 s
+      -- the sandbox waits (a loose bound: a loaded machine is slow too)
+      assert.is_true(hooks[1].ms < 3000, "answered in " .. hooks[1].ms .. " ms")
       local s = store(req.merchant_uid)
       assert.equal(10000, s.amount)
       assert.equal(imp_uid, s.paid)

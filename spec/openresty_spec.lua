@@ -208,8 +208,8 @@ describe("client inside nginx (ngx cosocket transport)", function()
     lazy_setup(function() sb = helper.start() end)
     lazy_teardown(function() if sb then sb:stop() end end)
 
-    it("create_many over ngx.thread: 10 links at 100 ms latency, 5 at a time, in ~0.2 s", function()
-      assert(sb:latency(100))
+    it("create_many over ngx.thread: 10 links at 200 ms latency, 5 at a time, in ~0.4 s", function()
+      assert(sb:latency(200))
       local c = ngx_client(sb.url, {})
       local reqs = {}
       for i = 1, 10 do reqs[i] = cases.request() end
@@ -219,7 +219,8 @@ describe("client inside nginx (ngx cosocket transport)", function()
       assert.equal(10, #results)
       for i, r in ipairs(results) do assert.truthy(r.res and r.res.id, "result " .. i) end
       assert.equal(10, assert(sb:stats()).creates)
-      assert.is_true(elapsed < 0.6, "took " .. elapsed .. " s: the calls did not overlap")
+      -- one at a time would take 2 s; the bound leaves room for a loaded machine
+      assert.is_true(elapsed < 1.4, "took " .. elapsed .. " s: the calls did not overlap")
       c:close()
     end)
   end)
@@ -284,12 +285,13 @@ describe("client inside nginx (ngx cosocket transport)", function()
       assert.equal("ok\n", get_text("/t/phase/log"))
       assert.equal("ok\n", get_text("/t/phase/header_filter"))
       -- the log phase runs after the answer was sent
-      local text
-      for _ = 1, 50 do
+      local socket = require "socket"
+      local text, deadline = nil, socket.gettime() + 5
+      repeat
         text = get_text("/t/phase?name=log")
         if not text:find("nothing recorded", 1, true) then break end
-        require("socket").sleep(0.02)
-      end
+        socket.sleep(0.02)
+      until socket.gettime() > deadline
       check(text, "log")
       check(get_text("/t/phase?name=header_filter"), "header_filter")
     end)
