@@ -286,7 +286,8 @@ describe("client inside nginx (ngx cosocket transport)", function()
       assert.equal("ok\n", get_text("/t/phase/header_filter"))
       -- the log phase runs after the answer was sent
       local socket = require "socket"
-      local text, deadline = nil, socket.gettime() + 5
+      local text
+      local deadline = socket.gettime() + 5
       repeat
         text = get_text("/t/phase?name=log")
         if not text:find("nothing recorded", 1, true) then break end

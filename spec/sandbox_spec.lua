@@ -493,7 +493,8 @@ describe("sandbox", function()
       sh("kill -INT -- -" .. pid)
       assert.is_true(gone(port, prefix))
       -- the command writes its last line after the wrapper is done
-      local text, deadline = "", socket.gettime() + 5
+      local text
+      local deadline = socket.gettime() + 5
       repeat
         text = io.open(out):read("*a")
         if text:find("sandbox stopped", 1, true) then break end
