@@ -307,6 +307,20 @@ describe("link.rest", function()
       assert.equal("timeout", err.kind)
       assert.equal(28, err.curl_code)
       assert.is_true(err.retryable)
+      -- what a retry cannot fix says so (the retry policy's rules)
+      t.request = function()
+        return nil, { kind = "transport", message = "response too large", too_large = true }
+      end
+      p, err = r:payment("imp_1")
+      assert.is_nil(p)
+      assert.equal("transport", err.kind)
+      assert.is_false(err.retryable)
+      t.request = function()
+        return nil, { kind = "transport", message = "no cosockets here", sent = false, permanent = true }
+      end
+      p, err = r:payment("imp_1")
+      assert.is_nil(p)
+      assert.is_false(err.retryable)
     end)
   end)
 

@@ -19,6 +19,8 @@
 --
 -- @module portone.link.rest
 local errors = require "portone.link.errors"
+local protocol = require "portone.link.protocol"
+local retry = require "portone.link.retry"
 
 local M = {}
 
@@ -143,7 +145,7 @@ function M.new(opts)
   local base, berr = check_base_url(opts.base_url or M.DEFAULT_BASE_URL)
   if not base then error("bad argument #1 to 'new' (" .. berr .. ")", 2) end
   if opts.user_agent ~= nil and (type(opts.user_agent) ~= "string" or opts.user_agent == ""
-      or require("portone.link.protocol").bad_header_value(opts.user_agent)) then
+      or protocol.bad_header_value(opts.user_agent)) then
     error("bad argument #1 to 'new' (user_agent must be a non-empty string without CR, LF "
       .. "or control characters)", 2)
   end
@@ -191,14 +193,19 @@ local function scrub(self, s)
   return s
 end
 
+-- `retryable` as `portone.link.retry` says for an idempotent call (these are
+-- a token fetch and a GET; the client itself does not retry them).
 local function transport_error(self, info, what)
-  local kind = info and info.kind == "timeout" and "timeout" or "transport"
-  local msg = what .. ": " .. tostring(scrub(self, info and info.message or "request failed"))
-  return errors.new(kind, msg, {
-    curl_code = info and info.curl_code,
-    retryable = true,
-    too_large = info and info.too_large or nil,
-  })
+  local err = protocol.transport_error(info)
+  err.message = what .. ": " .. tostring(scrub(self, err.message))
+  err.retryable = retry.retryable("lookup", err)
+  return err
+end
+
+local function http_error(what, status, message, fields)
+  local err = errors.new("http", what .. ": HTTP " .. status .. (message and (": " .. message) or ""), fields)
+  err.retryable = retry.retryable("lookup", err)
+  return err
 end
 
 -- Sends one request; returns the decoded envelope's `response`, or nil, err.
@@ -216,8 +223,7 @@ function Rest:_call(method, path, headers, body, what)
   end
   if type(t) ~= "table" then
     if status < 200 or status > 299 then
-      return nil, errors.new("http", what .. ": HTTP " .. status, { status = status, body = cut,
-        retryable = status >= 500 or status == 429 }), status
+      return nil, http_error(what, status, nil, { status = status, body = cut }), status
     end
     return nil, errors.new("decode", what .. ": the answer is not a JSON object",
       { status = status, body = cut }), status
@@ -225,8 +231,7 @@ function Rest:_call(method, path, headers, body, what)
   local code = tonumber(t.code)
   local message = type(t.message) == "string" and scrub(self, t.message) or nil
   if status < 200 or status > 299 then
-    return nil, errors.new("http", what .. ": HTTP " .. status .. (message and (": " .. message) or ""),
-      { status = status, code = code, body = cut, retryable = status >= 500 or status == 429 }), status
+    return nil, http_error(what, status, message, { status = status, code = code, body = cut }), status
   end
   if code ~= 0 then
     return nil, errors.new("api", what .. ": " .. (message or "non-zero code"),

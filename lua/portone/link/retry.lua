@@ -35,7 +35,9 @@ M.DEFAULTS = { retries = 2, base = 0.25, cap = 8, retry_after_max = 30 }
 local PERMANENT_CURL = { [1] = true, [3] = true, [58] = true, [59] = true, [60] = true,
                          [77] = true, [83] = true, [90] = true }
 
---- True when `err` from operation `op` ("create" or "deactivate") may be retried.
+--- True when `err` from operation `op` may be retried: `"create"` is the one
+-- call that is not idempotent; any other name (`"deactivate"`, a REST
+-- lookup) gets the idempotent rules.
 function M.retryable(op, err)
   local kind = err.kind
   if kind == "transport" or kind == "timeout" then
