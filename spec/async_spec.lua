@@ -590,3 +590,103 @@ describe("client async calls", function()
     c:close()
   end)
 end)
+
+-- C review: a finalizer can run inside perform while it builds the result
+-- tables (they allocate). It must not free or recycle the transfer being
+-- reported. The transfers fail fast (a closed loopback port), so no server.
+describe("core.multi_new and finalizers during perform", function()
+  local make = newproxy and function(f)           -- LuaJIT / 5.1
+    local p = newproxy(true)
+    getmetatable(p).__gc = f
+    return p
+  end or function(f) return setmetatable({}, { __gc = f }) end
+
+  local function closed_port()
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    return "http://127.0.0.1:" .. port .. "/x"
+  end
+
+  -- Rounds of N failing transfers, with garbage whose finalizer calls act(m)
+  -- when it runs while perform is reporting (info().done > 0 is seen only
+  -- then) and otherwise leaves new garbage behind, so that every GC cycle
+  -- has a finalizer to run. Stops after a few hits; check(m, seen, ids)
+  -- after each round that had one.
+  local function rounds(act, check)
+    local N, url, hits = 256, closed_port(), 0
+    pcall(collectgarbage, "incremental")
+    local pause = collectgarbage("setpause", 0)        -- GC steps all the time
+    local stepmul = collectgarbage("setstepmul", 1000)
+    local deadline = now() + 30
+    while hits < 2 and now() < deadline do
+      local m = core.multi_new({ max_concurrent = N })
+      local ids, seen, twice, other, hit = {}, {}, 0, 0, false
+      local state = {}
+      for i = 1, N do ids[i] = m:add("POST", url, JSON, "{}") end
+      local fin
+      fin = function()
+        local ok, info = pcall(m.info, m)
+        if not ok or info.closed or hit then return end
+        if info.done > 0 then
+          hits, hit = hits + 1, true
+          pcall(act, m, state)
+        else
+          make(fin)
+        end
+      end
+      for _ = 1, 20 do make(fin) end
+      local running = 1
+      while running > 0 and now() < deadline do
+        local list
+        list, running = m:perform(100)
+        for _, c in ipairs(list) do
+          if seen[c.id] then twice = twice + 1 end
+          seen[c.id] = true
+          if not (c.err and c.err.kind == "transport") then other = other + 1 end
+        end
+      end
+      assert.equal(0, twice, "a completion reported twice")
+      assert.equal(0, other, "a completion that is not a transport error")
+      if hit then check(m, seen, ids, state) end
+      m:close()
+    end
+    collectgarbage("setpause", pause)
+    collectgarbage("setstepmul", stepmul)
+    collectgarbage()
+    assert.is_true(hits > 0, "no finalizer ran while perform reported")
+  end
+
+  it("close from a finalizer frees the handle after perform is done with it", function()
+    rounds(function(m) m:close() end, function(m)
+      local list, running = m:perform(0)
+      assert.same({}, list)
+      assert.equal(0, running)
+      assert.is_true(m:info().closed)
+      assert.has_error(function() m:add("GET", "http://127.0.0.1:1/") end)
+    end)
+  end)
+
+  it("a nested perform reports nothing and loses nothing", function()
+    local nested = 0
+    rounds(function(m)
+      local list = m:perform(0)
+      nested = nested + #list
+    end, function(_, seen, ids)
+      for _, id in ipairs(ids) do assert.is_true(seen[id]) end
+    end)
+    assert.equal(0, nested)
+  end)
+
+  it("cancel leaves the transfer being reported alone", function()
+    rounds(function(m, state)
+      state.cancelled = {}
+      for id = 1, 256 do state.cancelled[id] = m:cancel(id) end
+    end, function(_, seen, ids, state)
+      -- each transfer is either cancelled (never reported) or reported
+      for _, id in ipairs(ids) do
+        assert.is_true(seen[id] ~= (state.cancelled[id] == true), "transfer " .. id)
+      end
+    end)
+  end)
+end)

@@ -1001,7 +1001,7 @@ void plink_codec_open(lua_State *L)
 {
     static const luaL_Reg none[] = {{NULL, NULL}};
     int k, i, n = 0;
-    plink_setmeta(L, CODEC_MT, none, codec_gc);
+    plink_setmeta(L, CODEC_MT, none, codec_gc, NULL);   /* never handed out */
     codec_newbufs(L);                        /* shared by both functions */
     lua_newtable(L);                         /* field names, by number */
     for (k = 0; k < PLINK_NSCHEMAS; k++) {

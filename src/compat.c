@@ -28,7 +28,7 @@ int plink_tointeger53(lua_State *L, int i, long long *out)
 }
 
 void plink_setmeta(lua_State *L, const char *name, const luaL_Reg *l,
-                   lua_CFunction gc)
+                   lua_CFunction gc, lua_CFunction close)
 {
     luaL_newmetatable(L, name);
     lua_pushvalue(L, -1);
@@ -37,8 +37,12 @@ void plink_setmeta(lua_State *L, const char *name, const luaL_Reg *l,
     lua_pushcfunction(L, gc);
     lua_setfield(L, -2, "__gc");
 #if LUA_VERSION_NUM >= 504
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__close");
+    if (close) {
+        lua_pushcfunction(L, close);
+        lua_setfield(L, -2, "__close");
+    }
+#else
+    (void)close;
 #endif
     lua_pop(L, 1);
 }

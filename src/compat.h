@@ -35,9 +35,11 @@
  * inf, out-of-range). */
 int plink_tointeger53(lua_State *L, int i, long long *out);
 
-/* Sets fields on the metatable at the top of the stack: __index = itself,
- * methods from l, plus __gc (and __close on 5.4) pointing at gc. */
+/* Makes the metatable `name`: __index = itself, methods from l, __gc = gc
+ * and, on 5.4, __close = close (none when close is NULL). A handle's
+ * __close is its close method, which may run while the handle is in use (a
+ * finalizer, or a to-be-closed variable in one); __gc never does. */
 void plink_setmeta(lua_State *L, const char *name, const luaL_Reg *l,
-                   lua_CFunction gc);
+                   lua_CFunction gc, lua_CFunction close);
 
 #endif

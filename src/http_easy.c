@@ -181,7 +181,7 @@ static const luaL_Reg http_methods_reg[] = {
 
 void plink_http_easy_open(lua_State *L)
 {
-    plink_setmeta(L, HTTP_MT, http_methods_reg, http_close);
+    plink_setmeta(L, HTTP_MT, http_methods_reg, http_close, http_close);
     lua_pushcfunction(L, http_new);
     lua_setfield(L, -2, "http_new");
     lua_pushcfunction(L, http_sleep);

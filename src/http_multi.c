@@ -39,6 +39,13 @@
  * a Lua error (out of memory while building results) leaves nothing
  * orphaned: __gc frees all four lists. A finished transfer moves to `done`
  * before its result table is built and is recycled only after.
+ *
+ * Re-entrancy: building the results allocates, so a GC step may run a
+ * finalizer that uses this handle while perform still reads a transfer. For
+ * that span (`reporting`, a protected call so an error cannot leave it set)
+ * close only marks the handle closed and perform frees it when done (then
+ * reporting nothing), a nested perform reports nothing, and cancel leaves
+ * the transfer being reported alone.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +82,7 @@ typedef struct {
     CURLM *multi;
     CURL *tmpl;                   /* template with the constant options */
     int closed;
+    int reporting;                /* perform is building results */
     int max_concurrent;
     size_t max_bytes;
     lua_Integer next_id;
@@ -376,6 +384,23 @@ static void multi_push_result(lua_State *L, xfer *x)
     lua_setfield(L, -2, "headers");
 }
 
+/* multi_report(m, completions), under lua_pcall: one table per done
+ * transfer, each recycled only after its table is built. Stops when a
+ * finalizer closed the handle (the transfers are still there: close waits
+ * for `reporting` to end). */
+static int multi_report(lua_State *L)
+{
+    multi_handle *m = (multi_handle *)lua_touserdata(L, 1);
+    int n = 0;
+    while (!m->closed && m->lists[X_DONE].head) {
+        xfer *x = m->lists[X_DONE].head;
+        multi_push_result(L, x);
+        lua_rawseti(L, 2, ++n);
+        xfer_recycle(m, x);
+    }
+    return 0;
+}
+
 /* m:perform([timeout_ms]): runs the transfers until at least one finishes,
  * none is left, or timeout_ms passed (0: one non-blocking step). */
 static int multi_perform(lua_State *L)
@@ -383,12 +408,14 @@ static int multi_perform(lua_State *L)
     multi_handle *m = multi_check(L);
     lua_Number t = luaL_optnumber(L, 2, 0);
     double deadline;
-    int still, n = 0;
+    int still;
 
     luaL_argcheck(L, t >= 0, 2, "timeout must be >= 0 ms");
-    lua_newtable(L);
-    if (m->closed) {
-        lua_pushinteger(L, 0);
+    lua_settop(L, 2);
+    lua_newtable(L);                               /* 3: completions */
+    if (m->closed || m->reporting) {     /* reporting: called by a finalizer */
+        lua_pushinteger(L, m->closed ? 0 : (lua_Integer)(m->lists[X_QUEUED].n
+                                                         + m->lists[X_RUNNING].n));
         return 2;
     }
     if (t > 86400000.0)
@@ -416,12 +443,23 @@ static int multi_perform(lua_State *L)
         curl_multi_perform(m->multi, &still);
         multi_collect(m);
     }
-    /* Results: each transfer is recycled only after its table is built. */
-    while (m->lists[X_DONE].head) {
-        xfer *x = m->lists[X_DONE].head;
-        multi_push_result(L, x);
-        lua_rawseti(L, -2, ++n);
-        xfer_recycle(m, x);
+    if (m->lists[X_DONE].head) {
+        int rc;
+        lua_pushcfunction(L, multi_report);
+        lua_pushvalue(L, 1);
+        lua_pushvalue(L, 3);
+        m->reporting = 1;
+        rc = lua_pcall(L, 2, 0, 0);
+        m->reporting = 0;
+        if (m->closed)                   /* by a finalizer, while reporting */
+            multi_free(m);
+        if (rc != LUA_OK)
+            return lua_error(L);
+        if (m->closed) {                 /* close cancels what it interrupted */
+            lua_newtable(L);
+            lua_pushinteger(L, 0);
+            return 2;
+        }
     }
     lua_pushinteger(L, (lua_Integer)(m->lists[X_QUEUED].n + m->lists[X_RUNNING].n));
     return 2;
@@ -485,6 +523,8 @@ static int multi_cancel(lua_State *L)
             for (x = m->lists[i].head; x; x = x->next) {
                 if (x->id != id)
                     continue;
+                if (m->reporting && x == m->lists[X_DONE].head)
+                    goto reported;               /* being reported right now */
                 if (i == X_RUNNING)
                     curl_multi_remove_handle(m->multi, x->easy);
                 xfer_recycle(m, x);
@@ -493,6 +533,7 @@ static int multi_cancel(lua_State *L)
             }
         }
     }
+reported:
     lua_pushboolean(L, 0);
     return 1;
 }
@@ -525,11 +566,20 @@ static int multi_connections(lua_State *L)
     return 1;
 }
 
+/* close and __close: while perform reports, it frees the handle itself. */
 static int multi_close(lua_State *L)
 {
     multi_handle *m = multi_check(L);
-    if (!m->closed)
+    m->closed = 1;
+    if (!m->reporting)
         multi_free(m);
+    return 0;
+}
+
+/* __gc: nothing can be using the handle any more. */
+static int multi_gc(lua_State *L)
+{
+    multi_free(multi_check(L));
     return 0;
 }
 
@@ -562,7 +612,7 @@ static int multi_monotonic(lua_State *L)
 
 void plink_http_multi_open(lua_State *L)
 {
-    plink_setmeta(L, MULTI_MT, multi_methods, multi_close);
+    plink_setmeta(L, MULTI_MT, multi_methods, multi_gc, multi_close);
     lua_pushcfunction(L, multi_new);
     lua_setfield(L, -2, "multi_new");
     lua_pushcfunction(L, multi_monotonic);
