@@ -120,3 +120,67 @@ describe("link client misc over curl", function()
     a:close(); b:close()
   end)
 end)
+
+-- C review: a finalizer can run inside h:request while it builds the result
+-- (body string, header table). Closing the handle there, or making a nested
+-- request on it, must not free or overwrite what is being read.
+describe("core.http_new and finalizers during request", function()
+  local core = require "portone.link.core"
+  local make = newproxy and function(f)           -- LuaJIT / 5.1
+    local p = newproxy(true)
+    getmetatable(p).__gc = f
+    return p
+  end or function(f) return setmetatable({}, { __gc = f }) end
+  local sb
+  lazy_setup(function() sb = helper.start() end)
+  lazy_teardown(function() if sb then sb:stop() end end)
+
+  -- Requests with garbage whose finalizer calls act(h) when it runs inside
+  -- h:request (only the result building allocates there) and otherwise
+  -- leaves new garbage behind, until that happened a few times.
+  local function rounds(act)
+    local hits, inside, h = 0, false, nil
+    local fin
+    fin = function()
+      if not inside then return make(fin) end
+      if hits < 100 then hits = hits + 1; pcall(act, h) end
+    end
+    pcall(collectgarbage, "incremental")
+    local pause = collectgarbage("setpause", 0)
+    local stepmul = collectgarbage("setstepmul", 1000)
+    local deadline = os.time() + 30
+    for _ = 1, 20 do make(fin) end
+    while hits < 3 and os.time() < deadline do
+      h = core.http_new({})
+      local before, url = hits, sb.url .. "/__sandbox/stats"
+      inside = true
+      local status, body, headers = h:request("GET", url)
+      inside = false
+      assert(status == 200 and type(body) == "string" and type(headers) == "table")
+      assert(headers["content-type"], "headers were read")
+      if hits > before then make(fin) end
+      h:close()
+    end
+    collectgarbage("setpause", pause)
+    collectgarbage("setstepmul", stepmul)
+    collectgarbage()
+    assert.is_true(hits > 0, "no finalizer ran inside request")
+  end
+
+  it("close from a finalizer frees the handle once request is done with it", function()
+    local after
+    rounds(function(h)
+      h:close()
+      after = { h:request("GET", sb.url .. "/__sandbox/stats") }
+    end)
+    assert.is_nil(after[1])
+    assert.equal("transport", after[2].kind)
+  end)
+
+  it("a nested request on the same handle is refused", function()
+    local nested
+    rounds(function(h) nested = { h:request("GET", sb.url .. "/__sandbox/stats") } end)
+    assert.is_nil(nested[1])
+    assert.truthy(nested[2].message:find("in use", 1, true))
+  end)
+end)

@@ -27,6 +27,12 @@
  * (curl_slist) lives only between its build and the end of curl_easy_perform,
  * with no Lua call in between; the response buffers live in the userdata and
  * are freed by __gc / __close / close().
+ *
+ * Re-entrancy: building the result (body string, header table) allocates,
+ * so a GC step may run a finalizer that uses this handle while the header
+ * buffer is being read. For that span (`busy`, a protected call so an error
+ * cannot leave it set) close only marks the handle closed and request frees
+ * it after, and a nested request returns nil, info.
  */
 #include <errno.h>
 #include <string.h>
@@ -39,6 +45,7 @@
 typedef struct {
     CURL *curl;
     int closed;
+    int busy;              /* building a result: see above */
     long connects;         /* sum of CURLINFO_NUM_CONNECTS */
     plink_resp resp;       /* buffers of the current response */
 } http_handle;
@@ -71,6 +78,31 @@ static int http_new(lua_State *L)
     return 1;
 }
 
+static void http_free(http_handle *h)
+{
+    if (h->curl) {
+        curl_easy_cleanup(h->curl);
+        h->curl = NULL;
+    }
+    plink_resp_free(&h->resp);
+    h->closed = 1;
+}
+
+/* http_report(h, curl_code), under lua_pcall: the info table of a failed
+ * transfer (curl_code set) and nil, or the body and header table. */
+static int http_report(lua_State *L)
+{
+    http_handle *h = (http_handle *)lua_touserdata(L, 1);
+    if (!lua_isnil(L, 2)) {
+        plink_push_curl_info(L, h->curl, (CURLcode)lua_tointeger(L, 2), &h->resp);
+        lua_pushnil(L);
+        return 2;
+    }
+    lua_pushlstring(L, h->resp.body.p ? h->resp.body.p : "", h->resp.body.len);
+    plink_push_headers(L, &h->resp.hdr);
+    return 2;
+}
+
 /* h:request(method, url, headers, body) */
 static int http_request(lua_State *L)
 {
@@ -82,15 +114,18 @@ static int http_request(lua_State *L)
     struct curl_slist *list;
     CURLcode rc;
     long status = 0, nconn = 0;
+    int prc;
 
     nh = plink_http_check_headers(L, 4, 3, "request");
     if (!lua_isnoneornil(L, 5))
         body = luaL_checklstring(L, 5, &body_len);
     if (strpbrk(url, "\r\n \t"))
         return luaL_argerror(L, 3, "URL contains white space or CR/LF");
-    if (h->closed || !h->curl) {
+    if (h->closed || !h->curl || h->busy) {
         lua_pushnil(L);
-        plink_push_info(L, "transport", "the HTTP handle is closed", -1, 0);
+        plink_push_info(L, "transport", h->busy ? "the HTTP handle is in use "
+                        "(a request from a finalizer during a request)"
+                        : "the HTTP handle is closed", -1, 0);
         return 2;
     }
 
@@ -111,18 +146,33 @@ static int http_request(lua_State *L)
         h->connects += nconn;
 
     /* Only Lua-owned memory from here on (buffers live in the userdata). */
-    if (rc != CURLE_OK) {
+    lua_settop(L, 5);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
+    /* Nothing below allocates before the protected call (http_report is
+     * an upvalue), so no finalizer runs before busy is set. */
+    h->busy = 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    if (rc != CURLE_OK)
+        lua_pushinteger(L, (lua_Integer)rc);
+    else
         lua_pushnil(L);
-        plink_push_curl_info(L, h->curl, rc, &h->resp);
+    prc = lua_pcall(L, 2, 2, 0);                /* 6, 7 */
+    h->busy = 0;
+    if (h->closed)                       /* by a finalizer, while busy */
+        http_free(h);
+    else
         plink_resp_reset(&h->resp);
+    if (prc != LUA_OK)
+        return lua_error(L);
+    if (rc != CURLE_OK) {                /* info, nil -> nil, info */
+        lua_insert(L, 6);
         return 2;
     }
-    curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
     lua_pushinteger(L, (lua_Integer)status);
-    lua_pushlstring(L, h->resp.body.p ? h->resp.body.p : "", h->resp.body.len);
-    plink_push_headers(L, &h->resp.hdr);
-    plink_resp_reset(&h->resp);
-    return 3;
+    lua_insert(L, 6);
+    return 3;                            /* status, body, headers */
 }
 
 static int http_connections(lua_State *L)
@@ -132,16 +182,21 @@ static int http_connections(lua_State *L)
     return 1;
 }
 
-/* close, __gc and __close: frees libcurl and the buffers; safe to repeat. */
+/* close and __close: frees libcurl and the buffers (request does it when
+ * it is busy with them); safe to repeat. */
 static int http_close(lua_State *L)
 {
     http_handle *h = http_check(L);
-    if (h->curl) {
-        curl_easy_cleanup(h->curl);
-        h->curl = NULL;
-    }
-    plink_resp_free(&h->resp);
     h->closed = 1;
+    if (!h->busy)
+        http_free(h);
+    return 0;
+}
+
+/* __gc: nothing can be using the handle any more. */
+static int http_gc(lua_State *L)
+{
+    http_free(http_check(L));
     return 0;
 }
 
@@ -172,7 +227,6 @@ static int http_sleep(lua_State *L)
 }
 
 static const luaL_Reg http_methods_reg[] = {
-    { "request", http_request },
     { "connections", http_connections },
     { "close", http_close },
     { "__tostring", http_tostring },
@@ -181,7 +235,12 @@ static const luaL_Reg http_methods_reg[] = {
 
 void plink_http_easy_open(lua_State *L)
 {
-    plink_setmeta(L, HTTP_MT, http_methods_reg, http_close, http_close);
+    plink_setmeta(L, HTTP_MT, http_methods_reg, http_gc, http_close);
+    luaL_getmetatable(L, HTTP_MT);
+    lua_pushcfunction(L, http_report);
+    lua_pushcclosure(L, http_request, 1);
+    lua_setfield(L, -2, "request");
+    lua_pop(L, 1);
     lua_pushcfunction(L, http_new);
     lua_setfield(L, -2, "http_new");
     lua_pushcfunction(L, http_sleep);
