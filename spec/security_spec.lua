@@ -253,3 +253,21 @@ describe("the token", function()
     assert.equal(0, sb:stats().requests)
   end)
 end)
+
+-- C review: libcurl reads URLs as C strings, so a NUL would cut the URL
+-- short (a different host or path than the Lua string names).
+describe("C transports and NUL bytes in URLs", function()
+  it("http_new's request and multi_new's add raise before sending", function()
+    local h, m = core.http_new({}), core.multi_new({})
+    for _, u in ipairs({ "http://127.0.0.1:1/\0x", "http://127.0.0.1\0.example.com/" }) do
+      local ok, msg = pcall(h.request, h, "GET", u)
+      assert.is_false(ok)
+      assert.truthy(tostring(msg):find("NUL", 1, true), msg)
+      ok, msg = pcall(m.add, m, "GET", u)
+      assert.is_false(ok)
+      assert.truthy(tostring(msg):find("NUL", 1, true), msg)
+    end
+    assert.equal(0, m:info().queued)
+    h:close(); m:close()
+  end)
+end)

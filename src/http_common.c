@@ -194,7 +194,7 @@ CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r)
 
 const char *const plink_http_methods[] = { "GET", "POST", "PUT", "DELETE", "PATCH", NULL };
 
-size_t plink_http_check_headers(lua_State *L, int idx, int arg, const char *fname)
+static size_t plink_http_check_headers(lua_State *L, int idx, int arg, const char *fname)
 {
     size_t nh, i;
     if (lua_isnoneornil(L, idx))
@@ -215,6 +215,19 @@ size_t plink_http_check_headers(lua_State *L, int idx, int arg, const char *fnam
         lua_pop(L, 1);
     }
     return nh;
+}
+
+void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r)
+{
+    r->method = luaL_checkoption(L, 2, NULL, plink_http_methods);
+    r->url = luaL_checklstring(L, 3, &r->url_len);
+    if (strlen(r->url) != r->url_len || strpbrk(r->url, "\r\n \t"))
+        luaL_argerror(L, 3, "URL contains white space, CR/LF or NUL");
+    r->body = NULL;
+    r->body_len = 0;
+    if (!lua_isnoneornil(L, 5))
+        r->body = luaL_checklstring(L, 5, &r->body_len);
+    r->nheaders = plink_http_check_headers(L, 4, 3, fname);  /* #3 after self */
 }
 
 struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n,

@@ -12,7 +12,7 @@
  *     response header table (lower-case name -> value, repeats joined ", ").
  *
  * Memory discipline is the callers': nothing here raises a Lua error while it
- * holds memory, except plink_http_opts_read and plink_http_check_headers,
+ * holds memory, except plink_http_opts_read and plink_http_check_request,
  * which run before any allocation.
  */
 #ifndef PLINK_HTTP_COMMON_H
@@ -67,9 +67,24 @@ CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r);
  * POST index 1. */
 extern const char *const plink_http_methods[];
 
-/* Checks the headers array at idx (nil allowed): strings without CR, LF or
- * NUL. Raises like luaL_argerror (argument number arg, function fname). */
-size_t plink_http_check_headers(lua_State *L, int idx, int arg, const char *fname);
+/* The arguments of request/add, checked. The strings stay on the stack. */
+typedef struct {
+    int method;              /* index into plink_http_methods */
+    const char *url;
+    size_t url_len;
+    size_t nheaders;
+    const char *body;        /* NULL: none */
+    size_t body_len;
+} plink_http_req;
+
+/* Checks (self, method, url, headers, body) at 1..5, raising like
+ * luaL_argerror: method one of plink_http_methods; url a string without
+ * white space, CR, LF or NUL (libcurl would stop at a NUL); headers nil or
+ * an array of strings without CR, LF or NUL; body nil or a string. Headers
+ * are checked last: nothing after them runs Lua code (a number converted to
+ * a string allocates, and a finalizer could then change the table) before
+ * plink_http_build_headers reads them. Allocates nothing. */
+void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r);
 
 /* Builds the curl_slist of the (checked) headers at idx plus "Expect:", and
  * for a request with a method but no body (deactivate's PUT) "Content-Type:",

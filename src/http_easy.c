@@ -107,20 +107,13 @@ static int http_report(lua_State *L)
 static int http_request(lua_State *L)
 {
     http_handle *h = http_check(L);
-    int m = luaL_checkoption(L, 2, NULL, plink_http_methods);
-    const char *url = luaL_checkstring(L, 3);
-    const char *body = NULL;
-    size_t body_len = 0, nh;
+    plink_http_req r;
     struct curl_slist *list;
     CURLcode rc;
     long status = 0, nconn = 0;
     int prc;
 
-    nh = plink_http_check_headers(L, 4, 3, "request");
-    if (!lua_isnoneornil(L, 5))
-        body = luaL_checklstring(L, 5, &body_len);
-    if (strpbrk(url, "\r\n \t"))
-        return luaL_argerror(L, 3, "URL contains white space or CR/LF");
+    plink_http_check_request(L, "request", &r);
     if (h->closed || !h->curl || h->busy) {
         lua_pushnil(L);
         plink_push_info(L, "transport", h->busy ? "the HTTP handle is in use "
@@ -130,7 +123,7 @@ static int http_request(lua_State *L)
     }
 
     /* No Lua errors from here until the slist is freed. */
-    list = plink_http_build_headers(L, 4, nh, m != 0 && !body);
+    list = plink_http_build_headers(L, 4, r.nheaders, r.method != 0 && !r.body);
     if (!list) {
         lua_pushnil(L);
         plink_push_info(L, "transport", "out of memory building headers", -1, 0);
@@ -138,7 +131,7 @@ static int http_request(lua_State *L)
     }
     plink_resp_reset(&h->resp);
     /* The body string stays on the Lua stack for the whole transfer. */
-    plink_easy_set_request(h->curl, m, url, list, body, body_len);
+    plink_easy_set_request(h->curl, r.method, r.url, list, r.body, r.body_len);
     rc = curl_easy_perform(h->curl);
     plink_easy_clear_request(h->curl);
     curl_slist_free_all(list);

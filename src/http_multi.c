@@ -311,17 +311,16 @@ static int multi_new(lua_State *L)
 static int multi_add(lua_State *L)
 {
     multi_handle *m = multi_check(L);
-    int method = luaL_checkoption(L, 2, NULL, plink_http_methods);
-    size_t url_len, body_len = 0, nh;
-    const char *url = luaL_checklstring(L, 3, &url_len);
-    const char *body = NULL;
+    plink_http_req r;
+    size_t url_len, body_len;
+    const char *url, *body;
     xfer *x;
 
-    nh = plink_http_check_headers(L, 4, 3, "add");
-    if (!lua_isnoneornil(L, 5))
-        body = luaL_checklstring(L, 5, &body_len);
-    if (strlen(url) != url_len || strpbrk(url, "\r\n \t"))
-        return luaL_argerror(L, 3, "URL contains white space, CR/LF or NUL");
+    plink_http_check_request(L, "add", &r);
+    url = r.url;
+    url_len = r.url_len;
+    body = r.body;
+    body_len = r.body_len;
     if (m->closed)
         return luaL_error(L, "add: the multi handle is closed");
     if (url_len + body_len + 2 < url_len)
@@ -335,7 +334,8 @@ static int multi_add(lua_State *L)
         return luaL_error(L, "add: out of memory");
     }
     x->data = malloc(url_len + body_len + 2);
-    x->headers = x->data ? plink_http_build_headers(L, 4, nh, method != 0 && !body) : NULL;
+    x->headers = x->data ? plink_http_build_headers(L, 4, r.nheaders, r.method != 0 && !body)
+                         : NULL;
     if (!x->data || !x->headers) {
         free(x->data);
         x->data = NULL;
@@ -351,7 +351,7 @@ static int multi_add(lua_State *L)
     x->data[url_len + 1 + body_len] = '\0';
     x->has_body = body != NULL;
     x->body_len = body_len;
-    x->method = method;
+    x->method = r.method;
     x->id = m->next_id++;
     xl_append(m, x, X_QUEUED);
     lua_pushinteger(L, x->id);
