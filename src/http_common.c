@@ -259,24 +259,26 @@ struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n,
     return nl;
 }
 
-void plink_easy_set_request(CURL *c, int method, const char *url,
-                            struct curl_slist *list, const char *body, size_t len)
+CURLcode plink_easy_set_request(CURL *c, int method, const char *url,
+                                struct curl_slist *list, const char *body, size_t len)
 {
     /* Every per-request option is set each time, so nothing leaks from the
-     * previous request on a reused handle. */
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+     * previous request on a reused handle. URL and CUSTOMREQUEST are copied
+     * (they can fail); the others only store a value. */
+    PLINK_SET(CURLOPT_URL, url);
+    PLINK_SET(CURLOPT_HTTPHEADER, list);
+    PLINK_SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
     if (method == 0) {                 /* GET */
-        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+        PLINK_SET(CURLOPT_HTTPGET, 1L);
     } else {
         /* POST, or another method with a (possibly empty) body: PUT without
          * a body sends Content-Length: 0. POSTFIELDS does not copy. */
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+        PLINK_SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        PLINK_SET(CURLOPT_POSTFIELDS, body ? body : "");
         if (method != 1)
-            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, plink_http_methods[method]);
+            PLINK_SET(CURLOPT_CUSTOMREQUEST, plink_http_methods[method]);
     }
+    return CURLE_OK;
 }
 
 void plink_easy_clear_request(CURL *c)

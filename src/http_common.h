@@ -94,9 +94,11 @@ struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n,
                                             int bodyless);
 
 /* Per-request settings; body may be NULL (an empty body for non-GET). The
- * body and list must outlive the transfer. */
-void plink_easy_set_request(CURL *c, int method, const char *url,
-                            struct curl_slist *list, const char *body, size_t len);
+ * body and list must outlive the transfer. Not CURLE_OK when libcurl could
+ * not copy a string (out of memory): the handle is then half set (no URL,
+ * or a PUT that would go out as a POST) and must not run. */
+CURLcode plink_easy_set_request(CURL *c, int method, const char *url,
+                                struct curl_slist *list, const char *body, size_t len);
 /* Drops the per-request pointers (headers, body) from the handle. */
 void plink_easy_clear_request(CURL *c);
 

@@ -111,7 +111,7 @@ static int http_request(lua_State *L)
     struct curl_slist *list;
     CURLcode rc;
     long status = 0, nconn = 0;
-    int prc;
+    int prc, unsent = 0;
 
     plink_http_check_request(L, "request", &r);
     if (h->closed || !h->curl || h->busy) {
@@ -131,12 +131,21 @@ static int http_request(lua_State *L)
     }
     plink_resp_reset(&h->resp);
     /* The body string stays on the Lua stack for the whole transfer. */
-    plink_easy_set_request(h->curl, r.method, r.url, list, r.body, r.body_len);
-    rc = curl_easy_perform(h->curl);
+    rc = plink_easy_set_request(h->curl, r.method, r.url, list, r.body, r.body_len);
+    if (rc == CURLE_OK) {
+        rc = curl_easy_perform(h->curl);
+        if (curl_easy_getinfo(h->curl, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK)
+            h->connects += nconn;
+    } else {
+        unsent = 1;           /* half set: must not run (a PUT as a POST) */
+    }
     plink_easy_clear_request(h->curl);
     curl_slist_free_all(list);
-    if (curl_easy_getinfo(h->curl, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK)
-        h->connects += nconn;
+    if (unsent) {
+        lua_pushnil(L);
+        plink_push_info(L, "transport", curl_easy_strerror(rc), (int)rc, 0);
+        return 2;
+    }
 
     /* Only Lua-owned memory from here on (buffers live in the userdata). */
     lua_settop(L, 5);

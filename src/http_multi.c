@@ -70,6 +70,7 @@ typedef struct xfer {
     int has_body;
     struct curl_slist *headers;
     CURLcode rc;                  /* result, once done */
+    int unsent;                   /* failed before it could be sent */
     plink_resp resp;
 } xfer;
 
@@ -163,6 +164,7 @@ static void xfer_start(multi_handle *m, xfer *x)
         x->easy = curl_easy_duphandle(m->tmpl);
         if (!x->easy) {
             x->rc = CURLE_OUT_OF_MEMORY;
+            x->unsent = 1;
             xl_move(m, x, X_DONE);
             return;
         }
@@ -174,12 +176,19 @@ static void xfer_start(multi_handle *m, xfer *x)
     }
     curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)x);
     plink_resp_reset(&x->resp);
-    plink_easy_set_request(x->easy, x->method, x->data, x->headers,
-                           x->has_body ? x->data + strlen(x->data) + 1 : NULL,
-                           x->body_len);
+    x->unsent = 0;
+    x->rc = plink_easy_set_request(x->easy, x->method, x->data, x->headers,
+                                   x->has_body ? x->data + strlen(x->data) + 1 : NULL,
+                                   x->body_len);
+    if (x->rc != CURLE_OK) {            /* half set: must not run */
+        x->unsent = 1;
+        xl_move(m, x, X_DONE);
+        return;
+    }
     mc = curl_multi_add_handle(m->multi, x->easy);
     if (mc != CURLM_OK) {
         x->rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+        x->unsent = 1;
         xl_move(m, x, X_DONE);
         return;
     }
@@ -365,10 +374,10 @@ static void multi_push_result(lua_State *L, xfer *x)
     lua_pushinteger(L, x->id);
     lua_setfield(L, -2, "id");
     if (x->rc != CURLE_OK) {
-        if (x->easy)
-            plink_push_curl_info(L, x->easy, x->rc, &x->resp);
-        else
+        if (x->unsent)
             plink_push_info(L, "transport", curl_easy_strerror(x->rc), (int)x->rc, 0);
+        else
+            plink_push_curl_info(L, x->easy, x->rc, &x->resp);
         lua_setfield(L, -2, "err");
         return;
     }
