@@ -12,18 +12,12 @@
 
 #if LUA_VERSION_NUM < 502
 /* 5.1 / LuaJIT */
-#define plink_rawlen(L, i)          lua_objlen((L), (i))
+#define plink_rawlen(L, i)          lua_objlen((L), (i))    /* tables only */
 #define plink_setfuncs(L, l)        luaL_register((L), NULL, (l))
-#define plink_newlib(L, l)          (lua_newtable(L), luaL_register((L), NULL, (l)))
-#define plink_getuservalue(L, i)    lua_getfenv((L), (i))
-#define plink_setuservalue(L, i)    lua_setfenv((L), (i))
 #define LUA_OK 0
 #else
 #define plink_rawlen(L, i)          lua_rawlen((L), (i))
 #define plink_setfuncs(L, l)        luaL_setfuncs((L), (l), 0)
-#define plink_newlib(L, l)          luaL_newlib((L), (l))
-#define plink_getuservalue(L, i)    lua_getuservalue((L), (i))
-#define plink_setuservalue(L, i)    lua_setuservalue((L), (i))
 #endif
 
 /* lua_newuserdata is fine on every version we build for (5.4 keeps it as a
