@@ -8,6 +8,9 @@
  * interpreter itself keeps it out of the children.
  *
  *   sanlua SCRIPT [ARGS...]   runs SCRIPT with the global arg set as lua.c does
+ *
+ * Like lua.c it puts the collector in generational mode, so the specs see
+ * the same finalizer timing here as under the stock lua5.4.
  */
 #include <stdio.h>
 #include <lua.h>
@@ -33,6 +36,7 @@ int main(int argc, char **argv)
     if (L == NULL)
         return 1;
     luaL_openlibs(L);
+    lua_gc(L, LUA_GCGEN, 0, 0);         /* the collector mode lua.c (5.4) runs */
     lua_createtable(L, argc, 2);
     for (i = 0; i < argc; i++) {
         lua_pushstring(L, argv[i]);
