@@ -52,6 +52,7 @@ build = {
     ["portone.link.retry"] = "lua/portone/link/retry.lua",
     ["portone.link.transport.curl"] = "lua/portone/link/transport/curl.lua",
     ["portone.link.transport.ngx"] = "lua/portone/link/transport/ngx.lua",
+    ["portone.link.transports"] = "lua/portone/link/transports.lua",
     ["portone.link.webhook"] = "lua/portone/link/webhook.lua",
     ["portone.sandbox.bridge"] = "lua/portone/sandbox/bridge.lua",
     ["portone.sandbox"] = "lua/portone/sandbox/init.lua",

@@ -244,3 +244,26 @@ describe("retry.delay", function()
     assert.is_true(e.retryable)
   end)
 end)
+
+describe("transports.check_base_url (shared by link.new and link.rest.new)", function()
+  local transports = require "portone.link.transports"
+  it("keeps https and loopback http, drops trailing slashes", function()
+    assert.equal("https://api.iamport.co", transports.check_base_url("https://api.iamport.co/"))
+    assert.equal("http://127.0.0.1:8080", transports.check_base_url("http://127.0.0.1:8080"))
+    assert.equal("http://[::1]:1", transports.check_base_url("http://[::1]:1"))
+  end)
+  it("refuses plain http elsewhere unless insecure, and a path unless allowed", function()
+    local ok, why = transports.check_base_url("http://example.com")
+    assert.is_nil(ok)
+    assert.matches("plain http", why, 1, true)
+    assert.equal("http://example.com", transports.check_base_url("http://example.com", { insecure = true }))
+    assert.is_nil((transports.check_base_url("https://x.test/v1")))
+    assert.equal("https://x.test/v1", transports.check_base_url("https://x.test/v1/", { path = true }))
+  end)
+  it("refuses user info, queries, bad ports and other schemes", function()
+    for _, u in ipairs({ "https://u:p@x.test", "https://x.test/?a=1", "https://x.test:8x",
+                         "ftp://x.test", "x.test", "https://" }) do
+      assert.is_nil((transports.check_base_url(u, { path = true })), u)
+    end
+  end)
+end)

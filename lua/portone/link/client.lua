@@ -23,6 +23,7 @@ local core = require "portone.link.core"
 local errors = require "portone.link.errors"
 local protocol = require "portone.link.protocol"
 local retry = require "portone.link.retry"
+local transports = require "portone.link.transports"
 
 local M = {}
 
@@ -50,20 +51,6 @@ M.DEFAULTS = {
   retry_after_max = retry.DEFAULTS.retry_after_max,
 }
 
--- Transports by name. Adding one is one line here; "ngx" is picked by default
--- inside nginx once transport/ngx.lua exists.
-local TRANSPORTS = {
-  curl = "portone.link.transport.curl",
-  ngx = "portone.link.transport.ngx",
-}
-
-local function default_transport()
-  -- luacheck: globals ngx
-  -- inside nginx always ngx: in a phase without cosockets it fails with a clear error, never blocks
-  if select(3, require("portone.link.transport.ngx").available()) ~= false then return "ngx" end
-  return "curl"
-end
-
 local function lua_version()
   local v = "Lua/" .. (_VERSION:match("%d+%.%d+") or "?")
   if type(jit) == "table" and jit.version then -- luacheck: ignore jit
@@ -88,31 +75,14 @@ local KNOWN = {
   retry_after_max = "number", max_concurrent = "number",
 }
 
-local function is_loopback(host)
-  host = host:lower()
-  return host == "localhost" or host == "[::1]"
-    or host:find("^127%.%d+%.%d+%.%d+$") ~= nil
-end
-
--- Splits and checks base_url: scheme http(s), a host, no user info, no query.
+-- Checks base_url (see portone.link.transports): raises naming the option.
 local function check_base_url(url, insecure)
-  local scheme, authority, path = url:match("^(%a[%w+.-]*)://([^/?#]*)(.*)$")
-  if not scheme then opt_error("base_url", "must be an absolute http(s) URL") end
-  scheme = scheme:lower()
-  if scheme ~= "https" and scheme ~= "http" then
-    opt_error("base_url", "must use https (got " .. scheme .. "://)")
+  local ok, why = transports.check_base_url(url, { insecure = insecure, path = true })
+  if not ok and why:find("plain http", 1, true) then
+    why = why .. ", or set insecure_http = true to send payment data unencrypted"
   end
-  if authority:find("@", 1, true) then opt_error("base_url", "must not carry user info") end
-  local host = authority:match("^(%[[%x:.]+%])") or authority:match("^([^:]+)")
-  if not host or host == "" then opt_error("base_url", "has no host") end
-  local port = authority:sub(#host + 1)
-  if port ~= "" and not port:find("^:%d+$") then opt_error("base_url", "has a bad port") end
-  if path:find("[?#%s%c]") then opt_error("base_url", "must not carry a query, fragment or spaces") end
-  if scheme == "http" and not is_loopback(host) and insecure ~= true then
-    opt_error("base_url", "is plain http to a non-loopback host; use https, or set "
-      .. "insecure_http = true to send payment data unencrypted")
-  end
-  return scheme .. "://" .. authority .. path:gsub("/+$", "")
+  if not ok then opt_error("base_url", why) end
+  return ok
 end
 
 local function check_opts(opts)
@@ -153,7 +123,7 @@ local function check_opts(opts)
   for _, k in ipairs({ "cainfo", "proxy" }) do
     if opts[k] and opts[k]:find("[%z\r\n]") then opt_error(k, "must contain no CR, LF or NUL") end
   end
-  if type(opts.transport) == "string" and not TRANSPORTS[opts.transport] then
+  if type(opts.transport) == "string" and not transports.MODULES[opts.transport] then
     opt_error("transport", "must be one of: curl, ngx")
   end
   if type(opts.transport) == "table" and type(opts.transport.request) ~= "function" then
@@ -214,10 +184,8 @@ function M.new(opts)
   for k, v in pairs(opts) do o[k] = v end
   o.base_url = check_base_url(o.base_url, o.insecure_http)
 
-  local transport = o.transport or default_transport()
-  if type(transport) == "string" then
-    transport = require(TRANSPORTS[transport]).new(o)
-  end
+  local transport = o.transport
+  if type(transport) ~= "table" then transport = transports.open(transport, o) end
   local self = setmetatable({}, Client)
   -- Private state lives in a closure-free table keyed off the client, so that
   -- pairs(client) / inspect(client) shows no token.

@@ -21,6 +21,7 @@
 local errors = require "portone.link.errors"
 local protocol = require "portone.link.protocol"
 local retry = require "portone.link.retry"
+local transports = require "portone.link.transports"
 
 local M = {}
 
@@ -66,47 +67,18 @@ local function jstr(s)
   end) .. '"'
 end
 
-local function is_loopback(host)
-  return host == "localhost" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil or host == "[::1]"
-end
-
--- https, or plain http to loopback only (the sandbox); no path, query or userinfo.
-local function check_base_url(url)
-  local scheme, host = url:match("^(https?)://([^/?#@]+)/*$")
-  if not scheme then return nil, "base_url must be scheme://host[:port] with no path" end
-  local hostname = host:match("^(%[[^%]]+%])") or host:match("^([^:]+)")
-  if scheme == "http" and not is_loopback(hostname) then
-    return nil, "base_url must be https (plain http only to loopback)"
-  end
-  return (url:gsub("/+$", ""))
-end
-
-local TRANSPORTS = {
-  curl = "portone.link.transport.curl",
-  ngx = "portone.link.transport.ngx",
-}
-
--- As the link client decides: inside nginx always the cosocket transport (in a
--- phase without cosockets it fails with a clear error instead of blocking the
--- worker), elsewhere libcurl.
-local function default_transport_name()
-  if select(3, require("portone.link.transport.ngx").available()) ~= false then return "ngx" end
-  return "curl"
-end
-
 local function make_transport(opts)
   local t = opts.transport
   if type(t) == "table" then return t end
-  local name = t or default_transport_name()
-  local mod = TRANSPORTS[name]
-  if not mod then error("bad argument #1 to 'new' (unknown transport '" .. tostring(name) .. "')", 3) end
-  return require(mod).new({
+  local tr = transports.open(t, {
     timeout = opts.timeout or 10,
     connect_timeout = opts.connect_timeout or 5,
     cainfo = opts.cainfo,
     proxy = opts.proxy,
     max_response_bytes = opts.max_response_bytes or 256 * 1024,
   })
+  if not tr then error("bad argument #1 to 'new' (unknown transport '" .. tostring(t) .. "')", 3) end
+  return tr
 end
 
 -- An ngx.semaphore for waiting light threads; made by the first waiter, in a
@@ -142,8 +114,8 @@ function M.new(opts)
   if opts.imp_key:find("[%c]") or opts.imp_secret:find("[%c]") then
     error("bad argument #1 to 'new' (imp_key and imp_secret must not contain control characters)", 2)
   end
-  local base, berr = check_base_url(opts.base_url or M.DEFAULT_BASE_URL)
-  if not base then error("bad argument #1 to 'new' (" .. berr .. ")", 2) end
+  local base, berr = transports.check_base_url(opts.base_url or M.DEFAULT_BASE_URL)
+  if not base then error("bad argument #1 to 'new' (base_url " .. berr .. ")", 2) end
   if opts.user_agent ~= nil and (type(opts.user_agent) ~= "string" or opts.user_agent == ""
       or protocol.bad_header_value(opts.user_agent)) then
     error("bad argument #1 to 'new' (user_agent must be a non-empty string without CR, LF "
@@ -421,5 +393,4 @@ function Rest:close()
 end
 
 M.Rest = Rest
-M._check_base_url = check_base_url
 return M

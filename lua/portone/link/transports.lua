@@ -1,0 +1,61 @@
+--- What `link.new` and `link.rest.new` share about transports: the names,
+-- the default choice, and the rule for a base URL.
+-- @module portone.link.transports
+local M = {}
+
+--- Transport modules by name. Adding a transport is one line here.
+M.MODULES = {
+  curl = "portone.link.transport.curl",
+  ngx = "portone.link.transport.ngx",
+}
+
+--- The default transport: inside nginx always `"ngx"` (in a phase without
+-- cosockets it fails with a clear error instead of blocking the worker),
+-- elsewhere `"curl"`.
+function M.default_name()
+  if select(3, require("portone.link.transport.ngx").available()) ~= false then return "ngx" end
+  return "curl"
+end
+
+--- Opens the transport `name` (default: `default_name()`) with `opts`.
+-- @return the transport, or nil when there is no transport by that name
+function M.open(name, opts)
+  local mod = M.MODULES[name or M.default_name()]
+  return mod and require(mod).new(opts)
+end
+
+--- True for the loopback hosts plain http may go to: `localhost`,
+-- `127.x.x.x`, `[::1]`.
+function M.is_loopback(host)
+  host = host:lower()
+  return host == "localhost" or host == "[::1]"
+    or host:find("^127%.%d+%.%d+%.%d+$") ~= nil
+end
+
+--- Checks a base URL: http(s), a host, an optional port, no user info, query
+-- or fragment; plain http only to loopback unless `o.insecure`; a path only
+-- with `o.path`. Trailing slashes are dropped.
+-- @return the URL, or nil and what is wrong with it ("must use https ...")
+function M.check_base_url(url, o)
+  o = o or {}
+  local scheme, authority, path = url:match("^(%a[%w+.-]*)://([^/?#]*)(.*)$")
+  if not scheme then return nil, "must be an absolute http(s) URL" end
+  scheme = scheme:lower()
+  if scheme ~= "https" and scheme ~= "http" then
+    return nil, "must use https (got " .. scheme .. "://)"
+  end
+  if authority:find("@", 1, true) then return nil, "must not carry user info" end
+  local host = authority:match("^(%[[%x:.]+%])") or authority:match("^([^:]+)")
+  if not host or host == "" then return nil, "has no host" end
+  local port = authority:sub(#host + 1)
+  if port ~= "" and not port:find("^:%d+$") then return nil, "has a bad port" end
+  if path:find("[?#%s%c]") then return nil, "must not carry a query, fragment or spaces" end
+  path = path:gsub("/+$", "")
+  if path ~= "" and not o.path then return nil, "must be scheme://host[:port] with no path" end
+  if scheme == "http" and not M.is_loopback(host) and o.insecure ~= true then
+    return nil, "is plain http to a non-loopback host; use https"
+  end
+  return scheme .. "://" .. authority .. path
+end
+
+return M
