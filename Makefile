@@ -72,7 +72,7 @@ bench: bench-encode
 
 bench-encode: deps
 	@$(MAKE) -s build
-	@LUA_PATH='$(LUA54_PATH)' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/encode.lua
+	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/encode.lua
 
 clean:
 	rm -rf build

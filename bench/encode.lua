@@ -3,35 +3,21 @@
 -- outer object; no validation at all). Both run in one process, on the same
 -- request, for about the same time; prints ops/s and the ratio.
 --
---   make bench-encode     (or: lua5.4 bench/encode.lua [seconds])
+--   make bench-encode
+--   (or: LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" lua5.4 bench/encode.lua [seconds])
 local link = require "portone.link"
 local cjson = require "cjson"
+local requests = require "helpers.requests" -- spec/ is on LUA_PATH (make bench-encode)
 
 local SECONDS = tonumber(arg and arg[1]) or 2.0
-local NOW = 1634320416
+local NOW = requests.DOCS_NOW
 
-local req = {
-  title = "테스트가맹점",
-  user_code = "imp68124833",
-  amount = 10000,
-  merchant_uid = "mid_1634320416",
-  name = "테스트 결제",
-  currency = "KRW",
-  buyer_name = "홍길동",
-  buyer_tel = "010-1234-5678",
-  buyer_email = "buyer@example.com",
-  custom_data = { order = 1042, items = { "A-1", "B-2" }, gift = false },
-  notice_url = "https://example.com/portone/webhook",
-  pay_methods = {
-    { pg = "INIpayTest", pay_method = "card", label = "신용/체크카드" },
-    { pg = "INIpayTest", pay_method = "naverpay", label = "네이버페이" },
-    { pg = "INIpayTest", pay_method = "kakaopay", label = "카카오페이" },
-    { pg = "INIpayTest", pay_method = "phone", label = "핸드폰 소액결제" },
-    { pg = "INIpayTest", pay_method = "trans", label = "계좌이체" },
-    { pg = "INIpayTest", pay_method = "vbank", label = "가상계좌" },
-  },
-  expired_at = 1634324016,
-}
+-- The docs' example plus the optional fields a real order carries.
+local req = requests.docs_example()
+req.buyer_name = "홍길동"
+req.buyer_email = "buyer@example.com"
+req.custom_data = { order = 1042, items = { "A-1", "B-2" }, gift = false }
+req.notice_url = "https://example.com/portone/webhook"
 local opts = { now = NOW }
 
 local function with_cjson(r)

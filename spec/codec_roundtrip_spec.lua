@@ -5,6 +5,7 @@
 -- as a float (DESIGN §6), so numbers are compared with ==, not math.type.
 local link = require "portone.link"
 local cjson = require "cjson"
+local requests = require "helpers.requests"
 
 -- deep equality; numbers by value
 local function deq(a, b)
@@ -39,25 +40,8 @@ local function open_body(body)
 end
 
 describe("the docs' example request", function()
-  local req = {
-    title = "테스트가맹점",
-    user_code = "imp68124833",
-    amount = 10000,
-    merchant_uid = "mid_1634320416",
-    name = "테스트 결제",
-    currency = "KRW",
-    buyer_tel = "010-1234-5678",
-    pay_methods = {
-      { pg = "INIpayTest", pay_method = "card", label = "신용/체크카드" },
-      { pg = "INIpayTest", pay_method = "naverpay", label = "네이버페이" },
-      { pg = "INIpayTest", pay_method = "kakaopay", label = "카카오페이" },
-      { pg = "INIpayTest", pay_method = "phone", label = "핸드폰 소액결제" },
-      { pg = "INIpayTest", pay_method = "trans", label = "계좌이체" },
-      { pg = "INIpayTest", pay_method = "vbank", label = "가상계좌" },
-    },
-    expired_at = 1634324016,
-  }
-  local opts = { now = 1634320416 }
+  local req = requests.docs_example()
+  local opts = { now = requests.DOCS_NOW }
 
   it("validates", function()
     assert.is_true(link.validate(req, opts))

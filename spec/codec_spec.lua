@@ -2,25 +2,11 @@
 -- request that passes and one that fails with the right field and code.
 local link = require "portone.link"
 local cjson = require "cjson"
+local requests = require "helpers.requests"
 
 local NOW = 1700000000
 
-local function base()
-  return {
-    title = "테스트가맹점",
-    user_code = "imp68124833",
-    amount = 10000,
-    merchant_uid = "order_1042",
-    name = "주문명:결제테스트",
-    currency = "KRW",
-    buyer_tel = "010-1234-5678",
-    pay_methods = {
-      { pg = "INIpayTest", pay_method = "card", label = "신용/체크카드" },
-      { pg = "INIpayTest", pay_method = "naverpay", label = "네이버페이" },
-    },
-    expired_at = NOW + 3600,
-  }
-end
+local function base() return requests.base(NOW) end
 
 -- Each case: description, function that changes the base request.
 local passes = {

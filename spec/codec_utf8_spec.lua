@@ -3,24 +3,14 @@
 -- the path of the field that holds them.
 local link = require "portone.link"
 local cjson = require "cjson"
+local requests = require "helpers.requests"
 
 local NOW = 1700000000
 
 local function base()
-  return {
-    title = "테스트가맹점",
-    user_code = "imp68124833",
-    amount = 10000,
-    merchant_uid = "order_1",
-    name = "상품",
-    currency = "KRW",
-    buyer_tel = "010-1234-5678",
-    pay_methods = {
-      { pg = "INIpayTest", pay_method = "card", label = "신용/체크카드" },
-      { pg = "INIpayTest", pay_method = "trans", label = "계좌이체" },
-    },
-    expired_at = NOW + 60,
-  }
+  local r = requests.base(NOW)
+  r.pay_methods[2] = { pg = "INIpayTest", pay_method = "trans", label = "계좌이체" }
+  return r
 end
 
 local function info_of(r)
