@@ -1,6 +1,7 @@
 -- Async transfers: the C multi transport (core.multi_new) and the client's
 -- create_async / deactivate_async / poll, against the sandbox with latency
 -- and faults. Runs under Lua 5.4 and LuaJIT.
+local cases = require "helpers.cases"
 local helper = require "helpers.sandbox"
 local core = require "portone.link.core"
 local link = require "portone.link"
@@ -29,14 +30,7 @@ local function drain(m, limit)
 end
 
 local function request(over)
-  local r = {
-    title = "Async test", user_code = "imp12345678", amount = 10000,
-    merchant_uid = "order-1", name = "Item", currency = "KRW", buyer_tel = "010-1234-5678",
-    expired_at = os.time() + 3600,
-    pay_methods = { { pg = "INIpayTest", pay_method = "card", label = "Card" } },
-  }
-  for k, v in pairs(over or {}) do r[k] = v end
-  return r
+  return cases.request(cases.merge({ title = "Async test", merchant_uid = "order-1" }, over))
 end
 
 describe("core.multi_new", function()

@@ -1,18 +1,13 @@
 -- client:create_many against the sandbox: order, invalid requests, progress,
 -- concurrency, retries and faults. Runs under Lua 5.4 and LuaJIT.
+local cases = require "helpers.cases"
 local helper = require "helpers.sandbox"
 local link = require "portone.link"
 local socket = require "socket"
 
 local function request(i, over)
-  local r = {
-    title = "Bulk " .. i, user_code = "imp12345678", amount = 1000 + i,
-    merchant_uid = "bulk-" .. i, name = "Item", currency = "KRW",
-    buyer_tel = "010-1234-5678", expired_at = os.time() + 3600,
-    pay_methods = { { pg = "INIpayTest", pay_method = "card", label = "Card" } },
-  }
-  for k, v in pairs(over or {}) do r[k] = v end
-  return r
+  local mine = { title = "Bulk " .. i, amount = 1000 + i, merchant_uid = "bulk-" .. i }
+  return cases.request(cases.merge(mine, over))
 end
 
 describe("client:create_many", function()
