@@ -213,12 +213,15 @@ describe("core.multi_new", function()
 
   it("is freed by the garbage collector with transfers in flight", function()
     sb:latency(200)
+    local alive = setmetatable({}, { __mode = "k" })
     for _ = 1, 5 do
       local m = core.multi_new()
       for _ = 1, 4 do m:add("POST", sb.url .. API, JSON, helper.create_body()) end
       m:perform(0)
+      alive[m] = true
     end
     collectgarbage(); collectgarbage()
+    assert.is_nil(next(alive))          -- every handle was collected (its __gc ran)
   end)
 
   it("checks its arguments before it allocates", function()
@@ -556,12 +559,18 @@ describe("client async calls", function()
 
   it("is freed by the garbage collector with calls in flight", function()
     sb:latency(200)
+    local alive, called = setmetatable({}, { __mode = "k" }), 0
     for _ = 1, 3 do
       local c = client()
-      for i = 1, 4 do c:create_async(request({ merchant_uid = "g" .. i }), function() end) end
+      for i = 1, 4 do
+        c:create_async(request({ merchant_uid = "g" .. i }), function() called = called + 1 end)
+      end
       c:poll(0)
+      alive[c] = true
     end
     collectgarbage(); collectgarbage()
+    assert.is_nil(next(alive))          -- the clients were collected
+    assert.equal(0, called)             -- and no callback ran for them
   end)
 
   it("exposes timeout() and fds() for external loops", function()
