@@ -45,4 +45,26 @@ describe("fuzz regressions", function()
     assert.is_nil(ok)
     assert.equal("expired", err.errors[1].code)
   end)
+
+  -- fuzz/codec, base64 P+dn5+fn5xMTExMTExMTExMTExPuExMTExMTExPuExMTExMTExMliuco52/6
+  -- gADHVQAA5+fn5+fn5+fn5+fn5+dn5+fn52xvYXQ= : expire_at = math.mininteger with
+  -- now = -2^63. The out-of-range expiry was clamped to -2^53, found to be
+  -- "after now", and sent as -9007199254740992. Out of range is now an error
+  -- on either side.
+  it("codec: an expiry below -(2^53) is a range error, never a clamped value", function()
+    local tiny = { -2 ^ 63, -2 ^ 60 }
+    if math.mininteger then tiny[#tiny + 1] = math.mininteger end -- luacheck: ignore 143
+    for _, v in ipairs(tiny) do
+      for _, name in ipairs({ "expired_at", "expire_at" }) do
+        local req = request()
+        req.expired_at = nil
+        req[name] = v
+        local ok, list = core.validate(req, -2 ^ 63)
+        assert.is_false(ok)
+        assert.equal(name, list[1].field)
+        assert.equal("range", list[1].code)
+        assert.is_nil((core.encode(req, -2 ^ 63)))
+      end
+    end
+  end)
 end)

@@ -391,9 +391,13 @@ static void codec_expiry(codec *c, int idx)
             codec_err(c, "type", "must be whole unix seconds, got %f", lua_tonumber(L, idx));
             return;
         }
-        if (rc == NUM_RANGE && v > 0) {
-            codec_err(c, "range", "must be at most %s (year 9999)",
-                      codec_lld(a, sizeof a, CODEC_MAX_EXPIRY));
+        /* v is clamped when out of range: never compare or send it. */
+        if (rc == NUM_RANGE) {
+            if (v > 0)
+                codec_err(c, "range", "must be at most %s (year 9999)",
+                          codec_lld(a, sizeof a, CODEC_MAX_EXPIRY));
+            else
+                codec_err(c, "range", "must be unix seconds above -(2^53)");
             return;
         }
     } else if (t == LUA_TSTRING) {
