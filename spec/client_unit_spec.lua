@@ -11,10 +11,26 @@ local cfg = {
 }
 
 describe("protocol.link_id", function()
-  it("takes the last path segment of a URL", function()
+  it("takes the id of a URL on the link host", function()
     assert.equal("4bdf239e", protocol.link_id("https://impay.link/4bdf239e"))
-    assert.equal("4bdf239e", protocol.link_id("https://impay.link/a/4bdf239e/"))
-    assert.equal("ab_C-9", protocol.link_id("http://impay.link/ab_C-9?x=1#f"))
+    assert.equal("4bdf239e", protocol.link_id("https://IMPAY.link/4bdf239e/"))
+    assert.equal("ab_C-9", protocol.link_id("http://impay.link/ab_C-9"))
+    local hosts = protocol.link_hosts("http://127.0.0.1:8080")
+    assert.equal("x1", protocol.link_id("http://127.0.0.1:8080/x1", hosts))
+    assert.is_nil(protocol.link_hosts("https://api.iamport.co")["api.iamport.co"])
+  end)
+  it("deactivate(url): another host, dot segments, escapes and odd authorities are bad_id", function()
+    local hosts = protocol.link_hosts("http://127.0.0.1:8080")
+    for _, bad in ipairs({ "https://evil.example/4bdf239e", "https://impay.link.evil/4bdf239e",
+        "https://impay.link/x/../4bdf239e", "https://impay.link/a/4bdf239e",
+        "https://impay.link\\@evil/4bdf239e", "https://evil@impay.link/4bdf239e",
+        "https:///4bdf239e", "https://impay.link/4bdf239e?x=1", "https://impay.link/4bdf239e#f",
+        "https://impay.link/%34bdf239e", "ftp://impay.link/4bdf239e", "//impay.link/4bdf239e",
+        "https://127.0.0.1:9999/x1", "https://api.iamport.co/x1" }) do
+      local id, err = protocol.link_id(bad, hosts)
+      assert.is_nil(id, bad)
+      assert.equal("bad_id", err.errors[1].code, bad)
+    end
   end)
   it("accepts a bare id", function()
     assert.equal("abc", protocol.link_id("abc"))

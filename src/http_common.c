@@ -50,7 +50,21 @@ void plink_resp_reset(plink_resp *r)
     plink_hbuf_clear(&r->hdr);
     r->too_large = 0;
     r->oom = 0;
+    r->hdr_too_large = 0;
+    r->sends = 0;
+    r->capped = 0;
     r->errbuf[0] = '\0';
+}
+
+int plink_http_check_sends(lua_State *L, int idx)
+{
+    long long v = 0;
+    if (lua_isnoneornil(L, idx))
+        return PLINK_HTTP_SENDS_DEFAULT;
+    if (lua_type(L, idx) != LUA_TNUMBER || !plink_tointeger53(L, idx, &v) ||
+        v < 1 || v > PLINK_HTTP_SENDS_MAX)
+        luaL_argerror(L, idx, "max_sends must be an integer in [1, 6]");
+    return (int)v;
 }
 
 void plink_resp_free(plink_resp *r)
@@ -84,13 +98,33 @@ static size_t plink_on_header(char *ptr, size_t size, size_t nmemb, void *ud)
      * CONNECT): keep only the headers of the last one. */
     if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0)
         r->hdr.len = 0;
-    if (r->hdr.len + n > PLINK_HTTP_HEADER_MAX)
+    if (r->hdr.len + n > PLINK_HTTP_HEADER_MAX) {
+        r->hdr_too_large = 1;
         return 0; /* libcurl caps headers too; this is a second fence */
+    }
     if (!plink_hbuf_add(&r->hdr, ptr, n)) {
         r->oom = 1;
         return 0;
     }
     return n;
+}
+
+/* Called once per send, after the connection is up and before the request
+ * goes out, also for libcurl's own re-send of a request whose reused
+ * keep-alive connection died before any response byte (Curl_retry_request:
+ * up to 5 of them, one per dead pooled connection). Refusing the send here
+ * is what makes the bound on sends exact for every method, with or without
+ * a body: a rewind-refusing seek callback would miss bodyless requests. */
+static int plink_on_prereq(void *ud, char *peer_ip, char *local_ip,
+                           int peer_port, int local_port)
+{
+    plink_resp *r = ud;
+    if (r->sends >= r->max_sends) {
+        r->capped = 1;
+        return CURL_PREREQFUNC_ABORT;   /* CURLE_ABORTED_BY_CALLBACK */
+    }
+    r->sends++;
+    return CURL_PREREQFUNC_OK;
 }
 
 /* ---- options ----------------------------------------------------------- */
@@ -179,6 +213,8 @@ CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r)
     PLINK_SET(CURLOPT_WRITEDATA, r);
     PLINK_SET(CURLOPT_HEADERFUNCTION, plink_on_header);
     PLINK_SET(CURLOPT_HEADERDATA, r);
+    PLINK_SET(CURLOPT_PREREQFUNCTION, plink_on_prereq);
+    PLINK_SET(CURLOPT_PREREQDATA, r);
     /* cainfo replaces libcurl's default bundle, like `curl --cacert`. */
     if (o->cainfo)
         PLINK_SET(CURLOPT_CAINFO, o->cainfo);
@@ -289,46 +325,9 @@ void plink_easy_clear_request(CURL *c)
 
 /* ---- results ----------------------------------------------------------- */
 
-static int plink_unsent_code(CURLcode c)
-{
-    switch (c) {
-    case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_URL_MALFORMAT:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-int plink_http_unsent(CURL *c, CURLcode rc)
-{
-    if (plink_unsent_code(rc))
-        return 1;
-    if (rc == CURLE_OPERATION_TIMEDOUT) {
-        /* A timeout before the request went out (connect, TLS) is as
-         * unsent as a refused connection. */
-        curl_off_t pre = 0;
-        long reqsize = 0;
-        curl_easy_getinfo(c, CURLINFO_PRETRANSFER_TIME_T, &pre);
-        curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &reqsize);
-        return !(pre > 0 || reqsize > 0);
-    }
-    return 0;
-}
-
 void plink_push_info(lua_State *L, const char *kind, const char *msg, int code, int sent)
 {
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushstring(L, kind);
     lua_setfield(L, -2, "kind");
     lua_pushstring(L, msg);
@@ -341,24 +340,59 @@ void plink_push_info(lua_State *L, const char *kind, const char *msg, int code, 
     lua_setfield(L, -2, "sent");
 }
 
+static void plink_set_sends(lua_State *L, int sends)
+{
+    lua_pushinteger(L, sends);
+    lua_setfield(L, -2, "sends");
+}
+
 void plink_push_curl_info(lua_State *L, CURL *c, CURLcode rc, const plink_resp *r)
 {
-    char msg[CURL_ERROR_SIZE + 64];
-    if (r->too_large) {
-        snprintf(msg, sizeof msg, "response body larger than %lu bytes",
-                 (unsigned long)r->max_bytes);
+    char msg[CURL_ERROR_SIZE + 160];
+    /* The prereq callback sees every send: none means the request never
+     * left (DNS, connect, TLS, a timeout before it), whatever rc says. */
+    int sent = r->sends > 0;
+    (void)c;
+    if (r->too_large || r->hdr_too_large) {
+        if (r->too_large)
+            snprintf(msg, sizeof msg, "response body larger than %lu bytes",
+                     (unsigned long)r->max_bytes);
+        else
+            snprintf(msg, sizeof msg, "response headers larger than %d bytes",
+                     PLINK_HTTP_HEADER_MAX);
         plink_push_info(L, "transport", msg, (int)rc, 1);
         lua_pushboolean(L, 1);
         lua_setfield(L, -2, "too_large");
+        plink_set_sends(L, r->sends);
+        return;
+    }
+    if (r->capped) {
+        snprintf(msg, sizeof msg, "the connection closed before any response after "
+                 "the request was sent %d time%s (a reused keep-alive connection "
+                 "died); not sent again", r->sends, r->sends == 1 ? "" : "s");
+        plink_push_info(L, "transport", msg, (int)rc, 1);
+        plink_set_sends(L, r->sends);
         return;
     }
     if (r->oom) {
-        plink_push_info(L, "transport", "out of memory reading the response", (int)rc, 1);
+        plink_push_info(L, "transport", "out of memory reading the response", (int)rc, sent);
+        plink_set_sends(L, r->sends);
+        return;
+    }
+    if (rc == CURLE_OUT_OF_MEMORY && strstr(r->errbuf, "header")) {
+        /* libcurl refuses one header line over 100 KB with CURLE_OUT_OF_MEMORY
+         * ("Avoided giant realloc for header"): say what it is. */
+        snprintf(msg, sizeof msg, "response header too large (%s)", r->errbuf);
+        plink_push_info(L, "transport", msg, (int)rc, sent);
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "too_large");
+        plink_set_sends(L, r->sends);
         return;
     }
     snprintf(msg, sizeof msg, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
     plink_push_info(L, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "transport",
-                    msg, (int)rc, !plink_http_unsent(c, rc));
+                    msg, (int)rc, sent);
+    plink_set_sends(L, r->sends);
 }
 
 void plink_push_headers(lua_State *L, const plink_hbuf *hdr)

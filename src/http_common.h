@@ -24,6 +24,13 @@
 
 #define PLINK_HTTP_DEFAULT_MAX (1024 * 1024)   /* response body cap, bytes */
 #define PLINK_HTTP_HEADER_MAX (256 * 1024)     /* response header cap, bytes */
+#define PLINK_HTTP_SENDS_DEFAULT 2             /* sends per request unless told */
+#define PLINK_HTTP_SENDS_MAX 6                 /* libcurl's own limit (1 + 5) */
+
+/* CURLOPT_PREREQFUNCTION (7.80) is what bounds libcurl's silent re-sends. */
+#if LIBCURL_VERSION_NUM < 0x075000
+#error "portone-link needs libcurl 7.80 or later (CURLOPT_PREREQFUNCTION)"
+#endif
 
 typedef struct {
     char *p;
@@ -35,6 +42,10 @@ typedef struct {
     size_t max_bytes;      /* body cap */
     int too_large;         /* the write callback hit the cap */
     int oom;               /* a buffer could not grow */
+    int hdr_too_large;     /* the header callback hit PLINK_HTTP_HEADER_MAX */
+    int sends;             /* times the request went out (libcurl re-sends) */
+    int max_sends;         /* the prereq callback refuses the send after it */
+    int capped;            /* a send was refused: max_sends reached */
     plink_hbuf body;
     plink_hbuf hdr;         /* header lines of the last response */
     char errbuf[CURL_ERROR_SIZE];
@@ -53,6 +64,9 @@ void plink_hbuf_free(plink_hbuf *b);
 void plink_hbuf_clear(plink_hbuf *b);      /* keeps small buffers for reuse */
 
 void plink_resp_reset(plink_resp *r);    /* before a request */
+/* Reads the optional max_sends argument at idx (nil: the default), raising
+ * like luaL_argerror; allocates nothing. */
+int plink_http_check_sends(lua_State *L, int idx);
 void plink_resp_free(plink_resp *r);
 
 /* Reads the options table at idx (nil = defaults). Raises, naming fname, on a
@@ -102,11 +116,9 @@ CURLcode plink_easy_set_request(CURL *c, int method, const char *url,
 /* Drops the per-request pointers (headers, body) from the handle. */
 void plink_easy_clear_request(CURL *c);
 
-/* Transport failures that surely happened before the request left. */
-int plink_http_unsent(CURL *c, CURLcode rc);
-
 /* Pushes the info table for a failed transfer: {kind, message, curl_code,
- * sent[, too_large]} from rc and the response state. */
+ * sent, sends[, too_large]} from rc and the response state. `sent` is
+ * whether the request went out at all (sends > 0). */
 void plink_push_curl_info(lua_State *L, CURL *c, CURLcode rc, const plink_resp *r);
 /* Pushes an info table made by hand (code < 0: no curl_code). */
 void plink_push_info(lua_State *L, const char *kind, const char *msg, int code, int sent);

@@ -3,8 +3,8 @@
  *   local h = core.http_new{ timeout = s, connect_timeout = s, cainfo = path,
  *                            proxy = url, max_response_bytes = n,
  *                            user_agent = str }
- *   h:request(method, url, headers, body) --> status, body, resp_headers
- *                                         --> nil, info
+ *   h:request(method, url, headers, body[, max_sends])
+ *       --> status, body, resp_headers, sends  |  nil, info (info.sends)
  *   h:connections()  --> connections libcurl opened so far (sum of NUM_CONNECTS)
  *   h:close()        --> frees the curl handle; later requests return nil, info
  *   core.sleep(seconds)   nanosleep, for the retry back-off of the curl transport
@@ -15,9 +15,9 @@
  *
  * libcurl re-sends a request by itself when a *reused* connection dies before
  * any response byte arrives (Curl_retry_request, any method, up to 5 times).
- * A create is therefore at-least-once in that one window; PortOne refuses a
- * second payment for the same merchant_uid, so no double charge follows. The
- * Lua layer must never add a retry of its own on top of that for a create.
+ * The prereq callback (http_common.c) counts every send and refuses the one
+ * after max_sends (default 2), so a request goes out at most max_sends
+ * times; `sends` reports how many times it did.
  *
  * The HTTP settings, callbacks and result tables are shared with the multi
  * transport (http_common.c), so both speak HTTP the same way.
@@ -111,9 +111,11 @@ static int http_request(lua_State *L)
     struct curl_slist *list;
     CURLcode rc;
     long status = 0, nconn = 0;
-    int prc, unsent = 0;
+    int sends;
+    int prc, unsent = 0, max_sends;
 
     plink_http_check_request(L, "request", &r);
+    max_sends = plink_http_check_sends(L, 6);
     if (h->closed || !h->curl || h->busy) {
         lua_pushnil(L);
         plink_push_info(L, "transport", h->busy ? "the HTTP handle is in use "
@@ -130,6 +132,7 @@ static int http_request(lua_State *L)
         return 2;
     }
     plink_resp_reset(&h->resp);
+    h->resp.max_sends = max_sends;
     /* The body string stays on the Lua stack for the whole transfer. */
     rc = plink_easy_set_request(h->curl, r.method, r.url, list, r.body, r.body_len);
     if (rc == CURLE_OK) {
@@ -146,6 +149,7 @@ static int http_request(lua_State *L)
         plink_push_info(L, "transport", curl_easy_strerror(rc), (int)rc, 0);
         return 2;
     }
+    sends = h->resp.sends;
 
     /* Only Lua-owned memory from here on (buffers live in the userdata). */
     lua_settop(L, 5);
@@ -174,7 +178,8 @@ static int http_request(lua_State *L)
     }
     lua_pushinteger(L, (lua_Integer)status);
     lua_insert(L, 6);
-    return 3;                            /* status, body, headers */
+    lua_pushinteger(L, sends);
+    return 4;                            /* status, body, headers, sends */
 }
 
 static int http_connections(lua_State *L)

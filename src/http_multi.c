@@ -4,10 +4,13 @@
  *   local m = core.multi_new{ max_concurrent = n, timeout = s,
  *       connect_timeout = s, cainfo = path, proxy = url,
  *       max_response_bytes = n, user_agent = str }
- *   m:add(method, url, headers, body) --> id (an integer, never reused)
+ *   m:add(method, url, headers, body[, max_sends]) --> id (never reused)
  *   m:perform(timeout_ms)             --> completions, running
- *       completions: array of {id =, status =, body =, headers =}
+ *       completions: array of {id =, status =, body =, headers =, sends =}
  *                          or {id =, err = info}   (info as http_easy's)
+ *       sends: times the request went out (libcurl re-sends one whose
+ *       reused connection died, once per dead pooled connection; the
+ *       prereq callback stops it at max_sends, default 2)
  *       running: transfers added and not yet reported (queued + in flight)
  *   m:timeout()      --> ms until libcurl wants perform again (-1: only on
  *                        socket activity; 0: now)
@@ -71,6 +74,7 @@ typedef struct xfer {
     struct curl_slist *headers;
     CURLcode rc;                  /* result, once done */
     int unsent;                   /* failed before it could be sent */
+    int max_sends;
     plink_resp resp;
 } xfer;
 
@@ -172,10 +176,12 @@ static void xfer_start(multi_handle *m, xfer *x)
         curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->resp.errbuf);
         curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, &x->resp);
         curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, &x->resp);
+        curl_easy_setopt(x->easy, CURLOPT_PREREQDATA, &x->resp);
         x->resp.max_bytes = m->max_bytes;
     }
     curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)x);
     plink_resp_reset(&x->resp);
+    x->resp.max_sends = x->max_sends;
     x->unsent = 0;
     x->rc = plink_easy_set_request(x->easy, x->method, x->data, x->headers,
                                    x->has_body ? x->data + strlen(x->data) + 1 : NULL,
@@ -306,6 +312,7 @@ static int multi_new(lua_State *L)
     curl_easy_setopt(m->tmpl, CURLOPT_ERRORBUFFER, (char *)NULL);
     curl_easy_setopt(m->tmpl, CURLOPT_WRITEDATA, (void *)NULL);
     curl_easy_setopt(m->tmpl, CURLOPT_HEADERDATA, (void *)NULL);
+    curl_easy_setopt(m->tmpl, CURLOPT_PREREQDATA, (void *)NULL);
     if (rc != CURLE_OK)
         return luaL_error(L, "multi_new: libcurl refused an option: %s",
                           curl_easy_strerror(rc));
@@ -324,8 +331,10 @@ static int multi_add(lua_State *L)
     size_t url_len, body_len;
     const char *url, *body;
     xfer *x;
+    int max_sends;
 
     plink_http_check_request(L, "add", &r);
+    max_sends = plink_http_check_sends(L, 6);
     url = r.url;
     url_len = r.url_len;
     body = r.body;
@@ -361,6 +370,7 @@ static int multi_add(lua_State *L)
     x->has_body = body != NULL;
     x->body_len = body_len;
     x->method = r.method;
+    x->max_sends = max_sends;
     x->id = m->next_id++;
     xl_append(m, x, X_QUEUED);
     lua_pushinteger(L, x->id);
@@ -370,12 +380,15 @@ static int multi_add(lua_State *L)
 /* Pushes the result table of a done transfer. */
 static void multi_push_result(lua_State *L, xfer *x)
 {
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     lua_pushinteger(L, x->id);
     lua_setfield(L, -2, "id");
     if (x->rc != CURLE_OK) {
-        if (x->unsent)
+        if (x->unsent) {
             plink_push_info(L, "transport", curl_easy_strerror(x->rc), (int)x->rc, 0);
+            lua_pushinteger(L, 0);
+            lua_setfield(L, -2, "sends");
+        }
         else
             plink_push_curl_info(L, x->easy, x->rc, &x->resp);
         lua_setfield(L, -2, "err");
@@ -391,6 +404,8 @@ static void multi_push_result(lua_State *L, xfer *x)
     lua_setfield(L, -2, "body");
     plink_push_headers(L, &x->resp.hdr);
     lua_setfield(L, -2, "headers");
+    lua_pushinteger(L, x->resp.sends);
+    lua_setfield(L, -2, "sends");
 }
 
 /* multi_report(m, completions), under lua_pcall: one table per done

@@ -25,7 +25,7 @@ function M.main(args)
   local target = pos[1]
   local ok, err = client:deactivate(target)
   client:close()
-  local id = require("portone.link.protocol").link_id(target)
+  local id = require("portone.link.protocol").link_id(target, client._link_hosts)
   if ok then
     if o.json then common.json_line({ ok = true, id = id })
     else io.stdout:write("deactivated ", id, "\n") end

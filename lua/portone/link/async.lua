@@ -105,19 +105,26 @@ Engine.__index = Engine
 
 local DECODE = { create = protocol.create_result, deactivate = protocol.deactivate_result }
 
-local function new_engine(multi, policy, scrub)
+-- x: the client's internals (scrub, sends_of, report, attempt_event);
+-- hook: the client's on_attempt.
+local function new_engine(multi, policy, x, hook)
   return setmetatable({
-    m = multi, policy = policy, scrub = scrub,
+    m = multi, policy = policy, scrub = x.scrub, x = x, hook = hook,
     by_id = {},        -- transfer id -> op
     timers = {},       -- heap of ops waiting for a retry
     n = 0,             -- ops not yet finished
   }, Engine)
 end
 
+-- Sends one attempt. `op.blind` is the one re-send per call allowed after a
+-- reused connection died (see client.lua's _run): once used, max_sends is 1.
 function Engine:send(op)
   op.attempt = (op.attempt or 0) + 1
+  op.sends = op.sends or 0
+  if op.blind == nil then op.blind = 1 end
+  op.t0 = clock()
   local r = op.r
-  op.tid = self.m:add(r.method, r.url, r.headers, r.body)
+  op.tid = self.m:add(r.method, r.url, r.headers, r.body, 1 + op.blind)
   self.by_id[op.tid] = op
 end
 
@@ -139,20 +146,30 @@ end
 -- One completion: the result, or a retry timer.
 function Engine:complete(op, c)
   local res, err
+  local x = self.x
+  local k = x.sends_of(c.status, c.err, c.sends)
+  op.sends = op.sends + k
+  if k > 1 then op.blind = 0 end
   if c.err then
     err = protocol.transport_error(c.err)
   else
     res, err = DECODE[op.op](c.status, c.body, c.headers, os.time())
   end
-  if res then return op, res, nil end
+  if err then self.scrub(err, op.token) end
+  x.report(self.hook, x.attempt_event(op.op, op.r, op.attempt, k, op.t0, c.status, err))
+  if res then
+    if type(res) == "table" then res.attempts = op.sends end
+    return op, res, nil
+  end
   local wait = retry.delay(op.op, err, op.attempt, self.policy)
-  if wait then
+  if wait and not self.stopping then
+    op.err = err
     op.due = clock() + wait
     heap_push(self.timers, op)
     return nil
   end
-  err.attempts = op.attempt
-  return op, nil, self.scrub(err, op.token)
+  err.attempts = op.sends
+  return op, nil, err
 end
 
 --- Drives the transfers for at most timeout_ms; returns a list of finished
@@ -259,14 +276,13 @@ M.in_nginx = in_nginx
 -- @local
 function M.install(Client, internals)
   local resolve_token = internals.resolve_token
-  local scrub = internals.scrub
   local closed_error = internals.closed_error
 
   local function state(self)
     local a = rawget(self, "_async")
     if not a then
       local m = core.multi_new(multi_opts(self))
-      a = { engine = new_engine(m, self._policy, scrub), ops = {}, next = 0 }
+      a = { engine = new_engine(m, self._policy, internals, self._on_attempt), ops = {}, next = 0 }
       rawset(self, "_async", a)
     end
     return a
@@ -276,6 +292,8 @@ function M.install(Client, internals)
   local function prepare(self, op, arg, now)
     local ok, token = resolve_token(self)
     if not ok then token.attempts = 0; return nil, token end
+    -- the token function may have closed the client
+    if self._closed then return nil, closed_error() end
     local cfg = self:_cfg(token)
     local r, err
     if op == "create" then
@@ -423,11 +441,37 @@ function M.install(Client, internals)
   end
   Client.__close = Client.close
 
+  -- A create_many entry that was never started (on_progress raised or
+  -- closed the client): nothing of it was sent.
+  local function not_started(why)
+    return { err = errors.new("transport", "not started: " .. why, { sent = false, attempts = 0 }),
+             not_started = true }
+  end
+
+  -- Fills the entries never started; returns results, stop (nil when all ran).
+  local function finish_many(results, n, stop)
+    if not stop then return results end
+    for i = 1, n do
+      if results[i] == nil then results[i] = not_started(stop) end
+    end
+    return results, errors.new("transport", "create_many stopped: " .. stop, { sent = false })
+  end
+
+  -- on_progress under pcall: a raise stops create_many (what is done is kept).
+  local function call_progress(progress, done, n, failed)
+    if not progress then return nil end
+    local ok, e = pcall(progress, done, n, failed)
+    if not ok then return "on_progress raised: " .. tostring(e) end
+    return nil
+  end
+
   -- create_many over ngx.thread light threads and the sync create.
   local function many_ngx(self, reqs, n, conc, progress)
     local results, nexti, done, failed = {}, 1, 0, 0
+    local stop
     local function worker()
-      while nexti <= n do
+      while nexti <= n and not stop do
+        if self._closed then stop = "the client was closed"; break end
         local i = nexti
         nexti = nexti + 1
         local req, res, err = reqs[i], nil, nil -- luacheck: ignore err
@@ -436,11 +480,12 @@ function M.install(Client, internals)
         else
           err = errors.validation({ { field = "[" .. i .. "]", code = "type",
             message = "request must be a table, got " .. type(req) } })
+          err.attempts = 0
         end
         results[i] = res and { res = res } or { err = err }
         done = done + 1
         if not res then failed = failed + 1 end
-        if progress then progress(done, n, failed) end
+        if not stop then stop = call_progress(progress, done, n, failed) end
       end
     end
     local threads = {}
@@ -451,24 +496,40 @@ function M.install(Client, internals)
       local ok, e = ngx.thread.wait(threads[t])
       if not ok then error(e, 0) end
     end
-    return results
+    if not stop and self._closed and nexti <= n then stop = "the client was closed" end
+    return finish_many(results, n, stop)
   end
 
-  -- create_many over a private multi handle.
+  -- create_many over a private multi handle. When on_progress raises or
+  -- closes the client, nothing new starts, no retry is sent, and the calls
+  -- in flight finish (their links may exist: their URLs are kept).
   local function many_multi(self, reqs, n, conc, progress)
     local results, done, failed = {}, 0, 0
-    local eng = new_engine(core.multi_new(multi_opts(self, conc)), self._policy, scrub)
+    local eng = new_engine(core.multi_new(multi_opts(self, conc)), self._policy, internals,
+      self._on_attempt)
+    local stop
     local ok, e = pcall(function()
       local nexti = 1
       local function record(i, res, err)
         results[i] = res and { res = res } or { err = err }
         done = done + 1
         if not res then failed = failed + 1 end
-        if progress then progress(done, n, failed) end
+        if not stop then stop = call_progress(progress, done, n, failed) end
+        if not stop and self._closed then stop = "the client was closed" end
+      end
+      local function halt()
+        -- calls waiting for a retry end with their last error
+        eng.stopping = true
+        while eng.timers[1] do
+          local o = heap_pop(eng.timers)
+          o.err.attempts = o.sends
+          eng.n = eng.n - 1
+          record(o.index, nil, o.err)
+        end
       end
       -- keeps about `conc` calls in flight (plus those waiting for a retry)
       local function feed()
-        while nexti <= n and eng.n < conc do
+        while nexti <= n and eng.n < conc and not stop do
           local i = nexti
           nexti = nexti + 1
           local req = reqs[i]
@@ -490,7 +551,8 @@ function M.install(Client, internals)
       end
       feed()
       while eng.n > 0 do
-        if self._closed then error("create_many: the client was closed", 0) end
+        if stop and not eng.stopping then halt() end
+        if eng.n == 0 then break end
         local finished = eng:step(1000)
         for k = 1, #finished do
           local o, res, err = unpack(finished[k], 1, 3)
@@ -501,13 +563,19 @@ function M.install(Client, internals)
     end)
     eng:close()
     if not ok then error(e, 0) end
-    return results
+    return finish_many(results, n, stop)
   end
 
   --- Creates many links at once.
+  -- When `on_progress` raises or closes the client, create_many stops:
+  -- nothing new starts, the calls in flight finish, and what was done is
+  -- returned (created links with their URLs). The entries never started
+  -- are `{err = e, not_started = true}` (`e.kind = "transport"`, nothing
+  -- sent), and a second value says why it stopped.
   -- @tparam table reqs an array of request tables
   -- @tparam[opt] table opts `concurrency` (32), `on_progress(done, total, failed)`
-  -- @return an array, in input order, of `{res = result}` or `{err = err}`
+  -- @return an array, in input order, of `{res = result}` or `{err = err}`;
+  --   and, when it stopped early, an error (kind `transport`) saying why
   function Client:create_many(reqs, opts)
     if type(reqs) ~= "table" then argerror(1, "create_many", "table expected, got " .. type(reqs)) end
     if opts ~= nil and type(opts) ~= "table" then

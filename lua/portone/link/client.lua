@@ -26,6 +26,7 @@ local retry = require "portone.link.retry"
 local transports = require "portone.link.transports"
 
 local M = {}
+local clock = core.monotonic
 
 --- Default options.
 -- Options without an entry here: `token` (none), `insecure_http` (false),
@@ -72,7 +73,7 @@ local KNOWN = {
   connect_timeout = "number", retries = "number", cainfo = "string", proxy = "string",
   max_response_bytes = "number", user_agent = "string", transport = "string|table",
   insecure_http = "boolean", retry_base = "number", retry_cap = "number",
-  retry_after_max = "number", max_concurrent = "number",
+  retry_after_max = "number", max_concurrent = "number", on_attempt = "function",
 }
 
 -- Checks base_url (see portone.link.transports): raises naming the option.
@@ -197,6 +198,8 @@ function M.new(opts)
                  proxy = o.proxy, max_response_bytes = o.max_response_bytes,
                  max_concurrent = o.max_concurrent }
   self._base_url = o.base_url
+  self._link_hosts = protocol.link_hosts(o.base_url)
+  self._on_attempt = o.on_attempt
   self._ua = M.USER_AGENT .. (o.user_agent and o.user_agent ~= "" and (" " .. o.user_agent) or "")
   local token = o.token
   -- The token is kept in an upvalue, not in a field of the client.
@@ -230,60 +233,92 @@ local function resolve_token(self)
   return true, v
 end
 
--- Removes every occurrence of the token from the error's text fields, and
--- the start of one that the 512-byte cut of `body` left at its end.
+-- Removes the token from every field of the error, in every form the server
+-- may echo it in (errors.scrub), and the start of one the 512-byte cut of
+-- `body` left at its end.
 local function scrub(err, token)
   if type(token) ~= "string" or token == "" then return err end
-  local pattern = token:gsub("%p", "%%%0")
-  for _, k in ipairs({ "message", "body" }) do
-    local s = err[k]
-    if type(s) == "string" then
-      s = s:gsub(pattern, "[token]")
-      if k == "body" and #s >= protocol.BODY_LIMIT then
-        for n = math.min(#token - 1, #s), 4, -1 do
-          if s:sub(-n) == token:sub(1, n) then s = s:sub(1, -n - 1) .. "[token]"; break end
-        end
-      end
-      err[k] = s
-    end
-  end
-  return err
+  return errors.scrub(err, { token }, "[token]")
 end
 
 local function closed_error()
   return errors.new("transport", "client is closed", { sent = false, retryable = false, attempts = 0 })
 end
 
+-- How many times one transport call sent the request: what the transport
+-- says, else (a transport without the count) once when it got an answer or
+-- did not say it sent nothing.
+local function sends_of(status, info, n)
+  if status then return type(n) == "number" and n or 1 end
+  if type(info) == "table" and type(info.sends) == "number" then return info.sends end
+  if type(info) == "table" and info.sent == false then return 0 end
+  return 1
+end
+
+-- Calls the user's on_attempt hook; whatever it does (raise, yield an
+-- error, close the client) never changes the call's result.
+local function report(hook, ev)
+  if hook then pcall(hook, ev) end
+end
+
+-- The event of one attempt for on_attempt: no header, no body, no token.
+local function attempt_event(op, r, attempt, sends, t0, status, err)
+  return {
+    op = op, method = r.method, url = r.url, attempt = attempt, sends = sends,
+    status = status or (err and err.status) or nil,
+    duration = clock() - t0,
+    err_kind = err and err.kind or nil,
+    sent = sends > 0,
+  }
+end
+
 -- Sends `r` with retries; `decode` turns an answer into a result.
+--
+-- The bound on sends (README "Sends per call"): a transport call sends at
+-- most `max_sends` times; it sends more than once only when a reused
+-- keep-alive connection died before any response byte. That blind re-send
+-- is allowed once per call: after it, every transport call gets
+-- max_sends = 1. Our own retries of a create follow only an unsent failure
+-- or a 429/503 answer (portone.link.retry).
 function Client:_run(op, r, decode, token)
-  local t, policy = self._t, self._policy
-  local attempt = 0
+  local t, policy, hook = self._t, self._policy, self._on_attempt
+  local attempt, sends, blind = 0, 0, 1
   while true do
     attempt = attempt + 1
-    local status, body, headers = t:request(r.method, r.url, r.headers, r.body)
+    local t0 = clock()
+    local status, body, headers, n = t:request(r.method, r.url, r.headers, r.body, 1 + blind)
+    local k = sends_of(status, body, n)
+    sends = sends + k
+    if k > 1 then blind = 0 end
     local res, err
     if status then
       res, err = decode(status, body, headers, os.time())
-      if res then return res end
     else
       err = protocol.transport_error(body)
     end
+    if err then scrub(err, token) end
+    report(hook, attempt_event(op, r, attempt, k, t0, status, err))
+    if res then
+      if type(res) == "table" then res.attempts = sends end
+      return res
+    end
     local wait = retry.delay(op, err, attempt, policy)
     if not wait or self._closed then
-      err.attempts = attempt
-      return nil, scrub(err, token)
+      err.attempts = sends
+      return nil, err
     end
     -- a transport object without sleep (a test double) falls back to nanosleep
     if wait > 0 then (t.sleep or core.sleep)(wait) end
     if self._closed then
-      err.attempts = attempt
-      return nil, scrub(err, token)
+      err.attempts = sends
+      return nil, err
     end
   end
 end
 
 function Client:_cfg(token)
-  return { base_url = self._base_url, user_agent = self._ua, token = token }
+  return { base_url = self._base_url, user_agent = self._ua, token = token,
+           link_hosts = self._link_hosts }
 end
 
 --- Creates a payment link.
@@ -301,6 +336,8 @@ function Client:create(req, opts)
   if self._closed then return nil, closed_error() end
   local ok, token = resolve_token(self)
   if not ok then token.attempts = 0; return nil, token end
+  -- the token function may have closed the client
+  if self._closed then return nil, closed_error() end
   local r, err = protocol.create_request(self:_cfg(token), req, opts and opts.now or os.time())
   if not r then err.attempts = 0; return nil, err end
   return self:_run("create", r, protocol.create_result, token)
@@ -317,6 +354,7 @@ function Client:deactivate(url_or_id)
   if self._closed then return nil, closed_error() end
   local ok, token = resolve_token(self)
   if not ok then token.attempts = 0; return nil, token end
+  if self._closed then return nil, closed_error() end
   local r, err = protocol.deactivate_request(self:_cfg(token), url_or_id)
   if not r then err.attempts = 0; return nil, err end
   return self:_run("deactivate", r, protocol.deactivate_result, token)
@@ -347,6 +385,7 @@ Client.__close = Client.close
 
 -- create_async, deactivate_async, poll, timeout, on_error, create_many
 require("portone.link.async").install(Client, {
-  resolve_token = resolve_token, scrub = scrub, closed_error = closed_error })
+  resolve_token = resolve_token, scrub = scrub, closed_error = closed_error,
+  sends_of = sends_of, report = report, attempt_event = attempt_event })
 
 return M

@@ -134,6 +134,89 @@ function M.validation(list)
   return M.new("validation", msg, { errors = list })
 end
 
+-- The forms a server may echo a secret in: as sent; JSON-escaped (`/` as
+-- `\/`, or every punctuation byte as `\u00XX`); percent-encoded (either hex
+-- case, space as `+` too). Each is searched for verbatim.
+local function variants(secret)
+  local list, seen = {}, {}
+  local function add(v) if not seen[v] then seen[v] = true; list[#list + 1] = v end end
+  add(secret)
+  add((secret:gsub('[\\"/]', function(c) return "\\" .. c end)))
+  add((secret:gsub('[\\"]', function(c) return "\\" .. c end)))
+  for _, fmt in ipairs({ "\\u%04x", "\\u%04X" }) do
+    add((secret:gsub("[^%w]", function(c) return fmt:format(c:byte()) end)))
+  end
+  for _, fmt in ipairs({ "%%%02X", "%%%02x" }) do
+    add((secret:gsub("[^%w%-%._~]", function(c) return fmt:format(c:byte()) end)))
+    add((secret:gsub("[^%w%-%._~ ]", function(c) return fmt:format(c:byte()) end):gsub(" ", "+")))
+  end
+  return list
+end
+
+local function replace_all(s, needle, with)
+  local out, i = {}, 1
+  while true do
+    local a, b = s:find(needle, i, true)
+    if not a then break end
+    out[#out + 1] = s:sub(i, a - 1)
+    out[#out + 1] = with
+    i = b + 1
+  end
+  if i == 1 then return s end
+  out[#out + 1] = s:sub(i)
+  return table.concat(out)
+end
+
+--- Removes every secret from a string, in each form a server may echo it
+-- (see above), and the start of one that a cut left at the end. Secrets
+-- under 4 bytes are left alone: they would match ordinary text.
+-- @tparam string s the text (anything else is returned as is)
+-- @tparam table secrets the secrets (a table of strings; holes allowed)
+-- @tparam[opt="[secret]"] string mark what replaces a secret
+-- @tparam[opt] int cut the length `s` was cut to, if it was
+-- @return the text with `mark` in place of each secret
+function M.scrub_text(s, secrets, mark, cut)
+  if type(s) ~= "string" then return s end
+  mark = mark or "[secret]"
+  local was_cut = cut and #s >= cut
+  for _, secret in pairs(secrets) do
+    if type(secret) == "string" and #secret >= 4 then
+      for _, v in ipairs(variants(secret)) do
+        s = replace_all(s, v, mark)
+        if was_cut then
+          for k = math.min(#v - 1, #s), 4, -1 do
+            if s:sub(-k) == v:sub(1, k) then s = s:sub(1, -k - 1) .. mark; break end
+          end
+        end
+      end
+    end
+  end
+  return s
+end
+
+--- Removes the secrets from every string field of an error (message, body,
+-- a string `code`, anything else) and from its `errors` entries, in place.
+-- `tostring(err)` is built from these fields, so it is clean too.
+-- @tparam table err the error
+-- @tparam table secrets the secrets (a table of strings; holes allowed)
+-- @tparam[opt="[secret]"] string mark what replaces a secret
+-- @return err
+function M.scrub(err, secrets, mark)
+  if type(err) ~= "table" then return err end
+  for k, v in pairs(err) do
+    if type(v) == "string" then
+      err[k] = M.scrub_text(v, secrets, mark, k == "body" and 512 or nil)
+    elseif k == "errors" and type(v) == "table" then
+      for _, fe in ipairs(v) do
+        if type(fe) == "table" then
+          for fk, fv in pairs(fe) do fe[fk] = M.scrub_text(fv, secrets, mark) end
+        end
+      end
+    end
+  end
+  return err
+end
+
 --- Cuts a response body for an error (the contract keeps 512 bytes).
 -- @param body the body (anything but a string gives nil)
 -- @tparam[opt=512] int limit bytes to keep

@@ -39,21 +39,58 @@ function M.valid_id(s)
     and s:find("[\128-\255]") == nil
 end
 
+--- The host of PortOne's short links.
+M.LINK_HOST = "impay.link"
+
+--- The hosts whose URLs `deactivate` accepts for a client on `base_url`:
+-- `impay.link`, and the base URL's own host (with its port) unless it is
+-- PortOne's API, for a sandbox that serves its links itself.
+-- @tparam string base_url the client's checked base URL
+-- @treturn table a set of lower-case `host[:port]` names
+function M.link_hosts(base_url)
+  local hosts = { [M.LINK_HOST] = true }
+  local auth = type(base_url) == "string" and base_url:match("^[Hh][Tt][Tt][Pp][Ss]?://([^/?#]+)")
+  if auth then
+    auth = auth:lower()
+    if auth ~= "api.iamport.co" and auth ~= "api.iamport.co:443" then hosts[auth] = true end
+  end
+  return hosts
+end
+
+local function bad_id()
+  return nil, errors.validation({ {
+    field = "id", code = "bad_id",
+    message = "link id must match [A-Za-z0-9_-]{1,64}, or be a link URL on "
+      .. M.LINK_HOST .. " (https://" .. M.LINK_HOST .. "/ID)",
+  } })
+end
+
 --- The id of a link given as a URL (`https://impay.link/4bdf239e`) or an id.
--- @tparam string url_or_id the URL (its last path segment is taken) or the id
+-- A URL must be exactly `http(s)://HOST/ID` (one trailing `/` allowed; no
+-- user info, query, fragment, dot segments or escapes) on one of `hosts`
+-- (`link_hosts`; default: `impay.link` only). Anything else is `bad_id`:
+-- taking the last segment of any URL would deactivate links named in URLs
+-- that point somewhere else.
+-- @tparam string url_or_id the URL or the id
+-- @tparam[opt] table hosts allowed lower-case `host[:port]` names
 -- @return the id, or `nil, err` (kind `validation`, field `id`)
-function M.link_id(url_or_id)
+function M.link_id(url_or_id, hosts)
   local id = url_or_id
-  if type(id) == "string" and id:find("^[Hh][Tt][Tt][Pp][Ss]?://") then
-    local path = id:gsub("^%a+://[^/?#]*", ""):gsub("[?#].*$", ""):gsub("/+$", "")
-    id = path:match("([^/]*)$") or ""
+  if type(id) ~= "string" then return bad_id() end
+  if id:find("://", 1, true) then
+    local auth, rest = id:match("^[Hh][Tt][Tt][Pp][Ss]?://([%w%.%-:%[%]]+)/(.*)$")
+    if not auth then return bad_id() end
+    hosts = hosts or { [M.LINK_HOST] = true }
+    local low = auth:lower()
+    if not hosts[low] then
+      -- the default port spelled out is the same host
+      local h, port = low:match("^(.-):(%d+)$")
+      if not (h and (port == "443" or port == "80") and hosts[h]) then return bad_id() end
+    end
+    id = rest:match("^([^/]*)/?$")
+    if not id then return bad_id() end
   end
-  if not M.valid_id(id) then
-    return nil, errors.validation({ {
-      field = "id", code = "bad_id",
-      message = "link id must match [A-Za-z0-9_-]{1,64}",
-    } })
-  end
+  if not M.valid_id(id) then return bad_id() end
   return id
 end
 
@@ -113,7 +150,7 @@ end
 -- @tparam string url_or_id the link's URL or id (see `link_id`)
 -- @return the request, or `nil, err` (validation: a bad id or header value)
 function M.deactivate_request(cfg, url_or_id)
-  local id, err = M.link_id(url_or_id)
+  local id, err = M.link_id(url_or_id, cfg.link_hosts or M.link_hosts(cfg.base_url))
   if not id then return nil, err end
   local headers, herr = M.headers(cfg, false)
   if not headers then return nil, herr end
@@ -136,22 +173,38 @@ end
 local MONTHS = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6,
                  jul = 7, aug = 8, sep = 9, oct = 10, nov = 11, dec = 12 }
 
+local WEEKDAYS = { Mon = true, Tue = true, Wed = true, Thu = true, Fri = true, Sat = true, Sun = true }
+local MONTH_DAYS = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+
+--- Longest `Retry-After` value read (bytes); a longer one is ignored. An
+-- IMF-fixdate is 29 bytes; this leaves room for spaces and long numbers.
+M.RETRY_AFTER_MAX_BYTES = 64
+
 --- Seconds to wait from a `Retry-After` value: delta-seconds or an IMF-fixdate
--- (`Wed, 21 Oct 2015 07:28:00 GMT`, RFC 9110 §10.2.3).
+-- (`Wed, 21 Oct 2015 07:28:00 GMT`, RFC 9110 §10.2.3). Strict and linear:
+-- values over `RETRY_AFTER_MAX_BYTES` and dates that do not exist
+-- (`99 Oct`, `31 Feb`, `25:00:00`) are refused.
 -- @tparam string v the header value
 -- @tparam number now unix seconds (for the date form)
 -- @return seconds (>= 0), or nil when `v` is neither form
 function M.parse_retry_after(v, now)
-  if type(v) ~= "string" then return nil end
-  v = v:match("^%s*(.-)%s*$")
+  if type(v) ~= "string" or #v > M.RETRY_AFTER_MAX_BYTES then return nil end
+  local a = v:find("[^ \t]")
+  if not a then return nil end
+  local b = #v
+  while b > a and (v:byte(b) == 32 or v:byte(b) == 9) do b = b - 1 end
+  v = v:sub(a, b)
   if v:find("^%d+$") then
     return tonumber(v)
   end
-  local d, mon, y, hh, mm, ss = v:match("^%a%a%a, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  local wd, d, mon, y, hh, mm, ss = v:match("^(%a%a%a), (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
   local m = mon and MONTHS[mon:lower()]
-  if not m then return nil end
-  local t = days_from_civil(tonumber(y), m, tonumber(d)) * 86400
-    + tonumber(hh) * 3600 + tonumber(mm) * 60 + tonumber(ss)
+  if not m or not WEEKDAYS[wd] then return nil end
+  d, y, hh, mm, ss = tonumber(d), tonumber(y), tonumber(hh), tonumber(mm), tonumber(ss)
+  local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
+  local mdays = (m == 2 and leap) and 29 or MONTH_DAYS[m]
+  if d < 1 or d > mdays or hh > 23 or mm > 59 or ss > 60 then return nil end
+  local t = days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss
   local delta = t - (now or os.time())
   return delta > 0 and delta or 0
 end
@@ -233,8 +286,10 @@ function M.create_result(status, body, headers, now)
     return nil, errors.new("decode", "create: response has no shortenedUrl",
       { status = status, body = errors.cut(body, M.BODY_LIMIT) })
   end
-  local id = M.link_id(url)
-  if not id then
+  -- the server names the link: its last path segment is the id, whatever
+  -- the host (deactivate is the strict one)
+  local id = url:gsub("[?#].*$", ""):match("/([^/]+)/?$")
+  if not M.valid_id(id) then
     return nil, errors.new("decode", "create: shortenedUrl has no valid link id",
       { status = status, body = errors.cut(body, M.BODY_LIMIT) })
   end

@@ -304,6 +304,12 @@ end
 
 -- Delivers an answer, honouring the delivery faults (delay already done).
 local function deliver(f, status, ctype, body)
+  if f and f.reset_after then
+    -- The request was handled (a create made its link) but the answer never
+    -- leaves: the connection closes first, as when a keep-alive connection
+    -- dies under a request. The client cannot know the link exists.
+    return ngx.exit(444)
+  end
   ngx.status = status
   ngx.header["Content-Type"] = ctype
   if f and f.truncate then

@@ -30,14 +30,18 @@ end
 -- @tparam string url the absolute URL
 -- @tparam table headers a list of `"Name: value"` strings
 -- @tparam[opt] string body the request body (nil: none)
--- @return `status, body, headers` (headers: lower-case name to value), or
---   `nil, info` with `info = {kind = "transport"|"timeout", message =,
---   curl_code =, sent =, too_large =}` (see `portone.link.protocol.transport_error`)
-function T:request(method, url, headers, body)
+-- @tparam[opt=2] int max_sends most times the request may go out: libcurl
+--   re-sends one whose reused keep-alive connection died before any response
+--   byte; the send after `max_sends` is refused (an error, `sent = true`)
+-- @return `status, body, headers, sends` (headers: lower-case name to value;
+--   sends: times the request went out), or `nil, info` with `info = {kind =
+--   "transport"|"timeout", message =, curl_code =, sent =, sends =,
+--   too_large =}` (see `portone.link.protocol.transport_error`)
+function T:request(method, url, headers, body, max_sends)
   if self.closed then
-    return nil, { kind = "transport", message = "the transport is closed", sent = false }
+    return nil, { kind = "transport", message = "the transport is closed", sent = false, sends = 0 }
   end
-  return self.h:request(method, url, headers, body)
+  return self.h:request(method, url, headers, body, max_sends)
 end
 
 --- Connections libcurl opened so far.

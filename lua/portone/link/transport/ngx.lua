@@ -25,8 +25,10 @@
 --  * Like libcurl (DESIGN §4), a request on a *reused* connection that dies
 --    before the first response byte (the server closed an idle keep-alive
 --    connection just as we reused it) is sent again on another connection,
---    up to 5 sends in all. That is the only re-send made here; a create is
---    at-least-once in that window, exactly as over libcurl.
+--    up to `max_sends` sends in all (default 2; the client passes 1 once a
+--    call used its one re-send). That is the only re-send made here.
+--  * One deadline per request (`timeout`): every read is bounded by the
+--    time left, so a body that trickles in cannot outlast it.
 --  * No proxy support: a configured proxy is an error, never silently
 --    bypassed.
 local M = {}
@@ -151,33 +153,91 @@ end
 
 local function ms(s) return math.max(1, math.floor(s * 1000 + 0.5)) end
 
--- Remaining time before the deadline as a read/send timeout, or nil when spent.
-local function set_deadline_timeout(self, sock, deadline)
-  local left = deadline - ngx.now()
-  if left <= 0 then return nil end
-  sock:settimeouts(ms(self.connect_timeout), ms(left), ms(left))
-  return true
+-- Reading under one deadline per attempt. nginx's socket timeouts count per
+-- read operation and restart whenever data arrives, so a server that
+-- trickles a byte at a time could hold `receive(n)` or `receive("*l")`
+-- open for ever. Every read here is a `receiveany` (it returns as soon as
+-- any data is there) with the time left as its timeout, and the deadline
+-- is checked again between reads.
+local Reader = {}
+Reader.__index = Reader
+
+local function new_reader(self, sock, deadline)
+  return setmetatable({ t = self, sock = sock, deadline = deadline, buf = "", got = false }, Reader)
+end
+
+-- One read within the deadline: data, or nil, err.
+function Reader:more(max)
+  local left = self.deadline - ngx.now()
+  if left <= 0 then return nil, "timeout" end
+  self.sock:settimeouts(ms(self.t.connect_timeout), ms(left), ms(left))
+  local data, err = self.sock:receiveany(max or 16384)
+  if not data then return nil, err end
+  self.got = true
+  return data
+end
+
+-- A line (LF-terminated; a CR before the LF dropped) of at most `limit`
+-- bytes: line, or nil, err.
+function Reader:line(limit)
+  local parts, n = {}, 0
+  while true do
+    local buf = self.buf
+    local i = buf:find("\n", 1, true)
+    if i then
+      if n + i - 1 > limit then return nil, "line too long" end
+      parts[#parts + 1] = buf:sub(1, i - 1)
+      self.buf = buf:sub(i + 1)
+      return (table.concat(parts):gsub("\r$", ""))
+    end
+    n = n + #buf
+    if n > limit then return nil, "line too long" end
+    parts[#parts + 1] = buf
+    self.buf = ""
+    local data, err = self:more()
+    if not data then return nil, err end
+    self.buf = data
+  end
+end
+
+-- Exactly n bytes: data, or nil, err.
+function Reader:bytes(n)
+  local buf = self.buf
+  if #buf >= n then
+    self.buf = buf:sub(n + 1)
+    return buf:sub(1, n)
+  end
+  local parts, have = { buf }, #buf
+  self.buf = ""
+  while have < n do
+    -- receiveany(max) never returns more than max
+    local data, err = self:more(math.min(n - have, 65536))
+    if not data then return nil, err end
+    parts[#parts + 1] = data
+    have = have + #data
+  end
+  return table.concat(parts)
 end
 
 --- Reads the header block (status line + fields) into a table.
--- Returns resp or nil, err, got_bytes. Line by line: a header block has a
--- handful of lines, and the count and total size are capped.
+-- Returns resp, or nil, err, got_bytes (whether any response byte came).
+-- The count and total size of the lines are capped.
 local MAX_HEADER_LINES = 100
-local function read_head(self, sock, deadline)
-  if not set_deadline_timeout(self, sock, deadline) then return nil, "timeout", false end
-  local line, err, partial = sock:receive("*l")
-  if not line then return nil, err, partial ~= nil and partial ~= "" end
+local function read_head(rd)
+  local line, err = rd:line(MAX_HEADER_BYTES)
+  if not line then return nil, err == "line too long" and "response header too large" or err, rd.got end
   local version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
   if not version then return nil, "malformed HTTP status line", true end
   local headers, n = {}, #line
   for _ = 1, MAX_HEADER_LINES do
-    line, err = sock:receive("*l")
-    if not line then return nil, err, true end
-    if line == "" or line == "\r" then
+    line, err = rd:line(MAX_HEADER_BYTES - n)
+    if not line then
+      return nil, err == "line too long" and "response header too large" or err, true
+    end
+    if line == "" then
       return { version = version, status = tonumber(status), headers = headers }
     end
     n = n + #line
-    if n > MAX_HEADER_BYTES then break end
     local name, value = line:match("^([^:%s]+):[ \t]*(.-)[ \t\r]*$")
     if name then
       name = name:lower()
@@ -188,36 +248,31 @@ local function read_head(self, sock, deadline)
   return nil, "response header too large", true
 end
 
-local function read_line(self, sock, deadline)
-  local reader = sock:receiveuntil("\r\n")
-  if not set_deadline_timeout(self, sock, deadline) then return nil, "timeout" end
-  local line, err = reader(1024)
-  if not line then return nil, err or "malformed chunked body" end
-  -- the line must end within 1024 bytes: the next call reports the pattern
-  local more, err2 = reader(1)
-  if more ~= nil then return nil, "malformed chunked body" end
-  if err2 then return nil, err2 end
-  return line
-end
-
 local function too_large(self)
   return "response body larger than max_response_bytes (" .. self.max_response_bytes .. ")"
 end
 
 -- Body readers return body, keepalive_ok | nil, err, is_too_large.
-local function read_length(self, sock, deadline, len)
+local function read_length(self, rd, len)
   if len > self.max_response_bytes then return nil, too_large(self), true end
   if len == 0 then return "", true end
-  if not set_deadline_timeout(self, sock, deadline) then return nil, "timeout" end
-  local body, err = sock:receive(len)
+  local body, err = rd:bytes(len)
   if not body then return nil, err end
   return body, true
 end
 
-local function read_chunked(self, sock, deadline)
+local function read_chunk_line(rd)
+  local line, err = rd:line(1024)
+  if not line then
+    return nil, err == "line too long" and "malformed chunked body" or (err or "malformed chunked body")
+  end
+  return line
+end
+
+local function read_chunked(self, rd)
   local parts, total = {}, 0
   while true do
-    local line, err = read_line(self, sock, deadline)
+    local line, err = read_chunk_line(rd)
     if not line then return nil, err end
     local hex = line:match("^%s*(%x+)%s*;?.*$")
     if not hex or #hex > 8 then return nil, "malformed chunked body" end
@@ -225,31 +280,27 @@ local function read_chunked(self, sock, deadline)
     if size == 0 then
       -- trailer fields, up to the empty line
       repeat
-        line, err = read_line(self, sock, deadline)
+        line, err = read_chunk_line(rd)
         if not line then return nil, err end
       until line == ""
       return table.concat(parts), true
     end
     total = total + size
     if total > self.max_response_bytes then return nil, too_large(self), true end
-    if not set_deadline_timeout(self, sock, deadline) then return nil, "timeout" end
     local data
-    data, err = sock:receive(size)
+    data, err = rd:bytes(size + 2)
     if not data then return nil, err end
-    parts[#parts + 1] = data
-    if not set_deadline_timeout(self, sock, deadline) then return nil, "timeout" end
-    local crlf
-    crlf, err = sock:receive(2)
-    if not crlf then return nil, err end
-    if crlf ~= "\r\n" then return nil, "malformed chunked body" end
+    if data:sub(-2) ~= "\r\n" then return nil, "malformed chunked body" end
+    parts[#parts + 1] = data:sub(1, -3)
   end
 end
 
-local function read_to_close(self, sock, deadline)
-  local parts, total = {}, 0
+local function read_to_close(self, rd)
+  local parts, total = { rd.buf }, #rd.buf
+  rd.buf = ""
+  if total > self.max_response_bytes then return nil, too_large(self), true end
   while true do
-    if not set_deadline_timeout(self, sock, deadline) then return nil, "timeout" end
-    local data, err = sock:receiveany(16384)
+    local data, err = rd:more()
     if not data then
       if err == "closed" then return table.concat(parts), false end
       return nil, err
@@ -320,10 +371,14 @@ local function connect(self, scheme, host, port, pool, deadline)
           ngx.log(ngx.INFO, "portone.link: sslhandshake raised: ", tostring(hs))
         end
         pcall(sock.close, sock)
+        -- A certificate that does not verify (an X509 "NN: reason", a name
+        -- mismatch) will not verify on a retry either: permanent.
+        local cert = not pok or why:find("^%d+:") ~= nil or why:lower():find("certificate", 1, true) ~= nil
+          or why:lower():find("verify", 1, true) ~= nil
         if why:find("^20:") or why:find("local issuer", 1, true) then
           why = why .. " (is lua_ssl_trusted_certificate set in nginx.conf?)"
         end
-        return nil, "TLS handshake with " .. host .. " failed: " .. why, err_kind(herr)
+        return nil, "TLS handshake with " .. host .. " failed: " .. why, err_kind(herr), cert
       end
     end
   end
@@ -333,15 +388,22 @@ end
 -- One exchange on one connection. Returns status, body, headers | nil, info
 -- | nil, nil when a reused connection died before any response byte.
 local function exchange(self, sock, reused, req, deadline)
+  local left = deadline - ngx.now()
+  if left <= 0 then
+    sock:close()
+    return fail("timeout", "timeout before sending", false)
+  end
+  sock:settimeouts(ms(self.connect_timeout), ms(left), ms(left))
   local bytes, err = sock:send(req)
   if not bytes then
     sock:close()
     if reused and err ~= "timeout" then return nil, nil end
     return fail(err_kind(err), "send failed: " .. tostring(err), true)
   end
+  local rd = new_reader(self, sock, deadline)
   local resp, got
   repeat
-    resp, err, got = read_head(self, sock, deadline)
+    resp, err, got = read_head(rd)
     if not resp then
       sock:close()
       if reused and not got and (err == "closed" or (err and err:find("reset", 1, true))) then
@@ -357,23 +419,24 @@ local function exchange(self, sock, reused, req, deadline)
   if resp.status == 204 or resp.status == 304 then
     body, keep = "", true
   elseif te and te:lower():find("chunked", 1, true) then
-    body, keep, big = read_chunked(self, sock, deadline)
+    body, keep, big = read_chunked(self, rd)
   elseif h["content-length"] then
     local len = tonumber(h["content-length"]:match("^%d+$"))
     if not len then
       sock:close()
       return fail("transport", "malformed Content-Length", true)
     end
-    body, keep, big = read_length(self, sock, deadline, len)
+    body, keep, big = read_length(self, rd, len)
   else
-    body, keep, big = read_to_close(self, sock, deadline)
+    body, keep, big = read_to_close(self, rd)
   end
   if not body then
     sock:close()
     local msg = big and keep or ("reading the response body failed: " .. tostring(keep))
     return fail(big and "transport" or err_kind(keep), msg, true, { too_large = big and true or false })
   end
-  if keep and not wants_close(resp) then
+  -- bytes past the answer: the connection is out of step, do not pool it
+  if keep and rd.buf == "" and not wants_close(resp) then
     local ok = sock:setkeepalive(ms(self.keepalive_timeout))
     if not ok then sock:close() end
   else
@@ -408,29 +471,41 @@ function M.drain_pool(url)
 end
 
 --- Sends one request; see the module comment for the results.
-function T:request(method, url, headers, body)
+-- `max_sends` (default 2) bounds the sends: a request whose reused
+-- connection died before any response byte is sent again on another
+-- connection only while fewer than `max_sends` sends were made. Returns
+-- `status, body, headers, sends` or `nil, info` (with `info.sends`).
+function T:request(method, url, headers, body, max_sends)
+  max_sends = max_sends or 2
   local ok, why = M.available()
-  if not ok then return fail("transport", why, false, { phase = true, permanent = true }) end
+  if not ok then return fail("transport", why, false, { phase = true, permanent = true, sends = 0 }) end
   local scheme, host, port, path, host_header = parse_url(url)
-  if not scheme then return fail("transport", host, false, { permanent = true }) end
+  if not scheme then return fail("transport", host, false, { permanent = true, sends = 0 }) end
   local pool = M.pool_name(scheme, host, port)
   local req, berr = build_request(method, path, host_header, headers or {}, body)
-  if not req then return fail("transport", berr, false, { permanent = true }) end
+  if not req then return fail("transport", berr, false, { permanent = true, sends = 0 }) end
   local deadline = ngx.now() + self.timeout
-  local resent = false
-  for _ = 1, 5 do
-    local sock, reused, kind = connect(self, scheme, host, port, pool, deadline)
+  local sends = 0
+  while true do
+    local sock, reused, kind, cert = connect(self, scheme, host, port, pool, deadline)
     if not sock then
       -- after a stale reused connection the request may have reached the server
-      return fail(kind, reused, resent)
+      return fail(kind, reused, sends > 0, { sends = sends, permanent = cert or nil })
     end
+    sends = sends + 1
     local status, rbody, rheaders = exchange(self, sock, reused, req, deadline)
-    if status then return status, rbody, rheaders end
-    if rbody then return nil, rbody end
-    -- a reused connection died before any response byte: send once more
-    resent = true
+    if status then return status, rbody, rheaders, sends end
+    if rbody then
+      rbody.sends = rbody.sent and sends or sends - 1
+      return nil, rbody
+    end
+    -- a reused connection died before any response byte
+    if sends >= max_sends then
+      return fail("transport", ("the connection closed before any response after the "
+        .. "request was sent %d time%s (a reused keep-alive connection died); not sent "
+        .. "again"):format(sends, sends == 1 and "" or "s"), true, { sends = sends })
+    end
   end
-  return fail("transport", "connection closed before any response", true)
 end
 
 --- Pooled connections belong to the worker's cosocket pool; nothing to free.
