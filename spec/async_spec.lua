@@ -452,6 +452,79 @@ describe("client async calls", function()
     c:close()
   end)
 
+  -- Six kept-alive connections in the multi pool: libcurl would re-send a
+  -- request once per dead pooled connection (six sends in all).
+  local function warm(c, n)
+    sb:latency(150)
+    for i = 1, n do
+      assert(c:create_async(request({ merchant_uid = "warm-" .. i }), function(res, err)
+        assert(res, tostring(err))
+      end))
+    end
+    run(c)
+    sb:latency(0)
+    assert.equal(n, sb:stats().connections)
+  end
+
+  it("sends: a create over a pool of dead connections is sent at most twice, both counted", function()
+    local c = client()
+    warm(c, 6)
+    local faults = {}
+    for i = 1, 5 do faults[i] = { reset_after = true } end
+    assert(sb:faults("create", faults))
+    local got
+    c:create_async(request(), function(res, err) got = { res = res, err = err } end)
+    run(c)
+    assert.is_nil(got.res)
+    assert.equal("transport", got.err.kind)
+    assert.is_true(got.err.sent)
+    assert.equal(2, got.err.attempts, tostring(got.err))
+    assert.equal(6 + 2, sb:stats().creates)
+    c:close()
+  end)
+
+  it("sends: a success after one silent re-send says attempts = 2", function()
+    local c = client()
+    warm(c, 3)
+    assert(sb:faults("create", { { reset_after = true } }))
+    local got
+    c:create_async(request(), function(res, err) got = { res = res, err = err } end)
+    run(c)
+    assert.truthy(got.res, tostring(got.err))
+    assert.equal(2, got.res.attempts)
+    assert.equal(3 + 2, sb:stats().creates)
+    c:close()
+  end)
+
+  it("core: m:add(..., max_sends) bounds libcurl's re-sends and reports sends", function()
+    local m = core.multi_new({ max_concurrent = 4 })
+    local ids = {}
+    sb:latency(150)
+    for i = 1, 4 do
+      ids[i] = m:add("POST", sb.url .. API, JSON, helper.create_body({ merchant_uid = "w" .. i }))
+    end
+    for _, c in pairs(drain(m)) do assert.equal(1, c.sends) end
+    sb:latency(0)
+    assert(sb:faults("create", { { reset_after = true }, { reset_after = true }, { reset_after = true } }))
+    local id = m:add("POST", sb.url .. API, JSON, helper.create_body({ merchant_uid = "x" }), 1)
+    local c = drain(m)[id]
+    assert.equal(1, c.err.sends)
+    assert.is_true(c.err.sent)
+    assert.equal(4 + 1, sb:stats().creates)
+    assert.has_error(function() m:add("GET", sb.url, nil, nil, 0) end)
+    assert.has_error(function() m:add("GET", sb.url, nil, nil, 7) end)
+    m:close()
+  end)
+
+  it("a token function that closes the client: nil, err (client is closed), no raise", function()
+    local c
+    c = client({ token = function() c:close(); return "t0ken-x" end })
+    local ok, res, err = pcall(c.create_async, c, request(), function() end)
+    assert.is_true(ok, tostring(res))
+    assert.is_nil(res)
+    assert.matches("closed", err.message)
+  end)
+
   it("lets a callback chain another call", function()
     local c = client()
     local deactivated

@@ -252,7 +252,92 @@ function M.run(name, make_client, run_opts)
       assert.equal("transport", err.kind)
       assert.is_false(err.sent)
       assert.is_true(err.retryable)
-      assert.equal(3, err.attempts)
+      assert.equal(0, err.attempts)       -- attempts counts sends: none
+    end)
+
+    -- ---------------------------------------------------------- sends per call
+    -- reset_after: the sandbox handles the request (a create makes its link),
+    -- then closes the connection without an answer.
+    case("sends: a reused connection reset after the request was read is sent at most twice, both counted", function()
+      local c = client()
+      assert(c:create(M.request()))             -- leaves a kept-alive connection
+      assert(sb:faults("create", { { reset_after = true }, { reset_after = true }, { reset_after = true } }))
+      local res, err = c:create(M.request())
+      assert.is_nil(res)
+      assert.equal("transport", err.kind, tostring(err))
+      assert.is_true(err.sent)
+      assert.is_false(err.retryable)
+      assert.equal(2, err.attempts, tostring(err))
+      local s = stats()
+      assert.equal(3, s.requests)
+      assert.equal(3, s.creates)                -- the caller is told of both sends
+    end)
+
+    case("sends: a success after a silent re-send says attempts = 2", function()
+      local c = client()
+      assert.equal(1, assert(c:create(M.request())).attempts)
+      assert(sb:faults("create", { { reset_after = true } }))
+      local res = assert(c:create(M.request()))
+      assert.equal(2, res.attempts)
+      assert.equal(3, stats().creates)
+    end)
+
+    case("sends: the one re-send is per call, not per retry (503 between two resets)", function()
+      local c = client({ retries = 2 })
+      assert(c:create(M.request()))
+      assert(sb:faults("create", { { reset_after = true }, { status = 503 }, { reset_after = true },
+        { reset_after = true } }))
+      local res, err = c:create(M.request())
+      assert.is_nil(res)
+      assert.equal("transport", err.kind, tostring(err))
+      assert.equal(3, err.attempts, tostring(err))   -- reset, 503, reset: not sent a 4th time
+      assert.equal(1 + 3, stats().requests)
+    end)
+
+    -- ------------------------------------------------------------- secrets
+    case("secrets: a token echoed in code, message and body (also as \\/) reaches no field", function()
+      local token = "tok/en-12345"
+      local c = client({ token = token, retries = 0 })
+      local body = '{"code":"tok/en-12345","message":"token tok\\/en-12345 refused",'
+        .. '"echo":"tok\\/en-12345 tok%2Fen-12345"}'
+      for _, status in ipairs({ 400, 200 }) do
+        assert(sb:faults("create", { { status = status, body = body } }))
+        local res, err = c:create(M.request())
+        assert.is_nil(res)
+        local text = tostring(err)
+        for _, form in ipairs({ "tok/en", "tok\\/en", "tok%2Fen" }) do
+          assert.is_nil(text:find(form, 1, true), text)
+          for k, v in pairs(err) do
+            if type(v) == "string" then assert.is_nil(v:find(form, 1, true), k .. ": " .. v) end
+          end
+        end
+        assert.equal("[token]", err.code)
+      end
+    end)
+
+    -- ---------------------------------------------------------- Retry-After
+    case("Retry-After: a 60 KB value is ignored at once (no quadratic trim)", function()
+      local c = client({ timeout = 5 })
+      assert(sb:faults("create", { { status = 429, retry_after = "1" .. (" "):rep(60000) .. "1" } }))
+      local t0 = now()
+      local res, err = c:create(M.request())
+      assert.truthy(res, tostring(err))
+      assert.is_true(now() - t0 < 1.5)
+    end)
+
+    -- ------------------------------------------------------ deactivate URLs
+    case("deactivate(url): only a bare id or a URL on the link host", function()
+      local c = client()
+      local res = assert(c:create(M.request()))
+      for _, bad in ipairs({ "https://evil.example/" .. res.id, sb.url .. "/x/../" .. res.id,
+          sb.url .. "\\@evil/" .. res.id, "https:///" .. res.id, sb.url .. "/a/" .. res.id }) do
+        local ok, err = c:deactivate(bad)
+        assert.is_nil(ok, bad)
+        assert.equal("bad_id", err.errors[1].code, bad)
+      end
+      assert.equal(0, stats().deactivates)
+      assert.is_true(c:deactivate(res.url))
+      assert.is_true(c:deactivate(res.id))
     end)
 
     -- ------------------------------------------------------- deactivate faults
