@@ -134,14 +134,51 @@ describe("client:create_many", function()
     assert.equal("transport", results[1].err.kind)
   end)
 
-  it("propagates an error from on_progress after freeing its handles", function()
+  -- on_progress raising or closing the client stops create_many; what was
+  -- done is returned, created URLs included, and the rest is marked.
+  local function check_stopped(results, stop, n, why)
+    assert.equal(n, #results)
+    assert.truthy(stop, "a second value says why it stopped")
+    assert.truthy(stop.message:find(why, 1, true), stop.message)
+    local created, never = 0, 0
+    for i = 1, n do
+      local r = results[i]
+      if r.res then
+        created = created + 1
+        assert.matches("^http", r.res.url)
+      else
+        assert.is_true(r.not_started, tostring(r.err))
+        assert.equal(0, r.err.attempts)
+        assert.is_false(r.err.sent)
+        never = never + 1
+      end
+    end
+    assert.equal(sb:stats().creates, created)   -- every link made is reported
+    assert.is_true(created >= 1 and never >= 1)
+    return created, never
+  end
+
+  it("keeps the results when on_progress raises, and marks the calls never started", function()
     local c = client()
-    assert.has_error(function()
-      c:create_many({ request(1), request(2) }, { on_progress = function() error("stop") end })
-    end, "stop")
-    local results = c:create_many({ request(3) })
-    assert.truthy(results[1].res)
+    local reqs = {}
+    for i = 1, 10 do reqs[i] = request(i) end
+    local ok, results, stop = pcall(c.create_many, c, reqs, { concurrency = 2,
+      on_progress = function(done) if done == 3 then error("stop here") end end })
+    assert.is_true(ok, tostring(results))
+    check_stopped(results, stop, 10, "stop here")
+    -- the client still works
+    assert.truthy(c:create_many({ request(11) })[1].res)
     c:close()
+  end)
+
+  it("keeps the results when on_progress closes the client", function()
+    local c = client()
+    local reqs = {}
+    for i = 1, 10 do reqs[i] = request(i) end
+    local ok, results, stop = pcall(c.create_many, c, reqs, { concurrency = 2,
+      on_progress = function(done) if done == 2 then c:close() end end })
+    assert.is_true(ok, tostring(results))
+    check_stopped(results, stop, 10, "closed")
   end)
 end)
 
@@ -179,6 +216,22 @@ describe("client:create_many inside nginx (ngx.thread path, simulated)", functio
     local h, err = c:create_async(request(5), function() end)
     assert.is_nil(h)
     assert.truthy(err.message:find("inside nginx", 1, true))
+    c:close()
+  end)
+
+  it("keeps the results when on_progress raises (light threads)", function()
+    sb:reset()
+    local c = link.new({ base_url = sb.url, transport = "curl" })
+    local reqs = {}
+    for i = 1, 6 do reqs[i] = request(i) end
+    local ok, results, stop = pcall(c.create_many, c, reqs, { concurrency = 2,
+      on_progress = function(done) if done == 2 then error("stop here") end end })
+    assert.is_true(ok, tostring(results))
+    assert.equal(6, #results)
+    assert.truthy(stop.message:find("stop here", 1, true))
+    assert.truthy(results[1].res and results[2].res)
+    for i = 3, 6 do assert.is_true(results[i].not_started) end
+    assert.equal(2, sb:stats().creates)
     c:close()
   end)
 end)

@@ -27,7 +27,7 @@ describe("TLS verification", function()
     assert.equal(60, err.curl_code) -- CURLE_PEER_FAILED_VERIFICATION
     assert.is_false(err.sent)
     assert.is_false(err.retryable) -- a retry cannot fix a certificate
-    assert.equal(1, err.attempts)
+    assert.equal(0, err.attempts)  -- attempts counts sends: nothing was sent
     assert.equal(0, sb:stats().requests)
     c:close()
   end)

@@ -147,22 +147,11 @@ function Rest:__tostring()
 end
 
 -- Removes the secret and the token from a string that came back from the
--- server or the transport, in case either echoed them.
+-- server or the transport, in case either echoed them, in every form a
+-- server may echo them in (JSON `\/`, `\u00XX`, percent-encoding).
 local function scrub(self, s)
-  if type(s) ~= "string" then return s end
   local p = private[self]
-  for _, secret in ipairs({ p.secret, p.token }) do
-    if secret and #secret >= 4 then
-      local i = 1
-      while true do
-        local a, b = s:find(secret, i, true)
-        if not a then break end
-        s = s:sub(1, a - 1) .. "***" .. s:sub(b + 1)
-        i = a + 3
-      end
-    end
-  end
-  return s
+  return errors.scrub_text(s, { p.secret, p.token }, "***")
 end
 
 -- `retryable` as `portone.link.retry` says for an idempotent call (these are
@@ -207,7 +196,7 @@ function Rest:_call(method, path, headers, body, what)
   end
   if code ~= 0 then
     return nil, errors.new("api", what .. ": " .. (message or "non-zero code"),
-      { status = status, code = t.code, body = cut }), status
+      { status = status, code = scrub(self, t.code), body = cut }), status
   end
   if type(t.response) ~= "table" then
     return nil, errors.new("decode", what .. ": no response object", { status = status, body = cut }), status
@@ -376,8 +365,14 @@ function Rest:verify(notice, expect)
   end
   local amount = tonumber(p.amount)
   if amount ~= expect.amount then
-    local shown = amount and ("%.0f"):format(amount) or tostring(p.amount)
-    return mismatch("amount", ("%.0f"):format(expect.amount), shown)
+    -- integral amounts without ".0"; others as they are (10000.4 must not
+    -- read as 10000)
+    local function show(v)
+      if v == math.floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return ("%.0f"):format(v) end
+      local s = ("%.14g"):format(v)
+      return tonumber(s) == v and s or ("%.17g"):format(v)
+    end
+    return mismatch("amount", show(expect.amount), amount and show(amount) or tostring(p.amount))
   end
   local want_status = expect.status or "paid"
   if p.status ~= want_status then

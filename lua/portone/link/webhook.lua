@@ -96,6 +96,42 @@ local function parse_form(body)
 end
 
 local cjson
+
+-- The keys of the top-level object of a JSON text that cjson accepted, in
+-- one linear pass (cjson keeps only the last of repeated keys, so a repeat
+-- is only visible here).
+local function top_keys(body)
+  local keys, depth, i, want_key = {}, 0, 1, false
+  while true do
+    i = body:find('[{}%[%],"]', i)
+    if not i then return keys end
+    local c = body:byte(i)
+    if c == 34 then                        -- a string: find its end
+      local j = i + 1
+      while true do
+        local q = body:find('["\\]', j)
+        if not q then return keys end
+        if body:byte(q) == 92 then j = q + 2 else j = q; break end
+      end
+      if depth == 1 and want_key then
+        keys[#keys + 1] = cjson.decode(body:sub(i, j))
+        want_key = false
+      end
+      i = j + 1
+    else
+      if c == 123 or c == 91 then
+        depth = depth + 1
+        want_key = depth == 1 and c == 123
+      elseif c == 125 or c == 93 then
+        depth = depth - 1
+      elseif depth == 1 then               -- a comma between members
+        want_key = true
+      end
+      i = i + 1
+    end
+  end
+end
+
 local function parse_json(body)
   cjson = cjson or require "cjson.safe"
   local t, err = cjson.decode(body)
@@ -104,7 +140,26 @@ local function parse_json(body)
   if t[1] ~= nil or (next(t) == nil and body:match("^%s*%[")) then
     return nil, "JSON body is not an object"
   end
+  -- A repeated known field is refused, as in a form body.
+  local seen = {}
+  for _, k in ipairs(top_keys(body)) do
+    if FIELDS[k] then
+      if seen[k] then return nil, "field '" .. k .. "' appears twice" end
+      seen[k] = true
+    end
+  end
   return t
+end
+
+-- opts.max_bytes: a positive number (NaN, zero or a negative cap would
+-- disable the cap or refuse everything: a programmer error).
+local function max_bytes(opts, fname)
+  local max = opts and opts.max_bytes
+  if max == nil then return M.MAX_BYTES end
+  if type(max) ~= "number" or not (max >= 1) then
+    error(("bad argument to '%s' (max_bytes must be a number >= 1)"):format(fname), 3)
+  end
+  return max
 end
 
 -- "application/json; charset=utf-8" -> "application/json"
@@ -135,7 +190,7 @@ function M.parse(body, content_type, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error(("bad argument #3 to 'parse' (table expected, got %s)"):format(type(opts)), 2)
   end
-  local max = opts and opts.max_bytes or M.MAX_BYTES
+  local max = max_bytes(opts, "parse")
   if body == nil then return decode_error("no body") end
   if #body > max then
     return nil, errors.new("decode", ("webhook: body of %d bytes is over the %d-byte cap"):format(#body, max),
@@ -198,7 +253,7 @@ end
 function M.parse_ngx(opts)
   local ngx = _G.ngx
   assert(ngx and ngx.req, "parse_ngx needs OpenResty")
-  local max = opts and opts.max_bytes or M.MAX_BYTES
+  local max = max_bytes(opts, "parse_ngx")
   local clen = tonumber(ngx.var.http_content_length or "")
   if clen and clen > max then
     return nil, errors.new("decode", ("webhook: body of %d bytes is over the %d-byte cap"):format(clen, max),
