@@ -379,10 +379,12 @@ void plink_push_curl_info(lua_State *L, CURL *c, CURLcode rc, const plink_resp *
         plink_set_sends(L, r->sends);
         return;
     }
-    if (rc == CURLE_OUT_OF_MEMORY && strstr(r->errbuf, "header")) {
-        /* libcurl refuses one header line over 100 KB with CURLE_OUT_OF_MEMORY
-         * ("Avoided giant realloc for header"): say what it is. */
-        snprintf(msg, sizeof msg, "response header too large (%s)", r->errbuf);
+    if (rc == CURLE_OUT_OF_MEMORY && r->hdr.len > 0) {
+        /* libcurl refuses a header line over 100 KB (CURL_MAX_HTTP_HEADER)
+         * with CURLE_OUT_OF_MEMORY and no message, after the status line
+         * came in: say what it most likely is. */
+        snprintf(msg, sizeof msg, "response header too large (a header line over "
+                 "libcurl's 100 KB limit)");
         plink_push_info(L, "transport", msg, (int)rc, sent);
         lua_pushboolean(L, 1);
         lua_setfield(L, -2, "too_large");

@@ -238,8 +238,17 @@ local function read_head(rd)
       return { version = version, status = tonumber(status), headers = headers }
     end
     n = n + #line
-    local name, value = line:match("^([^:%s]+):[ \t]*(.-)[ \t\r]*$")
+    -- linear: a lazy `(.-)` before a trailing `%s*$` is quadratic on a
+    -- long value full of spaces
+    local name, value = line:match("^([^:%s]+):(.*)$")
     if name then
+      local a, b = value:find("[^ \t]") or (#value + 1), #value
+      while b >= a do
+        local c = value:byte(b)
+        if c ~= 32 and c ~= 9 and c ~= 13 then break end
+        b = b - 1
+      end
+      value = value:sub(a, b)
       name = name:lower()
       local old = headers[name]
       headers[name] = old and (old .. ", " .. value) or value

@@ -1,0 +1,237 @@
+-- The [delivery] issue's cases that need no nginx: Retry-After parsing, a
+-- token function that closes the client, the on_attempt hook, phase errors,
+-- webhook limits and duplicates, and link.rest's error texts. The cases on
+-- sends per call, secrets, long Retry-After headers and deactivate URLs run
+-- on every transport in spec/helpers/cases.lua; the multi-handle ones in
+-- spec/async_spec.lua; create_many's in spec/bulk_spec.lua.
+local cases = require "helpers.cases"
+local helper = require "helpers.sandbox"
+local link = require "portone.link"
+local protocol = require "portone.link.protocol"
+local socket = require "socket"
+
+-- A transport double: answers from a list of {status, body, headers} or
+-- {nil, info}; records what it was asked.
+local function fake_transport(answers)
+  local t = { calls = {} }
+  function t.request(_, method, url, headers, body, max_sends)
+    t.calls[#t.calls + 1] = { method = method, url = url, headers = headers, body = body,
+      max_sends = max_sends }
+    local a = table.remove(answers, 1) or { 200, '{"shortenedUrl":"https://impay.link/abc"}', {} }
+    return a[1], a[2], a[3], a[4]
+  end
+  t.sleep = function() end
+  return t
+end
+
+describe("Retry-After", function()
+  it("refuses dates that do not exist, wrong weekday names and over-long values", function()
+    for _, v in ipairs({ "Wed, 99 Oct 2030 07:28:00 GMT", "Mon, 31 Feb 2030 07:28:00 GMT",
+        "Wed, 29 Feb 2023 07:28:00 GMT", "Wed, 21 Oct 2015 25:00:00 GMT",
+        "Wed, 21 Oct 2015 07:60:00 GMT", "Xyz, 21 Oct 2015 07:28:00 GMT",
+        "Wed, 00 Oct 2015 07:28:00 GMT", ("1"):rep(65), "1" .. (" "):rep(64) }) do
+      assert.is_nil(protocol.parse_retry_after(v, 0), v)
+    end
+    assert.equal(30, protocol.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412450))
+    assert.equal(1, protocol.parse_retry_after("Thu, 29 Feb 2024 00:00:00 GMT", 1709164799))
+    assert.equal(5, protocol.parse_retry_after("\t 5 \t", 0))
+  end)
+
+  it("reads a 200 KB value in linear time", function()
+    local v = "1" .. (" "):rep(200000) .. "1"
+    local t0 = os.clock()
+    assert.is_nil(protocol.parse_retry_after(v, 0))
+    assert.is_true(os.clock() - t0 < 0.1)
+  end)
+end)
+
+describe("a token function that closes the client", function()
+  it("create and deactivate return nil, err (client is closed), never raise", function()
+    local c
+    c = link.new({ transport = fake_transport({}), token = function() c:close(); return "t0ken-x" end })
+    local ok, res, err = pcall(c.create, c, cases.request())
+    assert.is_true(ok, tostring(res))
+    assert.is_nil(res)
+    assert.equal("transport", err.kind)
+    assert.matches("closed", err.message)
+    assert.equal(0, err.attempts)
+    c = link.new({ transport = fake_transport({}), token = function() c:close(); return "t0ken-x" end })
+    ok, res, err = pcall(c.deactivate, c, "abc")
+    assert.is_true(ok, tostring(res))
+    assert.is_nil(res)
+    assert.matches("closed", err.message)
+  end)
+end)
+
+describe("sends per call (transport double)", function()
+  it("asks for two sends, then one once the call used its re-send", function()
+    local t = fake_transport({
+      { nil, { kind = "transport", message = "reset", sent = true, sends = 2 } },
+    })
+    local c = link.new({ transport = t, retries = 2 })
+    local _, err = c:deactivate("abc")                -- idempotent: retried
+    assert.is_nil(err)
+    assert.equal(2, t.calls[1].max_sends)
+    assert.equal(1, t.calls[2].max_sends)
+  end)
+
+  it("attempts counts sends: the transport's count, 0 when nothing left", function()
+    local t = fake_transport({
+      { nil, { kind = "transport", message = "refused", sent = false, sends = 0 } },
+      { nil, { kind = "transport", message = "refused", sent = false, sends = 0 } },
+      { 503, "{}", {}, 2 },
+    })
+    local c = link.new({ transport = t, retries = 2 })
+    local res, err = c:create(cases.request())
+    assert.is_nil(res)
+    assert.equal(503, err.status)
+    assert.equal(2, err.attempts)       -- 0 + 0 + 2
+  end)
+end)
+
+describe("phase errors (ngx transport outside cosocket phases)", function()
+  local saved
+  before_each(function()
+    saved = rawget(_G, "ngx")
+    rawset(_G, "ngx", { get_phase = function() return "init" end, log = function() end })
+  end)
+  after_each(function() rawset(_G, "ngx", saved) end)
+
+  it("say attempts = 0: nothing was sent", function()
+    local c = link.new({ transport = "ngx", retries = 2 })
+    local res, err = c:create(cases.request())
+    assert.is_nil(res)
+    assert.is_false(err.sent)
+    assert.equal(0, err.attempts)
+    assert.is_nil(tostring(err):find("attempts", 1, true))
+  end)
+end)
+
+describe("on_attempt", function()
+  it("is called once per attempt with the documented fields, and no secret", function()
+    local seen = {}
+    local t = fake_transport({ { 503, '{"code":-1}', {} } })
+    local c = link.new({ transport = t, token = "tok-SECRET-1", on_attempt = function(ev)
+      seen[#seen + 1] = ev
+    end })
+    local res = assert(c:create(cases.request()))
+    assert.equal(2, res.attempts)
+    assert.equal(2, #seen)
+    assert.same({ "create", "POST", 1, 503, "http", true, 1 },
+      { seen[1].op, seen[1].method, seen[1].attempt, seen[1].status, seen[1].err_kind, seen[1].sent,
+        seen[1].sends })
+    assert.equal(2, seen[2].attempt)
+    assert.equal(200, seen[2].status)
+    assert.is_nil(seen[2].err_kind)
+    assert.equal("https://api.iamport.co" .. protocol.PATH, seen[2].url)
+    assert.equal("number", type(seen[1].duration))
+    for _, ev in ipairs(seen) do
+      for k, v in pairs(ev) do
+        assert.is_nil(tostring(v):find("SECRET", 1, true), k)
+      end
+    end
+  end)
+
+  it("a hook that raises or closes the client never breaks the call", function()
+    local c
+    c = link.new({ transport = fake_transport({}), on_attempt = function() c:close(); error("boom") end })
+    local res, err = c:create(cases.request())
+    assert.truthy(res, tostring(err))
+    c = link.new({ transport = fake_transport({}), on_attempt = function() error({}) end })
+    assert.truthy(c:create(cases.request()))
+    assert.has_error(function() link.new({ on_attempt = 1 }) end)
+  end)
+
+  describe("over curl and the multi handle", function()
+    local sb
+    lazy_setup(function() sb = helper.start() end)
+    lazy_teardown(function() if sb then sb:stop() end end)
+    before_each(function() sb:reset() end)
+
+    it("sees every attempt, sync and async, with statuses and sends", function()
+      local seen = {}
+      local c = link.new(cases.merge(cases.FAST, { base_url = sb.url,
+        on_attempt = function(ev) seen[#seen + 1] = ev end }))
+      assert(sb:faults("create", { { status = 503 } }))
+      assert(c:create(cases.request()))
+      assert.same({ 503, 200 }, { seen[1].status, seen[2].status })
+      assert(sb:faults("create", { { status = 429 } }))
+      local got
+      c:create_async(cases.request(), function(r, e) got = r or e end)
+      local deadline = socket.gettime() + 10
+      while c:poll(50) > 0 do assert(socket.gettime() < deadline) end
+      assert.equal(200, got.status)
+      assert.same({ 429, 200 }, { seen[3].status, seen[4].status })
+      assert.same({ 1, 2 }, { seen[3].attempt, seen[4].attempt })
+      for i = 1, 4 do assert.equal(1, seen[i].sends) end
+      c:close()
+    end)
+  end)
+end)
+
+describe("webhook", function()
+  local webhook = link.webhook
+  it("a JSON body with a repeated imp_uid is refused, as a form body is", function()
+    local n, err = webhook.parse('{"imp_uid":"imp_1","merchant_uid":"o1","status":"paid","imp_uid":"imp_2"}',
+      "application/json")
+    assert.is_nil(n)
+    assert.equal("decode", err.kind)
+    assert.matches("twice", err.message)
+    n, err = webhook.parse('{"imp_uid":"imp_1","merchant_uid":"o1","status":"paid","imp\\u005fuid":"imp_2"}',
+      "application/json")
+    assert.is_nil(n)
+    assert.matches("twice", err.message)
+    local _, ferr = webhook.parse("imp_uid=imp_1&merchant_uid=o1&status=paid&imp_uid=imp_2",
+      "application/x-www-form-urlencoded")
+    assert.equal(ferr.kind, err.kind)
+    -- nested objects may repeat names; only the top level counts
+    assert.truthy(webhook.parse('{"imp_uid":"imp_1","merchant_uid":"o1","status":"paid",'
+      .. '"x":{"imp_uid":"a"},"y":[{"imp_uid":"b"}]}', "application/json"))
+  end)
+
+  it("max_bytes NaN, zero or not a number is a programmer error (the cap never turns off)", function()
+    for _, m in ipairs({ 0 / 0, 0, -1, "10" }) do
+      assert.has_error(function() webhook.parse("{}", "application/json", { max_bytes = m }) end)
+    end
+    local _, err = webhook.parse(("x"):rep(100), nil, { max_bytes = 10 })
+    assert.is_true(err.too_large)
+  end)
+end)
+
+describe("link.rest error texts", function()
+  local SECRET = "sec/ret-KEY-42"
+  local function rest_with(answers)
+    local t = { request = function()
+      local a = table.remove(answers, 1)
+      return a[1], a[2], a[3]
+    end }
+    return link.rest.new({ imp_key = "key-1", imp_secret = SECRET, transport = t })
+  end
+  local TOKEN = '{"code":0,"response":{"access_token":"acc/tok-99","expired_at":2000000000,"now":1999998200}}'
+
+  it("an amount mismatch of 10000.4 reads 10000.4", function()
+    local r = rest_with({ { 200, TOKEN },
+      { 200, '{"code":0,"response":{"imp_uid":"imp_1","merchant_uid":"o1","amount":10000.4,"status":"paid"}}' } })
+    local p, err = r:verify({ imp_uid = "imp_1", merchant_uid = "o1" }, { amount = 10000 })
+    assert.is_nil(p)
+    assert.equal("mismatch", err.kind)
+    assert.equal("verify: amount is 10000.4, expected 10000", err.message)
+  end)
+
+  it("the secret and the token, echoed as JSON \\/ or in code, reach no field", function()
+    local echo = '{"code":"sec/ret-KEY-42","message":"bad sec\\/ret-KEY-42 acc\\/tok-99"}'
+    local r = rest_with({ { 200, echo } })
+    local _, err = r:payment("imp_1")
+    local text = tostring(err)
+    for _, form in ipairs({ "sec/ret", "sec\\/ret" }) do
+      assert.is_nil(text:find(form, 1, true), text)
+      for k, v in pairs(err) do
+        if type(v) == "string" then assert.is_nil(v:find(form, 1, true), k) end
+      end
+    end
+    r = rest_with({ { 200, TOKEN }, { 500, '{"code":-1,"message":"acc\\/tok-99 refused"}' } })
+    _, err = r:payment("imp_1")
+    assert.is_nil(tostring(err):find("acc\\/tok", 1, true), tostring(err))
+    assert.is_nil(err.body:find("acc\\/tok", 1, true), err.body)
+  end)
+end)
