@@ -498,10 +498,9 @@ describe("client async calls", function()
 
   it("core: m:add(..., max_sends) bounds libcurl's re-sends and reports sends", function()
     local m = core.multi_new({ max_concurrent = 4 })
-    local ids = {}
     sb:latency(150)
     for i = 1, 4 do
-      ids[i] = m:add("POST", sb.url .. API, JSON, helper.create_body({ merchant_uid = "w" .. i }))
+      m:add("POST", sb.url .. API, JSON, helper.create_body({ merchant_uid = "w" .. i }))
     end
     for _, c in pairs(drain(m)) do assert.equal(1, c.sends) end
     sb:latency(0)

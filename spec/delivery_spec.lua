@@ -177,8 +177,8 @@ describe("webhook", function()
     assert.is_nil(n)
     assert.equal("decode", err.kind)
     assert.matches("twice", err.message)
-    n, err = webhook.parse('{"imp_uid":"imp_1","merchant_uid":"o1","status":"paid","imp\\u005fuid":"imp_2"}',
-      "application/json")
+    n, err = webhook.parse(
+      '{"imp_uid":"imp_1","merchant_uid":"o1","status":"paid","imp\\u005fuid":"imp_2"}', "application/json")
     assert.is_nil(n)
     assert.matches("twice", err.message)
     local _, ferr = webhook.parse("imp_uid=imp_1&merchant_uid=o1&status=paid&imp_uid=imp_2",
@@ -210,8 +210,8 @@ describe("link.rest error texts", function()
   local TOKEN = '{"code":0,"response":{"access_token":"acc/tok-99","expired_at":2000000000,"now":1999998200}}'
 
   it("an amount mismatch of 10000.4 reads 10000.4", function()
-    local r = rest_with({ { 200, TOKEN },
-      { 200, '{"code":0,"response":{"imp_uid":"imp_1","merchant_uid":"o1","amount":10000.4,"status":"paid"}}' } })
+    local r = rest_with({ { 200, TOKEN }, { 200, '{"code":0,"response":{"imp_uid":"imp_1",'
+      .. '"merchant_uid":"o1","amount":10000.4,"status":"paid"}}' } })
     local p, err = r:verify({ imp_uid = "imp_1", merchant_uid = "o1" }, { amount = 10000 })
     assert.is_nil(p)
     assert.equal("mismatch", err.kind)

@@ -154,6 +154,32 @@ describe("client inside nginx (ngx cosocket transport)", function()
       assert.equal(1, r.connects)
     end)
 
+    it("timeout is one deadline per attempt, even when the body or the header trickles in", function()
+      for _, u in ipairs({ "/trickle?n=40&ms=100", "/trickle?n=40&ms=100&head=1" }) do
+        local t0 = require("socket").gettime()
+        local r = transport { url = up.http .. u, opts = { timeout = 0.5 } }
+        local took = require("socket").gettime() - t0
+        local info = r.results[1].info
+        assert.truthy(info, u)
+        assert.equal("timeout", info.kind, u)
+        assert.is_true(info.sent)
+        assert.is_true(took < 2, u .. " took " .. took .. " s; the answer lasts 4 s")
+      end
+    end)
+
+    it("max_sends bounds the re-sends over dead pooled connections; sends counted", function()
+      -- the pooled connection dies under the request; so does the fresh one
+      local r = transport { urls = { up.http .. "/echo?sleep_ms=1", up.http .. "/raw/reset",
+        up.http .. "/raw/reset" }, drain = true, opts = {} }
+      assert.equal(200, r.results[1].status)
+      assert.equal(2, r.results[2].info.sends)        -- reused + one fresh
+      assert.is_true(r.results[2].info.sent)
+      r = transport { urls = { up.http .. "/echo", up.http .. "/raw/reset" }, drain = true,
+        max_sends = 1 }
+      assert.equal(1, r.results[2].info.sends)
+      assert.equal(1, r.connects)
+    end)
+
     it("connection refused is not sent; a read timeout is kind timeout", function()
       local port = harness.free_port()
       local r = transport { url = "http://127.0.0.1:" .. port .. "/" }
@@ -181,20 +207,42 @@ describe("client inside nginx (ngx cosocket transport)", function()
       assert.is_true(r.reuses >= 2)
     end)
 
-    it("TLS: an untrusted certificate fails the handshake, nothing sent", function()
-      local r = transport { url = up.rogue .. "/echo" }
-      local info = r.results[1].info
-      assert.equal("transport", info.kind)
-      assert.is_false(info.sent)
-      assert.matches("certificate", info.message)
+    it("TLS: an untrusted certificate fails the handshake, nothing sent, permanent", function()
+      local r = transport { url = up.rogue .. "/echo", n = 3 }
+      for _, res in ipairs(r.results) do
+        local info = res.info
+        assert.equal("transport", info.kind)
+        assert.is_false(info.sent)
+        assert.equal(0, info.sends)
+        assert.is_true(info.permanent)
+        assert.matches("certificate", info.message)
+      end
     end)
 
-    it("TLS: a host-name mismatch fails cleanly (no raise), nothing sent", function()
-      local r = transport { url = up.other .. "/echo" }
-      local info = r.results[1].info
-      assert.equal("transport", info.kind)
-      assert.is_false(info.sent)
-      assert.matches("TLS handshake", info.message)
+    it("TLS: a host-name mismatch fails cleanly (no raise), nothing sent, permanent", function()
+      local r = transport { url = up.other .. "/echo", n = 3 }
+      for _, res in ipairs(r.results) do
+        local info = res.info
+        assert.equal("transport", info.kind)
+        assert.is_false(info.sent)
+        assert.is_true(info.permanent)
+        assert.matches("TLS handshake", info.message)
+      end
+    end)
+
+    it("TLS: the client never retries a certificate failure and reports it unsent", function()
+      for _, u in ipairs({ up.rogue, up.other }) do
+        local r = post("/t/client", { opts = { base_url = u, retries = 2, retry_base = 0.01 },
+          calls = { { op = "create" }, { op = "create" } } })
+        for _, res in ipairs(r.results) do
+          local err = res.err
+          assert.equal("transport", err.kind, u)
+          assert.is_false(err.sent, err.message)
+          assert.is_false(err.retryable)
+          assert.equal(0, err.attempts)
+          assert.is_nil(err.message:find("send failed", 1, true), err.message)
+        end
+      end
     end)
 
     it("is available in the content phase", function()
@@ -222,6 +270,53 @@ describe("client inside nginx (ngx cosocket transport)", function()
       -- one at a time would take 2 s; the bound leaves room for a loaded machine
       assert.is_true(elapsed < 1.4, "took " .. elapsed .. " s: the calls did not overlap")
       c:close()
+    end)
+  end)
+
+  describe("sends per call over a pool of dead connections", function()
+    local sb
+    lazy_setup(function() sb = helper.start() end)
+    lazy_teardown(function() if sb then sb:stop() end end)
+
+    it("a create is sent at most twice though five pooled connections die under it", function()
+      assert(sb:latency(150))
+      local c = ngx_client(sb.url, {})
+      local reqs = {}
+      for i = 1, 6 do reqs[i] = cases.request() end
+      assert(c:_call("create_many", reqs, { concurrency = 6 }))  -- six pooled connections
+      assert(sb:latency(0))
+      local faults = {}
+      for i = 1, 5 do faults[i] = { reset_after = true } end
+      assert(sb:faults("create", faults))
+      local res, err = c:create(cases.request())
+      assert.is_nil(res)
+      assert.is_true(err.sent)
+      assert.equal(2, err.attempts, err.message)
+      assert.equal(6 + 2, assert(sb:stats()).creates)
+      c:close()
+    end)
+  end)
+
+  describe("the OpenResty example's on_attempt counter", function()
+    local sb, ex
+    lazy_setup(function()
+      sb = helper.start()
+      ex = harness.start { env = { PORTONE_LINK_BASE_URL = sb.url } }
+    end)
+    lazy_teardown(function()
+      if ex then ex:stop() end
+      if sb then sb:stop() end
+    end)
+
+    it("counts every attempt in a lua_shared_dict; a 503 then a 200", function()
+      assert(sb:faults("create", { { status = 503 } }))
+      local code, body = request("POST", ex.url .. "/orders/link", cjson.encode({ order_id = "A-1",
+        amount = 15000, name = "T-shirt", buyer_tel = "010-1234-5678" }), "application/json")
+      assert.equal(201, code, body)
+      local _, text = request("GET", ex.url .. "/orders/metrics")
+      assert.matches("create.attempts.http 1", text, 1, true)
+      assert.matches("create.attempts.200 1", text, 1, true)
+      assert.matches("create.sends 2", text, 1, true)
     end)
   end)
 

@@ -7,6 +7,7 @@
 --     422 {"error": ..., "errors": [{field, code, message}]}   (the request)
 --     502 {"error": ..., "kind": ...}                          (PortOne or the network)
 --   POST /orders/unlink {"id"}  -> 200 {"ok": true}
+--   GET  /orders/metrics        -> text: one "name value" line per counter
 -- luacheck: globals ngx
 local cjson = require "cjson.safe"
 local link = require "portone.link"
@@ -18,6 +19,20 @@ local M = {}
 -- requests themselves must run where cosockets work: rewrite, access,
 -- content and ngx.timer callbacks. Elsewhere (init, set, header/body filter,
 -- log) create() returns an error that says to use ngx.timer.at.
+-- Metrics: `on_attempt` runs once per attempt (each send to PortOne, and
+-- each try that failed before sending) with {op, method, url, attempt,
+-- status, duration, err_kind, sent, sends}. Here it counts them in a
+-- lua_shared_dict, which every worker shares, for /orders/metrics (or a
+-- Prometheus exporter) to read. A hook that raises never breaks the call.
+local function count_attempt(ev)
+  local dict = ngx.shared.portone_link_metrics
+  if not dict then return end
+  local outcome = ev.err_kind or tostring(ev.status)   -- "200", "503", "timeout", ...
+  dict:incr(ev.op .. ".attempts." .. outcome, 1, 0)
+  dict:incr(ev.op .. ".sends", ev.sends, 0)            -- requests that reached the wire
+  dict:incr(ev.op .. ".ms", math.floor(ev.duration * 1000 + 0.5), 0)
+end
+
 local client
 local function get_client()
   if not client then
@@ -25,6 +40,7 @@ local function get_client()
       base_url = os.getenv("PORTONE_LINK_BASE_URL"), -- nil: https://api.iamport.co
       token = os.getenv("PORTONE_LINK_TOKEN"),        -- optional bearer token
       timeout = 10, connect_timeout = 3, retries = 2,
+      on_attempt = count_attempt,
     }
   end
   return client
@@ -78,6 +94,15 @@ function M.deactivate()
   local ok, err = get_client():deactivate(a.id)
   if ok then return reply(200, { ok = true }) end
   return reply(err.kind == "validation" and 422 or 502, { error = err.message, kind = err.kind })
+end
+
+--- GET /orders/metrics: the counters of count_attempt, sorted.
+function M.metrics()
+  local dict = ngx.shared.portone_link_metrics
+  local keys = dict and dict:get_keys(0) or {}
+  table.sort(keys)
+  ngx.header["Content-Type"] = "text/plain"
+  for _, k in ipairs(keys) do ngx.say(k, " ", dict:get(k)) end
 end
 
 --- From a phase without cosockets (here: log_by_lua), defer to a timer.

@@ -258,7 +258,8 @@ function M.run(name, make_client, run_opts)
     -- ---------------------------------------------------------- sends per call
     -- reset_after: the sandbox handles the request (a create makes its link),
     -- then closes the connection without an answer.
-    case("sends: a reused connection reset after the request was read is sent at most twice, both counted", function()
+    case("sends: a reused connection reset after the request was read is sent at most twice, both counted",
+        function()
       local c = client()
       assert(c:create(M.request()))             -- leaves a kept-alive connection
       assert(sb:faults("create", { { reset_after = true }, { reset_after = true }, { reset_after = true } }))

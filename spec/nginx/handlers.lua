@@ -117,9 +117,10 @@ routes["/t/transport"] = function()
   local results = {}
   for i = 1, a.n or #urls > 0 and #urls or 1 do
     local url = urls[i] or a.url
-    local status, body, headers = t:request(a.method or "GET", url, a.headers or {}, a.body)
+    local status, body, headers, sends = t:request(a.method or "GET", url, a.headers or {}, a.body,
+      a.max_sends)
     if status then
-      results[i] = { status = status, body = body, headers = headers }
+      results[i] = { status = status, body = body, headers = headers, sends = sends }
     else
       results[i] = { info = plain(body) }
     end
@@ -366,6 +367,29 @@ function M.upstream()
     for i = 1, tonumber(args.n or 3) do
       ngx.print(("chunk%d;"):format(i))
       ngx.flush(true)
+    end
+    return
+  end
+  if uri == "/trickle" then
+    -- n body bytes, one every ms milliseconds: each read is short, the
+    -- whole answer long (head=1: the header block trickles too)
+    local n, ms = tonumber(args.n or 40), tonumber(args.ms or 100)
+    if args.head then
+      local sock = assert(ngx.req.socket(true))
+      local head = "HTTP/1.1 200 OK\r\nX-Slow: " .. ("x"):rep(n) .. "\r\nContent-Length: 2\r\n\r\nok"
+      for i = 1, #head do
+        if not sock:send(head:sub(i, i)) then return ngx.exit(444) end
+        ngx.sleep(ms / 1000)
+      end
+      return ngx.exit(444)
+    end
+    ngx.header["Content-Length"] = n
+    ngx.send_headers()
+    ngx.flush(true)
+    for _ = 1, n do
+      ngx.sleep(ms / 1000)
+      ngx.print("x")
+      if not ngx.flush(true) then return end
     end
     return
   end

@@ -7,6 +7,7 @@
 --     ngx_srv.url            -- http://127.0.0.1:PORT (the test locations)
 --     ngx_srv.url .. "/portone/webhook"  -- examples/webhook/handler.lua, mounted
 --                            -- as its README says (env PORTONE_* from opts.env)
+--     ngx_srv.url .. "/orders/link", "/orders/metrics"  -- examples/openresty
 --     ngx_srv.upstream       -- plain/TLS fake upstreams for raw transport tests
 --     ngx_srv:stop()
 --
@@ -122,6 +123,7 @@ http {
   lua_socket_log_errors off;
   lua_shared_dict plink_test 1m;
   lua_shared_dict orders 1m;  # examples/webhook/handler.lua's order store
+  lua_shared_dict portone_link_metrics 1m;  # examples/openresty/link_handler.lua
 
   init_by_lua_block {
     require("nginx.handlers").init()
@@ -152,6 +154,13 @@ http {
     location = /portone/webhook {
       client_max_body_size 16k;
       content_by_lua_block { require("handler").handle() }
+    }
+    # the OpenResty link example (PORTONE_LINK_BASE_URL from opts.env)
+    location = /orders/link {
+      content_by_lua_block { require("link_handler").create() }
+    }
+    location = /orders/metrics {
+      content_by_lua_block { require("link_handler").metrics() }
     }
     location = /bench/ngx {
       content_by_lua_block { require("nginx.handlers").bench("ngx") }
@@ -275,7 +284,8 @@ function M.start(opts)
     MODULES = MODULES, PREFIX = prefix, ROOT = ROOT, LOG_LEVEL = opts.log_level or "warn",
     -- the client, the spec helpers, and examples/webhook (require "handler")
     LUA_PATH = table.concat({ prefix .. "/lua/?.lua", ROOT .. "/lua/?.lua", ROOT .. "/lua/?/init.lua",
-      ROOT .. "/spec/?.lua", ROOT .. "/examples/webhook/?.lua", ";" }, ";"),
+      ROOT .. "/spec/?.lua", ROOT .. "/examples/webhook/?.lua", ROOT .. "/examples/openresty/?.lua",
+      ";" }, ";"),
     PORT = self.port, UP_PORT = self.up_port, UP_TLS_PORT = self.up_tls_port,
     ROGUE_PORT = self.rogue_port, OTHER_PORT = self.other_port,
     CA = certs.bundle, CERT = certs.cert, KEY = certs.key,

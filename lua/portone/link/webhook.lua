@@ -156,7 +156,7 @@ end
 local function max_bytes(opts, fname)
   local max = opts and opts.max_bytes
   if max == nil then return M.MAX_BYTES end
-  if type(max) ~= "number" or not (max >= 1) then
+  if type(max) ~= "number" or max ~= max or max < 1 then
     error(("bad argument to '%s' (max_bytes must be a number >= 1)"):format(fname), 3)
   end
   return max
