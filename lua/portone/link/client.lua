@@ -7,17 +7,19 @@
 --
 -- Every failure returns `nil, err` (see `portone.link.errors`): `err.kind` is
 -- `validation`, `transport`, `timeout`, `http`, `api` or `decode`, and
--- `err.attempts` says how many requests were made. Wrong argument or option
+-- `err.attempts` (and a create's `res.attempts`) says how many times the
+-- request went out, every send counted. Wrong argument or option
 -- types are programmer errors and raise.
 --
 -- A closed client returns `nil, err` with `kind = "transport"` and the message
 -- "client is closed" (one of the contract's kinds; `retryable = false`).
 --
 -- Retries follow `portone.link.retry` (DESIGN §4): a create is re-sent only
--- when it surely did not reach the server, or on 429/503. Note that libcurl
--- itself re-sends a request once a *reused* keep-alive connection turns out
--- dead before any response byte arrived; a create is at-least-once in that
--- window only (PortOne refuses a second payment for the same merchant_uid).
+-- when it surely did not reach the server, or on 429/503. The transports
+-- re-send by themselves once a *reused* keep-alive connection turns out
+-- dead before any response byte arrived; `_run` allows that once per call,
+-- so a create goes out at most twice without an answer in between, and at
+-- most `retries + 2` times in all (README "Sends per call").
 -- @module portone.link.client
 local core = require "portone.link.core"
 local errors = require "portone.link.errors"
@@ -173,6 +175,10 @@ Client.__index = Client
 --   (the transport interface). Default: `"ngx"` inside nginx, else `"curl"`
 -- @tparam[opt=16] int opts.max_concurrent async transfers in flight on the
 --   client's multi handle (`portone.link.async`), an integer in [1, 4096]
+-- @tparam[opt] function opts.on_attempt called once per attempt on every
+--   transport, sync and async, with `{op, method, url, attempt, status,
+--   duration, err_kind, sent, sends}` (no header, body or token); what it
+--   does (raise, close the client) never changes the call's result
 -- @return the client (raises on a bad option)
 function M.new(opts)
   if opts == nil then opts = {} end

@@ -6,7 +6,8 @@
 --
 -- Fields an error may carry: `kind` and `message` (always); `retryable`
 -- (always: whether the failure itself may be retried); `attempts` (client
--- calls: requests made, 0 when nothing was sent); `errors` (validation: the
+-- calls: how many times the request went out over the whole call, the
+-- transports' silent re-sends included; 0 when nothing was sent); `errors` (validation: the
 -- list of `{field, code, message}`, plus `suggestion` for `unknown_field`);
 -- `status` (the HTTP status of an answer); `code` (PortOne's non-zero `code`);
 -- `body` (the answer, cut to 512 bytes); `curl_code`; `sent` (transport,

@@ -101,6 +101,9 @@ end
 --   (the transport interface). Default: `"ngx"` inside nginx, else `"curl"`
 -- @tparam[opt=16] int opts.max_concurrent async transfers in flight on the
 --   client's multi handle (`portone.link.async`), an integer in [1, 4096]
+-- @tparam[opt] function opts.on_attempt called once per attempt on every
+--   transport with `{op, method, url, attempt, status, duration, err_kind,
+--   sent, sends}`; a hook that raises never breaks a call
 -- @treturn portone.link.client the client
 -- @usage local client = link.new{ token = os.getenv("PORTONE_TOKEN"), timeout = 5 }
 function M.new(opts)

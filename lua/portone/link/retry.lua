@@ -17,9 +17,10 @@
 --   retrying early; `err.retry_after` tells the caller when to come back.
 --
 -- libcurl itself re-sends a request when a *reused* keep-alive connection
--- dies before any response byte arrives (Curl_retry_request). That makes a
--- create at-least-once in that window; PortOne refuses a second payment for
--- the same merchant_uid. No retry of ours is ever added on top of it.
+-- dies before any response byte arrives (Curl_retry_request), and the ngx
+-- transport does the same. The client allows that silent re-send once per
+-- call (max_sends, see client.lua's _run); a failure after a send is never
+-- retried here for a create.
 -- @module portone.link.retry
 local M = {}
 
