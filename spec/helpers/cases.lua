@@ -326,6 +326,18 @@ function M.run(name, make_client, run_opts)
       assert.is_true(now() - t0 < 1.5)
     end)
 
+    case("a 200 KB response header reads 'response header too large', not out of memory", function()
+      local c = client({ retries = 0 })
+      assert(sb:faults("create", { { status = 429, retry_after = ("1"):rep(200000) } }))
+      local res, err = c:create(M.request())
+      assert.is_nil(res)
+      assert.equal("transport", err.kind)
+      assert.truthy(err.message:find("header too large", 1, true), err.message)
+      assert.is_nil(err.message:lower():find("out of memory", 1, true))
+      assert.is_true(err.sent)
+      assert.equal(1, err.attempts)
+    end)
+
     -- ------------------------------------------------------ deactivate URLs
     case("deactivate(url): only a bare id or a URL on the link host", function()
       local c = client()
