@@ -173,7 +173,7 @@ end
 -- under 4 bytes are left alone: they would match ordinary text.
 -- @tparam string s the text (anything else is returned as is)
 -- @tparam table secrets the secrets (a table of strings; holes allowed)
--- @tparam[opt="[secret]"] string mark what replaces a secret
+-- @tparam[opt] string mark what replaces a secret (default `[secret]`)
 -- @tparam[opt] int cut the length `s` was cut to, if it was
 -- @return the text with `mark` in place of each secret
 function M.scrub_text(s, secrets, mark, cut)
@@ -200,7 +200,7 @@ end
 -- `tostring(err)` is built from these fields, so it is clean too.
 -- @tparam table err the error
 -- @tparam table secrets the secrets (a table of strings; holes allowed)
--- @tparam[opt="[secret]"] string mark what replaces a secret
+-- @tparam[opt] string mark what replaces a secret (default `[secret]`)
 -- @return err
 function M.scrub(err, secrets, mark)
   if type(err) ~= "table" then return err end
