@@ -387,6 +387,11 @@ end
 --- Routes REST V1 requests: returns class, handler (handler(body) -->
 -- status, content_type, body), or nil for paths outside REST V1.
 function M.route(method, uri)
+  -- Route on the path as sent: the decoded one turns a %2F inside a
+  -- merchant_uid into a separator. Segments are decoded one by one.
+  if uri:match("^/payments") or uri:match("^/users") then
+    uri = (ngx.var.request_uri or uri):match("^[^?]*")
+  end
   local class, methods
   if uri:match("^/users/") or uri == "/users" then
     class, methods = match(uri)
