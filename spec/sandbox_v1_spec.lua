@@ -420,18 +420,31 @@ describe("sandbox REST V1", function()
       assert.matches("no webhook", err)
     end)
 
-    it("pages GET /__sandbox/links", function()
-      for _ = 1, 3 do create() end
-      local all = assert(sb:admin("GET", "/__sandbox/links?limit=1000"))
-      assert.truthy(all.total >= 3)
-      local p = assert(sb:admin("GET", "/__sandbox/links?limit=2&page=2"))
-      assert.equal(all.total, p.total)
-      assert.equal(2, p.limit)
-      assert.equal(all.links[3].id, p.links[1].id)
-      assert.is_string(p.links[1].merchant_uid)
-      local far = assert(sb:admin("GET", "/__sandbox/links?limit=2&page=100000"))
-      assert.same({}, far.links)
-      assert.equal(0, far.next)
+    it("pages GET /__sandbox/links, newest first, with the total in X-Total-Count", function()
+      local function links(q)
+        local status, body, h = sandbox.http(sb.host, sb.admin_port, "GET", "/__sandbox/links" .. q)
+        assert.equal(200, status)
+        local n = 0
+        for _ in pairs(cjson.decode(body)) do n = n + 1 end
+        return cjson.decode(body), n, tonumber(h["x-total-count"]), tonumber(h["x-next-page"])
+      end
+      local ids = {}
+      for i = 1, 3 do ids[i] = create() end
+      local all, n, total = links("?limit=1000")
+      assert.equal(total, n)
+      assert.truthy(total >= 3)
+      local page, count, t2, nxt = links("?limit=2")
+      assert.equal(total, t2)
+      assert.equal(2, count)
+      assert.equal(2, nxt)
+      assert.is_table(page[ids[3]]); assert.is_table(page[ids[2]])   -- the newest two
+      assert.is_string(page[ids[3]].merchant_uid)
+      page = links("?limit=2&page=2")
+      assert.is_table(page[ids[1]])
+      local _, none, _, last = links("?limit=2&page=100000")
+      assert.equal(0, none)
+      assert.equal(0, last)
+      assert.is_table(all[ids[1]])
     end)
   end)
 end)

@@ -25,27 +25,29 @@ local function payments_list()
   return out
 end
 
--- GET /__sandbox/links?page=&limit=: one page of links, oldest first, read
--- through the creation index (never the whole dict: 200 concurrent calls
--- over thousands of links used to freeze the worker).
+-- GET /__sandbox/links?page=&limit=: one page of links, newest first, as
+-- {id: record}; X-Total-Count and X-Next-Page (0: none) tell the rest.
+-- Read through the creation index, never the whole dict: 200 concurrent
+-- calls over thousands of links used to freeze the worker.
 local function links_page()
   local a = ngx.req.get_uri_args(10)
   local page = math.max(1, math.floor(state.number(a.page) or 1))
   local limit = math.max(1, math.min(math.floor(state.number(a.limit) or M.LINKS_LIMIT), M.LINKS_MAX))
   local stats, links = state.stats(), state.links()
   local total = stats:get("link_seq") or 0
-  local out = {}
-  for i = (page - 1) * limit + 1, math.min(total, page * limit) do
+  local out, n = {}, 0
+  for i = total - (page - 1) * limit, math.max(1, total - page * limit + 1), -1 do
     local id = stats:get("linki:" .. i)
     local rec = id and state.get_json(links, id)
     if rec then
-      rec.id, rec.info = id, nil
-      out[#out + 1] = rec
+      rec.info = nil
+      out[id] = rec
+      n = n + 1
     end
   end
-  local head = cjson.encode({ total = total, page = page, limit = limit,
-                             next = page * limit < total and page + 1 or 0 })
-  return reply(200, nil, head:sub(1, -2) .. ',"links":' .. state.list_json(out) .. "}")
+  ngx.header["X-Total-Count"] = total
+  ngx.header["X-Next-Page"] = page * limit < total and page + 1 or 0
+  return reply(200, nil, n == 0 and "{}" or cjson.encode(out))
 end
 
 local function keys()
