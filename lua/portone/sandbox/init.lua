@@ -282,7 +282,8 @@ function Sandbox:stats() return self:admin("GET", "stats") end
 --   (`headers`: lower-case name to value), or `nil, err`
 function Sandbox:requests() return self:admin("GET", "requests") end
 --- The REST V1 key pair getToken accepts (made up at start when none was
--- given). @return `{imp_key =, imp_secret =, made_up =}`, or `nil, err`
+-- given; also `sb.imp_key`, `sb.imp_secret`).
+-- @return `{imp_key =, imp_secret =, made_up =}`, or `nil, err`
 function Sandbox:keys() return self:admin("GET", "keys") end
 --- Clears faults, latency, the clock offset, counters, the request log and
 -- every link.
