@@ -33,11 +33,11 @@ local function links_page()
   local a = ngx.req.get_uri_args(10)
   local page = math.max(1, math.floor(state.number(a.page) or 1))
   local limit = math.max(1, math.min(math.floor(state.number(a.limit) or M.LINKS_LIMIT), M.LINKS_MAX))
-  local stats, links = state.stats(), state.links()
-  local total = stats:get("link_seq") or 0
+  local links = state.links()
+  local total = links:get("#seq") or 0
   local out, n = {}, 0
   for i = total - (page - 1) * limit, math.max(1, total - page * limit + 1), -1 do
-    local id = stats:get("linki:" .. i)
+    local id = links:get("#" .. i)
     local rec = id and state.get_json(links, id)
     if rec then
       rec.info = nil

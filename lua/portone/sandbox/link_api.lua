@@ -56,13 +56,14 @@ local function create(body)
     merchant_uid = tostring(info.merchant_uid), active = true,
     info = info, -- the whole payment_info, for the bridge page and payments
   })
-  local stats = state.stats()
+  local links = state.links()
   for _ = 1, 10 do
     local id = state.random_id()
-    if state.links():add(id, rec) then
-      stats:incr("creates", 1, 0)
-      -- the index GET /__sandbox/links pages through (no get_keys over the dict)
-      stats:set("linki:" .. stats:incr("link_seq", 1, 0), id)
+    if links:add(id, rec) then
+      state.stats():incr("creates", 1, 0)
+      -- the creation index GET /__sandbox/links pages through (no get_keys
+      -- over the dict); "#" keys never clash with the hex ids
+      links:set("#" .. links:incr("#seq", 1, 0), id)
       return JSON(200, { shortenedUrl = state.conf.base .. "/" .. id })
     end
   end

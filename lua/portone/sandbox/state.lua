@@ -4,7 +4,7 @@
 -- sandbox's nginx (lua-nginx-module).
 --
 -- The dicts (declared by `portone.sandbox.config`):
---   portone_links   link id -> JSON link record
+--   portone_links   link id -> JSON link record; "#<n>" -> id by creation, "#seq"
 --   portone_faults  "q:<match>" lists of JSON faults (`portone.sandbox.faults`)
 --   portone_stats   everything else: counters, clock offset, request log,
 --                   payments, tokens, webhook log (`reset` flushes it)

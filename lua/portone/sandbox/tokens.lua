@@ -21,16 +21,23 @@ function M.accepts(key, secret)
     and key == c.imp_key and secret == c.imp_secret
 end
 
+-- Tokens live under "tok:<epoch>:<token>"; a revoke moves to a new epoch,
+-- so it is one incr, not a walk over the dict (which also holds payments).
+local function key(d, tok)
+  return "tok:" .. (d:get("tok_epoch") or 0) .. ":" .. tok
+end
+
 --- The current token, a new one when little of it is left: token, expiry, now.
 function M.issue()
   local d, now = state.stats(), state.now()
   local cur = d:get("tok_current")
-  local exp = cur and d:get("tok:" .. cur)
+  local exp = cur and d:get(key(d, cur))
   if not (cur and exp and exp - now > M.REISSUE_WITHIN) then
     cur, exp = state.random_hex(20), now + M.TTL
     -- the dict's own expiry only cleans up; validity is checked on the sandbox clock
-    d:set("tok:" .. cur, exp, M.TTL + 3600)
+    d:set(key(d, cur), exp, M.TTL + 3600)
     d:set("tok_current", cur)
+    d:incr("tok_count:" .. (d:get("tok_epoch") or 0), 1, 0)
   end
   return cur, exp, now
 end
@@ -38,17 +45,16 @@ end
 --- True when `tok` is a live token.
 function M.valid(tok)
   if type(tok) ~= "string" or not tok:match("^%x+$") then return false end
-  local exp = state.stats():get("tok:" .. tok)
+  local d = state.stats()
+  local exp = d:get(key(d, tok))
   return exp ~= nil and state.now() < exp
 end
 
---- Forgets every token; returns how many there were.
+--- Forgets every token; returns how many were issued since the last revoke.
 function M.revoke_all()
   local d = state.stats()
-  local n = 0
-  for _, k in ipairs(d:get_keys(0)) do
-    if k:sub(1, 4) == "tok:" then d:delete(k); n = n + 1 end
-  end
+  local n = d:get("tok_count:" .. (d:get("tok_epoch") or 0)) or 0
+  d:incr("tok_epoch", 1, 0)
   d:delete("tok_current")
   return n
 end
