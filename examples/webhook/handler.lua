@@ -105,8 +105,14 @@ function M.handle()
     -- 500 itself and PortOne sends again
     return answer(200, "in progress")
   end
-  local status, text = M.handle_claimed(notice, order)
+  -- under pcall: whatever goes wrong, the claim is released (OpenResty lets
+  -- cosockets yield across pcall)
+  local ok, status, text = pcall(M.handle_claimed, notice, order)
   orders.release(order.merchant_uid)
+  if not ok then
+    ngx.log(ngx.ERR, "webhook: ", tostring(status))
+    return answer(500, "error, send again")
+  end
   return answer(status, text)
 end
 
