@@ -67,6 +67,22 @@ describe("link.rest against the sandbox", function()
       assert.is_false(err.retryable)
     end)
 
+    it("sends the refund account a virtual account needs", function()
+      local res = assert(client:create(cases.request{ merchant_uid = uid("vbank"),
+        pay_methods = { { pg = "INIpayTest", pay_method = "vbank", label = "VA" } } }))
+      local imp = assert(sb:admin("POST", "pay", { id = res.id })).imp_uid
+      assert(sb:admin("POST", "deposit", { imp_uid = imp }))
+      local p, err = rest:cancel{ imp_uid = imp }
+      assert.is_nil(p)
+      assert.equal("api", err.kind)
+      p = assert(rest:cancel{ imp_uid = imp, refund_holder = "홍길동", refund_bank = "04",
+                              refund_account = "12345678901" })
+      assert.equal("cancelled", p.status)
+      p, err = rest:cancel{ imp_uid = imp, refund_bank = 4 }
+      assert.is_nil(p)
+      assert.equal("validation", err.kind)
+    end)
+
     it("cancels by merchant_uid", function()
       local imp, req = paid()
       local p = assert(rest:cancel{ merchant_uid = req.merchant_uid, reason = "out of stock" })

@@ -352,6 +352,14 @@ describe("sandbox REST V1", function()
       assert.equal("paid", notices(r.imp_uid, 2)[2].status)
       local _, err = sb:admin("POST", "deposit", { imp_uid = r.imp_uid })
       assert.matches("not ready", err)
+      -- a refund of a virtual account needs the account to send it back to
+      _, c = authed("POST", "/payments/cancel", { imp_uid = r.imp_uid })
+      assert.equal(1, c.code)
+      assert.matches("refund_account", c.message)
+      _, c = authed("POST", "/payments/cancel", { imp_uid = r.imp_uid, refund_holder = "홍길동",
+                                                   refund_bank = "04", refund_account = "12345678901" })
+      assert.equal(0, c.code)
+      assert.equal("cancelled", c.response.status)
     end)
 
     it("a buyer who declines on the bridge page makes a failed payment, and may pay again", function()

@@ -452,7 +452,8 @@ end
 --   (omit for the whole balance); `tax_free`; `checksum` (the refundable
 --   balance you believe is left: PortOne refuses the cancel when it
 --   differs, so two partial refunds racing cannot both go through);
---   `reason` (text)
+--   `reason` (text); `refund_holder`, `refund_bank`, `refund_account`
+--   (a virtual account's refund goes back by transfer: PortOne needs them)
 -- @return the payment after the cancel (`cancel_amount`, `cancel_history`,
 --   `status` `"cancelled"` once nothing is left), or `nil, err`: `api` with
 --   PortOne's `code` and message (already fully cancelled, checksum or
@@ -491,9 +492,11 @@ function Rest:cancel(req)
   if req.tax_free and req.amount and req.tax_free > req.amount then
     return invalid("tax_free", "must not exceed amount")
   end
-  if req.reason ~= nil then
-    if type(req.reason) ~= "string" then return invalid("reason", "must be a string") end
-    parts[#parts + 1] = '"reason":' .. jstr(req.reason)
+  for _, k in ipairs({ "reason", "refund_holder", "refund_bank", "refund_account" }) do
+    if req[k] ~= nil then
+      if type(req[k]) ~= "string" then return invalid(k, "must be a string") end
+      parts[#parts + 1] = '"' .. k .. '":' .. jstr(req[k])
+    end
   end
   local what = "cancel " .. tostring(req.imp_uid or req.merchant_uid)
   local r, err = self:_authed("POST", "/payments/cancel", "{" .. table.concat(parts, ",") .. "}", what)

@@ -256,11 +256,15 @@ M.CANCEL = {
   checksum = "[취소실패] 취소요청 checksum 이 취소가능잔액과 일치하지 않습니다.",
   over = "[취소실패] 취소요청금액이 취소가능잔액을 초과합니다.",
   tax_free = "[취소실패] 면세금액이 취소요청금액보다 클 수 없습니다.",
+  refund_account = "[취소실패] 가상계좌 환불에는 환불계좌 정보(refund_holder, refund_bank, "
+    .. "refund_account)가 필요합니다.",
 }
 
 --- Cancels all or part of a payment. `req`: amount (nil or 0: the whole
 -- balance), tax_free, checksum (the balance the caller believes is left:
--- refused when it differs), reason, refund_holder/bank/account. `console`:
+-- refused when it differs), reason, refund_holder/bank/account (required
+-- over REST for a virtual account: the money goes back by bank transfer).
+-- `console`:
 -- the cancel comes from PortOne's console (the admin API), which sends the
 -- webhook; a REST cancel sends none, as V1.
 -- @return payment, cancellation | nil, message
@@ -276,6 +280,10 @@ function M.cancel(imp_uid, req, console)
     if amount == nil or amount == 0 then amount = balance end
     if amount > balance then return nil, M.CANCEL.over end
     if (req.tax_free or 0) > amount then return nil, M.CANCEL.tax_free end
+    if p.pay_method == "vbank" and not console
+        and not (req.refund_holder and req.refund_bank and req.refund_account) then
+      return nil, M.CANCEL.refund_account
+    end
     local now = state.now()
     local c = {
       pg_tid = p.pg_tid, amount = amount, cancelled_at = now, reason = req.reason or cjson.null,

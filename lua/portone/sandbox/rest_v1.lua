@@ -310,7 +310,9 @@ local function cancel(body)
     if not ok then return envelope(400, -1, k .. " 은(는) 0 이상의 정수여야 합니다.") end
     c[k] = v
   end
-  c.reason = type(req.reason) == "string" and req.reason or nil
+  for _, k in ipairs({ "reason", "refund_holder", "refund_bank", "refund_account" }) do
+    c[k] = type(req[k]) == "string" and req[k] ~= "" and req[k] or nil
+  end
   local p
   if type(req.imp_uid) == "string" and req.imp_uid ~= "" then
     p = payments.get(req.imp_uid)
