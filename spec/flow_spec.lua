@@ -164,7 +164,9 @@ describe("payment flow against the sandbox", function()
     local hooks = inbox_for(sb, r.imp_uid, 1)
     local notice = assert(link.webhook.parse(hooks[1].body, hooks[1].content_type))
     local p = assert(rest:verify(notice, { amount = req.amount }))
-    assert.equal("channel-key-1234", p.channel_key)
+    -- REST V1 has no channel_key: a channelKey payment reports its provider
+    assert.equal("html5_inicis", p.pg_provider)
+    assert.equal("trans", p.pay_method)
   end)
 
   it("catches a tampered amount", function()

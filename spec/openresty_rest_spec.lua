@@ -354,7 +354,7 @@ describe("link.rest and the webhook example inside nginx", function()
       assert.is_true(count(api_log(), "token") <= 1)
     end)
 
-    it("the same notice twice (and as a form) is verified twice and fulfilled once", function()
+    it("the same notice twice (and as a form): the copy for a fulfilled order is not looked up", function()
       assert(sb:admin("POST", "webhook", { mode = "twice", delay_ms = 100, format = "form" }))
       local id, req = order(20000)
       local imp_uid = pay(id)
@@ -363,12 +363,63 @@ describe("link.rest and the webhook example inside nginx", function()
       assert.equal(200, hooks[2].status)
       assert.equal("form", hooks[1].format)
       assert.equal(imp_uid, store(req.merchant_uid).paid)
-      -- two lookups (plus a 401 and a refresh when the handler's cached
-      -- token predates this test's sandbox reset)
+      -- one lookup (plus a 401 and a refresh when the handler's cached
+      -- token predates this test's sandbox reset): the second copy found
+      -- the order fulfilled
       local log = api_log()
       assert.is_true(count(log, "token") <= 1)
-      assert.equal(2 + count(log, "token") * (log[1] == "payment" and 1 or 0), count(log, "payment"))
+      assert.equal(1 + count(log, "token") * (log[1] == "payment" and 1 or 0), count(log, "payment"))
       socket.sleep(0.1)
+      assert.equal(1, log_lines(shipped(req.merchant_uid, imp_uid), 1, 3))
+    end)
+
+    it("two copies delivered at once (admin redeliver) are handled exactly once", function()
+      assert(sb:admin("POST", "webhook", { mode = "drop" }))   -- only the two copies below
+      local id, req = order(15000)
+      local imp_uid = pay(id)
+      assert.same({ scheduled = 2 }, assert(sb:admin("POST", "redeliver", { imp_uid = imp_uid, count = 2 })))
+      local hooks = deliveries(imp_uid, 2)                     -- the drop, then the two
+      assert.equal(3, #hooks)
+      assert.equal(200, hooks[2].status)
+      assert.equal(200, hooks[3].status)
+      assert.equal(imp_uid, store(req.merchant_uid).paid)
+      socket.sleep(0.2)
+      assert.equal(1, log_lines(shipped(req.merchant_uid, imp_uid), 1, 3))
+      -- one copy claimed the order and looked it up; the other did not
+      local log = api_log()
+      assert.equal(1 + count(log, "token") * (log[1] == "payment" and 1 or 0), count(log, "payment"))
+      assert.is_nil(store(req.merchant_uid).claim)                -- released
+      -- more copies later: answered OK, nothing more shipped
+      assert(sb:admin("POST", "redeliver", { imp_uid = imp_uid, count = 3 }))
+      hooks = deliveries(imp_uid, 5)
+      for i = 4, 6 do assert.equal(200, hooks[i].status) end
+      assert.equal(1, log_lines(shipped(req.merchant_uid, imp_uid)))
+    end)
+
+    it("a copy whose handling failed releases the claim: the next copy fulfils", function()
+      local id, req = order(10000)
+      assert(sb:faults("payment", { { status = 503 } }))
+      local imp_uid = pay(id)
+      assert.equal(500, deliveries(imp_uid, 1)[1].status)
+      assert.is_nil(store(req.merchant_uid).claim)
+      assert.is_nil(store(req.merchant_uid).paid)
+      assert(sb:admin("POST", "redeliver", { imp_uid = imp_uid }))
+      assert.equal(200, deliveries(imp_uid, 2)[2].status)
+      assert.equal(imp_uid, store(req.merchant_uid).paid)
+      assert.equal(1, log_lines(shipped(req.merchant_uid, imp_uid), 1, 3))
+    end)
+
+    it("an error while the order is claimed answers 500 and releases the claim", function()
+      local id, req = order(10000)
+      -- a broken order store: verify raises on an amount that is not a number
+      assert(post("/t/orders/set", { merchant_uid = req.merchant_uid, amount = "ten thousand" }).ok)
+      local imp_uid = pay(id)
+      assert.equal(500, deliveries(imp_uid, 1)[1].status)
+      assert.is_nil(store(req.merchant_uid).claim)
+      assert(post("/t/orders/set", { merchant_uid = req.merchant_uid, amount = 10000 }).ok)
+      assert(sb:admin("POST", "redeliver", { imp_uid = imp_uid }))
+      assert.equal(200, deliveries(imp_uid, 2)[2].status)
+      assert.equal(imp_uid, store(req.merchant_uid).paid)
       assert.equal(1, log_lines(shipped(req.merchant_uid, imp_uid), 1, 3))
     end)
 

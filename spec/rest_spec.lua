@@ -71,7 +71,8 @@ local function fake_portone(state)
     local p = id and state.payments[id]
     if not p then return 404, '{"code":-1,"message":"존재하지 않는 결제정보입니다.","response":null}' end
     return 200, ('{"code":0,"message":null,"response":{"imp_uid":"%s","merchant_uid":"%s","amount":%d,'
-      .. '"status":"%s","pay_method":"card"}}'):format(p.imp_uid, p.merchant_uid, p.amount, p.status)
+      .. '"status":"%s","pay_method":"card","currency":"%s"}}'):format(p.imp_uid, p.merchant_uid, p.amount,
+        p.status, p.currency or "KRW")
   end
   return routes, state
 end
@@ -81,7 +82,8 @@ local function client(opts)
   local t = fake_transport(routes)
   local clock = { now = 5000 }
   local r = rest.new{ imp_key = KEY, imp_secret = SECRET, transport = t,
-    clock = function() return clock.now end, semaphore = opts and opts.semaphore }
+    clock = function() return clock.now end, semaphore = opts and opts.semaphore,
+    test_mode = opts and opts.test_mode }
   return r, t, state, clock
 end
 
@@ -256,8 +258,17 @@ describe("link.rest", function()
       assert.equal("order-1", p.merchant_uid)
       assert.equal(10000, p.amount)
       local req = t.log[2]
-      assert.equal("https://api.iamport.kr/payments/imp_1?include_sandbox=true", req.url)
+      assert.equal("https://api.iamport.kr/payments/imp_1", req.url)
       assert.equal("Bearer " .. state.current, header(req, "Authorization"))
+    end)
+
+    it("sends include_sandbox=true only for a client made for test mode", function()
+      local r, t = client{ test_mode = true }
+      assert(r:payment("imp_1"))
+      assert.equal("https://api.iamport.kr/payments/imp_1?include_sandbox=true", t.log[2].url)
+      local live, lt = client()
+      assert(live:payment("imp_1"))
+      assert.is_nil(lt.log[2].url:find("include_sandbox", 1, true))
     end)
 
     it("answers 404 for an unknown payment", function()
@@ -333,6 +344,18 @@ describe("link.rest", function()
       assert.is_nil(err)
       assert.equal("paid", p.status)
       assert.truthy(r:verify(notice, { amount = 10000 }))
+    end)
+
+    it("compares the currency when the order gives one", function()
+      local r, _, state = client()
+      assert.truthy(r:verify(notice, { amount = 10000, currency = "KRW" }))
+      state.payments.imp_1.currency = "JPY"
+      local p, err = r:verify(notice, { amount = 10000, currency = "KRW" })
+      assert.is_nil(p)
+      assert.equal("mismatch", err.kind)
+      assert.equal("currency", err.field)
+      assert.equal("JPY", err.actual)
+      assert.truthy(r:verify(notice, { amount = 10000 }))   -- not given: not compared
     end)
 
     it("reports an amount mismatch", function()

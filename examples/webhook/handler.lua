@@ -14,8 +14,14 @@
 --        could not be scheduled: PortOne sends the webhook again later, and
 --        the next try verifies
 --
--- The notice can come twice and in any order: marking an order paid is
--- idempotent (a shared-dict `add`), so the second one is a no-op.
+-- The notice can come twice, in any order, and two copies at the same time
+-- (PortOne retries, its console resends). Each order is handled exactly
+-- once: a copy for an order already fulfilled is answered at once; a copy
+-- that arrives while another is being handled finds the order claimed (a
+-- shared-dict `add` with a TTL, atomic across the workers) and is answered
+-- without a lookup. The claim is released whatever happens, so when the
+-- handling fails (500) PortOne's next try takes it over; its TTL frees it
+-- even if the worker died holding it.
 -- luacheck: globals ngx
 local link = require "portone.link"
 
@@ -43,12 +49,25 @@ function orders.find(merchant_uid)
   local amount = ngx.shared.orders:get("amount:" .. merchant_uid)
   return amount and { merchant_uid = merchant_uid, amount = amount } or nil
 end
+function orders.is_paid(merchant_uid)
+  return ngx.shared.orders:get("paid:" .. merchant_uid) ~= nil
+end
 function orders.mark_paid(merchant_uid, imp_uid)
   -- add() is atomic: true only for the first notice of this order
   return ngx.shared.orders:add("paid:" .. merchant_uid, imp_uid)
 end
 function orders.unmark_paid(merchant_uid)
   ngx.shared.orders:delete("paid:" .. merchant_uid)
+end
+
+-- Longer than a lookup can take (connect 3 s + 10 s, a token refresh first).
+M.CLAIM_TTL = 60
+-- true for the one copy that may handle the order now
+function orders.claim(merchant_uid)
+  return ngx.shared.orders:add("claim:" .. merchant_uid, true, M.CLAIM_TTL)
+end
+function orders.release(merchant_uid)
+  ngx.shared.orders:delete("claim:" .. merchant_uid)
 end
 
 local function fulfil(premature, merchant_uid, imp_uid)
@@ -80,19 +99,38 @@ function M.handle()
     ngx.log(ngx.WARN, "webhook: unknown order ", notice.merchant_uid)
     return answer(200, "unknown order")
   end
+  if orders.is_paid(order.merchant_uid) then return answer(200, "OK") end -- a copy: done already
+  if not orders.claim(order.merchant_uid) then
+    -- another copy is being handled right now; if that one fails it answers
+    -- 500 itself and PortOne sends again
+    return answer(200, "in progress")
+  end
+  -- under pcall: whatever goes wrong, the claim is released (OpenResty lets
+  -- cosockets yield across pcall)
+  local ok, status, text = pcall(M.handle_claimed, notice, order)
+  orders.release(order.merchant_uid)
+  if not ok then
+    ngx.log(ngx.ERR, "webhook: ", tostring(status))
+    return answer(500, "error, send again")
+  end
+  return answer(status, text)
+end
 
+-- The order is claimed: verify, mark, schedule the fulfilment. Returns the
+-- status and text to answer (the caller releases the claim).
+function M.handle_claimed(notice, order)
   local payment, verr = get_rest():verify(notice,
     { amount = order.amount, merchant_uid = order.merchant_uid })
   if not payment then
     if verr.kind == "mismatch" then
       -- a forged notice or a tampered amount: never fulfil; alert a human
       ngx.log(ngx.ERR, "webhook: ", tostring(verr))
-      return answer(200, "mismatch")
+      return 200, "mismatch"
     elseif verr.kind == "unpaid" then
-      return answer(200, "not paid")
+      return 200, "not paid"
     end
     ngx.log(ngx.ERR, "webhook: lookup failed: ", tostring(verr))
-    return answer(500, "lookup failed, send again")
+    return 500, "lookup failed, send again"
   end
 
   if orders.mark_paid(order.merchant_uid, payment.imp_uid) then
@@ -102,10 +140,10 @@ function M.handle()
       -- kept, the resend would be a no-op and the order never fulfilled
       orders.unmark_paid(order.merchant_uid)
       ngx.log(ngx.ERR, "webhook: cannot schedule the fulfilment: ", terr)
-      return answer(500, "busy, send again")
+      return 500, "busy, send again"
     end
   end
-  return answer(200, "OK")
+  return 200, "OK"
 end
 
 M.orders = orders

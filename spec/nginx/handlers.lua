@@ -305,7 +305,8 @@ end
 routes["/t/orders/get"] = function()
   local uid = ngx.var.arg_merchant_uid
   local d = ngx.shared.orders
-  json_out(200, { amount = d:get("amount:" .. uid), paid = d:get("paid:" .. uid) })
+  json_out(200, { amount = d:get("amount:" .. uid), paid = d:get("paid:" .. uid),
+                  claim = d:get("claim:" .. uid) })
 end
 
 -- Fills the worker's pending timers (lua_max_pending_timers) with timers

@@ -28,11 +28,11 @@ until Ctrl-C or SIGTERM.
   --tls-key F     ... and this key; the admin API then gets its own http port
   --latency MS    delay every API answer by MS milliseconds
   --imp-key K     REST V1 credentials that POST /users/getToken accepts
-  --imp-secret S
+  --imp-secret S  (default: a made-up pair, printed at start)
   --help          this text
 
-Admin API: <url>/__sandbox/ (faults, latency, clock, stats, requests, reset);
-see docs/internals.md.
+Admin API: <url>/__sandbox/ (faults, latency, clock, stats, requests, reset,
+keys, pay, deposit, cancel, redeliver, ...); see docs/internals.md.
 ]]
 
 local OPTS = {

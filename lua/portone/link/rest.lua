@@ -3,6 +3,14 @@
 --     local rest = link.rest.new{ imp_key = "...", imp_secret = "..." }
 --     local payment, err = rest:payment("imp_123")
 --     local payment, err = rest:verify(notice, { amount = 10000, merchant_uid = "order-1" })
+--     local refunded, err = rest:cancel{ imp_uid = "imp_123", amount = 3000, checksum = 10000 }
+--     local payment, err = rest:find("order-1")            -- the order's newest payment
+--     local prepared, err = rest:prepare("order-2", 25000) -- the amount the order must be paid with
+--
+-- Test mode: PortOne hides test-mode payments (a test channel: no money
+-- moved) from every lookup unless it carries `include_sandbox=true`. This
+-- client sends it only when made with `test_mode = true`, so a live back
+-- office never takes a test payment for a paid order.
 --
 -- The access token (`POST /users/getToken`, 30 minutes) is cached. Its expiry
 -- is computed on the local clock as `local now + (expired_at - now)`, both
@@ -99,7 +107,9 @@ end
 --   (5), `cainfo`, `proxy`, `max_response_bytes` (256 KiB) for a named
 --   transport; `user_agent` (replaces the default User-Agent; no control
 --   characters);
---   `include_sandbox` (default true: test-mode payments are found too);
+--   `test_mode` (default false: lookups send `include_sandbox=true`, and
+--   so find test-mode payments, only when true; `include_sandbox` is an
+--   older name for it);
 --   `margin` (seconds before expiry to refresh, default 60); `clock` (a
 --   function returning unix seconds, for tests).
 function M.new(opts)
@@ -127,7 +137,7 @@ function M.new(opts)
   local self = setmetatable({
     base_url = base,
     imp_key = opts.imp_key,
-    include_sandbox = opts.include_sandbox ~= false,
+    include_sandbox = opts.test_mode == true or opts.include_sandbox == true,
     margin = opts.margin or M.DEFAULT_MARGIN,
     clock = opts.clock or (rawget(_G, "ngx") and ngx.time) or os.time,
     transport = make_transport(opts),
@@ -332,7 +342,8 @@ end
 -- @tparam table notice from `link.webhook.parse` (only `imp_uid` and
 --   `merchant_uid` are read; the notice's own status is never trusted)
 -- @tparam table expect `amount` (required: what the order costs);
---   `merchant_uid` (default: the notice's); `status` (default `"paid"`)
+--   `merchant_uid` (default: the notice's); `status` (default `"paid"`);
+--   `currency` (compared when given: 10000 JPY is not 10000 KRW)
 -- @return the payment, or `nil, err` with `err.kind`:
 --   `mismatch` (amount, merchant_uid or imp_uid differ; `err.field`,
 --   `err.expected`, `err.actual`, `err.payment`), `unpaid` (the payment's status is
@@ -374,12 +385,148 @@ function Rest:verify(notice, expect)
     end
     return mismatch("amount", show(expect.amount), amount and show(amount) or tostring(p.amount))
   end
+  if expect.currency ~= nil and p.currency ~= expect.currency then
+    return mismatch("currency", expect.currency, p.currency)
+  end
   local want_status = expect.status or "paid"
   if p.status ~= want_status then
     return nil, errors.new("unpaid", ("verify: payment status is %s, expected %s"):format(tostring(p.status),
       want_status), { payment_status = p.status, payment = p })
   end
   return p
+end
+
+-- ---------------------------------------------------------------------------
+-- cancel, find, prepare
+
+-- RFC 3986 unreserved characters stay; everything else is %XX (a
+-- merchant_uid may hold any character and goes into a path).
+local function path_escape(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+local function invalid(field, message)
+  return nil, errors.new("validation", field .. " " .. message,
+    { errors = { { field = field, code = "format", message = message } } })
+end
+
+local function check_merchant_uid(v)
+  return type(v) == "string" and #v >= 1 and #v <= 80 and not v:find("%c")
+end
+
+-- A non-negative integer amount (a float only when integral), below 2^53.
+local function check_amount(v, positive)
+  return type(v) == "number" and v == v and v == math.floor(v) and v < 2^53
+    and (v > 0 or (not positive and v == 0))
+end
+
+-- One authenticated call with the token, retried once with a fresh token
+-- on a 401 (the server refused it before doing anything, so this is safe
+-- for a cancel too). Returns the envelope's response or nil, err.
+function Rest:_authed(method, path, body, what)
+  local used
+  for attempt = 1, 2 do
+    local tok, terr = self:token()
+    if not tok then return nil, terr end
+    used = tok
+    local headers = { "Authorization: Bearer " .. tok }
+    if body then headers[#headers + 1] = "Content-Type: application/json" end
+    local r, err, status = self:_call(method, path, headers, body, what)
+    if r then return r end
+    if status ~= 401 or attempt == 2 then return nil, err end
+    if private[self].token == used then self:forget_token() end
+  end
+end
+
+function Rest:_query()
+  return self.include_sandbox and "?include_sandbox=true" or ""
+end
+
+--- Refunds all or part of a payment: `POST /payments/cancel`.
+-- @tparam table req `imp_uid` or `merchant_uid` (one of them); `amount`
+--   (omit for the whole balance); `tax_free`; `checksum` (the refundable
+--   balance you believe is left: PortOne refuses the cancel when it
+--   differs, so two partial refunds racing cannot both go through);
+--   `reason` (text); `refund_holder`, `refund_bank`, `refund_account`
+--   (a virtual account's refund goes back by transfer: PortOne needs them)
+-- @return the payment after the cancel (`cancel_amount`, `cancel_history`,
+--   `status` `"cancelled"` once nothing is left), or `nil, err`: `api` with
+--   PortOne's `code` and message (already fully cancelled, checksum or
+--   balance refused, no such payment), `validation`, `auth`, `http`,
+--   `transport`, `timeout`, `decode`. A cancel is not idempotent:
+--   `err.retryable` follows the rules of a create (retry only when the
+--   request surely did not reach PortOne, or on 429/503); after any other
+--   failure, look the payment up before trying again. libcurl itself may
+--   send the request a second time when a reused connection dies before
+--   any answer (DESIGN §4): pass `checksum`, and PortOne refuses the copy.
+function Rest:cancel(req)
+  if type(req) ~= "table" then
+    error(("bad argument #1 to 'cancel' (table expected, got %s)"):format(type(req)), 2)
+  end
+  local parts = {}
+  if req.imp_uid ~= nil then
+    if not check_imp_uid(req.imp_uid) then return invalid("imp_uid", "must match [A-Za-z0-9_-]{1,64}") end
+    parts[#parts + 1] = '"imp_uid":' .. jstr(req.imp_uid)
+  elseif req.merchant_uid ~= nil then
+    if not check_merchant_uid(req.merchant_uid) then
+      return invalid("merchant_uid", "must be a string of 1 to 80 bytes without control characters")
+    end
+    parts[#parts + 1] = '"merchant_uid":' .. jstr(req.merchant_uid)
+  else
+    return invalid("imp_uid", "or merchant_uid is required")
+  end
+  for _, k in ipairs({ "amount", "tax_free", "checksum" }) do
+    local v = req[k]
+    if v ~= nil then
+      if not check_amount(v, k == "amount") then
+        return invalid(k, k == "amount" and "must be a positive integer" or "must be an integer >= 0")
+      end
+      parts[#parts + 1] = ('"%s":%.0f'):format(k, v)
+    end
+  end
+  if req.tax_free and req.amount and req.tax_free > req.amount then
+    return invalid("tax_free", "must not exceed amount")
+  end
+  for _, k in ipairs({ "reason", "refund_holder", "refund_bank", "refund_account" }) do
+    if req[k] ~= nil then
+      if type(req[k]) ~= "string" then return invalid(k, "must be a string") end
+      parts[#parts + 1] = '"' .. k .. '":' .. jstr(req[k])
+    end
+  end
+  local what = "cancel " .. tostring(req.imp_uid or req.merchant_uid)
+  local r, err = self:_authed("POST", "/payments/cancel", "{" .. table.concat(parts, ",") .. "}", what)
+  if not r and err.kind ~= "validation" then err.retryable = retry.retryable("create", err) end
+  return r, err
+end
+
+--- The newest payment of an order: `GET /payments/find/{merchant_uid}[/{status}]`.
+-- @tparam string merchant_uid the order
+-- @tparam[opt] string status `ready`, `paid`, `cancelled` or `failed`
+-- @return the payment, or `nil, err` (`http` 404 when the order has none)
+function Rest:find(merchant_uid, status)
+  if not check_merchant_uid(merchant_uid) then
+    return invalid("merchant_uid", "must be a string of 1 to 80 bytes without control characters")
+  end
+  local path = "/payments/find/" .. path_escape(merchant_uid)
+  if status ~= nil then
+    local ok = ({ ready = true, paid = true, cancelled = true, failed = true })[status]
+    if not ok then return invalid("status", "must be ready, paid, cancelled or failed") end
+    path = path .. "/" .. status
+  end
+  return self:_authed("GET", path .. self:_query(), nil, "find " .. merchant_uid)
+end
+
+--- Registers the amount an order must be paid with: `POST /payments/prepare`.
+-- PortOne then fails a payment of that order for any other amount.
+-- @return `{merchant_uid =, amount =}`, or `nil, err` (`api` when the order
+--   is registered already)
+function Rest:prepare(merchant_uid, amount)
+  if not check_merchant_uid(merchant_uid) then
+    return invalid("merchant_uid", "must be a string of 1 to 80 bytes without control characters")
+  end
+  if not check_amount(amount, true) then return invalid("amount", "must be a positive integer") end
+  local body = ('{"merchant_uid":%s,"amount":%.0f}'):format(jstr(merchant_uid), amount)
+  return self:_authed("POST", "/payments/prepare", body, "prepare " .. merchant_uid)
 end
 
 --- Closes the transport.

@@ -10,6 +10,8 @@
 -- Amounts: the link's `amount` is an integer (DESIGN §1). For currencies with
 -- minor units (USD, EUR, ...) the sandbox reads it as minor units, so 1250 USD
 -- shows as $12.50; KRW and JPY have none (10000 KRW shows as 10,000원).
+local payments = require "portone.sandbox.payments"
+
 local M = {}
 
 local TEXT = {
@@ -27,7 +29,10 @@ local TEXT = {
     paid_body = "이 결제 링크로는 한 번만 결제할 수 있습니다.",
     bad_method = "알 수 없는 결제 수단입니다.",
     order = "주문번호", imp_uid = "결제번호 (imp_uid)", paid_at = "결제 일시",
-    expires = "결제 기한",
+    expires = "결제 기한", decline = "결제 취소",
+    failed_title = "결제가 취소되었습니다", failed_body = "결제가 진행되지 않았습니다. 다시 시도할 수 있습니다.",
+    vbank_title = "가상계좌가 발급되었습니다", vbank_body = "아래 계좌로 기한 안에 입금해 주세요.",
+    vbank_bank = "은행", vbank_num = "계좌번호", vbank_holder = "예금주", vbank_date = "입금 기한",
   },
   en = {
     lang = "en", sandbox = "PortOne sandbox · not a real payment",
@@ -43,7 +48,11 @@ local TEXT = {
     paid_body = "A payment link can be paid only once.",
     bad_method = "Unknown payment method.",
     order = "Order", imp_uid = "Payment ID (imp_uid)", paid_at = "Paid at",
-    expires = "Pay by",
+    expires = "Pay by", decline = "Cancel payment",
+    failed_title = "Payment cancelled", failed_body = "No payment was made. You can try again.",
+    vbank_title = "Virtual account issued",
+    vbank_body = "Please transfer the amount to this account in time.",
+    vbank_bank = "Bank", vbank_num = "Account", vbank_holder = "Holder", vbank_date = "Deposit by",
   },
 }
 M.TEXT = TEXT
@@ -189,6 +198,13 @@ local function summary(t, rec, lang)
   })
 end
 
+-- The buyer walks away from the payment window: a failed payment.
+local function decline_form(t, id)
+  return '<form method="post" action="/' .. esc(id) .. '" class="decline">\n'
+    .. '<button type="submit" name="action" value="decline" class="decline alt">' .. esc(t.decline)
+    .. "</button>\n</form>\n"
+end
+
 --- The bridge page: summary and one button per pay method.
 function M.render_bridge(id, rec)
   local lang = M.lang(rec)
@@ -204,6 +220,7 @@ function M.render_bridge(id, rec)
     row(t.expires, iso_time(rec.expired_at, lang), "expires"),
     '<h2>', esc(t.choose), "</h2>\n",
     '<form method="post" action="/', esc(id), '" class="pay-methods">\n', table.concat(buttons), "</form>\n",
+    decline_form(t, id),
   })
   return page(t, rec.title, "bridge", body)
 end
@@ -218,6 +235,7 @@ function M.render_direct(id, rec, pm)
     '<form method="post" action="/', esc(id), '" class="pay-step">\n',
     '<button type="submit" name="method" value="direct" class="pay-method" data-pay-method="',
     esc(pm.pay_method), '">', esc(t.approve), "</button>\n</form>\n",
+    decline_form(t, id),
   })
   return page(t, t.pay_step .. " · " .. tostring(rec.title), "direct", body)
 end
@@ -237,6 +255,38 @@ function M.render_success(rec, payment)
     row(t.paid_at, iso_time(payment.paid_at, lang), "paid-at"),
   })
   return page(t, t.success_title, "ok", body)
+end
+
+--- The page after a declined payment (the link can be paid again).
+function M.render_failed(rec, payment)
+  local lang = M.lang(rec)
+  local t = TEXT[lang]
+  local body = table.concat({
+    ICON_GONE .. '<h1 class="failed">', esc(t.failed_title), "</h1>\n",
+    '<p class="note">', esc(t.failed_body), "</p>\n",
+    row(t.product, rec.name, "name"),
+    row(t.order, payment.merchant_uid, "merchant-uid"),
+    row(t.imp_uid, payment.imp_uid, "imp-uid"),
+  })
+  return page(t, t.failed_title, "gone failed", body)
+end
+
+--- The page after a virtual account was issued (the payment is `ready`).
+function M.render_vbank(rec, payment)
+  local lang = M.lang(rec)
+  local t = TEXT[lang]
+  local body = table.concat({
+    ICON_OK .. '<h1 class="vbank">', esc(t.vbank_title), "</h1>\n",
+    '<p class="note">', esc(t.vbank_body), "</p>\n",
+    amount_div(payment.amount, payment.currency, lang),
+    row(t.vbank_bank, payment.vbank_name or "", "vbank-name"),
+    row(t.vbank_num, payment.vbank_num or "", "vbank-num"),
+    row(t.vbank_holder, payment.vbank_holder or "", "vbank-holder"),
+    row(t.vbank_date, iso_time(payment.vbank_date, lang), "vbank-date"),
+    row(t.order, payment.merchant_uid, "merchant-uid"),
+    row(t.imp_uid, payment.imp_uid, "imp-uid"),
+  })
+  return page(t, t.vbank_title, "ok vbank", body)
 end
 
 --- The already-paid page.
@@ -285,27 +335,40 @@ local HTML = "text/html; charset=utf-8"
 
 --- GET /<id>
 function M.get(id)
-  local pay = require "portone.sandbox.pay"
-  local rec = pay.link(id)
+  local rec = payments.link(id)
   if not rec then return 404, HTML, M.render_not_found() end
   -- A dead link (expired or deactivated) is gone, paid or not.
-  if not pay.live(rec) then return 410, HTML, M.render_expired(rec) end
-  local paid = pay.paid_imp_uid(id)
+  if not payments.live(rec) then return 410, HTML, M.render_expired(rec) end
+  local paid = payments.paid_imp_uid(id)
   if paid then return 200, HTML, M.render_paid(rec, paid) end
-  local pm = pay.direct_method(rec)
+  local pm = payments.direct_method(rec)
   if pm then return 200, HTML, M.render_direct(id, rec, pm) end
   return 200, HTML, M.render_bridge(id, rec)
 end
 
---- POST /<id> (the form): approve and show the success page.
+local function label(pm, rec) return M.method_label(pm, M.lang(rec)) end
+
+--- POST /<id> (the form): approve (or decline) and show the result page.
 function M.post(id, body)
-  local pay = require "portone.sandbox.pay"
   local args = ngx.decode_args(body or "", 10)
+  local decline = args.action == "decline"
   local choice = type(args.method) == "string" and args.method or nil
-  local payment, status, rec = pay.pay(id, choice)
-  if payment then return 200, HTML, M.render_success(rec, payment) end
+  if decline and not choice then
+    local rec = payments.link(id)
+    choice = rec and payments.direct_method(rec) and "direct" or "1"
+  end
+  local ua = ngx.var.http_user_agent
+  local payment, status, rec = payments.pay(id, choice, {
+    decline = decline, label = label, user_agent = ua,
+    channel = type(ua) == "string" and ua:find("Mobi", 1, true) and "mobile" or "pc",
+  })
+  if payment then
+    if payment.status == "failed" then return 200, HTML, M.render_failed(rec, payment) end
+    if payment.status == "ready" then return 200, HTML, M.render_vbank(rec, payment) end
+    return 200, HTML, M.render_success(rec, payment)
+  end
   if status == 404 then return 404, HTML, M.render_not_found() end
-  if status == 409 then return 409, HTML, M.render_paid(rec, pay.paid_imp_uid(id)) end
+  if status == 409 then return 409, HTML, M.render_paid(rec, payments.paid_imp_uid(id)) end
   if status == 410 then return 410, HTML, M.render_expired(rec) end
   return 400, HTML, M.render_bad_method(rec)
 end

@@ -163,7 +163,8 @@ function M.config(o)
   add('  lua_package_path "' .. o.lua_root .. "/?.lua;" .. o.lua_root .. '/?/init.lua;;";')
   add("  lua_shared_dict portone_links 16m;")
   add("  lua_shared_dict portone_faults 1m;")
-  add("  lua_shared_dict portone_stats 4m;")
+  -- payments, tokens, webhook logs and the request log live here
+  add("  lua_shared_dict portone_stats 16m;")
   add("  init_by_lua_block { require('portone.sandbox.server').init(" .. lua_literal(o.server) .. ") }")
   add("  init_worker_by_lua_block { require('portone.sandbox.server').init_worker() }")
   local function server(port, tls)
@@ -281,6 +282,10 @@ function Sandbox:stats() return self:admin("GET", "stats") end
 -- @return an array of `{method =, uri =, headers =, body =, connection_requests =}`
 --   (`headers`: lower-case name to value), or `nil, err`
 function Sandbox:requests() return self:admin("GET", "requests") end
+--- The REST V1 key pair getToken accepts (made up at start when none was
+-- given; also `sb.imp_key`, `sb.imp_secret`).
+-- @return `{imp_key =, imp_secret =, made_up =}`, or `nil, err`
+function Sandbox:keys() return self:admin("GET", "keys") end
 --- Clears faults, latency, the clock offset, counters, the request log and
 -- every link.
 -- @return the admin API's answer, or `nil, err`
@@ -381,6 +386,28 @@ function M.prepare(opts)
   return plan
 end
 
+local function random_digits(n)
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(n)
+  if f then f:close() end
+  local out = {}
+  for i = 1, n do out[i] = b and #b == n and (b:byte(i) % 10) or math.random(0, 9) end
+  return table.concat(out)
+end
+
+--- A made-up REST V1 key pair in PortOne's shape: a 16-digit imp_key and an
+-- 80-character imp_secret. Returns key, secret, true.
+function M.made_up_keys()
+  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+  local digits = random_digits(160)
+  local secret = {}
+  for i = 1, 80 do
+    local n = tonumber(digits:sub(2 * i - 1, 2 * i)) % #alphabet + 1
+    secret[i] = alphabet:sub(n, n)
+  end
+  return random_digits(16), table.concat(secret), true
+end
+
 --- (Re)picks ports and writes the config for a plan.
 function M.choose_ports(plan, opts)
   plan.port = plan.fixed_port and tonumber(opts.port) or M.free_port(plan.host)
@@ -393,14 +420,25 @@ function M.choose_ports(plan, opts)
   local urlhost = plan.host:find(":", 1, true) and "[" .. plan.host .. "]" or plan.host
   plan.url = scheme .. "://" .. urlhost .. ":" .. plan.port
   plan.admin_url = "http://" .. urlhost .. ":" .. plan.admin_port
+  -- Without a key pair of its own the sandbox makes one up, so that a
+  -- wrong key is caught as PortOne would (printed at start, GET /__sandbox/keys).
+  if not plan.imp_key then
+    if opts.imp_key then
+      plan.imp_key, plan.imp_secret = opts.imp_key, opts.imp_secret
+    else
+      plan.imp_key, plan.imp_secret, plan.keys_made_up = M.made_up_keys()
+    end
+  end
   plan.server = {
     scheme = scheme, host = plan.host, port = plan.port, prefix = plan.prefix,
-    imp_key = opts.imp_key, imp_secret = opts.imp_secret,
+    imp_key = plan.imp_key, imp_secret = plan.imp_secret, keys_made_up = plan.keys_made_up,
     watch_pid = plan.watch_pid, cleanup_prefix = true, latency_ms = opts.latency_ms,
   }
   if opts.announce then
     plan.server.announce = "sandbox listening on " .. plan.url
       .. (plan.admin_url ~= plan.url and " (admin API on " .. plan.admin_url .. "/__sandbox/)" or "")
+      .. "\nREST V1 keys: imp_key " .. plan.imp_key .. " imp_secret " .. plan.imp_secret
+      .. (plan.keys_made_up and " (made up: pass --imp-key/--imp-secret to choose them)" or "")
       .. "\nstop it with Ctrl-C" .. (plan.watch_pid and " or kill -TERM " .. plan.watch_pid or "")
   end
   return write_file(plan.conf, M.config(plan))
@@ -444,7 +482,7 @@ function M.start(opts)
       local sb = setmetatable({
         url = plan.url, host = plan.host, port = plan.port, prefix = plan.prefix,
         admin_port = plan.admin_port, admin_url = plan.admin_url, tls = plan.tls,
-        conf = plan.conf,
+        conf = plan.conf, imp_key = plan.imp_key, imp_secret = plan.imp_secret,
       }, Sandbox)
       sb.master_pid = sb:pid()
       if wait_ready(sb, socket.gettime() + (opts.timeout or 10)) then

@@ -1,0 +1,191 @@
+--- The admin API surface, under `/__sandbox/` (JSON in and out; never
+-- counted, logged or faulted): faults, latency, clock, stats, the request
+-- log, links, payments and their states (what PortOne's console and the
+-- buyer would do), webhooks, tokens and keys. docs/internals.md lists it.
+-- Uses the shared state modules only.
+local cjson = require "cjson.safe"
+-- luacheck: globals ngx  (handlers assign ngx.status and ngx.header fields)
+local state = require "portone.sandbox.state"
+local reqlog = require "portone.sandbox.reqlog"
+local faults = require "portone.sandbox.faults"
+local tokens = require "portone.sandbox.tokens"
+local payments = require "portone.sandbox.payments"
+local webhooks = require "portone.sandbox.webhooks"
+
+local M = {}
+
+local reply = state.reply
+M.LINKS_LIMIT, M.LINKS_MAX = 100, 1000
+
+local function err(status, message) return reply(status, { code = -1, message = "admin: " .. message }) end
+
+local function payments_list()
+  local out = payments.all()
+  for _, p in ipairs(out) do p.webhooks = webhooks.deliveries(p.imp_uid) end
+  return out
+end
+
+-- GET /__sandbox/links?page=&limit=: one page of links, newest first, as
+-- {id: record}; X-Total-Count and X-Next-Page (0: none) tell the rest.
+-- Read through the creation index, never the whole dict: 200 concurrent
+-- calls over thousands of links used to freeze the worker.
+local function links_page()
+  local a = ngx.req.get_uri_args(10)
+  local page = math.max(1, math.floor(state.number(a.page) or 1))
+  local limit = math.max(1, math.min(math.floor(state.number(a.limit) or M.LINKS_LIMIT), M.LINKS_MAX))
+  local links = state.links()
+  local total = links:get("#seq") or 0
+  local out, n = {}, 0
+  for i = total - (page - 1) * limit, math.max(1, total - page * limit + 1), -1 do
+    local id = links:get("#" .. i)
+    local rec = id and state.get_json(links, id)
+    if rec then
+      rec.info = nil
+      out[id] = rec
+      n = n + 1
+    end
+  end
+  ngx.header["X-Total-Count"] = total
+  ngx.header["X-Next-Page"] = page * limit < total and page + 1 or 0
+  return reply(200, nil, n == 0 and "{}" or cjson.encode(out))
+end
+
+local function keys()
+  local c = state.conf
+  return { imp_key = c.imp_key, imp_secret = c.imp_secret, made_up = c.keys_made_up and true or false }
+end
+
+local GET, POST = {}, {}
+
+GET.faults = function() return reply(200, faults.counts()) end
+POST.faults = function(req)
+  local match = req.match or "any"
+  if not faults.MATCHES[match] then return err(400, "unknown match '" .. tostring(match) .. "'") end
+  local list = req.faults or {}
+  if type(list) ~= "table" then return err(400, "faults must be an array") end
+  local n, e = faults.queue(match, list)
+  if not n then return err(500, tostring(e)) end
+  return reply(200, { queued = n })
+end
+POST.latency = function(req)
+  state.stats():set("latency_ms", tonumber(req.ms) or 0)
+  return reply(200, { ms = state.stats():get("latency_ms") })
+end
+POST.clock = function(req)
+  state.stats():set("clock_offset", tonumber(req.offset) or 0)
+  return reply(200, { offset = state.stats():get("clock_offset"), now = state.now() })
+end
+GET.clock = function()
+  return reply(200, { offset = state.stats():get("clock_offset") or 0, now = state.now() })
+end
+GET.stats = function() return reply(200, reqlog.counters()) end
+GET.requests = function() return reply(200, nil, state.list_json(reqlog.list())) end
+GET.links = links_page
+GET.keys = function() return reply(200, keys()) end
+POST.reset = function()
+  for _, d in ipairs({ state.links(), state.faults(), state.stats() }) do d:flush_all(); d:flush_expired() end
+  return reply(200, {})
+end
+
+GET.payments = function() return reply(200, nil, state.list_json(payments_list())) end
+
+-- The buyer pays (or declines) a link, as the bridge page's form does.
+POST.pay = function(req)
+  if type(req.id) ~= "string" then return err(400, "pay: id is required") end
+  local id = req.id:match("([A-Za-z0-9_-]+)/?$") -- a whole link URL works too
+  local choice = req.method == nil and 1 or req.method
+  local p, status, _, mode = payments.pay(id or "", tostring(choice),
+    { decline = req.decline == true, channel = "api", user_agent = "portone-sandbox-admin" })
+  if not p then
+    local why = ({ [404] = "no such link", [409] = "already paid", [410] = "expired or deactivated",
+                   [400] = "no such pay method" })[status]
+    return reply(status, { code = -1, message = "admin pay: " .. why,
+                           imp_uid = id and payments.paid_imp_uid(id) })
+  end
+  return reply(200, { imp_uid = p.imp_uid, payment = p, webhook = mode })
+end
+
+-- The deposit into a virtual account (ready -> paid).
+POST.deposit = function(req)
+  local p, e = payments.deposit(req.imp_uid)
+  if not p then return err(e == "no such payment" and 404 or 409, "deposit: " .. tostring(e)) end
+  return reply(200, p)
+end
+
+-- A cancel from PortOne's console: sends the cancellation webhook.
+POST.cancel = function(req)
+  local amount = req.amount ~= nil and state.number(req.amount) or nil
+  if req.amount ~= nil and (not amount or amount < 0) then return err(400, "cancel: amount must be >= 0") end
+  local p, c = payments.cancel(tostring(req.imp_uid), { amount = amount, reason = req.reason }, true)
+  if not p then return err(c == payments.CANCEL.none and 404 or 409, "cancel: " .. tostring(c)) end
+  return reply(200, { payment = p, cancellation = c })
+end
+
+-- Sends a payment's last webhook again, `count` copies at once.
+POST.redeliver = function(req)
+  local n, e = webhooks.redeliver(req.imp_uid, req.count)
+  if not n then return err(404, "redeliver: " .. e) end
+  return reply(200, { scheduled = n })
+end
+
+-- Later payments are test-mode ones (REST V1 shows them only with include_sandbox=true).
+POST.test_mode = function(req)
+  state.stats():set("test_mode", req.on == true)
+  return reply(200, { on = state.stats():get("test_mode") })
+end
+
+GET.webhook = function() return reply(200, webhooks.mode()) end
+POST.webhook = function(req)
+  local mode = req.mode or "normal"
+  if not webhooks.MODES[mode] then
+    return err(400, "webhook: mode must be normal, twice, late or drop")
+  end
+  local m = { mode = mode, delay_ms = tonumber(req.delay_ms),
+              format = req.format == "form" and "form" or "json" }
+  webhooks.set_mode(m)
+  return reply(200, m)
+end
+
+POST.tamper = function(req)
+  local amount = tonumber(req.amount)
+  if not amount then return err(400, "tamper: amount is required") end
+  if req.next then
+    state.stats():set("tamper_next", amount)
+    return reply(200, { next = true, amount = amount })
+  end
+  local p = payments.get(req.imp_uid)
+  if not p then return err(404, "tamper: no such payment") end
+  p.amount, p.tampered = amount, true
+  state.stats():set("pay:" .. p.imp_uid, cjson.encode(p))
+  return reply(200, p)
+end
+
+POST.tokens = function(req) return reply(200, { revoked = req.revoke and tokens.revoke_all() or 0 }) end
+
+GET.inbox = function() return reply(200, nil, state.list_json(webhooks.inbox_list())) end
+
+--- Answers an admin request (`uri` under /__sandbox/).
+function M.handle(method, uri)
+  local receipt = uri:match("^/__sandbox/receipts/([%w_%-]+)$")
+  if receipt and method == "GET" then
+    local p = payments.get(receipt)
+    if not p then return err(404, "no such payment") end
+    return reply(200, p)
+  end
+  local what = uri:match("^/__sandbox/([%w_]+)$")
+  local body = state.read_body()
+  if what == "inbox" and method == "POST" then
+    local n = webhooks.inbox_store(body)
+    ngx.status = 200
+    ngx.header["Content-Type"] = "text/plain"
+    ngx.print("OK ", n)
+    return ngx.exit(ngx.OK)
+  end
+  local fn = what and (method == "GET" and GET[what] or method == "POST" and POST[what])
+  if not fn then return err(404, "no such endpoint " .. method .. " " .. uri) end
+  local req = body and body ~= "" and cjson.decode(body) or {}
+  if type(req) ~= "table" then return err(400, "body is not a JSON object") end
+  return fn(req)
+end
+
+return M

@@ -1,0 +1,139 @@
+--- Fault injection, in one place: the admin API queues faults per request
+-- class, and the router (`portone.sandbox.server`) takes one for each API
+-- request and lets it shape the answer. Shared state: uses no surface module.
+--
+-- A fault is a JSON object (docs/internals.md, "Sandbox admin API"):
+--   delay_ms, then one of: reset | status (+ retry_after, body, content_type)
+--   | garbage | oversize | redirect (answered before the handler's answer),
+--   or truncate | slow_body_ms | reset_after (applied to the handler's answer).
+local cjson = require "cjson.safe"
+-- luacheck: globals ngx  (handlers assign ngx.status and ngx.header fields)
+local state = require "portone.sandbox.state"
+
+local M = {}
+
+--- The request classes faults can match.
+M.MATCHES = { create = true, deactivate = true, page = true, token = true, payment = true,
+              cancel = true, prepare = true,
+              any = true }
+
+--- Queues `list` for class `match`; returns the queue length or nil, err.
+function M.queue(match, list)
+  local faults = state.faults()
+  for _, f in ipairs(list) do
+    local ok, err = faults:lpush("q:" .. match, cjson.encode(f))
+    if not ok then return nil, err end
+  end
+  return faults:llen("q:" .. match)
+end
+
+--- Queue lengths per class.
+function M.counts()
+  local out = {}
+  for m in pairs(M.MATCHES) do out[m] = state.faults():llen("q:" .. m) or 0 end
+  return out
+end
+
+--- The next fault for `class` (its own queue first, then "any"), or nil.
+function M.take(class)
+  for _, match in ipairs({ class, "any" }) do
+    local v = state.faults():rpop("q:" .. match)
+    if v then return cjson.decode(v) end
+  end
+  return nil
+end
+
+-- Faults that replace the whole answer; returns false when `f` is not one.
+local function early(f)
+  if f.reset then
+    return ngx.exit(444) -- nginx closes the connection without a response
+  end
+  if f.status then
+    ngx.status = tonumber(f.status)
+    if f.retry_after ~= nil then ngx.header["Retry-After"] = tostring(f.retry_after) end
+    if f.body then
+      ngx.header["Content-Type"] = f.content_type or "application/json;charset=UTF-8"
+      ngx.print(f.body)
+    else
+      ngx.header["Content-Type"] = "application/json;charset=UTF-8"
+      ngx.print(cjson.encode({ code = -1, message = "sandbox fault: HTTP " .. f.status }))
+    end
+    return ngx.exit(ngx.OK)
+  end
+  if f.garbage then
+    ngx.status = 200
+    ngx.header["Content-Type"] = "text/html"
+    ngx.print("<html><body>502 Bad Gateway? no: garbage from the sandbox</body></html>")
+    return ngx.exit(ngx.OK)
+  end
+  if f.oversize then
+    local n = math.max(tonumber(f.oversize) or 0, 40)
+    local head = '{"shortenedUrl":"' .. state.conf.base .. '/ffffffff","pad":"'
+    local tail = '"}'
+    local pad = n - #head - #tail
+    if pad < 0 then head, pad = '{"pad":"', n - 8 - #tail end
+    ngx.status = 200
+    ngx.header["Content-Type"] = "application/json;charset=UTF-8"
+    ngx.header["Content-Length"] = #head + pad + #tail
+    ngx.print(head)
+    local chunk = string.rep("x", 65536)
+    while pad > 0 do
+      local k = math.min(pad, #chunk)
+      ngx.print(k == #chunk and chunk or chunk:sub(1, k))
+      pad = pad - k
+    end
+    ngx.print(tail)
+    return ngx.exit(ngx.OK)
+  end
+  if f.redirect then
+    ngx.status = 302
+    ngx.header["Location"] = tostring(f.redirect)
+    ngx.header["Content-Type"] = "application/json;charset=UTF-8"
+    ngx.print('{"code":-1,"message":"moved"}')
+    return ngx.exit(ngx.OK)
+  end
+  return false
+end
+
+--- Applies fault `f` (or none) before the handler runs: its delay, and the
+-- faults that take over the whole answer (these do not return).
+function M.before(f)
+  if not f then return end
+  if f.delay_ms then ngx.sleep(tonumber(f.delay_ms) / 1000) end
+  early(f)
+end
+
+--- Delivers the handler's answer, honouring the delivery faults.
+function M.deliver(f, status, ctype, body)
+  if f and f.reset_after then
+    -- The request was handled (a create made its link) but the answer never
+    -- leaves: the connection closes first, as when a keep-alive connection
+    -- dies under a request. The client cannot know the link exists.
+    return ngx.exit(444)
+  end
+  ngx.status = status
+  ngx.header["Content-Type"] = ctype
+  if f and f.truncate then
+    -- Promise more than we send, then close: the client sees a short read.
+    local cut = math.max(0, math.floor(#body / 2))
+    ngx.header["Content-Length"] = #body + 64
+    ngx.print(body:sub(1, cut))
+    ngx.flush(true)
+    return ngx.exit(444)
+  end
+  if f and f.slow_body_ms then
+    ngx.header["Content-Length"] = #body
+    local cut = math.floor(#body / 2)
+    ngx.send_headers()
+    ngx.print(body:sub(1, cut))
+    ngx.flush(true)
+    ngx.sleep(tonumber(f.slow_body_ms) / 1000)
+    ngx.print(body:sub(cut + 1))
+    return ngx.exit(ngx.OK)
+  end
+  ngx.header["Content-Length"] = #body
+  ngx.print(body)
+  return ngx.exit(ngx.OK)
+end
+
+return M

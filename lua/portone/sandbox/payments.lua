@@ -1,0 +1,328 @@
+--- Payments and their states, as REST V1 has them (shared state: used by the
+-- bridge page, REST V1 and the admin API; uses only state and the webhook
+-- sender). Every change of state sends its webhook to the link's notice_url.
+--
+--   card-like methods -> paid            vbank -> ready (vbank_*) -> paid (deposit)
+--   declined on the bridge page, or an amount other than the prepared one -> failed
+--   cancel (REST, full or partial; or from the "console", the admin API) -> cancelled
+--   (a partial cancel keeps `paid`, adds to cancel_amount and cancel_history)
+--
+-- Keys in the portone_stats dict:
+--   pay:<imp_uid>       JSON payment (the fields below; REST V1 shapes them)
+--   payi:<n>, pay_seq   imp_uid by start order
+--   muid:<merchant_uid> JSON list of that order's imp_uids, oldest first
+--   paid:<link id>      imp_uid of the link's payment (once only)
+--   prep:<merchant_uid> the amount registered with POST /payments/prepare
+--   tamper_next         amount the next payment records instead of the link's
+--   plock:<imp_uid>     short lock around a cancel or a deposit
+local cjson = require "cjson.safe"
+local state = require "portone.sandbox.state"
+local webhooks = require "portone.sandbox.webhooks"
+
+local M = {}
+
+M.VBANK_DAYS = 3
+
+local function dict() return state.stats() end
+
+--- A link record with its payment_info fields on top (nil when unknown).
+function M.link(id)
+  local rec = state.get_json(state.links(), id)
+  if type(rec) ~= "table" then return nil end
+  local info = type(rec.info) == "table" and rec.info or {}
+  for _, k in ipairs({ "pay_methods", "display_language", "notice_url", "direct", "buyer_name",
+                       "buyer_tel", "buyer_email", "buyer_addr", "buyer_postcode", "custom_data",
+                       "language", "user_code", "tax_free" }) do
+    if rec[k] == nil and info[k] ~= nil and info[k] ~= cjson.null then rec[k] = info[k] end
+  end
+  if type(rec.pay_methods) ~= "table" then
+    rec.pay_methods = {}
+    for _, l in ipairs(rec.labels or {}) do rec.pay_methods[#rec.pay_methods + 1] = { label = l } end
+  end
+  return rec
+end
+
+function M.live(rec)
+  return rec.active ~= false and state.now() < (tonumber(rec.expired_at) or 0)
+end
+
+function M.paid_imp_uid(id)
+  return dict():get("paid:" .. id)
+end
+
+local function same_method(a, b)
+  return a.pay_method == b.pay_method and (a.pg or a.channelKey) == (b.pg or b.channelKey)
+end
+
+--- For a link with `direct`: the pay method to go to (its entry in
+-- pay_methods when there is one, for the label), else nil.
+function M.direct_method(rec)
+  local d = rec.direct
+  if type(d) ~= "table" or type(d.pay_method) ~= "string" then return nil end
+  for _, pm in ipairs(rec.pay_methods) do
+    if same_method(pm, d) then return pm end
+  end
+  return d
+end
+
+--- The pay method a choice names (1-based index, as a number or a string,
+-- or "direct"), or nil.
+function M.method_of(rec, choice)
+  if choice == "direct" then return M.direct_method(rec) end
+  local i = tonumber(choice)
+  local pm = i and rec.pay_methods[i]
+  return type(pm) == "table" and pm or nil
+end
+
+--- A stored payment, or nil.
+function M.get(imp_uid)
+  if type(imp_uid) ~= "string" then return nil end
+  return state.get_json(dict(), "pay:" .. imp_uid)
+end
+
+local function put(p)
+  p.updated_at = state.now()
+  dict():set("pay:" .. p.imp_uid, cjson.encode(p))
+end
+
+--- The imp_uids of an order, oldest first.
+function M.of_merchant(merchant_uid)
+  local l = state.get_json(dict(), "muid:" .. tostring(merchant_uid))
+  return type(l) == "table" and l or {}
+end
+
+--- Every payment, oldest first (for listing and paging).
+function M.all()
+  local d, out = dict(), {}
+  for i = 1, d:get("pay_seq") or 0 do
+    local p = M.get(d:get("payi:" .. i))
+    if p then out[#out + 1] = p end
+  end
+  return out
+end
+
+local function new_imp_uid()
+  -- imp_ + 12 digits, like PortOne's
+  return "imp_" .. ("%012.0f"):format(tonumber(state.random_hex(6), 16) % 1e12)
+end
+
+local function digits(n)
+  return ("%0" .. n .. ".0f"):format(tonumber(state.random_hex(6), 16) % (10 ^ n))
+end
+
+-- What the PG would report for a method (V1's card_*, bank_*, vbank_* fields).
+local function pg_details(p, now)
+  if p.pay_method == "card" then
+    p.card_code, p.card_name, p.card_number = "361", "BC카드", "9490********" .. digits(3) .. "*"
+    p.card_quota, p.card_type, p.apply_num = 0, 0, digits(8)
+  elseif p.pay_method == "trans" then
+    p.bank_code, p.bank_name = "004", "KB국민은행"
+  elseif p.pay_method == "vbank" then
+    p.vbank_code, p.vbank_name, p.vbank_holder = "004", "KB국민은행", "(주)포트원샌드박스"
+    p.vbank_num = "T" .. digits(13)
+    p.vbank_issued_at = now
+    p.vbank_date = now + M.VBANK_DAYS * 86400
+  end
+end
+
+local function record_new(p)
+  local d = dict()
+  local n = d:incr("pay_seq", 1, 0)
+  p.seq = n
+  put(p)
+  d:set("payi:" .. n, p.imp_uid)
+  local list = M.of_merchant(p.merchant_uid)
+  list[#list + 1] = p.imp_uid
+  d:set("muid:" .. p.merchant_uid, cjson.encode(list))
+end
+
+local function notice(p, extra)
+  local t = { imp_uid = p.imp_uid, merchant_uid = p.merchant_uid, status = p.status }
+  for k, v in pairs(extra or {}) do t[k] = v end
+  return t
+end
+
+M.DECLINED = "[결제포기] 사용자가 결제를 취소하셨습니다"
+M.PREPARE_MISMATCH = "[사전검증] 사전 등록된 결제금액과 다른 금액으로 결제를 시도하였습니다"
+
+--- Starts the payment of link `id` with the method the customer chose.
+-- opts: `decline` (the buyer declines: a failed payment), `channel` ("pc",
+-- "mobile" or "api"), `user_agent`, `label` (a function(pm, rec) for the
+-- method's label).
+-- @return payment, nil, rec, webhook_mode | nil, http_status, rec
+function M.pay(id, choice, opts)
+  opts = opts or {}
+  local rec = M.link(id)
+  if not rec then return nil, 404 end
+  if M.paid_imp_uid(id) then return nil, 409, rec end
+  if not M.live(rec) then return nil, 410, rec end
+  local pm = M.method_of(rec, choice)
+  if not pm then return nil, 400, rec end
+
+  local d = dict()
+  local t = state.now()
+  local amount = rec.amount
+  local tampered = d:get("tamper_next")
+  local prepared = d:get("prep:" .. tostring(rec.merchant_uid))
+  local fail_reason = opts.decline and M.DECLINED
+    or (prepared and prepared ~= (tampered or amount) and M.PREPARE_MISMATCH) or nil
+  local imp_uid = new_imp_uid()
+  -- add() is atomic: of two concurrent approvals only one wins; a failed
+  -- attempt leaves the link payable
+  if not fail_reason and not d:add("paid:" .. id, imp_uid) then return nil, 409, rec end
+  if tampered then
+    d:delete("tamper_next")
+    amount = tampered
+  end
+  local p = {
+    imp_uid = imp_uid, merchant_uid = rec.merchant_uid, amount = amount, currency = rec.currency,
+    pay_method = pm.pay_method, pg = pm.pg, channel_key = pm.channelKey,
+    label = opts.label and opts.label(pm, rec) or pm.label or pm.pay_method,
+    name = rec.name, buyer_name = rec.buyer_name, buyer_tel = rec.buyer_tel,
+    buyer_email = rec.buyer_email, buyer_addr = rec.buyer_addr, buyer_postcode = rec.buyer_postcode,
+    custom_data = rec.custom_data, tax_free = tonumber(rec.tax_free) or 0,
+    started_at = t, paid_at = 0, failed_at = 0, cancelled_at = 0, cancel_amount = 0, cancel_history = {},
+    channel = opts.channel or "pc", user_agent = opts.user_agent, link_id = id,
+    pg_tid = "sandbox" .. state.random_hex(10), test = d:get("test_mode") and true or nil,
+    tampered = tampered and true or nil,
+  }
+  if fail_reason then
+    p.status, p.failed_at, p.fail_reason = "failed", t, fail_reason
+    if tampered then d:set("tamper_next", tampered) end -- it was meant for a real payment
+  else
+    pg_details(p, t)
+    if pm.pay_method == "vbank" then
+      p.status = "ready"
+    else
+      p.status, p.paid_at = "paid", t
+    end
+  end
+  record_new(p)
+  local mode = webhooks.notify(rec.notice_url, notice(p))
+  return p, nil, rec, mode
+end
+
+-- A short per-payment lock (cancel and deposit read, change and write back).
+local function locked(imp_uid, fn)
+  local d = dict()
+  for _ = 1, 200 do
+    if d:add("plock:" .. imp_uid, 1, 5) then
+      local ok, a, b = pcall(fn)
+      d:delete("plock:" .. imp_uid)
+      if not ok then error(a, 0) end
+      return a, b
+    end
+    ngx.sleep(0.005)
+  end
+  return nil, "busy"
+end
+
+local function notice_url(p)
+  local rec = p.link_id and M.link(p.link_id)
+  return rec and rec.notice_url
+end
+
+--- Simulates the deposit into a ready virtual account: ready -> paid, with
+-- its webhook. Returns the payment or nil, message.
+function M.deposit(imp_uid)
+  local p, err = locked(imp_uid, function()
+    local p = M.get(imp_uid)
+    if not p then return nil, "no such payment" end
+    if p.status ~= "ready" then return nil, "the payment is " .. tostring(p.status) .. ", not ready" end
+    p.status, p.paid_at = "paid", state.now()
+    put(p)
+    return p
+  end)
+  if p then webhooks.notify(notice_url(p), notice(p)) end
+  return p, err
+end
+
+--- The payment a cancel (or a find) by merchant_uid means: the newest one
+-- of the order in `status` (any when nil).
+function M.newest_of(merchant_uid, status)
+  local list = M.of_merchant(merchant_uid)
+  for i = #list, 1, -1 do
+    local p = M.get(list[i])
+    if p and (status == nil or p.status == status) then return p end
+  end
+  return nil
+end
+
+-- V1's messages for a refused cancel (HTTP 200, code 1).
+M.CANCEL = {
+  none = "취소할 결제건이 존재하지 않습니다.",
+  done = "이미 전액취소된 주문입니다.",
+  unpaid = "결제완료 상태가 아닌 결제건은 취소할 수 없습니다.",
+  checksum = "[취소실패] 취소요청 checksum 이 취소가능잔액과 일치하지 않습니다.",
+  over = "[취소실패] 취소요청금액이 취소가능잔액을 초과합니다.",
+  tax_free = "[취소실패] 면세금액이 취소요청금액보다 클 수 없습니다.",
+  refund_account = "[취소실패] 가상계좌 환불에는 환불계좌 정보(refund_holder, refund_bank, "
+    .. "refund_account)가 필요합니다.",
+}
+
+--- Cancels all or part of a payment. `req`: amount (nil or 0: the whole
+-- balance), tax_free, checksum (the balance the caller believes is left:
+-- refused when it differs), reason, refund_holder/bank/account (required
+-- over REST for a virtual account: the money goes back by bank transfer).
+-- `console`:
+-- the cancel comes from PortOne's console (the admin API), which sends the
+-- webhook; a REST cancel sends none, as V1.
+-- @return payment, cancellation | nil, message
+function M.cancel(imp_uid, req, console)
+  local p, c = locked(imp_uid, function()
+    local p = M.get(imp_uid)
+    if not p then return nil, M.CANCEL.none end
+    if p.status == "cancelled" then return nil, M.CANCEL.done end
+    if p.status ~= "paid" then return nil, M.CANCEL.unpaid end
+    local balance = p.amount - (p.cancel_amount or 0)
+    if req.checksum ~= nil and req.checksum ~= balance then return nil, M.CANCEL.checksum end
+    local amount = req.amount
+    if amount == nil or amount == 0 then amount = balance end
+    if amount > balance then return nil, M.CANCEL.over end
+    if (req.tax_free or 0) > amount then return nil, M.CANCEL.tax_free end
+    if p.pay_method == "vbank" and not console
+        and not (req.refund_holder and req.refund_bank and req.refund_account) then
+      return nil, M.CANCEL.refund_account
+    end
+    local now = state.now()
+    local c = {
+      pg_tid = p.pg_tid, amount = amount, cancelled_at = now, reason = req.reason or cjson.null,
+      cancellation_id = "sandbox-cancel-" .. state.random_hex(6),
+      receipt_url = state.conf.base .. "/__sandbox/receipts/" .. p.imp_uid
+        .. "?cancel=" .. (#p.cancel_history + 1),
+    }
+    p.cancel_history[#p.cancel_history + 1] = c
+    p.cancel_amount = (p.cancel_amount or 0) + amount
+    p.cancelled_at = now
+    p.cancel_reason = req.reason
+    if p.cancel_amount >= p.amount then p.status = "cancelled" end
+    put(p)
+    return p, c
+  end)
+  if not p then return nil, c end
+  if console then
+    webhooks.notify(notice_url(p), notice(p, { status = "cancelled", cancellation_id = c.cancellation_id }))
+  end
+  return p, c
+end
+
+--- POST /payments/prepare: registers the amount an order must be paid with.
+-- `update`: PUT (the order must be registered already). Returns amount or
+-- nil, message.
+function M.prepare(merchant_uid, amount, update)
+  local d = dict()
+  local key = "prep:" .. merchant_uid
+  if update then
+    if not d:get(key) then return nil, "사전등록된 결제정보가 존재하지 않습니다." end
+    d:set(key, amount)
+    return amount
+  end
+  if not d:add(key, amount) then return nil, "이미 사전등록된 merchant_uid 입니다. (수정은 PUT /payments/prepare)" end
+  return amount
+end
+
+function M.prepared(merchant_uid)
+  return dict():get("prep:" .. merchant_uid)
+end
+
+return M

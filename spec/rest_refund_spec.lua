@@ -1,0 +1,200 @@
+-- link.rest's back-office calls against the sandbox: cancel (partial with
+-- checksum, full, refused ones, the non-idempotent retry rule), find,
+-- prepare, and verify's test-mode rule (a test payment is never verified by
+-- a live client).
+local link = require "portone.link"
+local cases = require "helpers.cases"
+local helper = require "helpers.sandbox"
+
+local sb, client, rest
+
+local seq = 0
+local function uid(prefix)
+  seq = seq + 1
+  return ("%s-%d-%d"):format(prefix, os.time(), seq)
+end
+
+-- A paid link's imp_uid (paid through the admin API) and its request.
+local function paid(over)
+  local req = cases.request(cases.merge({ merchant_uid = uid("refund") }, over))
+  local res = assert(client:create(req))
+  local r = assert(sb:admin("POST", "pay", { id = res.id }))
+  return r.imp_uid, req, res
+end
+
+describe("link.rest against the sandbox", function()
+  lazy_setup(function()
+    sb = helper.start()
+    client = link.new{ base_url = sb.url, transport = "curl", retries = 0 }
+    rest = link.rest.new{ imp_key = sb.imp_key, imp_secret = sb.imp_secret, base_url = sb.url,
+                          transport = "curl" }
+  end)
+  lazy_teardown(function()
+    if client then client:close() end
+    if rest then rest:close() end
+    if sb then sb:stop() end
+  end)
+
+  describe("cancel", function()
+    it("refunds in parts with checksum, then the rest, and the balance adds up", function()
+      local imp = paid{ amount = 10000 }
+      local p = assert(rest:cancel{ imp_uid = imp, amount = 2500, checksum = 10000, reason = "one item" })
+      assert.equal("paid", p.status)
+      assert.equal(2500, p.cancel_amount)
+      assert.equal(1, #p.cancel_history)
+      assert.equal("one item", p.cancel_history[1].reason)
+      p = assert(rest:cancel{ imp_uid = imp, checksum = 7500 })
+      assert.equal("cancelled", p.status)
+      assert.equal(10000, p.cancel_amount)
+      assert.equal(2, #p.cancel_history)
+      assert.equal(7500, p.cancel_history[2].amount)
+    end)
+
+    it("reports PortOne's refusals as api errors with the code (checksum, balance, done)", function()
+      local imp = paid{ amount = 10000 }
+      local _
+      local p, err = rest:cancel{ imp_uid = imp, amount = 1000, checksum = 9000 }
+      assert.is_nil(p)
+      assert.equal("api", err.kind)
+      assert.equal(1, err.code)
+      assert.matches("checksum", err.message)
+      _, err = rest:cancel{ imp_uid = imp, amount = 10001 }
+      assert.equal("api", err.kind)
+      assert(rest:cancel{ imp_uid = imp })
+      _, err = rest:cancel{ imp_uid = imp }
+      assert.equal("api", err.kind)
+      assert.matches("이미 전액취소된 주문입니다", err.message)
+      assert.is_false(err.retryable)
+    end)
+
+    it("sends the refund account a virtual account needs", function()
+      local res = assert(client:create(cases.request{ merchant_uid = uid("vbank"),
+        pay_methods = { { pg = "INIpayTest", pay_method = "vbank", label = "VA" } } }))
+      local imp = assert(sb:admin("POST", "pay", { id = res.id })).imp_uid
+      assert(sb:admin("POST", "deposit", { imp_uid = imp }))
+      local p, err = rest:cancel{ imp_uid = imp }
+      assert.is_nil(p)
+      assert.equal("api", err.kind)
+      p = assert(rest:cancel{ imp_uid = imp, refund_holder = "홍길동", refund_bank = "04",
+                              refund_account = "12345678901" })
+      assert.equal("cancelled", p.status)
+      p, err = rest:cancel{ imp_uid = imp, refund_bank = 4 }
+      assert.is_nil(p)
+      assert.equal("validation", err.kind)
+    end)
+
+    it("cancels by merchant_uid", function()
+      local imp, req = paid()
+      local p = assert(rest:cancel{ merchant_uid = req.merchant_uid, reason = "out of stock" })
+      assert.equal(imp, p.imp_uid)
+      assert.equal("cancelled", p.status)
+      assert.equal("out of stock", p.cancel_reason)
+    end)
+
+    it("checks its arguments before any request", function()
+      local before = #assert(sb:requests())
+      for _, bad in ipairs({ {}, { imp_uid = "a/b" }, { imp_uid = "imp_1", amount = 0 },
+                             { imp_uid = "imp_1", amount = 1.5 }, { imp_uid = "imp_1", checksum = -1 },
+                             { imp_uid = "imp_1", amount = 10, tax_free = 11 }, { merchant_uid = "" },
+                             { imp_uid = "imp_1", reason = 5 } }) do
+        local p, err = rest:cancel(bad)
+        assert.is_nil(p)
+        assert.equal("validation", err.kind)
+      end
+      assert.equal(before, #assert(sb:requests()))
+      assert.has_error(function() rest:cancel("imp_1") end)
+    end)
+
+    it("is not retryable once it may have reached PortOne; a 401 is retried with a fresh token", function()
+      local imp = paid{ amount = 10000 }
+      -- the cancel is done, but the answer is cut short
+      assert(sb:faults("cancel", { { truncate = true } }))
+      local p, err = rest:cancel{ imp_uid = imp, amount = 1000, checksum = 10000 }
+      assert.is_nil(p)
+      assert.equal("transport", err.kind)
+      assert.is_false(err.retryable)
+      -- a blind retry with the same checksum is refused: no double refund
+      local _
+      _, err = rest:cancel{ imp_uid = imp, amount = 1000, checksum = 10000 }
+      assert.equal("api", err.kind)
+      assert.matches("checksum", err.message)
+      assert(sb:faults("cancel", { { status = 503 } }))
+      _, err = rest:cancel{ imp_uid = imp, amount = 1000, checksum = 9000 }
+      assert.equal("http", err.kind)
+      assert.is_true(err.retryable)            -- PortOne said so: nothing was done
+      assert(sb:admin("POST", "tokens", { revoke = true }))
+      p = assert(rest:cancel{ imp_uid = imp, amount = 1000, checksum = 9000 })
+      assert.equal(2000, p.cancel_amount)     -- the cut one and this one, nothing else
+    end)
+  end)
+
+  describe("find", function()
+    it("finds the newest payment of an order, by status too; 404 when none", function()
+      local imp, req = paid()
+      local p = assert(rest:find(req.merchant_uid))
+      assert.equal(imp, p.imp_uid)
+      assert.equal(imp, assert(rest:find(req.merchant_uid, "paid")).imp_uid)
+      local _
+      local none, err = rest:find(req.merchant_uid, "cancelled")
+      assert.is_nil(none)
+      assert.equal("http", err.kind)
+      assert.equal(404, err.status)
+      _, err = rest:find(req.merchant_uid, "refunded")
+      assert.equal("validation", err.kind)
+    end)
+
+    it("escapes the merchant_uid in the path", function()
+      local imp, req = paid{ merchant_uid = uid("a b/c?d") }
+      assert.equal(imp, assert(rest:find(req.merchant_uid)).imp_uid)
+    end)
+  end)
+
+  describe("prepare", function()
+    it("registers the amount; paying the order with another amount fails", function()
+      local muid = uid("prep")
+      assert.same({ merchant_uid = muid, amount = 9000 }, assert(rest:prepare(muid, 9000)))
+      local _
+      local err
+      _, err = rest:prepare(muid, 9000)
+      assert.equal("api", err.kind)          -- registered already
+      local res = assert(client:create(cases.request{ merchant_uid = muid, amount = 10000 }))
+      local r = assert(sb:admin("POST", "pay", { id = res.id }))
+      assert.equal("failed", r.payment.status)
+      local p = assert(rest:find(muid, "failed"))
+      assert.is_string(p.fail_reason)
+      _, err = rest:prepare(muid, 0)
+      assert.equal("validation", err.kind)
+    end)
+  end)
+
+  describe("verify and test mode", function()
+    local notice, req
+    lazy_setup(function()
+      assert(sb:admin("POST", "test_mode", { on = true }))
+      local imp
+      imp, req = paid()
+      assert(sb:admin("POST", "test_mode", { on = false }))
+      notice = { imp_uid = imp, merchant_uid = req.merchant_uid, status = "paid" }
+    end)
+
+    it("a live client never verifies a test-mode payment", function()
+      local p, err = rest:verify(notice, { amount = req.amount })
+      assert.is_nil(p)
+      assert.equal("lookup", err.stage)
+      assert.equal(404, err.status)
+      local sent = assert(sb:requests())
+      assert.is_nil(sent[#sent].uri:find("include_sandbox", 1, true))
+    end)
+
+    it("a client made for test mode verifies it, and compares the currency", function()
+      local test = link.rest.new{ imp_key = sb.imp_key, imp_secret = sb.imp_secret, base_url = sb.url,
+                                  transport = "curl", test_mode = true }
+      finally(function() test:close() end)
+      local p = assert(test:verify(notice, { amount = req.amount, currency = "KRW" }))
+      assert.equal(notice.imp_uid, p.imp_uid)
+      local _, err = test:verify(notice, { amount = req.amount, currency = "USD" })
+      assert.equal("mismatch", err.kind)
+      assert.equal("currency", err.field)
+    end)
+  end)
+end)
