@@ -26,14 +26,17 @@ endif
 SRCS := $(wildcard src/*.c)
 OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SO   := $(BUILD)/portone/link/core.so
+# The CLI's signal counter (src/cli/signal.c): its own small module, not part
+# of the core, so embedding hosts never get signal handlers they did not ask for.
+SIG_SO := $(BUILD)/portone/cli/signal.so
 
 LUA54_PATH := lua/?.lua;lua/?/init.lua;;
 
 .PHONY: all build deps test test-unit test-luajit test-asan test-valgrind lint \
         demo sandbox bench bench-encode bench-openresty bench-bulk clean
 
-all: $(SO)
-build: $(SO)
+all: $(SO) $(SIG_SO)
+build: $(SO) $(SIG_SO)
 
 $(BUILD)/obj/%.o: src/%.c src/*.h
 	@mkdir -p $(dir $@)
@@ -42,6 +45,10 @@ $(BUILD)/obj/%.o: src/%.c src/*.h
 $(SO): $(OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDSAN) $(OPT) -o $@ $(OBJS) $(CURL_LIBS) $(LDFLAGS)
+
+$(SIG_SO): src/cli/signal.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(OPT) -I$(LUA_INC) $(CFLAGS) -shared $(LDSAN) -o $@ $< $(LDFLAGS)
 
 # A Lua 5.4 interpreter linked with ASan+UBSan, for the sanitizer suite.
 build/sanlua: spec/tools/sanlua.c

@@ -102,15 +102,17 @@ end
 
 --- Makes the client from the parsed flags and the environment.
 -- @return client, or nil, message (a bad option)
-function M.client(o)
+function M.client(o, extra)
   local link = require "portone.link"
   local token = os.getenv("PORTONE_LINK_TOKEN")
   if token == "" then token = nil end
   local base = o.base_url or os.getenv("PORTONE_LINK_BASE_URL")
   if base == "" then base = nil end
-  local ok, c = pcall(link.new, {
+  local opts = {
     base_url = base, token = token, timeout = o.timeout, cainfo = o.cainfo,
-  })
+  }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  local ok, c = pcall(link.new, opts)
   if not ok then
     return nil, tostring(c):gsub("^[^:]*:%d+: ", "")
   end
@@ -129,9 +131,35 @@ function M.error_table(err)
   return t
 end
 
+--- Encodes a value as JSON without lua-cjson's `\/` escape (URLs stay
+-- readable and greppable). Every `/` that lua-cjson writes is escaped by its
+-- own backslash (a literal backslash is written `\\`), so each `\/` in
+-- its output is exactly one escaped slash.
+function M.json_encode(v)
+  return (cjson.encode(v):gsub("\\/", "/"))
+end
+
+--- Encodes a table as a JSON object with the keys in `order` first (in
+-- that order; absent ones left out), then any others: records a person reads
+-- start with what identifies them.
+function M.json_object(t, order)
+  local parts, seen = {}, {}
+  for _, k in ipairs(order) do
+    if t[k] ~= nil then
+      parts[#parts + 1] = cjson.encode(k) .. ":" .. M.json_encode(t[k])
+      seen[k] = true
+    end
+  end
+  local rest = {}
+  for k in pairs(t) do if not seen[k] then rest[#rest + 1] = k end end
+  table.sort(rest)
+  for _, k in ipairs(rest) do parts[#parts + 1] = cjson.encode(k) .. ":" .. M.json_encode(t[k]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
 --- Writes one JSON value and a newline to `out` (default stdout).
 function M.json_line(v, out)
-  (out or io.stdout):write(cjson.encode(v), "\n")
+  (out or io.stdout):write(M.json_encode(v), "\n")
 end
 
 --- Prints a usage error and returns the usage exit code.
