@@ -32,7 +32,8 @@ SIG_SO := $(BUILD)/portone/cli/signal.so
 
 LUA54_PATH := lua/?.lua;lua/?/init.lua;;
 
-.PHONY: all build deps test test-unit test-luajit test-asan test-valgrind lint \
+# rock, rock-install: see the rockspec
+.PHONY: rock rock-install all build deps test test-unit test-luajit test-asan test-valgrind lint \
         demo sandbox bench bench-encode bench-openresty bench-bulk clean
 
 all: $(SO) $(SIG_SO)
@@ -55,6 +56,28 @@ build/sanlua: spec/tools/sanlua.c
 	@mkdir -p build
 	$(CC) -std=c99 -Wall -Wextra -Werror -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 	  -I/usr/include/lua5.4 $< -o $@ -llua5.4 -lm
+
+# luarocks builds with these two (the rockspec's `make` build type): one
+# compiler call a module, straight into build/rock-*/, so `luarocks make`
+# leaves no objects or .so files in the source tree. luarocks passes
+# CFLAGS, LIBFLAG, LUA_INC, CURL_INCDIR, CURL_LIBDIR, then INST_LIBDIR,
+# INST_LUADIR.
+ROCK_DIR := build/rock$(subst /,-,$(LUA_INC))
+LIBFLAG  ?= -shared
+rock:
+	rm -rf $(ROCK_DIR)
+	mkdir -p $(ROCK_DIR)/portone/link $(ROCK_DIR)/portone/cli
+	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) -I$(LUA_INC) -I$(CURL_INCDIR) $(LIBFLAG) \
+	  -o $(ROCK_DIR)/portone/link/core.so $(SRCS) -L$(CURL_LIBDIR) -lcurl
+	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) -I$(LUA_INC) $(LIBFLAG) \
+	  -o $(ROCK_DIR)/portone/cli/signal.so src/cli/signal.c
+
+rock-install:
+	mkdir -p $(INST_LIBDIR)/portone/link $(INST_LIBDIR)/portone/cli
+	cp $(ROCK_DIR)/portone/link/core.so $(INST_LIBDIR)/portone/link/core.so
+	cp $(ROCK_DIR)/portone/cli/signal.so $(INST_LIBDIR)/portone/cli/signal.so
+	cd lua && find portone -name '*.lua' | while read -r f; do \
+	  mkdir -p "$(INST_LUADIR)/$$(dirname "$$f")" && cp "$$f" "$(INST_LUADIR)/$$f" || exit 1; done
 
 deps:
 	@scripts/deps

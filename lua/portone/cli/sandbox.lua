@@ -92,11 +92,18 @@ local function quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+-- nginx's Lua is LuaJIT (5.1 ABI): the caller's LUA_PATH/LUA_CPATH (set by
+-- `luarocks --lua-version 5.4 path`, say) would make it load 5.4 modules
+-- (`cjson.so: undefined symbol: lua_newuserdatauv`). The config names the
+-- sandbox's own Lua root; everything else comes from LuaJIT's built-in paths.
+M.CLEAN_ENV = "env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_1 -u LUA_CPATH_5_1 -u LUA_INIT"
+  .. " -u LUA_INIT_5_1 "
+
 --- The /bin/sh wrapper that runs nginx in the foreground for a plan.
 function M.wrapper(plan)
   local P = quote(plan.prefix)
   return table.concat({
-    sandbox.command(plan) .. " </dev/null &",
+    M.CLEAN_ENV .. sandbox.command(plan) .. " </dev/null &",
     "pid=$!",
     "trap 'kill -TERM $pid 2>/dev/null' INT TERM HUP",
     "wait $pid; rc=$?",
