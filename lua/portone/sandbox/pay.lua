@@ -125,6 +125,10 @@ local function webhook_body(p, format)
                                             status = p.status })
 end
 
+-- `portone-link sandbox --forward-to URL`: every webhook goes to URL, and
+-- each delivery is printed on the sandbox's terminal.
+local function forward_to() return require("portone.sandbox.server").conf.forward_to end
+
 local function send_webhook(premature, imp_uid, url, format, n)
   if premature then return end
   local p = get_json(dict(), "pay:" .. imp_uid)
@@ -147,11 +151,17 @@ local function send_webhook(premature, imp_uid, url, format, n)
     ngx.log(ngx.WARN, "sandbox webhook to ", url, " failed: ", entry.error)
   end
   log_delivery(imp_uid, entry)
+  if forward_to() then
+    io.stdout:write(("webhook %s %s -> %s: %s (%d ms)\n"):format(p.merchant_uid, p.status, url,
+      entry.status and ("HTTP " .. entry.status) or entry.error, entry.ms))
+    io.stdout:flush()
+  end
 end
 
 local function schedule_webhooks(p, url)
   local m = wh_mode()
   local format = m.format == "form" and "form" or "json"
+  url = forward_to() or url
   if not url then return "none" end
   if not loopback_url(url) then
     log_delivery(p.imp_uid, { n = 1, at = now(), error = "not sent: the sandbox only posts to loopback" })
