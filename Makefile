@@ -115,7 +115,7 @@ clean:
 #   Crashes land in build/fuzz/crashes/<h>/.
 # make soak [SOAK_ENCODES=1000000 SOAK_CREATES=100000]
 # make static                cppcheck + clang-tidy on src/
-# make docs                  LDoc reference into build/docs (config.ld)
+# make docs                  LDoc guides + reference into build/docs (config.ld), links checked
 FUZZ_SECONDS   ?= 60
 FUZZ_HARNESSES ?= codec response webhook
 FUZZ_CC        ?= clang
@@ -155,9 +155,13 @@ static:
 	@scripts/deps static
 	@scripts/suite-static
 
+# Guides (docs/guide/*.md) and the reference of the public modules; then
+# every local link of the result is checked (scripts/check-doc-links).
 docs:
 	@scripts/deps docs
+	@rm -rf build/docs
 	ldoc -q .
+	@lua5.4 scripts/check-doc-links build/docs
 	@echo "docs: build/docs/index.html"
 
 # Cosocket vs blocking curl transport in one nginx worker (not a test).

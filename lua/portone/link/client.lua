@@ -13,7 +13,7 @@
 -- A closed client returns `nil, err` with `kind = "transport"` and the message
 -- "client is closed" (one of the contract's kinds; `retryable = false`).
 --
--- Retries follow `portone.link.retry` (DESIGN §4): a create is re-sent only
+-- Retries (the "Errors and retries" guide): a create is re-sent only
 -- when it surely did not reach the server, or on 429/503. Note that libcurl
 -- itself re-sends a request once a *reused* keep-alive connection turns out
 -- dead before any response byte arrived; a create is at-least-once in that
