@@ -102,7 +102,7 @@ end
 -- @tparam[opt=16] int opts.max_concurrent async transfers in flight on the
 --   client's multi handle (`portone.link.async`), an integer in [1, 4096]
 -- @treturn portone.link.client the client
--- @usage local client = link.new{ token = os.getenv("PORTONE_TOKEN"), timeout = 5 }
+-- @usage local client = link.new{ token = os.getenv("PORTONE_LINK_TOKEN"), timeout = 5 }
 function M.new(opts)
   return require("portone.link.client").new(opts)
 end
