@@ -151,6 +151,10 @@ function M.main(args)
   if o.help then io.stdout:write(M.USAGE); return common.OK end
   local bad = check_flags(o, pos)
   if bad then return common.usage_error("batch", bad, M.USAGE) end
+  -- from here a Ctrl-C is counted, not fatal: before the loop it means
+  -- "send nothing" (the loop checks the count before it starts a request)
+  local sig = require "portone.cli.signal"
+  sig.catch()
   local text, rerr = common.read_all(pos[1])
   if not text then return common.usage_error("batch", rerr) end
   local items = parse_lines(text)
@@ -184,8 +188,6 @@ function M.main(args)
       o.out, unreadable, unreadable == 1 and "" or "s"))
   end
 
-  local sig = require "portone.cli.signal"
-  sig.catch()
   local C = o.concurrency or 32
   local bar = progress.new(common.stderr_is_tty(), #work)
   local n = { created = 0, failed = 0, invalid = 0, done = 0 }
