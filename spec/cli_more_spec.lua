@@ -11,8 +11,7 @@ local function lua() return os.getenv("PLINK_LUA") or "lua5.4" end
 
 -- runs a shell command; returns exit code, stdout, stderr
 local function sh(t, cmd)
-  local ok, how, code = os.execute(cmd .. " > " .. quote(t:path("o")) .. " 2> " .. quote(t:path("e")))
-  if how ~= "exit" then code = ok and 0 or 99 end
+  local code = C.exit_code(os.execute(cmd .. " > " .. quote(t:path("o")) .. " 2> " .. quote(t:path("e"))))
   return code, C.slurp(t:path("o")), C.slurp(t:path("e"))
 end
 

@@ -9,9 +9,8 @@ local function site(t, pages)
     os.execute("mkdir -p " .. C.quote(path:match("^(.*)/")))
     C.write(path, html)
   end
-  local ok, how, code = os.execute("lua5.4 scripts/check-doc-links " .. C.quote(t:path("site"))
-    .. " > " .. C.quote(t:path("o")) .. " 2> " .. C.quote(t:path("e")))
-  if how ~= "exit" then code = ok and 0 or 99 end
+  local code = C.exit_code(os.execute("lua5.4 scripts/check-doc-links " .. C.quote(t:path("site"))
+    .. " > " .. C.quote(t:path("o")) .. " 2> " .. C.quote(t:path("e"))))
   return code, C.slurp(t:path("e"))
 end
 

@@ -42,15 +42,21 @@ end
 
 local function interp() return os.getenv("PLINK_LUA") or "lua5.4" end
 
+--- os.execute's exit code on every Lua: 5.2+ return (ok, "exit", code),
+-- 5.1 and LuaJIT a wait status.
+function M.exit_code(ok, how, code)
+  if type(ok) == "number" then return ok >= 256 and math.floor(ok / 256) or ok end
+  if how ~= "exit" then return ok and 0 or 99 end
+  return code
+end
+
 --- Runs `portone-link ARGS`; returns exit code, stdout, stderr.
 function M.run(t, args, opts)
   opts = opts or {}
   local cmd = envs(opts.env) .. interp() .. " " .. (opts.bin or "bin/portone-link") .. " " .. args
     .. (opts.stdin and (" < " .. quote(opts.stdin)) or " < /dev/null")
     .. " > " .. quote(t:path("out")) .. " 2> " .. quote(t:path("err"))
-  local ok, how, code = os.execute(cmd)
-  if how ~= "exit" then code = ok and 0 or 99 end
-  return code, M.slurp(t:path("out")), M.slurp(t:path("err"))
+  return M.exit_code(os.execute(cmd)), M.slurp(t:path("out")), M.slurp(t:path("err"))
 end
 
 --- Starts `portone-link ARGS` in the background. The job has `pid`,
