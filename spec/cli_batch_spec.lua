@@ -155,7 +155,7 @@ describe("portone-link batch, kills and resumes #lua54", function()
     job.kill("INT")
     assert.equal(130, job.wait(2.5)) -- before the held answers (3 s)
     local err = job.stderr()
-    assert.truthy(err:find("abandoned in flight, these links may exist: line 1 (merchant_uid twice-1),"
+    assert.truthy(err:find("these links may exist: line 1 (merchant_uid twice-1),"
       .. " line 2 (merchant_uid twice-2), line 3 (merchant_uid twice-3)", 1, true))
     assert.equal(3, count_state(C.slurp(out), "unknown"))
     -- a rerun sends none of them again (they may exist), creates the rest
@@ -243,7 +243,7 @@ describe("portone-link batch, kills and resumes #lua54", function()
 
   it("--retry-failed sends only the lines that failed", function()
     local inp, out = input(t, 6, "rf"), t:path("rf.jsonl")
-    sb:faults("create", { { delay_ms = 0 }, { status = 500 }, { delay_ms = 0 }, { status = 400 } })
+    sb:faults("create", { { delay_ms = 0 }, { status = 422 }, { delay_ms = 0 }, { status = 400 } })
     local code = C.run(t, "batch --concurrency 1 " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
       { env = env })
     assert.equal(1, code)
@@ -258,6 +258,35 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert.equal(2, reqs["rf-2"])
     assert.equal(2, reqs["rf-4"])
     assert_one_link_each(sb, 6, "rf", true)
+  end)
+
+  it("a create with no clear answer (timeout, 500) may exist: recorded unknown, not resent without"
+    .. " --retry-unknown", function()
+    local inp, out = input(t, 4, "unk"), t:path("unk.jsonl")
+    sb:faults("create", { { delay_ms = 0 }, { delay_ms = 1500 }, { status = 500 }, { delay_ms = 0 } })
+    local code, _, err = C.run(t, "batch --concurrency 1 --timeout 0.5 " .. base .. " --out " .. quote(out)
+      .. " " .. quote(inp), { env = env })
+    assert.equal(1, code)
+    assert.equal(2, count_state(C.slurp(out), "created"))
+    assert.equal(2, count_state(C.slurp(out), "unknown"))
+    assert.truthy(err:find("2 created, 0 failed (0 invalid), 0 skipped (created before), 2 may exist",
+      1, true))
+    assert.truthy(err:find("these links may exist: line 2 (merchant_uid unk-2), line 3 (merchant_uid unk-3)",
+      1, true))
+    -- neither --resume nor --retry-failed sends them again
+    C.wait_for("the timed-out create", function() return links_by_uid(sb)["unk-2"] == 1 end)
+    for _, how in ipairs({ "--resume", "--retry-failed" }) do
+      code = C.run(t, "batch " .. how .. " " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
+        { env = env })
+      assert.equal(1, code)
+      assert.equal(4, sb:stats().requests)
+    end
+    -- the user checked: unk-2 exists (the sandbox made it), unk-3 does not
+    assert.is_nil(links_by_uid(sb)["unk-3"])
+    code = C.run(t, "batch --resume --retry-unknown " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
+      { env = env })
+    assert.equal(0, code)
+    assert.equal(6, sb:stats().requests)
   end)
 
   it("a final summary on stderr: created, failed, skipped, time, rate", function()

@@ -35,8 +35,10 @@ Two lines with the same merchant_uid are refused before anything is sent.
                       (matched by merchant_uid) are skipped, the rest are sent
   --retry-failed      send only the lines whose last result in --out failed
   --retry-unknown     with --resume or --retry-failed, also send again the lines
-                      that may exist (sent, but no answer was recorded: a kill,
-                      or a second Ctrl-C); check them first, or a link may exist twice
+                      that may exist ("unknown": sent without a clear answer,
+                      a timeout, a lost connection, a 5xx other than 503, a
+                      kill, a second Ctrl-C); check them first, or a link may
+                      exist twice
   --allow-duplicates  allow one merchant_uid on several lines (then --resume
                       matches by merchant_uid and line number)
 ]] .. common.CLIENT_HELP .. [[
@@ -125,6 +127,19 @@ local function plan(items, states, o)
   return work, skipped, maybe, untried
 end
 
+-- True when a failed create may still have made a link: the request left
+-- and no clear refusal came back (a timeout or a connection lost after
+-- sending, an answer too large or unreadable, a 5xx other than 503). The
+-- same cases the retry rules refuse to re-send a create for.
+local function may_exist(err)
+  local k = err.kind
+  if k == "timeout" or k == "transport" then return err.sent ~= false end
+  if k == "decode" then return true end
+  if k == "http" then return (tonumber(err.status) or 0) >= 500 and err.status ~= 503 end
+  return false
+end
+M.may_exist = may_exist
+
 local function check_flags(o, pos)
   if #pos ~= 1 then return "expects one FILE.jsonl or -" end
   if o.concurrency and o.concurrency > 4096 then return "--concurrency must be at most 4096" end
@@ -190,7 +205,7 @@ function M.main(args)
 
   local C = o.concurrency or 32
   local bar = progress.new(common.stderr_is_tty(), #work)
-  local n = { created = 0, failed = 0, invalid = 0, done = 0 }
+  local n = { created = 0, failed = 0, invalid = 0, done = 0, unknown = {}, unsent = 0 }
   local inflight, n_inflight = {}, 0
   local write_err
 
@@ -204,19 +219,24 @@ function M.main(args)
       bar.clear()
       io.stderr:write("portone-link batch: cannot write ", o.out or "stdout", " (", tostring(err),
         "): ", common.json_encode(rec), "\n")
+      return false
     end
+    return true
   end
   local function finished(it, res, err)
     n.done = n.done + 1
     if res then
       n.created = n.created + 1
       record(it, { state = "created", ok = true, url = res.url, id = res.id, status = res.status })
+    elseif may_exist(err) then
+      n.unknown[#n.unknown + 1] = it
+      record(it, { state = "unknown", ok = false, error = common.error_table(err) })
     else
       n.failed = n.failed + 1
       if err.kind == "validation" or err.kind == "input" then n.invalid = n.invalid + 1 end
       record(it, { state = "failed", ok = false, error = common.error_table(err) })
     end
-    bar.update(n.done, n.failed)
+    bar.update(n.done, n.failed + #n.unknown)
   end
   local function start(it)
     if it.err then return finished(it, nil, { kind = "input", message = it.err }) end
@@ -225,12 +245,17 @@ function M.main(args)
       finished(it, res, e)
     end)
     if not h then return finished(it, nil, err) end
+    -- before poll can send it: after a kill, this line says "may exist";
+    -- a request whose record cannot be written is not sent at all
+    if w.file and not record(it, { state = "sending" }) then
+      client:cancel(h)
+      n.unsent = n.unsent + 1
+      return
+    end
     inflight[it], n_inflight = true, n_inflight + 1
-    -- before poll can send it: after a kill, this line says "may exist"
-    if w.file then record(it, { state = "sending" }) end
   end
 
-  local qi, stopping, abandoned = 1, nil, {}
+  local qi, stopping, unsure = 1, nil, n.unknown
   while true do
     local count, signo = sig.count()
     if count >= 1 and not stopping then
@@ -240,9 +265,11 @@ function M.main(args)
         .. " (Ctrl-C again abandons them)\n"):format(n_inflight))
     end
     if count >= 2 and n_inflight > 0 then
-      for it in pairs(inflight) do abandoned[#abandoned + 1] = it end
-      table.sort(abandoned, function(a, b) return a.line < b.line end)
-      for _, it in ipairs(abandoned) do
+      local list = {}
+      for it in pairs(inflight) do list[#list + 1] = it end
+      table.sort(list, function(a, b) return a.line < b.line end)
+      for _, it in ipairs(list) do
+        unsure[#unsure + 1] = it
         record(it, { state = "unknown", ok = false, error = { kind = "abandoned",
           message = "abandoned in flight by a second signal: the link may exist" } })
       end
@@ -267,11 +294,13 @@ function M.main(args)
   local el = bar.elapsed()
   io.stderr:write(("batch: %d lines: %d created, %d failed (%d invalid), %d skipped (created before),"
     .. " %d may exist, %d not sent; %s, %.0f/s\n"):format(#items, n.created, n.failed, n.invalid,
-    skipped, #maybe + #abandoned, #work - (qi - 1) + untried, progress.secs(el),
+    skipped, #maybe + #unsure, #work - (qi - 1) + untried + n.unsent, progress.secs(el),
     el > 0 and n.done / el or 0))
-  if #abandoned > 0 then
-    io.stderr:write("portone-link batch: abandoned in flight, these links may exist: ",
-      describe(abandoned), "\n")
+  if #unsure > 0 then
+    table.sort(unsure, function(a, b) return a.line < b.line end)
+    io.stderr:write("portone-link batch: sent with no clear answer (a timeout, a lost connection,"
+      .. " a 5xx, or abandoned in flight), these links may exist: ", describe(unsure),
+      "; check them, then --resume --retry-unknown sends them again\n")
   end
   if #maybe > 0 then
     io.stderr:write("portone-link batch: sent by an earlier run with no answer recorded, these links"
@@ -280,7 +309,7 @@ function M.main(args)
   end
   if stopping and sig.SIGTERM == stopping then return 143 end
   if stopping then return 130 end
-  if write_err or n.failed > 0 or #maybe > 0 or #abandoned > 0 then return common.FAILED end
+  if write_err or n.failed > 0 or #maybe > 0 or #unsure > 0 then return common.FAILED end
   return common.OK
 end
 
