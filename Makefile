@@ -88,7 +88,7 @@ test: deps
 	@scripts/test-all
 
 lint: deps
-	luacheck -q lua spec bin bench examples
+	luacheck -q lua spec bin bench examples bin/portone-link scripts/check-doc-links
 
 demo: deps
 	@$(MAKE) -s build
