@@ -58,8 +58,9 @@ build/sanlua: spec/tools/sanlua.c
 	  -I/usr/include/lua5.4 $< -o $@ -llua5.4 -lm
 
 # luarocks builds with these two (the rockspec's `make` build type): one
-# compiler call a module, straight into build/rock-*/, so `luarocks make`
-# leaves no objects or .so files in the source tree. luarocks passes
+# compiler call a module, straight into build/rock-*/, which rock-install
+# removes once it has copied the files: `luarocks make` leaves no objects
+# or .so files in the source tree. luarocks passes
 # CFLAGS, LIBFLAG, LUA_INC, CURL_INCDIR, CURL_LIBDIR, then INST_LIBDIR,
 # INST_LUADIR.
 ROCK_DIR := build/rock$(subst /,-,$(LUA_INC))
@@ -78,6 +79,7 @@ rock-install:
 	cp $(ROCK_DIR)/portone/cli/signal.so $(INST_LIBDIR)/portone/cli/signal.so
 	cd lua && find portone -name '*.lua' | while read -r f; do \
 	  mkdir -p "$(INST_LUADIR)/$$(dirname "$$f")" && cp "$$f" "$(INST_LUADIR)/$$f" || exit 1; done
+	rm -rf $(ROCK_DIR)
 
 deps:
 	@scripts/deps
