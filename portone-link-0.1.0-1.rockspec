@@ -19,8 +19,8 @@ dependencies = { "lua >= 5.1", "lua-cjson", "luasocket" }
 -- misses; a library probe finds libcurl everywhere.
 external_dependencies = { CURL = { library = "curl" } }
 -- The Makefile's rock and rock-install targets compile into build/rock-*/
--- (no objects left in src/) and copy every lua/ file: nothing to list here
--- that could drift from the tree.
+-- (removed after install: no objects left in the tree) and copy every lua/
+-- file: nothing to list here that could drift from the tree.
 build = {
   type = "make",
   build_target = "rock",
