@@ -26,14 +26,18 @@ endif
 SRCS := $(wildcard src/*.c)
 OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SO   := $(BUILD)/portone/link/core.so
+# The CLI's signal counter (src/cli/signal.c): its own small module, not part
+# of the core, so embedding hosts never get signal handlers they did not ask for.
+SIG_SO := $(BUILD)/portone/cli/signal.so
 
 LUA54_PATH := lua/?.lua;lua/?/init.lua;;
 
-.PHONY: all build deps test test-unit test-luajit test-asan test-valgrind lint \
+# rock, rock-install: see the rockspec
+.PHONY: rock rock-install all build deps test test-unit test-luajit test-asan test-valgrind lint \
         demo sandbox bench bench-encode bench-openresty bench-bulk clean
 
-all: $(SO)
-build: $(SO)
+all: $(SO) $(SIG_SO)
+build: $(SO) $(SIG_SO)
 
 $(BUILD)/obj/%.o: src/%.c src/*.h
 	@mkdir -p $(dir $@)
@@ -43,11 +47,39 @@ $(SO): $(OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDSAN) $(OPT) -o $@ $(OBJS) $(CURL_LIBS) $(LDFLAGS)
 
+$(SIG_SO): src/cli/signal.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(OPT) -I$(LUA_INC) $(CFLAGS) -shared $(LDSAN) -o $@ $< $(LDFLAGS)
+
 # A Lua 5.4 interpreter linked with ASan+UBSan, for the sanitizer suite.
 build/sanlua: spec/tools/sanlua.c
 	@mkdir -p build
 	$(CC) -std=c99 -Wall -Wextra -Werror -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 	  -I/usr/include/lua5.4 $< -o $@ -llua5.4 -lm
+
+# luarocks builds with these two (the rockspec's `make` build type): one
+# compiler call a module, straight into build/rock-*/, which rock-install
+# removes once it has copied the files: `luarocks make` leaves no objects
+# or .so files in the source tree. luarocks passes
+# CFLAGS, LIBFLAG, LUA_INC, CURL_INCDIR, CURL_LIBDIR, then INST_LIBDIR,
+# INST_LUADIR.
+ROCK_DIR := build/rock$(subst /,-,$(LUA_INC))
+LIBFLAG  ?= -shared
+rock:
+	rm -rf $(ROCK_DIR)
+	mkdir -p $(ROCK_DIR)/portone/link $(ROCK_DIR)/portone/cli
+	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) -I$(LUA_INC) -I$(CURL_INCDIR) $(LIBFLAG) \
+	  -o $(ROCK_DIR)/portone/link/core.so $(SRCS) -L$(CURL_LIBDIR) -lcurl
+	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) -I$(LUA_INC) $(LIBFLAG) \
+	  -o $(ROCK_DIR)/portone/cli/signal.so src/cli/signal.c
+
+rock-install:
+	mkdir -p $(INST_LIBDIR)/portone/link $(INST_LIBDIR)/portone/cli
+	cp $(ROCK_DIR)/portone/link/core.so $(INST_LIBDIR)/portone/link/core.so
+	cp $(ROCK_DIR)/portone/cli/signal.so $(INST_LIBDIR)/portone/cli/signal.so
+	cd lua && find portone -name '*.lua' | while read -r f; do \
+	  mkdir -p "$(INST_LUADIR)/$$(dirname "$$f")" && cp "$$f" "$(INST_LUADIR)/$$f" || exit 1; done
+	rm -rf $(ROCK_DIR)
 
 deps:
 	@scripts/deps
@@ -58,7 +90,7 @@ test: deps
 	@scripts/test-all
 
 lint: deps
-	luacheck -q lua spec bin bench examples
+	luacheck -q lua spec bin bench examples bin/portone-link scripts/check-doc-links
 
 demo: deps
 	@$(MAKE) -s build
@@ -85,7 +117,7 @@ clean:
 #   Crashes land in build/fuzz/crashes/<h>/.
 # make soak [SOAK_ENCODES=1000000 SOAK_CREATES=100000]
 # make static                cppcheck + clang-tidy on src/
-# make docs                  LDoc reference into build/docs (config.ld)
+# make docs                  LDoc guides + reference into build/docs (config.ld), links checked
 FUZZ_SECONDS   ?= 60
 FUZZ_HARNESSES ?= codec response webhook
 FUZZ_CC        ?= clang
@@ -125,9 +157,13 @@ static:
 	@scripts/deps static
 	@scripts/suite-static
 
+# Guides (docs/guide/*.md) and the reference of the public modules; then
+# every local link of the result is checked (scripts/check-doc-links).
 docs:
 	@scripts/deps docs
+	@rm -rf build/docs
 	ldoc -q .
+	@lua5.4 scripts/check-doc-links build/docs
 	@echo "docs: build/docs/index.html"
 
 # Cosocket vs blocking curl transport in one nginx worker (not a test).

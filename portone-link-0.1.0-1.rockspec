@@ -13,59 +13,24 @@ local nginx sandbox that plays the PortOne side.]],
   license = "MIT",
   labels = { "payments", "portone", "iamport", "openresty" },
 }
-dependencies = { "lua >= 5.1", "lua-cjson" }
+-- luasocket: the sandbox (portone-link sandbox) runs nginx and talks to it.
+dependencies = { "lua >= 5.1", "lua-cjson", "luasocket" }
 -- Debian puts curl/curl.h in /usr/include/<triplet>, which a header probe
 -- misses; a library probe finds libcurl everywhere.
 external_dependencies = { CURL = { library = "curl" } }
+-- The Makefile's rock and rock-install targets compile into build/rock-*/
+-- (removed after install: no objects left in the tree) and copy every lua/
+-- file: nothing to list here that could drift from the tree.
 build = {
-  type = "builtin",
-  modules = {
-    ["portone.link.core"] = {
-      sources = {
-        "src/codec.c",
-        "src/compat.c",
-        "src/core.c",
-        "src/http_common.c",
-        "src/http_easy.c",
-        "src/http_multi.c",
-        "src/jsonbuf.c",
-        "src/rfc3339.c",
-        "src/rules.c",
-        "src/utf8.c",
-      },
-      libraries = { "curl" },
-      incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
-    },
-    ["portone.cli.batch"] = "lua/portone/cli/batch.lua",
-    ["portone.cli.common"] = "lua/portone/cli/common.lua",
-    ["portone.cli.create"] = "lua/portone/cli/create.lua",
-    ["portone.cli.deactivate"] = "lua/portone/cli/deactivate.lua",
-    ["portone.cli.sandbox"] = "lua/portone/cli/sandbox.lua",
-    ["portone.cli.validate"] = "lua/portone/cli/validate.lua",
-    ["portone.link.async"] = "lua/portone/link/async.lua",
-    ["portone.link.client"] = "lua/portone/link/client.lua",
-    ["portone.link.errors"] = "lua/portone/link/errors.lua",
-    ["portone.link"] = "lua/portone/link/init.lua",
-    ["portone.link.protocol"] = "lua/portone/link/protocol.lua",
-    ["portone.link.rest"] = "lua/portone/link/rest.lua",
-    ["portone.link.retry"] = "lua/portone/link/retry.lua",
-    ["portone.link.transport.curl"] = "lua/portone/link/transport/curl.lua",
-    ["portone.link.transport.ngx"] = "lua/portone/link/transport/ngx.lua",
-    ["portone.link.transports"] = "lua/portone/link/transports.lua",
-    ["portone.link.webhook"] = "lua/portone/link/webhook.lua",
-    ["portone.sandbox.admin"] = "lua/portone/sandbox/admin.lua",
-    ["portone.sandbox.bridge"] = "lua/portone/sandbox/bridge.lua",
-    ["portone.sandbox.faults"] = "lua/portone/sandbox/faults.lua",
-    ["portone.sandbox"] = "lua/portone/sandbox/init.lua",
-    ["portone.sandbox.link_api"] = "lua/portone/sandbox/link_api.lua",
-    ["portone.sandbox.payments"] = "lua/portone/sandbox/payments.lua",
-    ["portone.sandbox.reqlog"] = "lua/portone/sandbox/reqlog.lua",
-    ["portone.sandbox.rest_v1"] = "lua/portone/sandbox/rest_v1.lua",
-    ["portone.sandbox.server"] = "lua/portone/sandbox/server.lua",
-    ["portone.sandbox.state"] = "lua/portone/sandbox/state.lua",
-    ["portone.sandbox.tokens"] = "lua/portone/sandbox/tokens.lua",
-    ["portone.sandbox.webhooks"] = "lua/portone/sandbox/webhooks.lua",
+  type = "make",
+  build_target = "rock",
+  build_variables = {
+    CFLAGS = "$(CFLAGS)", LIBFLAG = "$(LIBFLAG)", LUA_INC = "$(LUA_INCDIR)",
+    CURL_INCDIR = "$(CURL_INCDIR)", CURL_LIBDIR = "$(CURL_LIBDIR)",
+  },
+  install_target = "rock-install",
+  install_variables = {
+    LUA_INC = "$(LUA_INCDIR)", INST_LIBDIR = "$(LIBDIR)", INST_LUADIR = "$(LUADIR)",
   },
   install = { bin = { ["portone-link"] = "bin/portone-link" } },
 }

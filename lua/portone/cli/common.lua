@@ -3,8 +3,9 @@
 --
 -- Exit codes: 0 everything succeeded, 1 some request failed, 2 usage or
 -- input error (bad flag, unreadable file, unparsable JSON).
--- The API token comes from the environment (PORTONE_LINK_TOKEN) and never
--- from a flag: command lines end up in shell history and `ps`.
+-- The API token comes from the environment (PORTONE_LINK_TOKEN; the older
+-- name PORTONE_TOKEN still works, with a warning) and never from a flag:
+-- command lines end up in shell history and `ps`.
 local cjson = require "cjson.safe"
 
 local M = {}
@@ -17,16 +18,19 @@ M.CLIENT_HELP = [[
                    $PORTONE_LINK_BASE_URL); plain http only to loopback
   --timeout S      seconds per request (default 10)
   --cainfo FILE    CA bundle (PEM) to trust for https, instead of the system one
+  --insecure-http  allow plain http to a host that is not loopback (payment
+                   data then travels unencrypted)
   --json           machine-readable output on stdout
   --help           this text
 
-The bearer token, if any, is read from $PORTONE_LINK_TOKEN (never a flag).
+The bearer token, if any, is read from $PORTONE_LINK_TOKEN (never a flag):
+a PortOne REST V1 access token, for accounts where the link API asks for one.
 ]]
 
 --- Client flags: name -> kind.
 M.CLIENT_FLAGS = {
   ["--base-url"] = "string", ["--timeout"] = "number", ["--cainfo"] = "string",
-  ["--json"] = "bool",
+  ["--json"] = "bool", ["--insecure-http"] = "bool",
 }
 
 --- Parses args against `flags` (name -> "string" | "number" | "int" |
@@ -48,7 +52,8 @@ function M.parse(args, flags)
       local name, value = a:match("^(%-%-[%w-]+)=(.*)$")
       name = name or a
       if name == "--token" then
-        return nil, "there is no --token flag: set PORTONE_LINK_TOKEN in the environment"
+        return nil, "there is no --token flag (it would show in ps and shell history):"
+          .. " set PORTONE_LINK_TOKEN in the environment"
       end
       local kind = flags[name]
       if not kind then return nil, "unknown option " .. name end
@@ -102,19 +107,61 @@ end
 
 --- Makes the client from the parsed flags and the environment.
 -- @return client, or nil, message (a bad option)
-function M.client(o)
+function M.client(o, extra)
   local link = require "portone.link"
-  local token = os.getenv("PORTONE_LINK_TOKEN")
-  if token == "" then token = nil end
+  local token = M.token()
   local base = o.base_url or os.getenv("PORTONE_LINK_BASE_URL")
   if base == "" then base = nil end
-  local ok, c = pcall(link.new, {
+  local opts = {
     base_url = base, token = token, timeout = o.timeout, cainfo = o.cainfo,
-  })
+    insecure_http = o.insecure_http or nil,
+  }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  local ok, c = pcall(link.new, opts)
   if not ok then
-    return nil, tostring(c):gsub("^[^:]*:%d+: ", "")
+    local msg = tostring(c):gsub("^[^:]*:%d+: ", ""):gsub("^portone%.link%.new: ", "")
+    -- the library's hint names its option; the CLI's is a flag
+    msg = msg:gsub("set insecure_http = true", "pass --insecure-http"):gsub("option 'base_url'", "--base-url")
+    return nil, msg
   end
   return c
+end
+
+--- The API token from the environment: $PORTONE_LINK_TOKEN, or the
+-- deprecated $PORTONE_TOKEN (with a warning on stderr); nil when unset.
+function M.token()
+  local token = os.getenv("PORTONE_LINK_TOKEN")
+  if token == nil or token == "" then
+    token = os.getenv("PORTONE_TOKEN")
+    if token == "" then token = nil end
+    if token then
+      io.stderr:write("portone-link: PORTONE_TOKEN is deprecated, set PORTONE_LINK_TOKEN instead\n")
+    end
+  end
+  return token
+end
+
+--- One error for a person: each fact once (`HTTP 404: no such link: x
+-- (code -1)`), a validation error as its list of problems.
+function M.describe_error(err)
+  if type(err) ~= "table" then return tostring(err) end
+  if err.kind == "validation" and type(err.errors) == "table" and #err.errors > 0 then
+    local lines = { ("the request has %d problem%s:"):format(#err.errors, #err.errors == 1 and "" or "s") }
+    for _, e in ipairs(err.errors) do
+      local field = e.field ~= "" and e.field or "(request)"
+      lines[#lines + 1] = ("  %s: %s [%s]"):format(field, e.message, e.code)
+    end
+    return table.concat(lines, "\n")
+  end
+  local msg = tostring(err.message or err.kind)
+  if err.status and not msg:find("HTTP " .. tostring(err.status), 1, true) then
+    msg = msg .. " (HTTP " .. tostring(err.status) .. ")"
+  end
+  if err.code ~= nil and not msg:find("code " .. tostring(err.code), 1, true) then
+    msg = msg .. " (code " .. tostring(err.code) .. ")"
+  end
+  if err.kind and err.kind ~= "http" and err.kind ~= "api" then msg = err.kind .. ": " .. msg end
+  return msg
 end
 
 --- The fields of an error object that go into JSON output (no secrets:
@@ -129,9 +176,35 @@ function M.error_table(err)
   return t
 end
 
+--- Encodes a value as JSON without lua-cjson's `\/` escape (URLs stay
+-- readable and greppable). Every `/` that lua-cjson writes is escaped by its
+-- own backslash (a literal backslash is written `\\`), so each `\/` in
+-- its output is exactly one escaped slash.
+function M.json_encode(v)
+  return (cjson.encode(v):gsub("\\/", "/"))
+end
+
+--- Encodes a table as a JSON object with the keys in `order` first (in
+-- that order; absent ones left out), then any others: records a person reads
+-- start with what identifies them.
+function M.json_object(t, order)
+  local parts, seen = {}, {}
+  for _, k in ipairs(order) do
+    if t[k] ~= nil then
+      parts[#parts + 1] = cjson.encode(k) .. ":" .. M.json_encode(t[k])
+      seen[k] = true
+    end
+  end
+  local rest = {}
+  for k in pairs(t) do if not seen[k] then rest[#rest + 1] = k end end
+  table.sort(rest)
+  for _, k in ipairs(rest) do parts[#parts + 1] = cjson.encode(k) .. ":" .. M.json_encode(t[k]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
 --- Writes one JSON value and a newline to `out` (default stdout).
 function M.json_line(v, out)
-  (out or io.stdout):write(cjson.encode(v), "\n")
+  (out or io.stdout):write(M.json_encode(v), "\n")
 end
 
 --- Prints a usage error and returns the usage exit code.

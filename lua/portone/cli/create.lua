@@ -34,7 +34,7 @@ function M.main(args)
     return common.OK
   end
   if o.json then common.json_line({ error = common.error_table(err) })
-  else io.stderr:write("portone-link create: ", tostring(err), "\n") end
+  else io.stderr:write("portone-link create: ", common.describe_error(err), "\n") end
   return err.kind == "validation" and common.USAGE or common.FAILED
 end
 

@@ -32,7 +32,7 @@ function M.main(args)
     return common.OK
   end
   if o.json then common.json_line({ ok = false, error = common.error_table(err) })
-  else io.stderr:write("portone-link deactivate: ", tostring(err), "\n") end
+  else io.stderr:write("portone-link deactivate: ", common.describe_error(err), "\n") end
   return err.kind == "validation" and common.USAGE or common.FAILED
 end
 

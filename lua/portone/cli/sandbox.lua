@@ -18,9 +18,12 @@ local M = {}
 local USAGE = [[
 usage: portone-link sandbox [--host H] [--port N] [--tls-cert F --tls-key F]
                             [--latency MS] [--imp-key K --imp-secret S]
+                            [--forward-to URL]
+       portone-link sandbox pay ID|URL [--method M] [--base-url URL]
 
 Runs a local nginx that plays the PortOne link API (and a simple link page)
-until Ctrl-C or SIGTERM.
+until Ctrl-C or SIGTERM. 'sandbox pay' pays a link as a buyer would
+('portone-link sandbox pay --help').
 
   --host H        address to listen on (default 127.0.0.1)
   --port N        port (default: a free one)
@@ -29,17 +32,28 @@ until Ctrl-C or SIGTERM.
   --latency MS    delay every API answer by MS milliseconds
   --imp-key K     REST V1 credentials that POST /users/getToken accepts
   --imp-secret S  (default: a made-up pair, printed at start)
+  --forward-to URL  send every webhook to URL (a loopback http(s) URL: your
+                  app) instead of the link's notice_url, and print each
+                  delivery and its answer
   --help          this text
 
 Admin API: <url>/__sandbox/ (faults, latency, clock, stats, requests, reset,
-keys, pay, deposit, cancel, redeliver, ...); see docs/internals.md.
+keys, pay, deposit, cancel, redeliver, test_mode, ...): the "Sandbox and admin
+API" guide of the docs (make docs), or 'portone-link sandbox pay' for paying
+from the shell.
 ]]
 
 local OPTS = {
   ["--host"] = "host", ["--port"] = "port", ["--tls-cert"] = "tls_cert",
   ["--tls-key"] = "tls_key", ["--latency"] = "latency", ["--imp-key"] = "imp_key",
-  ["--imp-secret"] = "imp_secret",
+  ["--imp-secret"] = "imp_secret", ["--forward-to"] = "forward_to",
 }
+
+-- The sandbox posts only to loopback (it must never reach the internet).
+local function loopback_url(url)
+  local host = url:match("^https?://(%[[^%]]+%])") or url:match("^https?://([^/:?#@]+)")
+  return host == "localhost" or host == "[::1]" or (host or ""):match("^127%.%d+%.%d+%.%d+$") ~= nil
+end
 
 local function fail(msg)
   io.stderr:write("portone-link sandbox: ", msg, "\n")
@@ -85,6 +99,9 @@ function M.parse(args)
   if (o.imp_key == nil) ~= (o.imp_secret == nil) then
     return nil, "--imp-key and --imp-secret go together"
   end
+  if o.forward_to and not loopback_url(o.forward_to) then
+    return nil, "--forward-to must be an http(s) URL on loopback (127.0.0.1, localhost, [::1])"
+  end
   return o
 end
 
@@ -92,11 +109,18 @@ local function quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+-- nginx's Lua is LuaJIT (5.1 ABI): the caller's LUA_PATH/LUA_CPATH (set by
+-- `luarocks --lua-version 5.4 path`, say) would make it load 5.4 modules
+-- (`cjson.so: undefined symbol: lua_newuserdatauv`). The config names the
+-- sandbox's own Lua root; everything else comes from LuaJIT's built-in paths.
+M.CLEAN_ENV = "env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_1 -u LUA_CPATH_5_1 -u LUA_INIT"
+  .. " -u LUA_INIT_5_1 "
+
 --- The /bin/sh wrapper that runs nginx in the foreground for a plan.
 function M.wrapper(plan)
   local P = quote(plan.prefix)
   return table.concat({
-    sandbox.command(plan) .. " </dev/null &",
+    M.CLEAN_ENV .. sandbox.command(plan) .. " </dev/null &",
     "pid=$!",
     "trap 'kill -TERM $pid 2>/dev/null' INT TERM HUP",
     "wait $pid; rc=$?",
@@ -108,6 +132,11 @@ function M.wrapper(plan)
 end
 
 function M.main(args)
+  if args and args[1] == "pay" then
+    local rest = {}
+    for i = 2, #args do rest[#rest + 1] = args[i] end
+    return require("portone.cli.sandbox_pay").main(rest)
+  end
   local o, err = M.parse(args or {})
   if not o then
     io.stderr:write(USAGE)
@@ -125,6 +154,14 @@ function M.main(args)
     announce = true,
   }
   if not plan then return fail(err) end
+  if o.forward_to then
+    -- read by portone.sandbox.pay where it sends a webhook
+    plan.server.forward_to = o.forward_to
+    plan.server.announce = plan.server.announce .. "\nwebhooks go to " .. o.forward_to
+    local cf = assert(io.open(plan.conf, "w"))
+    cf:write(sandbox.config(plan))
+    cf:close()
+  end
   local f = assert(io.open(plan.prefix .. "/run.sh", "w"))
   f:write(M.wrapper(plan), "\n")
   f:close()

@@ -13,8 +13,11 @@ is sent. A file of one JSON object per line (JSONL) is checked line by line.
   --json    one JSON object per request: {"line", "ok", "errors"}
   --help    this text
 
-Exit: 0 every request is valid, 1 some request is invalid, 2 usage error or
-unreadable input.
+A JSONL file ends with a summary line ("3 requests: 2 valid, 1 invalid").
+A line that is not JSON is one more invalid request (code "json").
+
+Exit: 0 every request is valid, 1 some request is invalid (bad JSON
+included), 2 usage error or unreadable input.
 ]]
 
 -- The requests in text: one JSON object, or one per non-blank line.
@@ -67,6 +70,9 @@ function M.main(args)
         end
       end
     end
+  end
+  if many and not o.json then
+    io.stdout:write(("%d requests: %d valid, %d invalid\n"):format(#list, #list - bad, bad))
   end
   return bad == 0 and common.OK or common.FAILED
 end

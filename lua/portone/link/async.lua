@@ -47,7 +47,7 @@
 -- `concurrency` ngx.thread light threads on cosockets instead, and the
 -- `*_async` calls return an error there (libcurl must not run in the
 -- worker's event loop; `create` is already non-blocking on cosockets).
--- @module portone.link.async
+-- @submodule portone.link.client
 local core = require "portone.link.core"
 local errors = require "portone.link.errors"
 local protocol = require "portone.link.protocol"

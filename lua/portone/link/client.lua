@@ -14,12 +14,12 @@
 -- A closed client returns `nil, err` with `kind = "transport"` and the message
 -- "client is closed" (one of the contract's kinds; `retryable = false`).
 --
--- Retries follow `portone.link.retry` (DESIGN §4): a create is re-sent only
--- when it surely did not reach the server, or on 429/503. The transports
--- re-send by themselves once a *reused* keep-alive connection turns out
--- dead before any response byte arrived; `_run` allows that once per call,
--- so a create goes out at most twice without an answer in between, and at
--- most `retries + 2` times in all (README "Sends per call").
+-- Retries follow `portone.link.retry` (the "Errors and retries" guide): a
+-- create is re-sent only when it surely did not reach the server, or on
+-- 429/503. The transports re-send by themselves once a *reused* keep-alive
+-- connection turns out dead before any response byte arrived; `_run` allows
+-- that once per call, so a create goes out at most twice without an answer
+-- in between, and at most `retries + 2` times in all (README "Sends per call").
 -- @module portone.link.client
 local core = require "portone.link.core"
 local errors = require "portone.link.errors"
@@ -88,10 +88,42 @@ local function check_base_url(url, insecure)
   return ok
 end
 
+-- Edit distance between two short strings (option names).
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- The known option nearest to an unknown one (`base_uri` -> base_url,
+-- `baseUrl` -> base_url), or nil when none is close. Case and `_` are
+-- ignored; at most a third of the name may differ.
+local function nearest(name)
+  if type(name) ~= "string" then return nil end
+  local norm = name:lower():gsub("[_-]", "")
+  local best, bd
+  for k in pairs(KNOWN) do
+    local d = distance(norm, (k:gsub("_", "")))
+    if not bd or d < bd or (d == bd and k < best) then best, bd = k, d end
+  end
+  if bd and bd <= math.max(1, math.floor(#norm / 3)) then return best end
+end
+
 local function check_opts(opts)
   for k, v in pairs(opts) do
     local want = KNOWN[k]
-    if not want then opt_error(tostring(k), "is unknown") end
+    if not want then
+      local near = nearest(k)
+      opt_error(tostring(k), "is unknown" .. (near and (": did you mean '" .. near .. "'?") or ""))
+    end
     if not want:find(type(v), 1, true) then
       opt_error(k, ("must be a %s, got %s"):format(want:gsub("|", " or "), type(v)))
     end

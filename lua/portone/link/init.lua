@@ -105,7 +105,7 @@ end
 --   transport with `{op, method, url, attempt, status, duration, err_kind,
 --   sent, sends}`; a hook that raises never breaks a call
 -- @treturn portone.link.client the client
--- @usage local client = link.new{ token = os.getenv("PORTONE_TOKEN"), timeout = 5 }
+-- @usage local client = link.new{ token = os.getenv("PORTONE_LINK_TOKEN"), timeout = 5 }
 function M.new(opts)
   return require("portone.link.client").new(opts)
 end

@@ -41,6 +41,10 @@ function M.loopback_url(url)
   return host == "localhost" or host == "[::1]" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil
 end
 
+-- `portone-link sandbox --forward-to URL`: every webhook goes to URL, and
+-- each delivery is printed on the sandbox's terminal.
+local function forwarding() return state.conf.forward_to end
+
 local function log_delivery(imp_uid, entry)
   local d = state.stats()
   local list = state.get_json(d, "whlog:" .. imp_uid) or {}
@@ -83,6 +87,11 @@ local function send(premature, url, notice, format, n)
     ngx.log(ngx.WARN, "sandbox webhook to ", url, " failed: ", entry.error)
   end
   log_delivery(notice.imp_uid, entry)
+  if forwarding() then
+    io.stdout:write(("webhook %s %s -> %s: %s (%d ms)\n"):format(notice.merchant_uid, notice.status, url,
+      entry.status and ("HTTP " .. entry.status) or entry.error, entry.ms))
+    io.stdout:flush()
+  end
 end
 
 -- Starts one timer per delay; returns how many started.
@@ -107,6 +116,7 @@ end
 -- `url` as the webhook mode says. Returns the mode used, "none" without a
 -- URL, or "refused" for a URL off loopback.
 function M.notify(url, notice)
+  url = forwarding() or url
   if not url then return "none" end
   local d = state.stats()
   local m = M.mode()

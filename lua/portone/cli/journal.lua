@@ -1,0 +1,82 @@
+--- The results file of `portone-link batch` (JSONL), read back by
+-- `--resume` and `--retry-failed`.
+--
+-- One JSON object a line, appended and flushed as things happen, so a crash
+-- or a kill loses at most the line being written:
+--
+--    {"line":3,"merchant_uid":"o-3","state":"sending"}
+--    {"line":3,"merchant_uid":"o-3","state":"created","ok":true,"url":"...","id":"...","status":200}
+--    {"line":4,"merchant_uid":"o-4","state":"failed","ok":false,"error":{...}}
+--    {"line":5,"merchant_uid":"o-5","state":"unknown","ok":false,"error":{...}}
+--
+-- `sending` is written (to a file, not to stdout) before a request can go
+-- out; `unknown` when a batch abandons a request in flight. A `sending`
+-- with no later line for the same input line, or an `unknown`, is a link
+-- that may exist: the link API has no lookup by merchant_uid, so only the
+-- user can tell, and `--resume` does not send it again unless told to.
+-- The last record of a key wins.
+local common = require "portone.cli.common"
+local cjson = require "cjson.safe"
+
+local M = {}
+
+-- key order of a record
+local ORDER = { "line", "merchant_uid", "state", "ok", "url", "id", "status", "error" }
+
+--- The key that matches an input line with its records: the merchant_uid,
+-- or with `--allow-duplicates` (where one merchant_uid may be on several
+-- lines) the merchant_uid and the line number. A line without a
+-- merchant_uid (bad JSON) is keyed by its number: it was never sent.
+function M.key(line, uid, by_line)
+  if type(uid) ~= "string" then return "#" .. line end
+  if by_line then return uid .. "#" .. line end
+  return uid
+end
+
+--- Reads a results file. Returns states (key -> last record), a count of
+-- unreadable lines, and whether the file ends in a newline (a kill can leave
+-- a half-written last line); or nil, message when it cannot be read.
+-- A missing file is an empty journal.
+function M.read(path, by_line)
+  local f = io.open(path, "rb")
+  if not f then return {}, 0, true end
+  local text = f:read("*a")
+  f:close()
+  if not text then return nil, "cannot read " .. path end
+  local states, bad = {}, 0
+  for line in text:gmatch("[^\n]+") do
+    local r = cjson.decode(line)
+    if type(r) == "table" and type(r.line) == "number" and type(r.state) == "string" then
+      states[M.key(r.line, r.merchant_uid, by_line)] = r
+    else
+      bad = bad + 1
+    end
+  end
+  return states, bad, text == "" or text:sub(-1) == "\n"
+end
+
+--- Opens the results output: `path` appended to (never truncated), or
+-- stdout. Returns a writer with `write(record)` --> true | nil, err (each
+-- record flushed at once), `close()`, and `file` (false for stdout).
+function M.open(path, ends_in_newline)
+  local out = io.stdout
+  if path then
+    local f, err = io.open(path, "ab")
+    if not f then return nil, "cannot write " .. tostring(err) end
+    out = f
+    -- finish a line a kill left half written, so the next record parses
+    if not ends_in_newline then out:write("\n") end
+  end
+  local w = { file = path ~= nil }
+  function w.write(rec)
+    local ok, err = out:write(common.json_object(rec, ORDER), "\n")
+    if ok then ok, err = out:flush() end
+    return ok and true or nil, err
+  end
+  function w.close()
+    if out ~= io.stdout then out:close() else out:flush() end
+  end
+  return w
+end
+
+return M

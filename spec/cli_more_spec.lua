@@ -1,0 +1,228 @@
+-- The CLI works however it was installed, says each thing once, and plays
+-- the buyer and the webhook loop from the shell (issue [cli-docs] §2).
+-- Lua 5.4 only: the CLI is installed for 5.4.
+local helper = require "helpers.sandbox"
+local C = require "helpers.cli"
+local cjson = require "cjson"
+
+local quote = C.quote
+
+local function lua() return os.getenv("PLINK_LUA") or "lua5.4" end
+
+-- runs a shell command; returns exit code, stdout, stderr
+local function sh(t, cmd)
+  local code = C.exit_code(os.execute(cmd .. " > " .. quote(t:path("o")) .. " 2> " .. quote(t:path("e"))))
+  return code, C.slurp(t:path("o")), C.slurp(t:path("e"))
+end
+
+-- a foreground `portone-link sandbox ARGS`; returns the job and its URL
+local function cli_sandbox(t, args, env)
+  local job = C.spawn(t, "sandbox " .. args, { env = env })
+  local url = C.wait_for("the sandbox's listening line", function()
+    return job.stdout():match("sandbox listening on (http://[%d.]+:%d+)")
+  end, 15)
+  return job, url
+end
+
+describe("portone-link, installed anywhere #lua54", function()
+  local t
+  setup(function() t = C.tmpdir() end)
+  teardown(function() t:cleanup() end)
+
+  it("runs from a checkout with no LUA_PATH or LUA_CPATH, from any directory", function()
+    local root = io.popen("pwd"):read("*l")
+    local code, out = sh(t, "cd / && env -u LUA_PATH -u LUA_CPATH " .. lua() .. " " .. quote(root
+      .. "/bin/portone-link") .. " --version")
+    assert.equal(0, code)
+    assert.truthy(out:find("^portone%-link %d+%.%d+%.%d+ %(Lua 5%.4, libcurl [%d.]+%)\n$"))
+    -- through a symlink too
+    os.execute("ln -sf " .. quote(root .. "/bin/portone-link") .. " " .. quote(t:path("pl")))
+    code = sh(t, "cd / && env -u LUA_PATH -u LUA_CPATH " .. lua() .. " " .. quote(t:path("pl"))
+      .. " validate --help")
+    assert.equal(0, code)
+  end)
+
+  it("says in one line what to do when a module is missing", function()
+    -- a checkout whose C core is not built
+    os.execute("mkdir -p " .. quote(t:path("co/bin")) .. " && cp -r lua " .. quote(t:path("co/"))
+      .. " && cp bin/portone-link " .. quote(t:path("co/bin/")))
+    local code, out, err = sh(t, "env -u LUA_PATH -u LUA_CPATH LUA_CPATH=/nonexistent/?.so " .. lua() .. " "
+      .. quote(t:path("co/bin/portone-link")) .. " --version")
+    assert.equal(1, code)
+    assert.equal("", out)
+    assert.equal("portone-link: cannot load the Lua module 'portone.link.core': the C core is not built:"
+      .. " run 'make' in " .. t:path("co") .. "\n", err)
+    -- an installed copy with nothing on the paths
+    os.execute("cp bin/portone-link " .. quote(t:path("alone")))
+    local _
+    code, _, err = sh(t, "env LUA_PATH=/nonexistent/?.lua LUA_CPATH=/nonexistent/?.so " .. lua() .. " "
+      .. quote(t:path("alone")) .. " create x.json")
+    assert.equal(1, code)
+    assert.truthy(err:find("^portone%-link: cannot load the Lua module 'portone%.link%.core': install it"
+      .. " %(luarocks%) or set LUA_PATH/LUA_CPATH, e%.g%. eval \"%$%(luarocks %-%-lua%-version 5%.4 path"))
+    assert.is_nil(err:find("traceback", 1, true))
+  end)
+
+  it("the sandbox ignores the caller's 5.4 LUA_PATH/LUA_CPATH (nginx runs LuaJIT)", function()
+    local env = {
+      LUA_CPATH = "/usr/lib/x86_64-linux-gnu/lua/5.4/?.so;/usr/local/lib/lua/5.4/?.so;"
+        .. os.getenv("LUA_CPATH"),
+      LUA_PATH = "/usr/share/lua/5.4/?.lua;" .. os.getenv("LUA_PATH"),
+    }
+    local job, url = cli_sandbox(t, "--port 0", env)
+    local host, port = url:match("^http://([^:]+):(%d+)$")
+    local status, body = require("portone.sandbox").http(host, tonumber(port), "GET", "/__sandbox/stats")
+    assert.equal(200, status)
+    assert.truthy(cjson.decode(body).pid)
+    job.kill("TERM")
+    assert.truthy(job.wait(10))
+    assert.is_nil(job.stderr():find("undefined symbol", 1, true))
+  end)
+end)
+
+describe("portone-link says each thing once #lua54", function()
+  local sb, base, t
+  setup(function()
+    t = C.tmpdir()
+    sb = helper.start()
+    base = "--base-url " .. sb.url
+  end)
+  teardown(function()
+    if sb then sb:stop() end
+    t:cleanup()
+  end)
+  before_each(function() sb:reset() end)
+
+  it("a 404 names the status once", function()
+    local code, _, err = C.run(t, "deactivate " .. base .. " zzzz")
+    assert.equal(1, code)
+    assert.equal("portone-link deactivate: HTTP 404: no such link: zzzz (code -1)\n", err)
+  end)
+
+  it("a request that fails validation lists each problem once", function()
+    C.write(t:path("bad.json"), C.request_json(1, { amount = -1 }))
+    local code, _, err = C.run(t, "create " .. base .. " " .. quote(t:path("bad.json")))
+    assert.equal(2, code)
+    assert.equal("portone-link create: the request has 1 problem:\n"
+      .. "  amount: must be greater than 0 [range]\n", err)
+    assert.equal(0, sb:stats().requests)
+  end)
+
+  it("--json output keeps / unescaped", function()
+    C.write(t:path("ok.json"), C.request_json(2))
+    local code, out = C.run(t, "create --json " .. base .. " " .. quote(t:path("ok.json")))
+    assert.equal(0, code)
+    assert.is_nil(out:find("\\/", 1, true))
+    assert.truthy(out:find('"url":"http://127.0.0.1:', 1, true))
+    assert.equal(200, cjson.decode(out).status)
+  end)
+
+  it("plain http to another host names the CLI's --insecure-http flag, which works", function()
+    C.write(t:path("ok.json"), C.request_json(3))
+    local code, _, err = C.run(t, "create --base-url http://192.0.2.1:9 " .. quote(t:path("ok.json")))
+    assert.equal(2, code)
+    assert.truthy(err:find("pass --insecure-http", 1, true))
+    assert.is_nil(err:find("insecure_http", 1, true))
+    -- accepted with the flag (192.0.2.1 is TEST-NET: a short timeout, a transport error)
+    local out
+    code, out = C.run(t, "create --json --insecure-http --timeout 0.2 --base-url http://192.0.2.1:9 "
+      .. quote(t:path("ok.json")))
+    assert.equal(1, code)
+    local kind = cjson.decode(out).error.kind
+    assert.truthy(kind == "timeout" or kind == "transport", kind)
+  end)
+
+  it("the deprecated PORTONE_TOKEN still sends the token, with a warning", function()
+    C.write(t:path("ok.json"), C.request_json(4))
+    local code, _, err = C.run(t, "create " .. base .. " " .. quote(t:path("ok.json")),
+      { env = { PORTONE_TOKEN = "old-tok" } })
+    assert.equal(0, code)
+    assert.truthy(err:find("PORTONE_TOKEN is deprecated, set PORTONE_LINK_TOKEN", 1, true))
+    local reqs = sb:requests()
+    assert.equal("Bearer old-tok", reqs[#reqs].headers.authorization)
+  end)
+
+  it("validate on a JSONL file ends with a summary; bad JSON is an invalid request (exit 1)", function()
+    C.write(t:path("v.jsonl"), table.concat({ C.request_json(5), "{nope",
+      C.request_json(6, { amount = 0 }) }, "\n"))
+    local code, out = C.run(t, "validate " .. quote(t:path("v.jsonl")))
+    assert.equal(1, code)
+    assert.truthy(out:find("line 1: ok\n", 1, true))
+    assert.truthy(out:find("line 2: 1 problem\n", 1, true))
+    assert.truthy(out:find("\n3 requests: 1 valid, 2 invalid\n$"))
+  end)
+end)
+
+describe("portone-link sandbox pay and --forward-to #lua54", function()
+  local t, app, job, url
+  setup(function()
+    t = C.tmpdir()
+    app = helper.start() -- the local app: its inbox receives the webhooks
+    job, url = cli_sandbox(t, "--port 0 --forward-to " .. app.url .. "/__sandbox/inbox")
+  end)
+  teardown(function()
+    if job then job.kill("TERM"); job.wait(10) end
+    if app then app:stop() end
+    t:cleanup()
+  end)
+
+  local function new_link(i, over)
+    over = over or {}
+    over.notice_url = over.notice_url or "https://shop.example/portone/webhook" -- elsewhere
+    over.pay_methods = over.pay_methods or { { pg = "INIpayTest", pay_method = "card", label = "Card" },
+      { pg = "INIpayTest", pay_method = "vbank", label = "Bank" } }
+    C.write(t:path("req.json"), C.request_json(i, over, "pay"))
+    local code, out, err = C.run(t, "create --base-url " .. url .. " " .. quote(t:path("req.json")))
+    assert.equal(0, code, err)
+    return (out:gsub("%s+$", ""))
+  end
+
+  it("pays with the chosen method and the webhook reaches --forward-to, printed with its answer", function()
+    local link = new_link(1)
+    local code, out, err = C.run(t, "sandbox pay --method vbank --base-url " .. url .. " " .. quote(link))
+    assert.equal(0, code, err)
+    assert.truthy(out:find("^paid link [%w_-]+ with vbank: imp_uid imp_%w+, merchant_uid pay%-1,"
+      .. " amount 1000 KRW\n"))
+    assert.truthy(out:find("webhook 1: HTTP 200 in %d+ ms\n"))
+    local inbox = app:admin("GET", "inbox")
+    assert.equal(1, #inbox)
+    assert.truthy(cjson.encode(inbox[1]):find("pay-1", 1, true))
+    -- the sandbox printed the delivery and its answer
+    C.wait_for("the delivery line", function()
+      return job.stdout():find("webhook pay%-1 paid %-> http://[%d.:]+/__sandbox/inbox: HTTP 200 %(%d+ ms%)")
+    end)
+    -- paying twice is refused
+    local _
+    code, _, err = C.run(t, "sandbox pay --base-url " .. url .. " " .. quote(link))
+    assert.equal(1, code)
+    assert.truthy(err:find("already paid", 1, true))
+  end)
+
+  it("--method fail declines and sends nothing; an unknown method lists the link's; card", function()
+    local link = new_link(2)
+    local before = #app:admin("GET", "inbox")
+    local code, out = C.run(t, "sandbox pay --method fail --base-url " .. url .. " " .. quote(link))
+    assert.equal(0, code)
+    assert.truthy(out:find("^declined:"))
+    local _
+    code, _, out = C.run(t, "sandbox pay --method kakaopay --base-url " .. url .. " " .. quote(link))
+    assert.equal(2, code)
+    assert.truthy(out:find("it offers card, vbank", 1, true))
+    assert.equal(before, #app:admin("GET", "inbox"))
+    code, out = C.run(t, "sandbox pay --method card --json --base-url " .. url .. " " .. quote(link))
+    assert.equal(0, code)
+    local p = cjson.decode(out)
+    assert.equal("card", p.pay_method)
+    assert.equal("paid", p.status)
+    C.wait_for("the webhook", function() return #app:admin("GET", "inbox") == before + 1 end)
+  end)
+
+  it("refuses a --forward-to off loopback, and an unknown link", function()
+    local code, _, err = C.run(t, "sandbox --forward-to https://example.com/hook")
+    assert.equal(2, code)
+    assert.truthy(err:find("loopback", 1, true))
+    code, _, err = C.run(t, "sandbox pay --base-url " .. url .. " nosuchlink")
+    assert.equal(2, code)
+    assert.truthy(err:find("no link 'nosuchlink'", 1, true))
+  end)
+end)
