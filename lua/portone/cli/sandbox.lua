@@ -20,9 +20,11 @@ usage: portone-link sandbox [--host H] [--port N] [--tls-cert F --tls-key F]
                             [--latency MS] [--imp-key K --imp-secret S]
                             [--forward-to URL]
        portone-link sandbox pay ID|URL [--method M] [--base-url URL]
+       portone-link sandbox deposit IMP_UID [--base-url URL]
 
-Runs a local nginx that plays the PortOne link API (and a simple link page)
-until Ctrl-C or SIGTERM. 'sandbox pay' pays a link as a buyer would
+Runs a local nginx that plays the PortOne link API, REST V1 and a simple
+link page until Ctrl-C or SIGTERM. 'sandbox pay' pays a link as a buyer
+would, 'sandbox deposit' pays into a vbank payment's account
 ('portone-link sandbox pay --help').
 
   --host H        address to listen on (default 127.0.0.1)
@@ -132,10 +134,10 @@ function M.wrapper(plan)
 end
 
 function M.main(args)
-  if args and args[1] == "pay" then
+  if args and (args[1] == "pay" or args[1] == "deposit") then
     local rest = {}
     for i = 2, #args do rest[#rest + 1] = args[i] end
-    return require("portone.cli.sandbox_pay").main(rest)
+    return require("portone.cli.sandbox_pay").main(rest, args[1])
   end
   local o, err = M.parse(args or {})
   if not o then
@@ -155,7 +157,7 @@ function M.main(args)
   }
   if not plan then return fail(err) end
   if o.forward_to then
-    -- read by portone.sandbox.pay where it sends a webhook
+    -- read by portone.sandbox.webhooks where it sends a webhook
     plan.server.forward_to = o.forward_to
     plan.server.announce = plan.server.announce .. "\nwebhooks go to " .. o.forward_to
     local cf = assert(io.open(plan.conf, "w"))

@@ -1,7 +1,7 @@
 --- The admin API surface, under `/__sandbox/` (JSON in and out; never
 -- counted, logged or faulted): faults, latency, clock, stats, the request
 -- log, links, payments and their states (what PortOne's console and the
--- buyer would do), webhooks, tokens and keys. docs/internals.md lists it.
+-- buyer would do), webhooks, tokens and keys. The sandbox guide (docs/guide/sandbox.md) lists it.
 -- Uses the shared state modules only.
 local cjson = require "cjson.safe"
 -- luacheck: globals ngx  (handlers assign ngx.status and ngx.header fields)
@@ -105,11 +105,11 @@ POST.pay = function(req)
   return reply(200, { imp_uid = p.imp_uid, payment = p, webhook = mode })
 end
 
--- The deposit into a virtual account (ready -> paid).
+-- The deposit into a virtual account (ready -> paid); answers as `pay` does.
 POST.deposit = function(req)
   local p, e = payments.deposit(req.imp_uid)
   if not p then return err(e == "no such payment" and 404 or 409, "deposit: " .. tostring(e)) end
-  return reply(200, p)
+  return reply(200, { imp_uid = p.imp_uid, payment = p, webhook = e })
 end
 
 -- A cancel from PortOne's console: sends the cancellation webhook.
@@ -164,13 +164,40 @@ POST.tokens = function(req) return reply(200, { revoked = req.revoke and tokens.
 
 GET.inbox = function() return reply(200, nil, state.list_json(webhooks.inbox_list())) end
 
+-- GET /__sandbox/links/{id}: one link in full, with what the paged list
+-- leaves out (its payment_info: pay_methods, notice_url, buyer, ...), and
+-- the imp_uid of its payment once paid (`paid_imp_uid`, null before).
+local function one_link(id)
+  local rec = payments.link(id)
+  if not rec then return err(404, "no such link '" .. id .. "'") end
+  rec.paid_imp_uid = payments.paid_imp_uid(id) or cjson.null
+  return reply(200, rec)
+end
+
+-- GET /__sandbox/payments/{imp_uid}: one payment with its webhook
+-- deliveries (`webhooks`, left out while there are none: cjson on Debian
+-- cannot write an empty list inside an object).
+local function one_payment(imp_uid)
+  local p = payments.get(imp_uid)
+  if not p then return err(404, "no such payment") end
+  local w = webhooks.deliveries(imp_uid)
+  if #w > 0 then p.webhooks = w end
+  return reply(200, p)
+end
+
+-- GET paths with an id: /__sandbox/<what>/<id>.
+local ONE = { links = one_link, payments = one_payment, receipts = function(imp_uid)
+  local p = payments.get(imp_uid)
+  if not p then return err(404, "no such payment") end
+  return reply(200, p)
+end }
+
 --- Answers an admin request (`uri` under /__sandbox/).
 function M.handle(method, uri)
-  local receipt = uri:match("^/__sandbox/receipts/([%w_%-]+)$")
-  if receipt and method == "GET" then
-    local p = payments.get(receipt)
-    if not p then return err(404, "no such payment") end
-    return reply(200, p)
+  local kind, id = uri:match("^/__sandbox/(%l+)/([%w_%-]+)$")
+  if kind and ONE[kind] then
+    if method ~= "GET" then return err(405, method .. " " .. uri .. ": only GET") end
+    return ONE[kind](id)
   end
   local what = uri:match("^/__sandbox/([%w_]+)$")
   local body = state.read_body()

@@ -223,7 +223,8 @@ local function notice_url(p)
 end
 
 --- Simulates the deposit into a ready virtual account: ready -> paid, with
--- its webhook. Returns the payment or nil, message.
+-- its webhook. Returns the payment and the webhook mode (as `pay`), or nil,
+-- message.
 function M.deposit(imp_uid)
   local p, err = locked(imp_uid, function()
     local p = M.get(imp_uid)
@@ -233,8 +234,8 @@ function M.deposit(imp_uid)
     put(p)
     return p
   end)
-  if p then webhooks.notify(notice_url(p), notice(p)) end
-  return p, err
+  if not p then return nil, err end
+  return p, webhooks.notify(notice_url(p), notice(p))
 end
 
 --- The payment a cancel (or a find) by merchant_uid means: the newest one
