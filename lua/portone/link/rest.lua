@@ -458,7 +458,8 @@ end
 --   request surely did not reach PortOne, or on 429/503); after any other
 --   failure, look the payment up before trying again. libcurl itself may
 --   send the request a second time when a reused connection dies before
---   any answer (DESIGN §4): pass `checksum`, and PortOne refuses the copy.
+--   any answer (once per call: see "Sends per call" in the errors guide):
+--   pass `checksum`, and PortOne refuses the copy.
 function Rest:cancel(req)
   if type(req) ~= "table" then
     error(("bad argument #1 to 'cancel' (table expected, got %s)"):format(type(req)), 2)

@@ -2,7 +2,7 @@
 -- class, and the router (`portone.sandbox.server`) takes one for each API
 -- request and lets it shape the answer. Shared state: uses no surface module.
 --
--- A fault is a JSON object (docs/internals.md, "Sandbox admin API"):
+-- A fault is a JSON object (docs/guide/sandbox.md, "Faults"):
 --   delay_ms, then one of: reset | status (+ retry_after, body, content_type)
 --   | garbage | oversize | redirect (answered before the handler's answer),
 --   or truncate | slow_body_ms | reset_after (applied to the handler's answer).
