@@ -345,7 +345,7 @@ end
 --   `merchant_uid` (default: the notice's); `status` (default `"paid"`);
 --   `currency` (compared when given: 10000 JPY is not 10000 KRW)
 -- @return the payment, or `nil, err` with `err.kind`:
---   `mismatch` (amount, merchant_uid or imp_uid differ; `err.field`,
+--   `mismatch` (amount, merchant_uid, imp_uid or currency differ; `err.field`,
 --   `err.expected`, `err.actual`, `err.payment`), `unpaid` (the payment's status is
 --   not the expected one; `err.payment_status`, `err.payment`), or the lookup's
 --   own kind (`http` 404, `auth`, `transport`, `timeout`, `api`, `decode`,
