@@ -28,7 +28,7 @@
 #define PLINK_HTTP_SENDS_MAX 6                 /* libcurl's own limit (1 + 5) */
 
 /* CURLOPT_PREREQFUNCTION (7.80) is what bounds libcurl's silent re-sends. */
-#if LIBCURL_VERSION_NUM < 0x075000
+#if defined(LIBCURL_VERSION_NUM) && LIBCURL_VERSION_NUM < 0x075000 /* cppcheck sees no curl.h */
 #error "portone-link needs libcurl 7.80 or later (CURLOPT_PREREQFUNCTION)"
 #endif
 
