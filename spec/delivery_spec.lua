@@ -107,6 +107,48 @@ describe("phase errors (ngx transport outside cosocket phases)", function()
   end)
 end)
 
+describe("ngx transport: the deadline passing between a dead reused connection and the re-send", function()
+  -- A fake nginx: the first connection is a reused one that dies after the
+  -- request went out, and the clock jumps past the deadline meanwhile; every
+  -- later connection is fresh and answers 200.
+  local saved, sent
+  before_each(function()
+    saved = rawget(_G, "ngx")
+    sent = 0
+    local now, n = 1000, 0
+    local function sock()
+      n = n + 1
+      local me, reused = n, n == 1
+      return {
+        settimeouts = function() end,
+        connect = function() return true end,
+        getreusedtimes = function() return reused and 1 or 0 end,
+        send = function(_, req) sent = sent + 1; return #table.concat(req) end,
+        receiveany = function()
+          if me == 1 then now = now + 60; return nil, "closed" end
+          return 'HTTP/1.1 200 OK\r\nContent-Length: 46\r\n\r\n{"shortenedUrl":"https://impay.link/abcdefgh"}'
+        end,
+        close = function() end,
+        setkeepalive = function() return true end,
+      }
+    end
+    rawset(_G, "ngx", { get_phase = function() return "timer" end, now = function() return now end,
+      log = function() end, sleep = function() end, INFO = 7, WARN = 5,
+      socket = { tcp = sock } })
+  end)
+  after_each(function() rawset(_G, "ngx", saved) end)
+
+  it("a create sent once says sent = true, attempts = 1, and is not sent again", function()
+    local c = link.new({ transport = "ngx", base_url = "http://127.0.0.1:9", retries = 2, timeout = 5 })
+    local res, err = c:create(cases.request())
+    assert.is_nil(res)
+    assert.equal(1, sent)                       -- one send, then no retry
+    assert.is_true(err.sent, tostring(err))
+    assert.is_false(err.retryable)
+    assert.equal(1, err.attempts)
+  end)
+end)
+
 describe("on_attempt", function()
   it("is called once per attempt with the documented fields, and no secret", function()
     local seen = {}
