@@ -149,6 +149,60 @@ describe("ngx transport: the deadline passing between a dead reused connection a
   end)
 end)
 
+describe("secrets echoed in mixed encodings, nested, or cut", function()
+  local TOKEN = "tokXq/en+Zr9w"
+  -- every string anywhere in v (keys too), depth first
+  local function strings(v, out, seen)
+    out, seen = out or {}, seen or {}
+    if type(v) == "string" then out[#out + 1] = v
+    elseif type(v) == "table" and not seen[v] then
+      seen[v] = true
+      for k, x in pairs(v) do strings(k, out, seen); strings(x, out, seen) end
+    end
+    return out
+  end
+  local function assert_clean(err)
+    local all = strings(err)
+    all[#all + 1] = tostring(err)
+    for _, v in ipairs(all) do
+      for _, part in ipairs({ "tokXq", "Zr9w" }) do
+        assert.is_nil(v:find(part, 1, true), v)
+      end
+    end
+  end
+  local ECHOES = {
+    '{"code":["tokXq/en+Zr9w"],"message":"no"}',                 -- code as a JSON array
+    '{"code":{"tokXq/en+Zr9w":1},"message":"no"}',               -- ... as an object key
+    '{"code":-1,"message":"bad tokXq/en%2BZr9w"}',               -- percent-encoding that keeps /
+    '{"code":-1,"message":"bad tokXq/en\\u002BZr9w"}',         -- only + as \u002B
+    '{"code":-1,"message":"bad tokXq\\/en\\u002bZr9w"}',     -- \/ and \u002b mixed
+    '{"code":-1,"message":"bad tokXq%2fen%2BZr9w"}',             -- hex case mixed
+    '{"code":-1,"message":"x","pad":"' .. ("p"):rep(470) .. 'tokXq/en%2BZr9w"}',  -- cut inside
+  }
+
+  for i, body in ipairs(ECHOES) do
+    it("reach no field of a create's error (" .. i .. ")", function()
+      for _, status in ipairs({ 200, 400 }) do
+        local c = link.new({ transport = fake_transport({ { status, body, {} } }), token = TOKEN,
+          retries = 0 })
+        local res, err = c:create(cases.request())
+        assert.is_nil(res)
+        assert_clean(err)
+      end
+    end)
+  end
+
+  it("reach no field of a link.rest error", function()
+    for _, body in ipairs(ECHOES) do
+      local t = { request = function() return 200, body, {} end }
+      local r = link.rest.new({ imp_key = "key-1", imp_secret = TOKEN, transport = t })
+      local _, err = r:token()
+      assert.truthy(err)
+      assert_clean(err)
+    end
+  end)
+end)
+
 describe("on_attempt", function()
   it("is called once per attempt with the documented fields, and no secret", function()
     local seen = {}

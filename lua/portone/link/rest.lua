@@ -148,10 +148,11 @@ end
 
 -- Removes the secret and the token from a string that came back from the
 -- server or the transport, in case either echoed them, in every form a
--- server may echo them in (JSON `\/`, `\u00XX`, percent-encoding).
+-- server may echo them in (JSON `\/`, `\u00XX`, percent-encoding), also
+-- inside a table (a `code` the server sent as a JSON object or array).
 local function scrub(self, s)
   local p = private[self]
-  return errors.scrub_text(s, { p.secret, p.token }, "***")
+  return errors.scrub_value(s, { p.secret, p.token }, "***")
 end
 
 -- `retryable` as `portone.link.retry` says for an idempotent call (these are
