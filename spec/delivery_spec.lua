@@ -192,6 +192,24 @@ describe("secrets echoed in mixed encodings, nested, or cut", function()
     end)
   end
 
+  it("reach no err.code when all digits, sent as a JSON number or a number-looking string", function()
+    local DIGITS = "73914265"
+    for _, body in ipairs({ '{"code":73914265,"message":"no"}', '{"code":"73914265","message":"no"}' }) do
+      for _, status in ipairs({ 200, 500 }) do
+        local c = link.new({ transport = fake_transport({ { status, body, {} } }), token = DIGITS,
+          retries = 0 })
+        local _, err = c:create(cases.request())
+        assert.is_nil(tostring(err):find(DIGITS, 1, true), tostring(err))
+        assert.is_nil(tostring(err.code):find(DIGITS, 1, true))
+        local t = { request = function() return status, body, {} end }
+        local r = link.rest.new({ imp_key = "key-1", imp_secret = DIGITS, transport = t })
+        _, err = r:token()
+        assert.is_nil(tostring(err):find(DIGITS, 1, true), tostring(err))
+        assert.is_nil(tostring(err.code):find(DIGITS, 1, true))
+      end
+    end
+  end)
+
   it("reach no field of a link.rest error", function()
     for _, body in ipairs(ECHOES) do
       local t = { request = function() return 200, body, {} end }

@@ -285,21 +285,28 @@ function M.scrub(err, secrets, mark)
   for k, v in pairs(err) do
     if type(v) == "string" then
       err[k] = M.scrub_text(v, secrets, mark, k == "body" and 512 or nil)
-    elseif type(v) == "table" then
-      scrub_table(v, secrets, mark, 1)
+    elseif type(v) == "table" or k == "code" then
+      err[k] = M.scrub_value(v, secrets, mark)
     end
   end
   return err
 end
 
---- Removes the secrets from a value: a string (see `scrub_text`), or the
--- strings in a table, nested (a JSON value decoded from an answer), in place.
+--- Removes the secrets from a value: a string (see `scrub_text`); the
+-- strings in a table, nested (a JSON value decoded from an answer), in
+-- place; a number whose digits hold a secret (an all-digit secret the
+-- server echoed as a JSON number) becomes the scrubbed text of it.
 -- @param v the value
 -- @tparam table secrets the secrets
 -- @tparam[opt] string mark what replaces a secret
 -- @return v, scrubbed
 function M.scrub_value(v, secrets, mark)
   if type(v) == "table" then return scrub_table(v, secrets, mark, 1) end
+  if type(v) == "number" then
+    local text = (v == math.floor(v) and v > -2 ^ 63 and v < 2 ^ 63) and ("%.0f"):format(v) or tostring(v)
+    local clean = M.scrub_text(text, secrets, mark)
+    return clean == text and v or clean
+  end
   return M.scrub_text(v, secrets, mark)
 end
 

@@ -193,7 +193,8 @@ function Rest:_call(method, path, headers, body, what)
   local code = tonumber(t.code)
   local message = type(t.message) == "string" and scrub(self, t.message) or nil
   if status < 200 or status > 299 then
-    return nil, http_error(what, status, message, { status = status, code = code, body = cut }), status
+    return nil, http_error(what, status, message,
+      { status = status, code = scrub(self, code), body = cut }), status
   end
   if code ~= 0 then
     return nil, errors.new("api", what .. ": " .. (message or "non-zero code"),
