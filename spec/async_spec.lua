@@ -524,6 +524,22 @@ describe("client async calls", function()
     assert.matches("closed", err.message)
   end)
 
+  it("an on_attempt hook that closes the client mid-poll (a retry due at once): poll never raises", function()
+    local c
+    c = client({ on_attempt = function() c:close() end })
+    assert(sb:faults("create", { { status = 503, retry_after = "0" } }))
+    local called = false
+    assert(c:create_async(request(), function() called = true end))
+    local deadline = now() + 5
+    local ok, err
+    repeat
+      ok, err = pcall(c.poll, c, 50)
+      assert.is_true(ok, tostring(err))
+    until err == 0 or now() > deadline
+    assert.equal(0, err)
+    assert.is_false(called)                -- no callback after close
+  end)
+
   it("lets a callback chain another call", function()
     local c = client()
     local deactivated

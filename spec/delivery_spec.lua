@@ -107,6 +107,120 @@ describe("phase errors (ngx transport outside cosocket phases)", function()
   end)
 end)
 
+describe("ngx transport: the deadline passing between a dead reused connection and the re-send", function()
+  -- A fake nginx: the first connection is a reused one that dies after the
+  -- request went out, and the clock jumps past the deadline meanwhile; every
+  -- later connection is fresh and answers 200.
+  local saved, sent
+  before_each(function()
+    saved = rawget(_G, "ngx")
+    sent = 0
+    local now, n = 1000, 0
+    local function sock()
+      n = n + 1
+      local me, reused = n, n == 1
+      return {
+        settimeouts = function() end,
+        connect = function() return true end,
+        getreusedtimes = function() return reused and 1 or 0 end,
+        send = function(_, req) sent = sent + 1; return #table.concat(req) end,
+        receiveany = function()
+          if me == 1 then now = now + 60; return nil, "closed" end
+          return 'HTTP/1.1 200 OK\r\nContent-Length: 46\r\n\r\n{"shortenedUrl":"https://impay.link/abcdefgh"}'
+        end,
+        close = function() end,
+        setkeepalive = function() return true end,
+      }
+    end
+    rawset(_G, "ngx", { get_phase = function() return "timer" end, now = function() return now end,
+      log = function() end, sleep = function() end, INFO = 7, WARN = 5,
+      socket = { tcp = sock } })
+  end)
+  after_each(function() rawset(_G, "ngx", saved) end)
+
+  it("a create sent once says sent = true, attempts = 1, and is not sent again", function()
+    local c = link.new({ transport = "ngx", base_url = "http://127.0.0.1:9", retries = 2, timeout = 5 })
+    local res, err = c:create(cases.request())
+    assert.is_nil(res)
+    assert.equal(1, sent)                       -- one send, then no retry
+    assert.is_true(err.sent, tostring(err))
+    assert.is_false(err.retryable)
+    assert.equal(1, err.attempts)
+  end)
+end)
+
+describe("secrets echoed in mixed encodings, nested, or cut", function()
+  local TOKEN = "tokXq/en+Zr9w"
+  -- every string anywhere in v (keys too), depth first
+  local function strings(v, out, seen)
+    out, seen = out or {}, seen or {}
+    if type(v) == "string" then out[#out + 1] = v
+    elseif type(v) == "table" and not seen[v] then
+      seen[v] = true
+      for k, x in pairs(v) do strings(k, out, seen); strings(x, out, seen) end
+    end
+    return out
+  end
+  local function assert_clean(err)
+    local all = strings(err)
+    all[#all + 1] = tostring(err)
+    for _, v in ipairs(all) do
+      for _, part in ipairs({ "tokXq", "Zr9w" }) do
+        assert.is_nil(v:find(part, 1, true), v)
+      end
+    end
+  end
+  local ECHOES = {
+    '{"code":["tokXq/en+Zr9w"],"message":"no"}',                 -- code as a JSON array
+    '{"code":{"tokXq/en+Zr9w":1},"message":"no"}',               -- ... as an object key
+    '{"code":-1,"message":"bad tokXq/en%2BZr9w"}',               -- percent-encoding that keeps /
+    '{"code":-1,"message":"bad tokXq/en\\u002BZr9w"}',         -- only + as \u002B
+    '{"code":-1,"message":"bad tokXq\\/en\\u002bZr9w"}',     -- \/ and \u002b mixed
+    '{"code":-1,"message":"bad tokXq%2fen%2BZr9w"}',             -- hex case mixed
+    '{"code":-1,"message":"x","pad":"' .. ("p"):rep(470) .. 'tokXq/en%2BZr9w"}',  -- cut inside
+  }
+
+  for i, body in ipairs(ECHOES) do
+    it("reach no field of a create's error (" .. i .. ")", function()
+      for _, status in ipairs({ 200, 400 }) do
+        local c = link.new({ transport = fake_transport({ { status, body, {} } }), token = TOKEN,
+          retries = 0 })
+        local res, err = c:create(cases.request())
+        assert.is_nil(res)
+        assert_clean(err)
+      end
+    end)
+  end
+
+  it("reach no err.code when all digits, sent as a JSON number or a number-looking string", function()
+    local DIGITS = "73914265"
+    for _, body in ipairs({ '{"code":73914265,"message":"no"}', '{"code":"73914265","message":"no"}' }) do
+      for _, status in ipairs({ 200, 500 }) do
+        local c = link.new({ transport = fake_transport({ { status, body, {} } }), token = DIGITS,
+          retries = 0 })
+        local _, err = c:create(cases.request())
+        assert.is_nil(tostring(err):find(DIGITS, 1, true), tostring(err))
+        assert.is_nil(tostring(err.code):find(DIGITS, 1, true))
+        local t = { request = function() return status, body, {} end }
+        local r = link.rest.new({ imp_key = "key-1", imp_secret = DIGITS, transport = t })
+        _, err = r:token()
+        assert.is_nil(tostring(err):find(DIGITS, 1, true), tostring(err))
+        assert.is_nil(tostring(err.code):find(DIGITS, 1, true))
+      end
+    end
+  end)
+
+  it("reach no field of a link.rest error", function()
+    for _, body in ipairs(ECHOES) do
+      local t = { request = function() return 200, body, {} end }
+      local r = link.rest.new({ imp_key = "key-1", imp_secret = TOKEN, transport = t })
+      local _, err = r:token()
+      assert.truthy(err)
+      assert_clean(err)
+    end
+  end)
+end)
+
 describe("on_attempt", function()
   it("is called once per attempt with the documented fields, and no secret", function()
     local seen = {}

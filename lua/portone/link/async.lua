@@ -135,6 +135,8 @@ end
 
 -- Sends every op whose retry is due.
 function Engine:fire_timers(now)
+  -- an on_attempt hook may have closed the client (and this engine)
+  if self.closed then return end
   local t = self.timers
   while t[1] and t[1].due <= now do
     local op = heap_pop(t)
@@ -194,6 +196,7 @@ function Engine:step(timeout_ms)
   if next(self.by_id) ~= nil then
     local list = self.m:perform(wait)
     for _, c in ipairs(list) do
+      if self.closed then break end
       local op = self.by_id[c.id]
       self.by_id[c.id] = nil
       if op then
@@ -237,6 +240,7 @@ function Engine:cancel(op)
 end
 
 function Engine:close()
+  self.closed = true
   self.m:close()
   self.by_id, self.timers, self.n = {}, {}, 0
 end

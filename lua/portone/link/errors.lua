@@ -135,36 +135,99 @@ function M.validation(list)
   return M.new("validation", msg, { errors = list })
 end
 
--- The forms a server may echo a secret in: as sent; JSON-escaped (`/` as
--- `\/`, or every punctuation byte as `\u00XX`); percent-encoded (either hex
--- case, space as `+` too). Each is searched for verbatim.
-local function variants(secret)
-  local list, seen = {}, {}
-  local function add(v) if not seen[v] then seen[v] = true; list[#list + 1] = v end end
-  add(secret)
-  add((secret:gsub('[\\"/]', function(c) return "\\" .. c end)))
-  add((secret:gsub('[\\"]', function(c) return "\\" .. c end)))
-  for _, fmt in ipairs({ "\\u%04x", "\\u%04X" }) do
-    add((secret:gsub("[^%w]", function(c) return fmt:format(c:byte()) end)))
-  end
-  for _, fmt in ipairs({ "%%%02X", "%%%02x" }) do
-    add((secret:gsub("[^%w%-%._~]", function(c) return fmt:format(c:byte()) end)))
-    add((secret:gsub("[^%w%-%._~ ]", function(c) return fmt:format(c:byte()) end):gsub(" ", "+")))
-  end
-  return list
+-- The forms a server may echo a secret in, byte by byte and mixed freely
+-- (encoders differ in what they escape: PHP writes `/` as `\/`, .NET `+`
+-- as `\u002B`, Python's quote keeps `/`): the byte itself; JSON's `\/`,
+-- `\"`, `\\`; JSON's `\uXXXX`; percent-encoding `%XX` (either hex case);
+-- `+` for a space.
+
+-- The hex number at s[a..b] (exactly b - a + 1 hex digits), or nil.
+local function hex_at(s, a, b)
+  local h = s:sub(a, b)
+  if #h ~= b - a + 1 or h:find("%X") then return nil end
+  return tonumber(h, 16)
 end
 
-local function replace_all(s, needle, with)
-  local out, i = {}, 1
-  while true do
-    local a, b = s:find(needle, i, true)
-    if not a then break end
-    out[#out + 1] = s:sub(i, a - 1)
-    out[#out + 1] = with
-    i = b + 1
+-- Adds to `out` where each echo of byte c that starts at s[j] ends (exclusive).
+local function steps(s, j, c, out)
+  local b = s:byte(j)
+  if b == c then out[#out + 1] = j + 1 end
+  if b == 92 then
+    local b2 = s:byte(j + 1)
+    if b2 == c and (c == 47 or c == 34 or c == 92) then out[#out + 1] = j + 2 end
+    if b2 == 117 and hex_at(s, j + 2, j + 5) == c then out[#out + 1] = j + 6 end
+  elseif b == 37 then
+    if hex_at(s, j + 1, j + 2) == c then out[#out + 1] = j + 3 end
+  elseif b == 43 and c == 32 then
+    out[#out + 1] = j + 1
   end
-  if i == 1 then return s end
-  out[#out + 1] = s:sub(i)
+end
+
+-- True when s ends at j with the start of an escape of byte c (a cut
+-- through it).
+local function partial(s, j, c)
+  if j > #s or #s - j > 4 then return false end
+  local rest = s:sub(j)
+  for _, e in ipairs({ "\\" .. string.char(c), ("\\u%04x"):format(c), ("\\u%04X"):format(c),
+      ("%%%02x"):format(c), ("%%%02X"):format(c) }) do
+    if #rest < #e and e:sub(1, #rest) == rest then return true end
+  end
+  return false
+end
+
+-- Where an echo of `secret` that starts at s[i] ends (exclusive), or nil.
+-- With `cut`, an echo that runs into the end of s after 4 bytes or more
+-- counts too (#s + 1): the start of a secret the cut left. Several echoes
+-- of one byte can start at one place (`%` as is or as `%25`): a set of
+-- candidate places is followed, one or two in practice.
+local function match_at(s, i, secret, cut)
+  local states, n = { i }, #s
+  for k = 1, #secret do
+    local c, nxt, seen = secret:byte(k), {}, {}
+    for _, p in ipairs(states) do
+      if cut and n + 1 - i >= 4 and (p > n or partial(s, p, c)) then return n + 1 end
+      local out = {}
+      steps(s, p, c, out)
+      for _, e in ipairs(out) do
+        if not seen[e] then seen[e] = true; nxt[#nxt + 1] = e end
+      end
+    end
+    if not nxt[1] then return nil end
+    states = nxt
+  end
+  local e = states[1]
+  for _, j in ipairs(states) do if j > e then e = j end end
+  return e
+end
+
+-- A cheap first look: can an echo of byte c start at s[a]?
+local function may_start(s, a, c)
+  local b, b2 = s:byte(a, a + 1)
+  if b == c or (b == 43 and c == 32) then return true end
+  if b == 92 then return b2 == c or b2 == 117 end
+  return b == 37 and hex_at(s, a + 1, a + 2) == c
+end
+
+-- s with every echo of one secret replaced by mark.
+local function scrub_one(s, secret, mark, cut)
+  -- the bytes an echo can start with
+  local class = "[" .. secret:sub(1, 1):gsub("%W", "%%%0") .. "\\%%+]"
+  local c1 = secret:byte(1)
+  local out, i, last = {}, 1, 1
+  while true do
+    local a = s:find(class, i)
+    if not a then break end
+    local e = may_start(s, a, c1) and match_at(s, a, secret, cut)
+    if e then
+      out[#out + 1] = s:sub(last, a - 1)
+      out[#out + 1] = mark
+      last, i = e, e
+    else
+      i = a + 1
+    end
+  end
+  if last == 1 then return s end
+  out[#out + 1] = s:sub(last)
   return table.concat(out)
 end
 
@@ -182,22 +245,37 @@ function M.scrub_text(s, secrets, mark, cut)
   local was_cut = cut and #s >= cut
   for _, secret in pairs(secrets) do
     if type(secret) == "string" and #secret >= 4 then
-      for _, v in ipairs(variants(secret)) do
-        s = replace_all(s, v, mark)
-        if was_cut then
-          for k = math.min(#v - 1, #s), 4, -1 do
-            if s:sub(-k) == v:sub(1, k) then s = s:sub(1, -k - 1) .. mark; break end
-          end
-        end
-      end
+      s = scrub_one(s, secret, mark, was_cut)
     end
   end
   return s
 end
 
---- Removes the secrets from every string field of an error (message, body,
--- a string `code`, anything else) and from its `errors` entries, in place.
--- `tostring(err)` is built from these fields, so it is clean too.
+-- Scrubs the strings of a table (keys and values, nested), in place; a
+-- table nested deeper than 8 levels is dropped whole.
+local function scrub_table(t, secrets, mark, depth)
+  local renamed = {}
+  for k, v in pairs(t) do
+    if type(v) == "string" then
+      t[k] = M.scrub_text(v, secrets, mark)
+    elseif type(v) == "table" then
+      if depth >= 8 then t[k] = "[nested too deep]" else scrub_table(v, secrets, mark, depth + 1) end
+    end
+    if type(k) == "string" then
+      local k2 = M.scrub_text(k, secrets, mark)
+      if k2 ~= k then renamed[k] = k2 end
+    end
+  end
+  for k, k2 in pairs(renamed) do
+    t[k2], t[k] = t[k], nil
+  end
+  return t
+end
+
+--- Removes the secrets from every string of an error (message, body, a
+-- string `code`, a `code` the server sent as a JSON object or array, the
+-- `errors` entries, any other field), in place. `tostring(err)` is built
+-- from these fields, so it is clean too.
 -- @tparam table err the error
 -- @tparam table secrets the secrets (a table of strings; holes allowed)
 -- @tparam[opt] string mark what replaces a secret (default `[secret]`)
@@ -207,15 +285,29 @@ function M.scrub(err, secrets, mark)
   for k, v in pairs(err) do
     if type(v) == "string" then
       err[k] = M.scrub_text(v, secrets, mark, k == "body" and 512 or nil)
-    elseif k == "errors" and type(v) == "table" then
-      for _, fe in ipairs(v) do
-        if type(fe) == "table" then
-          for fk, fv in pairs(fe) do fe[fk] = M.scrub_text(fv, secrets, mark) end
-        end
-      end
+    elseif type(v) == "table" or k == "code" then
+      err[k] = M.scrub_value(v, secrets, mark)
     end
   end
   return err
+end
+
+--- Removes the secrets from a value: a string (see `scrub_text`); the
+-- strings in a table, nested (a JSON value decoded from an answer), in
+-- place; a number whose digits hold a secret (an all-digit secret the
+-- server echoed as a JSON number) becomes the scrubbed text of it.
+-- @param v the value
+-- @tparam table secrets the secrets
+-- @tparam[opt] string mark what replaces a secret
+-- @return v, scrubbed
+function M.scrub_value(v, secrets, mark)
+  if type(v) == "table" then return scrub_table(v, secrets, mark, 1) end
+  if type(v) == "number" then
+    local text = (v == math.floor(v) and v > -2 ^ 63 and v < 2 ^ 63) and ("%.0f"):format(v) or tostring(v)
+    local clean = M.scrub_text(text, secrets, mark)
+    return clean == text and v or clean
+  end
+  return M.scrub_text(v, secrets, mark)
 end
 
 --- Cuts a response body for an error (the contract keeps 512 bytes).

@@ -158,10 +158,11 @@ end
 
 -- Removes the secret and the token from a string that came back from the
 -- server or the transport, in case either echoed them, in every form a
--- server may echo them in (JSON `\/`, `\u00XX`, percent-encoding).
+-- server may echo them in (JSON `\/`, `\u00XX`, percent-encoding), also
+-- inside a table (a `code` the server sent as a JSON object or array).
 local function scrub(self, s)
   local p = private[self]
-  return errors.scrub_text(s, { p.secret, p.token }, "***")
+  return errors.scrub_value(s, { p.secret, p.token }, "***")
 end
 
 -- `retryable` as `portone.link.retry` says for an idempotent call (these are
@@ -202,7 +203,8 @@ function Rest:_call(method, path, headers, body, what)
   local code = tonumber(t.code)
   local message = type(t.message) == "string" and scrub(self, t.message) or nil
   if status < 200 or status > 299 then
-    return nil, http_error(what, status, message, { status = status, code = code, body = cut }), status
+    return nil, http_error(what, status, message,
+      { status = status, code = scrub(self, code), body = cut }), status
   end
   if code ~= 0 then
     return nil, errors.new("api", what .. ": " .. (message or "non-zero code"),

@@ -506,6 +506,9 @@ function T:request(method, url, headers, body, max_sends)
     if status then return status, rbody, rheaders, sends end
     if rbody then
       rbody.sends = rbody.sent and sends or sends - 1
+      -- a failure before this send still follows the earlier one (a dead
+      -- reused connection): the request may have reached the server
+      if rbody.sends > 0 then rbody.sent = true end
       return nil, rbody
     end
     -- a reused connection died before any response byte
