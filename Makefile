@@ -15,7 +15,8 @@ OPT         ?= -O2 -g
 CFLAGS_BASE := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -Wall -Wextra -Werror \
                -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
-CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl) \
+               $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
 
 ifeq ($(SANITIZE),1)
   BUILD   := build/$(LUA_VERSION)-asan

@@ -28,6 +28,7 @@ build = {
         "src/http_common.c",
         "src/http_easy.c",
         "src/http_multi.c",
+        "src/http_tls.c",
         "src/jsonbuf.c",
         "src/rfc3339.c",
         "src/rules.c",

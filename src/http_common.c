@@ -156,6 +156,10 @@ void plink_http_opts_read(lua_State *L, int idx, const char *fname,
     o->cainfo = plink_opt_str(L, idx, fname, "cainfo");
     o->proxy = plink_opt_str(L, idx, fname, "proxy");
     o->user_agent = plink_opt_str(L, idx, fname, "user_agent");
+    lua_getfield(L, idx, "share");
+    if (!lua_isnil(L, -1) && (o->share = plink_share_check(L, -1)) == NULL)
+        luaL_error(L, "%s: option 'share' must be a core.share_new() value", fname);
+    lua_pop(L, 1);
 }
 
 #define PLINK_SET(opt, val) \
@@ -192,7 +196,8 @@ CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r)
 
 /* ---- requests ---------------------------------------------------------- */
 
-const char *const plink_http_methods[] = { "GET", "POST", "PUT", "DELETE", "PATCH", NULL };
+const char *const plink_http_methods[] = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD",
+                                            NULL };
 
 static size_t plink_http_check_headers(lua_State *L, int idx, int arg, const char *fname)
 {
@@ -268,7 +273,12 @@ CURLcode plink_easy_set_request(CURL *c, int method, const char *url,
     PLINK_SET(CURLOPT_URL, url);
     PLINK_SET(CURLOPT_HTTPHEADER, list);
     PLINK_SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
-    if (method == 0) {                 /* GET */
+    /* First: NOBODY 0 turns a HEAD handle back into a GET, which the lines
+     * below then make what this request needs. */
+    PLINK_SET(CURLOPT_NOBODY, (long)(method == PLINK_HTTP_HEAD));
+    if (method == PLINK_HTTP_HEAD) {   /* client:warm: a connection, no body */
+        return CURLE_OK;
+    } else if (method == 0) {          /* GET */
         PLINK_SET(CURLOPT_HTTPGET, 1L);
     } else {
         /* POST, or another method with a (possibly empty) body: PUT without

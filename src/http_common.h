@@ -40,12 +40,16 @@ typedef struct {
     char errbuf[CURL_ERROR_SIZE];
 } plink_resp;
 
+/* A client's share handle (http_tls.c): TLS sessions and DNS cache. */
+typedef struct plink_share plink_share;
+
 /* The checked options. Strings point into the options table (valid while it
  * is referenced, i.e. during the constructor call). */
 typedef struct {
     long timeout_ms, connect_ms;
     size_t max_bytes;
     const char *cainfo, *proxy, *user_agent;
+    plink_share *share;    /* option 'share' (core.share_new), or NULL */
 } plink_http_opts;
 
 int plink_hbuf_add(plink_hbuf *b, const char *s, size_t n);   /* 0 on OOM */
@@ -66,6 +70,7 @@ CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r);
 /* Methods accepted by request/add (luaL_checkoption list). GET is index 0,
  * POST index 1. */
 extern const char *const plink_http_methods[];
+#define PLINK_HTTP_HEAD 5
 
 /* The arguments of request/add, checked. The strings stay on the stack. */
 typedef struct {
@@ -113,5 +118,21 @@ void plink_push_info(lua_State *L, const char *kind, const char *msg, int code, 
 
 /* Pushes the response headers in hdr as a table. */
 void plink_push_headers(lua_State *L, const plink_hbuf *hdr);
+
+/* ---- http_tls.c: CA store, share handle, resolver (see there) ---------- */
+
+/* The parsed CA store of cainfo (NULL: libcurl's default bundle), loaded at
+ * most once per process and file version; a reference, or NULL when it
+ * cannot be used (libcurl then loads cainfo itself, per connection). */
+void *plink_ca_acquire(const char *cainfo);
+void plink_ca_release(void *ca);
+plink_share *plink_share_ref(plink_share *s);
+void plink_share_unref(plink_share *s);
+/* The share at idx (a core.share_new value) or NULL. Never raises. */
+plink_share *plink_share_check(lua_State *L, int idx);
+/* After plink_easy_setup: the shared CA store (ca may be NULL), the share
+ * handle (s may be NULL) and CURLOPT_QUICK_EXIT. */
+CURLcode plink_easy_setup_tls(CURL *c, void *ca, plink_share *s);
+void plink_http_tls_open(lua_State *L);
 
 #endif

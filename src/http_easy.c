@@ -48,6 +48,8 @@ typedef struct {
     int busy;              /* building a result: see above */
     long connects;         /* sum of CURLINFO_NUM_CONNECTS */
     plink_resp resp;       /* buffers of the current response */
+    void *ca;              /* shared CA store (http_tls.c), or NULL */
+    plink_share *share;    /* the client's share handle, or NULL */
 } http_handle;
 
 static http_handle *http_check(lua_State *L)
@@ -73,6 +75,12 @@ static int http_new(lua_State *L)
     if (!h->curl)
         return luaL_error(L, "http_new: curl_easy_init failed");
     rc = plink_easy_setup(h->curl, &o, &h->resp);
+    if (rc == CURLE_OK) {
+        /* The CA file is parsed here (once per process), not per connection. */
+        h->ca = plink_ca_acquire(o.cainfo);
+        h->share = plink_share_ref(o.share);
+        rc = plink_easy_setup_tls(h->curl, h->ca, h->share);
+    }
     if (rc != CURLE_OK)
         return luaL_error(L, "http_new: libcurl refused an option: %s", curl_easy_strerror(rc));
     return 1;
@@ -84,6 +92,11 @@ static void http_free(http_handle *h)
         curl_easy_cleanup(h->curl);
         h->curl = NULL;
     }
+    /* after the handle: it used both */
+    plink_ca_release(h->ca);
+    h->ca = NULL;
+    plink_share_unref(h->share);
+    h->share = NULL;
     plink_resp_free(&h->resp);
     h->closed = 1;
 }
@@ -237,6 +250,7 @@ static const luaL_Reg http_methods_reg[] = {
 
 void plink_http_easy_open(lua_State *L)
 {
+    plink_http_tls_open(L);
     plink_setmeta(L, HTTP_MT, http_methods_reg, http_gc, http_close);
     luaL_getmetatable(L, HTTP_MT);
     lua_pushcfunction(L, http_report);

@@ -68,6 +68,8 @@ typedef struct xfer {
     char *data;                   /* url '\0' body: one allocation */
     size_t body_len;
     int has_body;
+    int opening;                  /* its connection is still being opened */
+    int warm;                     /* a warm transfer: a fresh connection */
     struct curl_slist *headers;
     CURLcode rc;                  /* result, once done */
     int unsent;                   /* failed before it could be sent */
@@ -88,6 +90,9 @@ typedef struct {
     size_t max_bytes;
     lua_Integer next_id;
     long connects;
+    int max_opening;              /* connections opened at once (0: no cap) */
+    void *ca;                     /* shared CA store (http_tls.c), or NULL */
+    plink_share *share;           /* the client's share handle, or NULL */
     xlist lists[4];               /* indexed by X_* */
 } multi_handle;
 
@@ -168,13 +173,17 @@ static void xfer_start(multi_handle *m, xfer *x)
             xl_move(m, x, X_DONE);
             return;
         }
-        /* The duplicate points at the template's buffers: rebind. */
+        /* The duplicate points at the template's buffers: rebind. It does
+         * not inherit the share handle either. */
+        plink_easy_setup_tls(x->easy, m->ca, m->share);
         curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->resp.errbuf);
         curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, &x->resp);
         curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, &x->resp);
         x->resp.max_bytes = m->max_bytes;
     }
     curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)x);
+    curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, (long)x->warm);
+    x->opening = 0;
     plink_resp_reset(&x->resp);
     x->unsent = 0;
     x->rc = plink_easy_set_request(x->easy, x->method, x->data, x->headers,
@@ -195,11 +204,57 @@ static void xfer_start(multi_handle *m, xfer *x)
     xl_move(m, x, X_RUNNING);
 }
 
+/* 1 while the transfer's connection is not yet ready to carry the request
+ * (TCP, TLS handshake, or waiting for a connection slot). A reused
+ * connection sends at once, in the perform step that started it. */
+static int xfer_connecting(const xfer *x)
+{
+    curl_off_t pre = 0;
+    long reqsize = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+    curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+    return pre == 0 && reqsize == 0;
+}
+
+/* Transfers whose connection is still being opened (their flag cleared as
+ * they get through). */
+static int multi_count_opening(multi_handle *m)
+{
+    int n = 0;
+    xfer *x;
+    for (x = m->lists[X_RUNNING].head; x; x = x->next) {
+        if (x->opening && !xfer_connecting(x))
+            x->opening = 0;
+        n += x->opening;
+    }
+    return n;
+}
+
+/* Starts queued transfers while there is a slot. With max_opening set, at
+ * most that many connections are being opened at any time: a new TLS
+ * connection costs ~0.5 ms of CPU (context, key share, then the chain
+ * check in the step that finishes the handshake), so that bounds what one
+ * perform(0) can spend on handshakes. Whether a transfer needs a new
+ * connection is known after the perform step that starts it: a reused one
+ * has sent its request by then. Warm transfers open theirs regardless (the
+ * caller waits for them on purpose). */
 static void multi_start_queued(multi_handle *m)
 {
+    int still, opening = m->max_opening ? multi_count_opening(m) : 0;
     while (m->lists[X_QUEUED].head &&
-           (int)m->lists[X_RUNNING].n < m->max_concurrent)
-        xfer_start(m, m->lists[X_QUEUED].head);
+           (int)m->lists[X_RUNNING].n < m->max_concurrent) {
+        xfer *x = m->lists[X_QUEUED].head;
+        if (m->max_opening && opening >= m->max_opening && !x->warm)
+            break;
+        xfer_start(m, x);
+        if (!m->max_opening || x->list != X_RUNNING)
+            continue;
+        curl_multi_perform(m->multi, &still);
+        if (x->list == X_RUNNING && xfer_connecting(x)) {
+            x->opening = 1;
+            opening++;
+        }
+    }
 }
 
 /* Moves every finished transfer from running to done. */
@@ -246,6 +301,11 @@ static void multi_free(multi_handle *m)
         curl_easy_cleanup(m->tmpl);
         m->tmpl = NULL;
     }
+    /* after every handle that used them */
+    plink_ca_release(m->ca);
+    m->ca = NULL;
+    plink_share_unref(m->share);
+    m->share = NULL;
     m->closed = 1;
 }
 
@@ -269,7 +329,7 @@ static int multi_new(lua_State *L)
     plink_http_opts o;
     multi_handle *m;
     plink_resp scratch;
-    int maxc = MULTI_DEFAULT_CONCURRENT;
+    int maxc = MULTI_DEFAULT_CONCURRENT, max_opening = 0;
     CURLcode rc;
 
     lua_settop(L, 1);
@@ -285,6 +345,16 @@ static int multi_new(lua_State *L)
             maxc = (int)v;
         }
         lua_pop(L, 1);
+        lua_getfield(L, 1, "max_opening");
+        if (!lua_isnil(L, -1)) {
+            long long v;
+            if (lua_type(L, -1) != LUA_TNUMBER || !plink_tointeger53(L, -1, &v) ||
+                v < 0 || v > MULTI_MAX_CONCURRENT)
+                return luaL_error(L, "multi_new: option 'max_opening' must be an "
+                                     "integer in [0, %d]", MULTI_MAX_CONCURRENT);
+            max_opening = (int)v;
+        }
+        lua_pop(L, 1);
     }
 
     /* Everything from here on is owned by the userdata: raising is safe. */
@@ -293,6 +363,7 @@ static int multi_new(lua_State *L)
     luaL_getmetatable(L, MULTI_MT);
     lua_setmetatable(L, -2);
     m->max_concurrent = maxc;
+    m->max_opening = max_opening;
     m->max_bytes = o.max_bytes;
     m->next_id = 1;
     m->multi = curl_multi_init();
@@ -303,6 +374,11 @@ static int multi_new(lua_State *L)
      * is rebound to its own. The template never runs a transfer. */
     memset(&scratch, 0, sizeof scratch);
     rc = plink_easy_setup(m->tmpl, &o, &scratch);
+    /* The CA file is parsed here (once per process), never in perform. */
+    m->ca = plink_ca_acquire(o.cainfo);
+    m->share = plink_share_ref(o.share);
+    if (rc == CURLE_OK)
+        rc = plink_easy_setup_tls(m->tmpl, m->ca, NULL);   /* duplicates get the share */
     curl_easy_setopt(m->tmpl, CURLOPT_ERRORBUFFER, (char *)NULL);
     curl_easy_setopt(m->tmpl, CURLOPT_WRITEDATA, (void *)NULL);
     curl_easy_setopt(m->tmpl, CURLOPT_HEADERDATA, (void *)NULL);
@@ -342,6 +418,7 @@ static int multi_add(lua_State *L)
     } else if ((x = calloc(1, sizeof *x)) == NULL) {
         return luaL_error(L, "add: out of memory");
     }
+    x->warm = 0;
     x->data = malloc(url_len + body_len + 2);
     x->headers = x->data ? plink_http_build_headers(L, 4, r.nheaders, r.method != 0 && !body)
                          : NULL;
@@ -364,6 +441,26 @@ static int multi_add(lua_State *L)
     x->id = m->next_id++;
     xl_append(m, x, X_QUEUED);
     lua_pushinteger(L, x->id);
+    return 1;
+}
+
+/* m:fresh(id): the queued transfer id opens a new connection (kept in the
+ * cache afterwards) even when an idle one exists, and is not held back by
+ * max_opening: what client:warm uses to open n connections ahead of time.
+ * True when id was queued. */
+static int multi_fresh(lua_State *L)
+{
+    multi_handle *m = multi_check(L);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    xfer *x;
+    for (x = m->closed ? NULL : m->lists[X_QUEUED].head; x; x = x->next) {
+        if (x->id == id) {
+            x->warm = 1;
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    lua_pushboolean(L, 0);
     return 1;
 }
 
@@ -559,6 +656,8 @@ static int multi_info(lua_State *L)
     lua_setfield(L, -2, "done");
     lua_pushinteger(L, (lua_Integer)m->lists[X_POOL].n);
     lua_setfield(L, -2, "pooled");
+    lua_pushinteger(L, (lua_Integer)(m->closed ? 0 : multi_count_opening(m)));
+    lua_setfield(L, -2, "opening");
     lua_pushinteger(L, (lua_Integer)m->connects);
     lua_setfield(L, -2, "connections");
     lua_pushinteger(L, (lua_Integer)m->max_concurrent);
@@ -601,6 +700,7 @@ static int multi_tostring(lua_State *L)
 
 static const luaL_Reg multi_methods[] = {
     { "add", multi_add },
+    { "fresh", multi_fresh },
     { "perform", multi_perform },
     { "timeout", multi_timeout },
     { "fds", multi_fds },

@@ -59,6 +59,11 @@ local M = {}
 M.DEFAULT_CONCURRENT = 16
 --- Default `concurrency` of create_many.
 M.DEFAULT_MANY = 32
+--- Connections the client's engine opens at once (`core.multi_new`'s
+-- `max_opening`): each new TLS connection costs ~0.5 ms of CPU inside the
+-- `poll` that drives its handshake, so this bounds what one `poll(0)` can
+-- spend on them. `create_many` (a blocking call) opens without a cap.
+M.MAX_OPENING = 2
 
 local clock = core.monotonic
 local unpack = table.unpack or unpack -- luacheck: ignore unpack
@@ -103,7 +108,11 @@ end
 local Engine = {}
 Engine.__index = Engine
 
-local DECODE = { create = protocol.create_result, deactivate = protocol.deactivate_result }
+-- A warm transfer succeeds on any HTTP answer: the connection is open and
+-- its certificate verified.
+local function warm_result() return true end
+local DECODE = { create = protocol.create_result, deactivate = protocol.deactivate_result,
+                 warm = warm_result }
 
 local function new_engine(multi, policy, scrub)
   return setmetatable({
@@ -118,6 +127,7 @@ function Engine:send(op)
   op.attempt = (op.attempt or 0) + 1
   local r = op.r
   op.tid = self.m:add(r.method, r.url, r.headers, r.body)
+  if op.op == "warm" then self.m:fresh(op.tid) end
   self.by_id[op.tid] = op
 end
 
@@ -145,7 +155,8 @@ function Engine:complete(op, c)
     res, err = DECODE[op.op](c.status, c.body, c.headers, os.time())
   end
   if res then return op, res, nil end
-  local wait = retry.delay(op.op, err, op.attempt, self.policy)
+  -- a warm is a probe: its error is the answer, never retried
+  local wait = op.op ~= "warm" and retry.delay(op.op, err, op.attempt, self.policy)
   if wait then
     op.due = clock() + wait
     heap_push(self.timers, op)
@@ -232,12 +243,14 @@ local function argerror(n, fname, msg)
 end
 
 -- Options of the client's multi handle (see client.lua's `_http`).
-local function multi_opts(client, max_concurrent)
+local function multi_opts(client, max_concurrent, max_opening)
   local h = client._http or {}
   return {
     max_concurrent = max_concurrent or h.max_concurrent or M.DEFAULT_CONCURRENT,
+    max_opening = max_opening,
     timeout = h.timeout, connect_timeout = h.connect_timeout,
     cainfo = h.cainfo, proxy = h.proxy, max_response_bytes = h.max_response_bytes,
+    share = h.share,
   }
 end
 
@@ -265,7 +278,7 @@ function M.install(Client, internals)
   local function state(self)
     local a = rawget(self, "_async")
     if not a then
-      local m = core.multi_new(multi_opts(self))
+      local m = core.multi_new(multi_opts(self, nil, M.MAX_OPENING))
       a = { engine = new_engine(m, self._policy, scrub), ops = {}, next = 0 }
       rawset(self, "_async", a)
     end
@@ -327,6 +340,51 @@ function M.install(Client, internals)
       argerror(2, "deactivate_async", "function expected, got " .. type(callback))
     end
     return queue(self, "deactivate", url_or_id, callback)
+  end
+
+  --- Opens and verifies `n` connections of the async engine ahead of time
+  -- (say, behind a loading screen), so that later `poll(0)` calls find them
+  -- open and spend no time on TCP or TLS handshakes. Blocks until every one
+  -- is open or failed (each within the client's `timeout`). Each sends one
+  -- `HEAD` to the API path on a fresh connection; any HTTP answer counts.
+  -- Pending async calls are driven meanwhile: their callbacks may run here.
+  -- @tparam[opt=1] int n connections, an integer >= 1 (at most `max_concurrent`
+  --   are kept: more is clamped)
+  -- @return `true`, or `nil, err` (the first failure: a transport error such
+  --   as a refused connection or a certificate that does not verify)
+  function Client:warm(n)
+    if n == nil then n = 1 end
+    if type(n) ~= "number" or n < 1 or n % 1 ~= 0 then
+      argerror(1, "warm", "n must be an integer >= 1")
+    end
+    if self._closed then return nil, closed_error() end
+    if in_nginx() then
+      return nil, errors.new("transport", "warm is not available inside nginx (no libcurl "
+        .. "in the worker's event loop)", { sent = false, attempts = 0 })
+    end
+    local a = state(self)
+    local cap = (self._http and self._http.max_concurrent) or M.DEFAULT_CONCURRENT
+    if n > cap then n = cap end
+    local r = { method = "HEAD", url = self._base_url .. protocol.PATH,
+                headers = { "User-Agent: " .. self._ua } }
+    local left, first_err = n, nil
+    local function done(_, err)
+      left = left - 1
+      if err and not first_err then first_err = err end
+    end
+    for _ = 1, n do
+      a.next = a.next + 1
+      local o = { op = "warm", r = r, handle = a.next, cb = done }
+      a.ops[o.handle] = o
+      a.engine:start(o)
+    end
+    while left > 0 and not self._closed do
+      local _, errs = self:poll(50)
+      if errs then error(errs[1], 0) end
+    end
+    if first_err then return nil, first_err end
+    if self._closed then return nil, closed_error() end
+    return true
   end
 
   --- Sets the handler of errors raised by callbacks: `fn(message, {op, handle})`.

@@ -184,6 +184,9 @@ function M.new(opts)
   for k, v in pairs(opts) do o[k] = v end
   o.base_url = check_base_url(o.base_url, o.insecure_http)
 
+  -- TLS sessions and the DNS cache, shared by the client's curl handles (the
+  -- sync one and the async multi), so a new connection resumes a session.
+  o.share = core.share_new()
   local transport = o.transport
   if type(transport) ~= "table" then transport = transports.open(transport, o) end
   local self = setmetatable({}, Client)
@@ -195,7 +198,7 @@ function M.new(opts)
   -- what the async layer's multi handle needs (portone.link.async); no token
   self._http = { timeout = o.timeout, connect_timeout = o.connect_timeout, cainfo = o.cainfo,
                  proxy = o.proxy, max_response_bytes = o.max_response_bytes,
-                 max_concurrent = o.max_concurrent }
+                 max_concurrent = o.max_concurrent, share = o.share }
   self._base_url = o.base_url
   self._ua = M.USER_AGENT .. (o.user_agent and o.user_agent ~= "" and (" " .. o.user_agent) or "")
   local token = o.token

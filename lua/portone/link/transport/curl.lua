@@ -21,6 +21,7 @@ function M.new(opts)
     proxy = opts.proxy,
     max_response_bytes = opts.max_response_bytes,
     user_agent = opts.user_agent,
+    share = opts.share,   -- the client's TLS sessions and DNS cache (core.share_new)
   })
   return setmetatable({ h = h }, T)
 end
