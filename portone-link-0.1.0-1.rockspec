@@ -34,7 +34,7 @@ build = {
         "src/rules.c",
         "src/utf8.c",
       },
-      libraries = { "curl" },
+      libraries = { "curl", "ssl", "crypto" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
     },
