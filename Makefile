@@ -31,7 +31,7 @@ SO   := $(BUILD)/portone/link/core.so
 LUA54_PATH := lua/?.lua;lua/?/init.lua;;
 
 .PHONY: all build deps test test-unit test-luajit test-asan test-valgrind lint \
-        demo sandbox bench bench-encode bench-openresty bench-bulk clean
+        demo sandbox bench bench-encode bench-openresty bench-bulk bench-poll bench-http clean
 
 all: $(SO)
 build: $(SO)
@@ -74,6 +74,12 @@ bench: bench-encode
 bench-encode: deps
 	@$(MAKE) -s build
 	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/encode.lua
+
+# poll(0) durations of a game loop over HTTPS (bench/poll.lua; the slow
+# resolver run needs root for a private resolv.conf).
+bench-poll: deps
+	@$(MAKE) -s build
+	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/poll.lua $(ARGS)
 
 clean:
 	rm -rf build

@@ -50,6 +50,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 #include "http_common.h"
 
@@ -68,7 +70,6 @@ typedef struct xfer {
     char *data;                   /* url '\0' body: one allocation */
     size_t body_len;
     int has_body;
-    int opening;                  /* its connection is still being opened */
     int warm;                     /* a warm transfer: a fresh connection */
     struct curl_slist *headers;
     CURLcode rc;                  /* result, once done */
@@ -91,6 +92,7 @@ typedef struct {
     lua_Integer next_id;
     long connects;
     int max_opening;              /* connections opened at once (0: no cap) */
+    int sockets;                  /* sockets libcurl holds open (connections) */
     void *ca;                     /* shared CA store (http_tls.c), or NULL */
     plink_share *share;           /* the client's share handle, or NULL */
     xlist lists[4];               /* indexed by X_* */
@@ -183,7 +185,6 @@ static void xfer_start(multi_handle *m, xfer *x)
     }
     curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)x);
     curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, (long)x->warm);
-    x->opening = 0;
     plink_resp_reset(&x->resp);
     x->unsent = 0;
     x->rc = plink_easy_set_request(x->easy, x->method, x->data, x->headers,
@@ -216,17 +217,14 @@ static int xfer_connecting(const xfer *x)
     return pre == 0 && reqsize == 0;
 }
 
-/* Transfers whose connection is still being opened (their flag cleared as
- * they get through). */
+/* Running transfers whose connection is not ready yet. Every running
+ * transfer went through at least one perform step since it started. */
 static int multi_count_opening(multi_handle *m)
 {
     int n = 0;
     xfer *x;
-    for (x = m->lists[X_RUNNING].head; x; x = x->next) {
-        if (x->opening && !xfer_connecting(x))
-            x->opening = 0;
-        n += x->opening;
-    }
+    for (x = m->lists[X_RUNNING].head; x; x = x->next)
+        n += xfer_connecting(x);
     return n;
 }
 
@@ -234,27 +232,51 @@ static int multi_count_opening(multi_handle *m)
  * most that many connections are being opened at any time: a new TLS
  * connection costs ~0.5 ms of CPU (context, key share, then the chain
  * check in the step that finishes the handshake), so that bounds what one
- * perform(0) can spend on handshakes. Whether a transfer needs a new
- * connection is known after the perform step that starts it: a reused one
- * has sent its request by then. Warm transfers open theirs regardless (the
- * caller waits for them on purpose). */
+ * perform(0) can spend on handshakes. A transfer needs a new connection
+ * unless one is idle: libcurl's sockets (counted by the open/close socket
+ * callbacks) minus the transfers running on them. Warm transfers open
+ * theirs regardless (the caller waits for them on purpose). */
 static void multi_start_queued(multi_handle *m)
 {
-    int still, opening = m->max_opening ? multi_count_opening(m) : 0;
+    int opening = 0, idle = 0;
+    if (m->max_opening) {
+        opening = multi_count_opening(m);
+        /* each running transfer holds one socket, connecting or not */
+        idle = m->sockets - (int)m->lists[X_RUNNING].n;
+    }
     while (m->lists[X_QUEUED].head &&
            (int)m->lists[X_RUNNING].n < m->max_concurrent) {
         xfer *x = m->lists[X_QUEUED].head;
-        if (m->max_opening && opening >= m->max_opening && !x->warm)
-            break;
-        xfer_start(m, x);
-        if (!m->max_opening || x->list != X_RUNNING)
-            continue;
-        curl_multi_perform(m->multi, &still);
-        if (x->list == X_RUNNING && xfer_connecting(x)) {
-            x->opening = 1;
-            opening++;
+        if (m->max_opening && !x->warm) {
+            if (idle > 0)
+                idle--;                    /* will reuse an idle connection */
+            else if (opening < m->max_opening)
+                opening++;                 /* will open one */
+            else
+                break;
         }
+        xfer_start(m, x);
     }
+}
+
+/* libcurl's socket open/close, counted: the connections the multi holds
+ * (idle or busy), for multi_start_queued. */
+static curl_socket_t multi_open_socket(void *ud, curlsocktype purpose,
+                                       struct curl_sockaddr *a)
+{
+    multi_handle *m = ud;
+    curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
+    (void)purpose;
+    if (fd != CURL_SOCKET_BAD)
+        m->sockets++;
+    return fd;
+}
+
+static int multi_close_socket(void *ud, curl_socket_t fd)
+{
+    multi_handle *m = ud;
+    m->sockets--;
+    return close(fd);
 }
 
 /* Moves every finished transfer from running to done. */
@@ -379,6 +401,10 @@ static int multi_new(lua_State *L)
     m->share = plink_share_ref(o.share);
     if (rc == CURLE_OK)
         rc = plink_easy_setup_tls(m->tmpl, m->ca, NULL);   /* duplicates get the share */
+    curl_easy_setopt(m->tmpl, CURLOPT_OPENSOCKETFUNCTION, multi_open_socket);
+    curl_easy_setopt(m->tmpl, CURLOPT_OPENSOCKETDATA, (void *)m);
+    curl_easy_setopt(m->tmpl, CURLOPT_CLOSESOCKETFUNCTION, multi_close_socket);
+    curl_easy_setopt(m->tmpl, CURLOPT_CLOSESOCKETDATA, (void *)m);
     curl_easy_setopt(m->tmpl, CURLOPT_ERRORBUFFER, (char *)NULL);
     curl_easy_setopt(m->tmpl, CURLOPT_WRITEDATA, (void *)NULL);
     curl_easy_setopt(m->tmpl, CURLOPT_HEADERDATA, (void *)NULL);

@@ -129,11 +129,27 @@ static CURLcode ca_sslctx(CURL *c, void *sslctx, void *store)
     return CURLE_OK;
 }
 
+/* OpenSSL fetches and caches its algorithms and error strings on first
+ * use: the first SSL_CTX of a process costs a few ms. Pay that here, when
+ * a handle is made, not in the perform step of the first connection. */
+static void tls_preload_once(void)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx) {
+        SSL *ssl = SSL_new(ctx);
+        SSL_free(ssl);
+        SSL_CTX_free(ctx);
+    }
+    ERR_clear_error();
+}
+
 void *plink_ca_acquire(const char *cainfo)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     const char *path = cainfo;
     if (!ca_usable())
         return NULL;
+    pthread_once(&once, tls_preload_once);
     if (!path) {
         const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
         path = v ? v->cainfo : NULL;       /* libcurl's default bundle */

@@ -6,7 +6,9 @@
 --
 -- Queues N creates, then polls with poll(0) every millisecond until all
 -- finished or SECONDS passed. Prints one line of key=value pairs: polls,
--- worst_ms, p99_ms, over2 (polls over 2 ms), ok, failed, err (first error).
+-- worst_ms, p99_ms, over2 (polls over 2 ms), worst_at_ms (when the worst
+-- poll started, from the first), cpu_worst_ms (the most process CPU time
+-- one poll took), ok, failed, err (first error).
 local link = require "portone.link"
 local core = require "portone.link.core"
 
@@ -26,15 +28,21 @@ for i = 1, n do
     if res then ok = ok + 1 else failed = failed + 1; first = first or tostring(err) end
   end))
 end
-local d, t_end = {}, core.monotonic() + secs
+local d, t_start = {}, core.monotonic()
+local t_end, worst_at, cpu_worst = t_start + secs, 0, 0
 while client:pending() > 0 and core.monotonic() < t_end do
-  local t0 = core.monotonic()
+  local t0, c0 = core.monotonic(), os.clock()
   client:poll(0)
-  d[#d + 1] = (core.monotonic() - t0) * 1000
+  local ms = (core.monotonic() - t0) * 1000
+  cpu_worst = math.max(cpu_worst, (os.clock() - c0) * 1000)
+  if ms > (d.worst or 0) then d.worst, worst_at = ms, (t0 - t_start) * 1000 end
+  d[#d + 1] = ms
   core.sleep(0.001)
 end
 table.sort(d)
 local over = 0
 for _, v in ipairs(d) do if v > 2 then over = over + 1 end end
-print(("polls=%d worst_ms=%.3f p99_ms=%.3f over2=%d ok=%d failed=%d err=%s"):format(#d,
-  d[#d] or 0, d[math.max(1, math.ceil(#d * 0.99))] or 0, over, ok, failed, (first or "none"):gsub("%s", "_")))
+print(("polls=%d worst_ms=%.3f p99_ms=%.3f over2=%d worst_at_ms=%.0f cpu_worst_ms=%.3f"
+  .. " ok=%d failed=%d err=%s")
+  :format(#d, d[#d] or 0, d[math.max(1, math.ceil(#d * 0.99))] or 0, over, worst_at, cpu_worst, ok, failed,
+  (first or "none"):gsub("%s", "_")))
