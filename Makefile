@@ -81,6 +81,16 @@ bench-poll: deps
 	@$(MAKE) -s build
 	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/poll.lua $(ARGS)
 
+# client:create vs a raw libcurl loop (bench/raw_curl.c) vs LuaSec, over
+# HTTPS and plain HTTP (bench/http.lua).
+build/raw_curl: bench/raw_curl.c
+	@mkdir -p build
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror $(CURL_CFLAGS) $< -o $@ $(CURL_LIBS)
+
+bench-http: deps
+	@$(MAKE) -s build build/raw_curl
+	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/http.lua $(ARGS)
+
 clean:
 	rm -rf build
 
