@@ -274,6 +274,10 @@ function M.install(Client, internals)
   local resolve_token = internals.resolve_token
   local scrub = internals.scrub
   local closed_error = internals.closed_error
+  local create_request = internals.create_request or function(self, token, req, now)
+    return protocol.create_request(self:_cfg(token), req, now)
+  end
+  if internals.create_result then DECODE.create = internals.create_result end
 
   local function state(self)
     local a = rawget(self, "_async")
@@ -289,12 +293,11 @@ function M.install(Client, internals)
   local function prepare(self, op, arg, now)
     local ok, token = resolve_token(self)
     if not ok then token.attempts = 0; return nil, token end
-    local cfg = self:_cfg(token)
     local r, err
     if op == "create" then
-      r, err = protocol.create_request(cfg, arg, now or os.time())
+      r, err = create_request(self, token, arg, now or os.time())
     else
-      r, err = protocol.deactivate_request(cfg, arg)
+      r, err = protocol.deactivate_request(self:_cfg(token), arg)
     end
     if not r then err.attempts = 0; return nil, err end
     return { op = op, r = r, token = token }
