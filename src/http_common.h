@@ -50,6 +50,7 @@ typedef struct {
     size_t max_bytes;
     const char *cainfo, *proxy, *user_agent;
     plink_share *share;    /* option 'share' (core.share_new), or NULL */
+    int error_headers_only; /* option: no response-header table on 2xx */
 } plink_http_opts;
 
 int plink_hbuf_add(plink_hbuf *b, const char *s, size_t n);   /* 0 on OOM */
@@ -97,6 +98,18 @@ void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r
  * NULL when out of memory (nothing left allocated). */
 struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n,
                                             int bodyless);
+
+/* The same list, but *cache is returned as it is when it already holds
+ * exactly these headers and trailer (a client sends the same ones on every
+ * call: no mallocs); else a new list replaces it (the old one freed).
+ * NULL when out of memory (*cache kept). The cache is the caller's to free. */
+struct curl_slist *plink_http_headers_cached(lua_State *L, int idx, size_t n,
+                                             int bodyless, struct curl_slist **cache);
+
+/* 1 when the header table is to be built for this status: always, unless
+ * the handle was made with error_headers_only and status is 2xx (no caller
+ * reads the headers of a success). */
+int plink_http_want_headers(int error_headers_only, long status);
 
 /* Per-request settings; body may be NULL (an empty body for non-GET). The
  * body and list must outlive the transfer. Not CURLE_OK when libcurl could

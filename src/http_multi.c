@@ -3,8 +3,12 @@
  *
  *   local m = core.multi_new{ max_concurrent = n, timeout = s,
  *       connect_timeout = s, cainfo = path, proxy = url,
- *       max_response_bytes = n, user_agent = str }
+ *       max_response_bytes = n, user_agent = str, share = core.share_new(),
+ *       max_opening = n (connections opened at once; 0: no cap),
+ *       error_headers_only = bool (no headers table for a 2xx) }
  *   m:add(method, url, headers, body) --> id (an integer, never reused)
+ *   m:fresh(id)      --> the queued id opens a new connection, kept after
+ *                        (client:warm); true if id was queued
  *   m:perform(timeout_ms)             --> completions, running
  *       completions: array of {id =, status =, body =, headers =}
  *                          or {id =, err = info}   (info as http_easy's)
@@ -55,6 +59,10 @@
 #include <time.h>
 #include "http_common.h"
 
+/* Per perform step, at most max_opening transfers are opening connections
+ * (see multi_start_queued): what keeps a poll(0) within ~2 ms however many
+ * calls are queued. */
+
 #define MULTI_MT "portone.link.http_multi"
 #define MULTI_DEFAULT_CONCURRENT 16
 #define MULTI_MAX_CONCURRENT 4096
@@ -92,6 +100,7 @@ typedef struct {
     lua_Integer next_id;
     long connects;
     int max_opening;              /* connections opened at once (0: no cap) */
+    int error_headers_only;       /* no response-header table on 2xx */
     int sockets;                  /* sockets libcurl holds open (connections) */
     void *ca;                     /* shared CA store (http_tls.c), or NULL */
     plink_share *share;           /* the client's share handle, or NULL */
@@ -133,8 +142,6 @@ static void xfer_release_request(xfer *x)
 {
     if (x->easy)
         plink_easy_clear_request(x->easy);
-    curl_slist_free_all(x->headers);
-    x->headers = NULL;
     free(x->data);
     x->data = NULL;
 }
@@ -142,6 +149,8 @@ static void xfer_release_request(xfer *x)
 static void xfer_destroy(xfer *x)
 {
     xfer_release_request(x);
+    curl_slist_free_all(x->headers);     /* kept between requests for reuse */
+    x->headers = NULL;
     if (x->easy)
         curl_easy_cleanup(x->easy);
     plink_resp_free(&x->resp);
@@ -386,6 +395,7 @@ static int multi_new(lua_State *L)
     lua_setmetatable(L, -2);
     m->max_concurrent = maxc;
     m->max_opening = max_opening;
+    m->error_headers_only = o.error_headers_only;
     m->max_bytes = o.max_bytes;
     m->next_id = 1;
     m->multi = curl_multi_init();
@@ -446,9 +456,10 @@ static int multi_add(lua_State *L)
     }
     x->warm = 0;
     x->data = malloc(url_len + body_len + 2);
-    x->headers = x->data ? plink_http_build_headers(L, 4, r.nheaders, r.method != 0 && !body)
-                         : NULL;
-    if (!x->data || !x->headers) {
+    /* A pooled transfer's header list is reused when the headers are the
+     * same (the usual case: a client sends the same ones every call). */
+    if (!x->data ||
+        !plink_http_headers_cached(L, 4, r.nheaders, r.method != 0 && !body, &x->headers)) {
         free(x->data);
         x->data = NULL;
         if (x->easy)
@@ -491,8 +502,9 @@ static int multi_fresh(lua_State *L)
 }
 
 /* Pushes the result table of a done transfer. */
-static void multi_push_result(lua_State *L, xfer *x)
+static void multi_push_result(lua_State *L, multi_handle *m, xfer *x)
 {
+    long status = 0;
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, x->id);
     lua_setfield(L, -2, "id");
@@ -504,16 +516,15 @@ static void multi_push_result(lua_State *L, xfer *x)
         lua_setfield(L, -2, "err");
         return;
     }
-    {
-        long status = 0;
-        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-        lua_pushinteger(L, (lua_Integer)status);
-        lua_setfield(L, -2, "status");
-    }
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    lua_pushinteger(L, (lua_Integer)status);
+    lua_setfield(L, -2, "status");
     lua_pushlstring(L, x->resp.body.p ? x->resp.body.p : "", x->resp.body.len);
     lua_setfield(L, -2, "body");
-    plink_push_headers(L, &x->resp.hdr);
-    lua_setfield(L, -2, "headers");
+    if (plink_http_want_headers(m->error_headers_only, status)) {
+        plink_push_headers(L, &x->resp.hdr);
+        lua_setfield(L, -2, "headers");
+    }
 }
 
 /* multi_report(m, completions), under lua_pcall: one table per done
@@ -526,7 +537,7 @@ static int multi_report(lua_State *L)
     int n = 0;
     while (!m->closed && m->lists[X_DONE].head) {
         xfer *x = m->lists[X_DONE].head;
-        multi_push_result(L, x);
+        multi_push_result(L, m, x);
         lua_rawseti(L, 2, ++n);
         xfer_recycle(m, x);
     }

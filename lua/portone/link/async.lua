@@ -250,7 +250,7 @@ local function multi_opts(client, max_concurrent, max_opening)
     max_opening = max_opening,
     timeout = h.timeout, connect_timeout = h.connect_timeout,
     cainfo = h.cainfo, proxy = h.proxy, max_response_bytes = h.max_response_bytes,
-    share = h.share,
+    share = h.share, error_headers_only = true,   -- only errors' Retry-After is read
   }
 end
 

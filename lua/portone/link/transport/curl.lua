@@ -22,6 +22,9 @@ function M.new(opts)
     max_response_bytes = opts.max_response_bytes,
     user_agent = opts.user_agent,
     share = opts.share,   -- the client's TLS sessions and DNS cache (core.share_new)
+    -- no caller reads the headers of a 2xx (only Retry-After of errors):
+    -- the table is not built for them
+    error_headers_only = true,
   })
   return setmetatable({ h = h }, T)
 end
@@ -31,7 +34,8 @@ end
 -- @tparam string url the absolute URL
 -- @tparam table headers a list of `"Name: value"` strings
 -- @tparam[opt] string body the request body (nil: none)
--- @return `status, body, headers` (headers: lower-case name to value), or
+-- @return `status, body, headers` (headers: lower-case name to value; nil
+--   for a 2xx answer, which no caller reads), or
 --   `nil, info` with `info = {kind = "transport"|"timeout", message =,
 --   curl_code =, sent =, too_large =}` (see `portone.link.protocol.transport_error`)
 function T:request(method, url, headers, body)
