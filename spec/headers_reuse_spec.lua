@@ -37,6 +37,8 @@ local CALLS = {
   { "POST", { "X-A: 1", "X-B: 2" }, "b" },     -- same: the list is reused
   { "POST", { "X-A: 1", "X-B: 3" }, "b" },     -- same length, other value
   { "POST", { "X-A: 1" }, "b" },                -- shorter
+  { "POST", { "X-A: 1000000" }, "b" },          -- a longer value with the same start
+  { "POST", { "X-A: 1" }, "b" },
   { "POST", { "X-A: 1", "X-B: 2", "X-C: 4" }, "b" },
   { "PUT", { "X-A: 1", "X-B: 2", "X-C: 4" } },  -- bodyless: Content-Type: dropped
   { "POST", { "X-A: 1", "X-B: 2", "X-C: 4" }, "b" },

@@ -47,7 +47,6 @@ describe("TLS set-up of the curl transports", function()
     end
     drain(client)
     assert.equal(8, n)
-    assert.is_true(client._async.engine.m:info().connections >= 2)
     -- a second client of the same file shares the parsed store
     local other = link.new({ base_url = sb.url, cainfo = bundle })
     assert.truthy(other:create(cases.request()))
@@ -109,8 +108,8 @@ describe("TLS set-up of the curl transports", function()
       if info.opening > most then most = info.opening end
     end
     assert.equal(32, n)
-    assert.is_true(most >= 1)
-    assert.is_true(most <= require("portone.link.async").MAX_OPENING)
+    -- without the cap the first poll(0) leaves all 16 handshakes in flight
+    assert.is_true(most <= require("portone.link.async").MAX_OPENING, "opening: " .. most)
     client:close()
   end)
 

@@ -280,7 +280,8 @@ static int plink_headers_equal(lua_State *L, int idx, size_t n, int bodyless,
             return 0;
         lua_rawgeti(L, idx, (int)i);
         s = lua_tolstring(L, -1, &len);        /* checked strings: no conversion */
-        same = s && memcmp(list->data, s, len) == 0 && list->data[len] == '\0';
+        /* strncmp stops at the end of a shorter list->data; s has no NUL */
+        same = s && strncmp(list->data, s, len) == 0 && list->data[len] == '\0';
         lua_pop(L, 1);
         if (!same)
             return 0;
