@@ -286,13 +286,22 @@ static const luaL_Reg share_methods[] = {
 
 /* ---- resolver threads -------------------------------------------------- */
 
-/* Keeps libcurl mapped for the life of the process: a resolver thread that
- * CURLOPT_QUICK_EXIT left behind may still be inside it. */
-static void pin_libcurl(void)
+/* Keeps the object holding `fn` mapped for the life of the process. */
+static void pin(void *fn)
 {
     Dl_info info;
-    if (dladdr((void *)curl_easy_init, &info) && info.dli_fname)
+    if (dladdr(fn, &info) && info.dli_fname)
         (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
+/* libcurl: a resolver thread that CURLOPT_QUICK_EXIT left behind may still
+ * be inside it. This module: the CA store cache lives as long as the
+ * process, so its list head must not be unmapped under it (lua_close
+ * unloads C modules). */
+static void pin_libcurl(void)
+{
+    pin((void *)curl_easy_init);
+    pin((void *)plink_http_tls_open);
 }
 
 void plink_http_tls_open(lua_State *L)
