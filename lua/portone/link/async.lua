@@ -61,9 +61,12 @@ M.DEFAULT_CONCURRENT = 16
 M.DEFAULT_MANY = 32
 --- Connections the client's engine opens at once (`core.multi_new`'s
 -- `max_opening`): each new TLS connection costs ~0.5 ms of CPU inside the
--- `poll` that drives its handshake, so this bounds what one `poll(0)` can
--- spend on them. `create_many` (a blocking call) opens without a cap.
-M.MAX_OPENING = 2
+-- `poll` that drives its handshake (more on a slow host: OpenSSL 3 builds a
+-- context per connection), so this bounds what one `poll(0)` can spend on
+-- them; one at a time kept the worst poll's CPU under 2 ms in bench-poll
+-- where two did not. Other calls reuse the connections already open, and
+-- `warm` opens many at once. `create_many` (a blocking call) has no cap.
+M.MAX_OPENING = 1
 
 local clock = core.monotonic
 local unpack = table.unpack or unpack -- luacheck: ignore unpack
