@@ -314,14 +314,24 @@ end
 -- allowed), read with one anchored match. It yields what the general path
 -- (protocol.create_result: cjson, the URL rule, link_id) yields for such a
 -- body: one key so no `code`, no escapes in the string, a one-segment path
--- whose id is [A-Za-z0-9_-]{1,64}. Anything else takes the general path.
-local USUAL = '^[ \t\r\n]*{[ \t\r\n]*"shortenedUrl"[ \t\r\n]*:[ \t\r\n]*'
-  .. '"([Hh][Tt][Tt][Pp][Ss]?://[^/"\\%s%c?#]+/([%w_-]+))"[ \t\r\n]*}[ \t\r\n]*$'
+-- whose id is [A-Za-z0-9_-]{1,64} (spelled out: %w follows the C locale).
+-- The compact form PortOne sends is tried first from a plain prefix test.
+-- Anything else takes the general path.
+local URL_ID = '([Hh][Tt][Tt][Pp][Ss]?://[^/"\\%s%c?#]+/([A-Za-z0-9_-]+))"'
+local COMPACT_PREFIX = '^{"shortenedUrl":"'     -- no magic characters but ^
+local COMPACT_REST = "^" .. URL_ID .. "}$"
+local USUAL = '^[ \t\r\n]*{[ \t\r\n]*"shortenedUrl"[ \t\r\n]*:[ \t\r\n]*"' .. URL_ID
+  .. '[ \t\r\n]*}[ \t\r\n]*$'
+local find, match = string.find, string.match
 local create_result_general = protocol.create_result
 local function create_result(status, body, headers, now)
   if type(status) == "number" and status >= 200 and status < 300 and type(body) == "string" then
-    local url, id = body:match(USUAL)
-    if id and #id <= 64 and not id:find("[\128-\255]") then
+    local url, id
+    if find(body, COMPACT_PREFIX) then
+      url, id = match(body, COMPACT_REST, #COMPACT_PREFIX)
+    end
+    if not id then url, id = match(body, USUAL) end
+    if id and #id <= 64 then
       return { url = url, id = id, status = status }
     end
   end
