@@ -22,6 +22,7 @@ build = {
   modules = {
     ["portone.link.core"] = {
       sources = {
+        "src/answer.c",
         "src/codec.c",
         "src/compat.c",
         "src/core.c",

@@ -55,6 +55,40 @@ describe("create fast paths", function()
     same(404, "")
   end)
 
+  it("core.usual_answer reads only the usual shape, in C", function()
+    local core = require "portone.link.core"
+    assert.same({ "https://impay.link/4bdf239e", "4bdf239e" },
+      { core.usual_answer('{"shortenedUrl":"https://impay.link/4bdf239e"}') })
+    assert.same({ "HtTpS://h/" .. ("a"):rep(64), ("a"):rep(64) },
+      { core.usual_answer(' {\t"shortenedUrl" :\r\n"HtTpS://h/' .. ("a"):rep(64) .. '" }\n') })
+    for _, b in ipairs({ '{"shortenedUrl":"https://h/' .. ("a"):rep(65) .. '"}',
+        '{"shortenedUrl":"https://h/a"} x', '{"shortenedUrl":"https:/h/a"}', '{"shortenedUrl":"https://h/"}',
+        '{"shortenedUrl":"https:///a"}', '{"shortenedUrl":"https://h/a"', '{"shortenedUrl":"htt://h/a"}',
+        '{"shortenedUrl":"https://h h/a"}', '{"shortenedurl":"https://h/a"}', "", "{" }) do
+      assert.is_nil(core.usual_answer(b), b)
+    end
+    assert.has_error(function() core.usual_answer({}) end)
+  end)
+
+  it("agrees with the general path on mutations of the usual answer", function()
+    local base = '{"shortenedUrl":"https://impay.link/4bdf239e"}'
+    local pool = { " ", "\t", "\n", "\v", "/", "?", "#", "\\", '"', "\0", "\200", "a", "Z", "-", "_",
+      ".", ":", "{", "}", ",", "H", "s", "\127", "\1" }
+    local rnd = math.random
+    math.randomseed(7)
+    for _ = 1, 3000 do
+      local b = base
+      for _ = 1, rnd(1, 3) do
+        local i, c = rnd(1, #b + 1), pool[rnd(1, #pool)]
+        local op = rnd(1, 3)
+        if op == 1 then b = b:sub(1, i - 1) .. c .. b:sub(i + 1)
+        elseif op == 2 then b = b:sub(1, i - 1) .. c .. b:sub(i)
+        else b = b:sub(1, i - 1) .. b:sub(i + 1) end
+      end
+      same(200, b)
+    end
+  end)
+
   it("builds the request once per token and rebuilds it when the token changes", function()
     local tokens = { "tok-a", "tok-a", "tok-b" }
     local seen = {}
