@@ -36,6 +36,17 @@
 
 #define SHARE_MT "portone.link.share"
 
+/* OpenSSL 1.1 has neither the 3.0 names below nor a major-version call. */
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+#define plink_store_load(s, path) X509_STORE_load_file((s), (path))
+#define plink_ssl_major() ((unsigned long)OPENSSL_version_major())
+#elif OPENSSL_VERSION_NUMBER >= 0x10100000L
+#define plink_store_load(s, path) X509_STORE_load_locations((s), (path), NULL)
+#define plink_ssl_major() (OpenSSL_version_num() >> 28)
+#else
+#error "portone-link needs OpenSSL 1.1 or later (libcurl's TLS library)"
+#endif
+
 /* ---- the CA store cache ------------------------------------------------ */
 
 typedef struct ca_entry {
@@ -59,7 +70,7 @@ static int ca_usable(void)
         char want[32];
         snprintf(want, sizeof want, "OpenSSL/%d.", (int)(OPENSSL_VERSION_NUMBER >> 28));
         usable = v && v->ssl_version && strncmp(v->ssl_version, want, strlen(want)) == 0
-                 && OPENSSL_version_major() == (unsigned)(OPENSSL_VERSION_NUMBER >> 28);
+                 && plink_ssl_major() == (unsigned long)(OPENSSL_VERSION_NUMBER >> 28);
     }
     return usable;
 }
@@ -92,7 +103,7 @@ static X509_STORE *ca_acquire(const char *path)
         return s;
     }
     s = X509_STORE_new();
-    if (s && X509_STORE_load_file(s, path) == 1) {
+    if (s && plink_store_load(s, path) == 1) {
         X509_STORE_set_flags(s, X509_V_FLAG_TRUSTED_FIRST | X509_V_FLAG_PARTIAL_CHAIN);
         ca_loads++;
         if (!e && (e = calloc(1, sizeof *e)) != NULL) {
