@@ -150,6 +150,57 @@ describe("TLS set-up of the curl transports", function()
   end)
 end)
 
+describe("TLS sessions shared by a client's handles", function()
+  -- openssl s_server -www answers with the session state: "New, TLSv1.3"
+  -- for a full handshake, "Reused, TLSv1.3" for a resumed session.
+  local socket = require "socket"
+  local cert, port, pidf
+
+  lazy_setup(function()
+    cert = helper.tls_cert()
+    port = require("portone.sandbox").free_port("127.0.0.1")
+    pidf = cert.dir .. "/s_server.pid"
+    os.execute(("env -u LD_PRELOAD openssl s_server -accept 127.0.0.1:%d -cert %s -key %s -www -quiet"
+      .. " >/dev/null 2>&1 & echo $! > %s"):format(port, cert.cert, cert.key, pidf))
+    for _ = 1, 200 do
+      local c = socket.connect("127.0.0.1", port)
+      if c then c:close(); return end
+      socket.sleep(0.02)
+    end
+    error("openssl s_server did not start")
+  end)
+
+  lazy_teardown(function()
+    if pidf then os.execute("kill $(cat " .. pidf .. ") 2>/dev/null") end
+  end)
+
+  local function state(body) return body and body:match("(%a+), TLSv1%.%d") end
+
+  local function multi_get(m, url)
+    m:add("GET", url)
+    for _ = 1, 200 do
+      local list = m:perform(50)
+      if list[1] then return list[1] end
+    end
+  end
+
+  it("a new connection of the async engine resumes the session the sync handle made", function()
+    local url = ("https://127.0.0.1:%d/"):format(port)
+    local sh = core.share_new()
+    local h = core.http_new({ cainfo = cert.cert, share = sh })
+    local status, body = h:request("GET", url)
+    assert.equal(200, status)
+    assert.equal("New", state(body))
+    local r = multi_get(core.multi_new({ cainfo = cert.cert, share = sh }), url)
+    assert.equal(200, r.status)
+    assert.equal("Reused", state(r.body))
+    -- without the share the multi handle has no session to resume
+    r = multi_get(core.multi_new({ cainfo = cert.cert }), url)
+    assert.equal("New", state(r.body))
+    h:close()
+  end)
+end)
+
 describe("core.share_new", function()
   it("is refused where a share is expected unless it is one", function()
     assert.has_error(function() core.http_new({ share = {} }) end,
