@@ -113,6 +113,27 @@ describe("TLS set-up of the curl transports", function()
     client:close()
   end)
 
+  it("timeout() does not say 0 while the queue waits for a connection to open", function()
+    local client = link.new({ base_url = sb.url, cainfo = bundle, max_concurrent = 8 })
+    for _ = 1, 8 do assert(client:create_async(cases.request(), function() end)) end
+    local m, held = nil, 0
+    for _ = 1, 2000 do
+      client:poll(0)
+      m = m or client._async.engine.m
+      local info = m:info()
+      -- held back: a slot is free, but the cap of connections being opened
+      -- is reached and no open connection is idle
+      if info.queued > 0 and info.in_flight < 8 and info.sockets <= info.in_flight
+          and info.opening >= require("portone.link.async").MAX_OPENING then
+        held = held + 1
+        assert.are_not.equal(0, client:timeout())
+      end
+      if client:pending() == 0 then break end
+    end
+    assert.is_true(held > 0, "never saw the queue held by an opening connection")
+    client:close()
+  end)
+
   it("warm(n) opens n verified connections that later calls reuse", function()
     local client = link.new({ base_url = sb.url, cainfo = bundle, max_concurrent = 8 })
     assert.is_true(client:warm(8))

@@ -17,7 +17,8 @@
  *                        socket activity; 0: now)
  *   m:fds()          --> readable, writable: arrays of fds to watch
  *   m:cancel(id)     --> true if the transfer was pending (never reported)
- *   m:info()         --> {queued, in_flight, done, pooled, connections}
+ *   m:info()         --> {queued, in_flight, done, pooled, opening (connections
+ *                        being opened), sockets (open), connections}
  *   m:connections()  --> connections libcurl opened so far
  *   m:close()        --> cancels everything, frees every handle (also __gc,
  *                        __close); later add raises, perform returns {}, 0
@@ -266,6 +267,19 @@ static void multi_start_queued(multi_handle *m)
         }
         xfer_start(m, x);
     }
+}
+
+/* 1 when multi_start_queued would start a transfer now: m:timeout() must
+ * not say 0 while max_opening holds the queue (a loop would spin). */
+static int multi_can_start(multi_handle *m)
+{
+    xfer *x = m->lists[X_QUEUED].head;
+    if (!x || (int)m->lists[X_RUNNING].n >= m->max_concurrent)
+        return 0;
+    if (!m->max_opening || x->warm)
+        return 1;
+    return m->sockets > (int)m->lists[X_RUNNING].n ||
+           multi_count_opening(m) < m->max_opening;
 }
 
 /* libcurl's socket open/close, counted: the connections the multi holds
@@ -617,8 +631,7 @@ static int multi_timeout(lua_State *L)
         lua_pushinteger(L, -1);
         return 1;
     }
-    if (m->lists[X_DONE].n > 0 ||
-        (m->lists[X_QUEUED].n > 0 && (int)m->lists[X_RUNNING].n < m->max_concurrent))
+    if (m->lists[X_DONE].n > 0 || multi_can_start(m))
         ms = 0;
     else if (curl_multi_timeout(m->multi, &ms) != CURLM_OK)
         ms = -1;
@@ -695,6 +708,8 @@ static int multi_info(lua_State *L)
     lua_setfield(L, -2, "pooled");
     lua_pushinteger(L, (lua_Integer)(m->closed ? 0 : multi_count_opening(m)));
     lua_setfield(L, -2, "opening");
+    lua_pushinteger(L, (lua_Integer)m->sockets);
+    lua_setfield(L, -2, "sockets");
     lua_pushinteger(L, (lua_Integer)m->connects);
     lua_setfield(L, -2, "connections");
     lua_pushinteger(L, (lua_Integer)m->max_concurrent);
