@@ -148,6 +148,25 @@ describe("TLS set-up of the curl transports", function()
     client:close()
   end)
 
+  it("warm drives pending calls too; their callback errors come back, not raised", function()
+    local client = link.new({ base_url = sb.url, cainfo = bundle, max_concurrent = 4 })
+    local ran = false
+    assert(client:create_async(cases.request(), function(res)
+      ran = res ~= nil
+      error("callback failed")
+    end))
+    local ok, err, errs = client:warm(2)
+    assert.is_true(ok, tostring(err))
+    -- the pending create may finish inside warm or at the next poll
+    if not ran then
+      local _, perrs = client:poll(1000)
+      errs = perrs
+    end
+    assert.is_true(ran)
+    assert.truthy(errs and errs[1]:find("callback failed", 1, true))
+    client:close()
+  end)
+
   it("warm reports a connection that cannot be verified like any call", function()
     local client = link.new({ base_url = sb.url })   -- the sandbox's cert is not trusted
     local ok, err = client:warm(2)

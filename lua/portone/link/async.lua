@@ -353,7 +353,9 @@ function M.install(Client, internals)
   -- open and spend no time on TCP or TLS handshakes. Blocks until every one
   -- is open or failed (each within the client's `timeout`). Each sends one
   -- `HEAD` to the API path on a fresh connection; any HTTP answer counts.
-  -- Pending async calls are driven meanwhile: their callbacks may run here.
+  -- Pending async calls are driven meanwhile: their callbacks may run here,
+  -- and what they raise goes to the `on_error` handler or, without one,
+  -- comes back as the third value (a list of messages, as from `poll`).
   -- @tparam[opt=1] int n connections, an integer >= 1 (at most `max_concurrent`
   --   are kept: more is clamped)
   -- @return `true`, or `nil, err` (the first failure: a transport error such
@@ -384,13 +386,17 @@ function M.install(Client, internals)
       a.ops[o.handle] = o
       a.engine:start(o)
     end
+    local cb_errs
     while left > 0 and not self._closed do
       local _, errs = self:poll(50)
-      if errs then error(errs[1], 0) end
+      for _, e in ipairs(errs or {}) do
+        cb_errs = cb_errs or {}
+        cb_errs[#cb_errs + 1] = e
+      end
     end
-    if first_err then return nil, first_err end
-    if self._closed then return nil, closed_error() end
-    return true
+    if first_err then return nil, first_err, cb_errs end
+    if self._closed then return nil, closed_error(), cb_errs end
+    return true, nil, cb_errs
   end
 
   --- Sets the handler of errors raised by callbacks: `fn(message, {op, handle})`.
