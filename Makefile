@@ -15,7 +15,8 @@ OPT         ?= -O2 -g
 CFLAGS_BASE := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -Wall -Wextra -Werror \
                -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
-CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl) \
+               $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
 
 ifeq ($(SANITIZE),1)
   BUILD   := build/$(LUA_VERSION)-asan
@@ -34,7 +35,7 @@ LUA54_PATH := lua/?.lua;lua/?/init.lua;;
 
 # rock, rock-install: see the rockspec
 .PHONY: rock rock-install all build deps test test-unit test-luajit test-asan test-valgrind lint \
-        demo sandbox bench bench-encode bench-openresty bench-bulk clean
+        demo sandbox bench bench-encode bench-openresty bench-bulk bench-poll bench-http clean
 
 all: $(SO) $(SIG_SO)
 build: $(SO) $(SIG_SO)
@@ -69,7 +70,7 @@ rock:
 	rm -rf $(ROCK_DIR)
 	mkdir -p $(ROCK_DIR)/portone/link $(ROCK_DIR)/portone/cli
 	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) -I$(LUA_INC) -I$(CURL_INCDIR) $(LIBFLAG) \
-	  -o $(ROCK_DIR)/portone/link/core.so $(SRCS) -L$(CURL_LIBDIR) -lcurl
+	  -o $(ROCK_DIR)/portone/link/core.so $(SRCS) -L$(CURL_LIBDIR) -lcurl -lssl -lcrypto
 	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) -I$(LUA_INC) $(LIBFLAG) \
 	  -o $(ROCK_DIR)/portone/cli/signal.so src/cli/signal.c
 
@@ -105,6 +106,22 @@ bench: bench-encode
 bench-encode: deps
 	@$(MAKE) -s build
 	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/encode.lua
+
+# poll(0) durations of a game loop over HTTPS (bench/poll.lua; the slow
+# resolver run needs root for a private resolv.conf).
+bench-poll: deps
+	@$(MAKE) -s build
+	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/poll.lua $(ARGS)
+
+# client:create vs a raw libcurl loop (bench/raw_curl.c) vs LuaSec, over
+# HTTPS and plain HTTP (bench/http.lua).
+build/raw_curl: bench/raw_curl.c
+	@mkdir -p build
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror $(CURL_CFLAGS) $< -o $@ $(CURL_LIBS)
+
+bench-http: deps
+	@$(MAKE) -s build build/raw_curl
+	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/http.lua $(ARGS)
 
 clean:
 	rm -rf build

@@ -345,7 +345,10 @@ describe("client async calls", function()
       end
       run(c)
     end
-    assert.equal(2, sb:stats().connections)
+    -- at most one connection per transfer in flight; fewer when a transfer
+    -- finds the other's connection idle again (one is opened at a time)
+    local n = sb:stats().connections
+    assert.is_true(n >= 1 and n <= 2, "connections: " .. n)
     c:close()
   end)
 

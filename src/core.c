@@ -25,5 +25,6 @@ int luaopen_portone_link_core(lua_State *L)
     plink_codec_open(L);
     plink_http_easy_open(L);
     plink_http_multi_open(L);
+    plink_answer_open(L);
     return 1;
 }

@@ -190,6 +190,13 @@ void plink_http_opts_read(lua_State *L, int idx, const char *fname,
     o->cainfo = plink_opt_str(L, idx, fname, "cainfo");
     o->proxy = plink_opt_str(L, idx, fname, "proxy");
     o->user_agent = plink_opt_str(L, idx, fname, "user_agent");
+    lua_getfield(L, idx, "error_headers_only");
+    o->error_headers_only = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "share");
+    if (!lua_isnil(L, -1) && (o->share = plink_share_check(L, -1)) == NULL)
+        luaL_error(L, "%s: option 'share' must be a core.share_new() value", fname);
+    lua_pop(L, 1);
 }
 
 #define PLINK_SET(opt, val) \
@@ -228,7 +235,8 @@ CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r)
 
 /* ---- requests ---------------------------------------------------------- */
 
-const char *const plink_http_methods[] = { "GET", "POST", "PUT", "DELETE", "PATCH", NULL };
+const char *const plink_http_methods[] = { "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD",
+                                            NULL };
 
 static size_t plink_http_check_headers(lua_State *L, int idx, int arg, const char *fname)
 {
@@ -295,6 +303,55 @@ struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n,
     return nl;
 }
 
+/* 1 when list holds the n strings at idx, then "Expect:" (and
+ * "Content-Type:" when bodyless), and nothing else. */
+static int plink_headers_equal(lua_State *L, int idx, size_t n, int bodyless,
+                               const struct curl_slist *list)
+{
+    size_t i, len;
+    for (i = 1; i <= n; i++, list = list->next) {
+        const char *s;
+        int same;
+        if (!list)
+            return 0;
+        lua_rawgeti(L, idx, (int)i);
+        s = lua_tolstring(L, -1, &len);        /* checked strings: no conversion */
+        /* strncmp stops at the end of a shorter list->data; s has no NUL */
+        same = s && strncmp(list->data, s, len) == 0 && list->data[len] == '\0';
+        lua_pop(L, 1);
+        if (!same)
+            return 0;
+    }
+    if (!list || strcmp(list->data, "Expect:") != 0)
+        return 0;
+    list = list->next;
+    if (bodyless) {
+        if (!list || strcmp(list->data, "Content-Type:") != 0)
+            return 0;
+        list = list->next;
+    }
+    return list == NULL;
+}
+
+struct curl_slist *plink_http_headers_cached(lua_State *L, int idx, size_t n,
+                                             int bodyless, struct curl_slist **cache)
+{
+    struct curl_slist *list;
+    if (*cache && plink_headers_equal(L, idx, n, bodyless, *cache))
+        return *cache;
+    list = plink_http_build_headers(L, idx, n, bodyless);
+    if (list) {
+        curl_slist_free_all(*cache);
+        *cache = list;
+    }
+    return list;
+}
+
+int plink_http_want_headers(int error_headers_only, long status)
+{
+    return !error_headers_only || status < 200 || status > 299;
+}
+
 CURLcode plink_easy_set_request(CURL *c, int method, const char *url,
                                 struct curl_slist *list, const char *body, size_t len)
 {
@@ -304,7 +361,12 @@ CURLcode plink_easy_set_request(CURL *c, int method, const char *url,
     PLINK_SET(CURLOPT_URL, url);
     PLINK_SET(CURLOPT_HTTPHEADER, list);
     PLINK_SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
-    if (method == 0) {                 /* GET */
+    /* First: NOBODY 0 turns a HEAD handle back into a GET, which the lines
+     * below then make what this request needs. */
+    PLINK_SET(CURLOPT_NOBODY, (long)(method == PLINK_HTTP_HEAD));
+    if (method == PLINK_HTTP_HEAD) {   /* client:warm: a connection, no body */
+        return CURLE_OK;
+    } else if (method == 0) {          /* GET */
         PLINK_SET(CURLOPT_HTTPGET, 1L);
     } else {
         /* POST, or another method with a (possibly empty) body: PUT without

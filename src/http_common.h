@@ -51,12 +51,17 @@ typedef struct {
     char errbuf[CURL_ERROR_SIZE];
 } plink_resp;
 
+/* A client's share handle (http_tls.c): TLS sessions and DNS cache. */
+typedef struct plink_share plink_share;
+
 /* The checked options. Strings point into the options table (valid while it
  * is referenced, i.e. during the constructor call). */
 typedef struct {
     long timeout_ms, connect_ms;
     size_t max_bytes;
     const char *cainfo, *proxy, *user_agent;
+    plink_share *share;    /* option 'share' (core.share_new), or NULL */
+    int error_headers_only; /* option: no response-header table on 2xx */
 } plink_http_opts;
 
 int plink_hbuf_add(plink_hbuf *b, const char *s, size_t n);   /* 0 on OOM */
@@ -80,6 +85,7 @@ CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r);
 /* Methods accepted by request/add (luaL_checkoption list). GET is index 0,
  * POST index 1. */
 extern const char *const plink_http_methods[];
+#define PLINK_HTTP_HEAD 5
 
 /* The arguments of request/add, checked. The strings stay on the stack. */
 typedef struct {
@@ -107,6 +113,18 @@ void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r
 struct curl_slist *plink_http_build_headers(lua_State *L, int idx, size_t n,
                                             int bodyless);
 
+/* The same list, but *cache is returned as it is when it already holds
+ * exactly these headers and trailer (a client sends the same ones on every
+ * call: no mallocs); else a new list replaces it (the old one freed).
+ * NULL when out of memory (*cache kept). The cache is the caller's to free. */
+struct curl_slist *plink_http_headers_cached(lua_State *L, int idx, size_t n,
+                                             int bodyless, struct curl_slist **cache);
+
+/* 1 when the header table is to be built for this status: always, unless
+ * the handle was made with error_headers_only and status is 2xx (no caller
+ * reads the headers of a success). */
+int plink_http_want_headers(int error_headers_only, long status);
+
 /* Per-request settings; body may be NULL (an empty body for non-GET). The
  * body and list must outlive the transfer. Not CURLE_OK when libcurl could
  * not copy a string (out of memory): the handle is then half set (no URL,
@@ -125,5 +143,21 @@ void plink_push_info(lua_State *L, const char *kind, const char *msg, int code, 
 
 /* Pushes the response headers in hdr as a table. */
 void plink_push_headers(lua_State *L, const plink_hbuf *hdr);
+
+/* ---- http_tls.c: CA store, share handle, resolver (see there) ---------- */
+
+/* The parsed CA store of cainfo (NULL: libcurl's default bundle), loaded at
+ * most once per process and file version; a reference, or NULL when it
+ * cannot be used (libcurl then loads cainfo itself, per connection). */
+void *plink_ca_acquire(const char *cainfo);
+void plink_ca_release(void *ca);
+plink_share *plink_share_ref(plink_share *s);
+void plink_share_unref(plink_share *s);
+/* The share at idx (a core.share_new value) or NULL. Never raises. */
+plink_share *plink_share_check(lua_State *L, int idx);
+/* After plink_easy_setup: the shared CA store (ca may be NULL), the share
+ * handle (s may be NULL) and CURLOPT_QUICK_EXIT. */
+CURLcode plink_easy_setup_tls(CURL *c, void *ca, plink_share *s);
+void plink_http_tls_open(lua_State *L);
 
 #endif

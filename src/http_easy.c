@@ -2,9 +2,12 @@
  *
  *   local h = core.http_new{ timeout = s, connect_timeout = s, cainfo = path,
  *                            proxy = url, max_response_bytes = n,
- *                            user_agent = str }
+ *                            user_agent = str, share = core.share_new(),
+ *                            error_headers_only = bool }
  *   h:request(method, url, headers, body[, max_sends])
  *       --> status, body, resp_headers, sends  |  nil, info (info.sends)
+ *       (resp_headers nil for a 2xx when error_headers_only; method may
+ *       also be HEAD)
  *   h:connections()  --> connections libcurl opened so far (sum of NUM_CONNECTS)
  *   h:close()        --> frees the curl handle; later requests return nil, info
  *   core.sleep(seconds)   nanosleep, for the retry back-off of the curl transport
@@ -48,6 +51,10 @@ typedef struct {
     int busy;              /* building a result: see above */
     long connects;         /* sum of CURLINFO_NUM_CONNECTS */
     plink_resp resp;       /* buffers of the current response */
+    void *ca;              /* shared CA store (http_tls.c), or NULL */
+    struct curl_slist *hlist;  /* request headers of the last call, reused */
+    int error_headers_only;    /* no response-header table on 2xx */
+    plink_share *share;    /* the client's share handle, or NULL */
 } http_handle;
 
 static http_handle *http_check(lua_State *L)
@@ -73,6 +80,13 @@ static int http_new(lua_State *L)
     if (!h->curl)
         return luaL_error(L, "http_new: curl_easy_init failed");
     rc = plink_easy_setup(h->curl, &o, &h->resp);
+    if (rc == CURLE_OK) {
+        /* The CA file is parsed here (once per process), not per connection. */
+        h->ca = plink_ca_acquire(o.cainfo);
+        h->share = plink_share_ref(o.share);
+        h->error_headers_only = o.error_headers_only;
+        rc = plink_easy_setup_tls(h->curl, h->ca, h->share);
+    }
     if (rc != CURLE_OK)
         return luaL_error(L, "http_new: libcurl refused an option: %s", curl_easy_strerror(rc));
     return 1;
@@ -84,12 +98,20 @@ static void http_free(http_handle *h)
         curl_easy_cleanup(h->curl);
         h->curl = NULL;
     }
+    /* after the handle: it used both */
+    plink_ca_release(h->ca);
+    h->ca = NULL;
+    plink_share_unref(h->share);
+    h->share = NULL;
+    curl_slist_free_all(h->hlist);
+    h->hlist = NULL;
     plink_resp_free(&h->resp);
     h->closed = 1;
 }
 
-/* http_report(h, curl_code), under lua_pcall: the info table of a failed
- * transfer (curl_code set) and nil, or the body and header table. */
+/* http_report(h, curl_code, status), under lua_pcall: the info table of a
+ * failed transfer (curl_code set) and nil, or the body and header table
+ * (nil for a 2xx with error_headers_only). */
 static int http_report(lua_State *L)
 {
     http_handle *h = (http_handle *)lua_touserdata(L, 1);
@@ -99,7 +121,10 @@ static int http_report(lua_State *L)
         return 2;
     }
     lua_pushlstring(L, h->resp.body.p ? h->resp.body.p : "", h->resp.body.len);
-    plink_push_headers(L, &h->resp.hdr);
+    if (plink_http_want_headers(h->error_headers_only, (long)lua_tointeger(L, 3)))
+        plink_push_headers(L, &h->resp.hdr);
+    else
+        lua_pushnil(L);
     return 2;
 }
 
@@ -124,8 +149,9 @@ static int http_request(lua_State *L)
         return 2;
     }
 
-    /* No Lua errors from here until the slist is freed. */
-    list = plink_http_build_headers(L, 4, r.nheaders, r.method != 0 && !r.body);
+    /* No Lua errors from here until the transfer is over. The list is the
+     * handle's (reused while the headers stay the same, freed by __gc). */
+    list = plink_http_headers_cached(L, 4, r.nheaders, r.method != 0 && !r.body, &h->hlist);
     if (!list) {
         lua_pushnil(L);
         plink_push_info(L, "transport", "out of memory building headers", -1, 0);
@@ -143,7 +169,6 @@ static int http_request(lua_State *L)
         unsent = 1;           /* half set: must not run (a PUT as a POST) */
     }
     plink_easy_clear_request(h->curl);
-    curl_slist_free_all(list);
     if (unsent) {
         lua_pushnil(L);
         plink_push_info(L, "transport", curl_easy_strerror(rc), (int)rc, 0);
@@ -164,7 +189,8 @@ static int http_request(lua_State *L)
         lua_pushinteger(L, (lua_Integer)rc);
     else
         lua_pushnil(L);
-    prc = lua_pcall(L, 2, 2, 0);                /* 6, 7 */
+    lua_pushinteger(L, (lua_Integer)status);
+    prc = lua_pcall(L, 3, 2, 0);                /* 6, 7 */
     h->busy = 0;
     if (h->closed)                       /* by a finalizer, while busy */
         http_free(h);
@@ -242,6 +268,7 @@ static const luaL_Reg http_methods_reg[] = {
 
 void plink_http_easy_open(lua_State *L)
 {
+    plink_http_tls_open(L);
     plink_setmeta(L, HTTP_MT, http_methods_reg, http_gc, http_close);
     luaL_getmetatable(L, HTTP_MT);
     lua_pushcfunction(L, http_report);

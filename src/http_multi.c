@@ -3,8 +3,12 @@
  *
  *   local m = core.multi_new{ max_concurrent = n, timeout = s,
  *       connect_timeout = s, cainfo = path, proxy = url,
- *       max_response_bytes = n, user_agent = str }
- *   m:add(method, url, headers, body[, max_sends]) --> id (never reused)
+ *       max_response_bytes = n, user_agent = str, share = core.share_new(),
+ *       max_opening = n (connections opened at once; 0: no cap),
+ *       error_headers_only = bool (no headers table for a 2xx) }
+ *   m:add(method, url, headers, body[, max_sends]) --> id (an integer, never reused)
+ *   m:fresh(id)      --> the queued id opens a new connection, kept after
+ *                        (client:warm); true if id was queued
  *   m:perform(timeout_ms)             --> completions, running
  *       completions: array of {id =, status =, body =, headers =, sends =}
  *                          or {id =, err = info}   (info as http_easy's)
@@ -16,7 +20,8 @@
  *                        socket activity; 0: now)
  *   m:fds()          --> readable, writable: arrays of fds to watch
  *   m:cancel(id)     --> true if the transfer was pending (never reported)
- *   m:info()         --> {queued, in_flight, done, pooled, connections}
+ *   m:info()         --> {queued, in_flight, done, pooled, opening (connections
+ *                        being opened), sockets (open), connections}
  *   m:connections()  --> connections libcurl opened so far
  *   m:close()        --> cancels everything, frees every handle (also __gc,
  *                        __close); later add raises, perform returns {}, 0
@@ -53,8 +58,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 #include "http_common.h"
+
+/* Per perform step, at most max_opening transfers are opening connections
+ * (see multi_start_queued): what keeps a poll(0) within ~2 ms however many
+ * calls are queued. */
 
 #define MULTI_MT "portone.link.http_multi"
 #define MULTI_DEFAULT_CONCURRENT 16
@@ -71,6 +82,7 @@ typedef struct xfer {
     char *data;                   /* url '\0' body: one allocation */
     size_t body_len;
     int has_body;
+    int warm;                     /* a warm transfer: a fresh connection */
     struct curl_slist *headers;
     CURLcode rc;                  /* result, once done */
     int unsent;                   /* failed before it could be sent */
@@ -92,6 +104,11 @@ typedef struct {
     size_t max_bytes;
     lua_Integer next_id;
     long connects;
+    int max_opening;              /* connections opened at once (0: no cap) */
+    int error_headers_only;       /* no response-header table on 2xx */
+    int sockets;                  /* sockets libcurl holds open (connections) */
+    void *ca;                     /* shared CA store (http_tls.c), or NULL */
+    plink_share *share;           /* the client's share handle, or NULL */
     xlist lists[4];               /* indexed by X_* */
 } multi_handle;
 
@@ -130,8 +147,6 @@ static void xfer_release_request(xfer *x)
 {
     if (x->easy)
         plink_easy_clear_request(x->easy);
-    curl_slist_free_all(x->headers);
-    x->headers = NULL;
     free(x->data);
     x->data = NULL;
 }
@@ -139,6 +154,8 @@ static void xfer_release_request(xfer *x)
 static void xfer_destroy(xfer *x)
 {
     xfer_release_request(x);
+    curl_slist_free_all(x->headers);     /* kept between requests for reuse */
+    x->headers = NULL;
     if (x->easy)
         curl_easy_cleanup(x->easy);
     plink_resp_free(&x->resp);
@@ -172,7 +189,9 @@ static void xfer_start(multi_handle *m, xfer *x)
             xl_move(m, x, X_DONE);
             return;
         }
-        /* The duplicate points at the template's buffers: rebind. */
+        /* The duplicate points at the template's buffers: rebind. It does
+         * not inherit the share handle either. */
+        plink_easy_setup_tls(x->easy, m->ca, m->share);
         curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->resp.errbuf);
         curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, &x->resp);
         curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, &x->resp);
@@ -180,6 +199,7 @@ static void xfer_start(multi_handle *m, xfer *x)
         x->resp.max_bytes = m->max_bytes;
     }
     curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (void *)x);
+    curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, (long)x->warm);
     plink_resp_reset(&x->resp);
     x->resp.max_sends = x->max_sends;
     x->unsent = 0;
@@ -201,11 +221,91 @@ static void xfer_start(multi_handle *m, xfer *x)
     xl_move(m, x, X_RUNNING);
 }
 
+/* 1 while the transfer's connection is not yet ready to carry the request
+ * (TCP, TLS handshake, or waiting for a connection slot). A reused
+ * connection sends at once, in the perform step that started it. */
+static int xfer_connecting(const xfer *x)
+{
+    curl_off_t pre = 0;
+    long reqsize = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+    curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+    return pre == 0 && reqsize == 0;
+}
+
+/* Running transfers whose connection is not ready yet. Every running
+ * transfer went through at least one perform step since it started. */
+static int multi_count_opening(multi_handle *m)
+{
+    int n = 0;
+    xfer *x;
+    for (x = m->lists[X_RUNNING].head; x; x = x->next)
+        n += xfer_connecting(x);
+    return n;
+}
+
+/* Starts queued transfers while there is a slot. With max_opening set, at
+ * most that many connections are being opened at any time: a new TLS
+ * connection costs ~0.5 ms of CPU (context, key share, then the chain
+ * check in the step that finishes the handshake), so that bounds what one
+ * perform(0) can spend on handshakes. A transfer needs a new connection
+ * unless one is idle: libcurl's sockets (counted by the open/close socket
+ * callbacks) minus the transfers running on them. Warm transfers open
+ * theirs regardless (the caller waits for them on purpose). */
 static void multi_start_queued(multi_handle *m)
 {
+    int opening = 0, idle = 0;
+    if (m->max_opening) {
+        opening = multi_count_opening(m);
+        /* each running transfer holds one socket, connecting or not */
+        idle = m->sockets - (int)m->lists[X_RUNNING].n;
+    }
     while (m->lists[X_QUEUED].head &&
-           (int)m->lists[X_RUNNING].n < m->max_concurrent)
-        xfer_start(m, m->lists[X_QUEUED].head);
+           (int)m->lists[X_RUNNING].n < m->max_concurrent) {
+        xfer *x = m->lists[X_QUEUED].head;
+        if (m->max_opening && !x->warm) {
+            if (idle > 0)
+                idle--;                    /* will reuse an idle connection */
+            else if (opening < m->max_opening)
+                opening++;                 /* will open one */
+            else
+                break;
+        }
+        xfer_start(m, x);
+    }
+}
+
+/* 1 when multi_start_queued would start a transfer now: m:timeout() must
+ * not say 0 while max_opening holds the queue (a loop would spin). */
+static int multi_can_start(multi_handle *m)
+{
+    xfer *x = m->lists[X_QUEUED].head;
+    if (!x || (int)m->lists[X_RUNNING].n >= m->max_concurrent)
+        return 0;
+    if (!m->max_opening || x->warm)
+        return 1;
+    return m->sockets > (int)m->lists[X_RUNNING].n ||
+           multi_count_opening(m) < m->max_opening;
+}
+
+/* libcurl's socket open/close, counted: the connections the multi holds
+ * (idle or busy), for multi_start_queued. */
+static curl_socket_t multi_open_socket(void *ud, curlsocktype purpose,
+                                       struct curl_sockaddr *a)
+{
+    multi_handle *m = ud;
+    curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
+    (void)purpose;
+    if (fd != CURL_SOCKET_BAD)
+        m->sockets++;
+    return fd;
+}
+
+static int multi_close_socket(void *ud, curl_socket_t fd)
+{
+    multi_handle *m = ud;
+    m->sockets--;
+    return close(fd);
 }
 
 /* Moves every finished transfer from running to done. */
@@ -252,6 +352,11 @@ static void multi_free(multi_handle *m)
         curl_easy_cleanup(m->tmpl);
         m->tmpl = NULL;
     }
+    /* after every handle that used them */
+    plink_ca_release(m->ca);
+    m->ca = NULL;
+    plink_share_unref(m->share);
+    m->share = NULL;
     m->closed = 1;
 }
 
@@ -275,7 +380,7 @@ static int multi_new(lua_State *L)
     plink_http_opts o;
     multi_handle *m;
     plink_resp scratch;
-    int maxc = MULTI_DEFAULT_CONCURRENT;
+    int maxc = MULTI_DEFAULT_CONCURRENT, max_opening = 0;
     CURLcode rc;
 
     lua_settop(L, 1);
@@ -291,6 +396,16 @@ static int multi_new(lua_State *L)
             maxc = (int)v;
         }
         lua_pop(L, 1);
+        lua_getfield(L, 1, "max_opening");
+        if (!lua_isnil(L, -1)) {
+            long long v;
+            if (lua_type(L, -1) != LUA_TNUMBER || !plink_tointeger53(L, -1, &v) ||
+                v < 0 || v > MULTI_MAX_CONCURRENT)
+                return luaL_error(L, "multi_new: option 'max_opening' must be an "
+                                     "integer in [0, %d]", MULTI_MAX_CONCURRENT);
+            max_opening = (int)v;
+        }
+        lua_pop(L, 1);
     }
 
     /* Everything from here on is owned by the userdata: raising is safe. */
@@ -299,6 +414,8 @@ static int multi_new(lua_State *L)
     luaL_getmetatable(L, MULTI_MT);
     lua_setmetatable(L, -2);
     m->max_concurrent = maxc;
+    m->max_opening = max_opening;
+    m->error_headers_only = o.error_headers_only;
     m->max_bytes = o.max_bytes;
     m->next_id = 1;
     m->multi = curl_multi_init();
@@ -309,6 +426,15 @@ static int multi_new(lua_State *L)
      * is rebound to its own. The template never runs a transfer. */
     memset(&scratch, 0, sizeof scratch);
     rc = plink_easy_setup(m->tmpl, &o, &scratch);
+    /* The CA file is parsed here (once per process), never in perform. */
+    m->ca = plink_ca_acquire(o.cainfo);
+    m->share = plink_share_ref(o.share);
+    if (rc == CURLE_OK)
+        rc = plink_easy_setup_tls(m->tmpl, m->ca, NULL);   /* duplicates get the share */
+    curl_easy_setopt(m->tmpl, CURLOPT_OPENSOCKETFUNCTION, multi_open_socket);
+    curl_easy_setopt(m->tmpl, CURLOPT_OPENSOCKETDATA, (void *)m);
+    curl_easy_setopt(m->tmpl, CURLOPT_CLOSESOCKETFUNCTION, multi_close_socket);
+    curl_easy_setopt(m->tmpl, CURLOPT_CLOSESOCKETDATA, (void *)m);
     curl_easy_setopt(m->tmpl, CURLOPT_ERRORBUFFER, (char *)NULL);
     curl_easy_setopt(m->tmpl, CURLOPT_WRITEDATA, (void *)NULL);
     curl_easy_setopt(m->tmpl, CURLOPT_HEADERDATA, (void *)NULL);
@@ -351,10 +477,12 @@ static int multi_add(lua_State *L)
     } else if ((x = calloc(1, sizeof *x)) == NULL) {
         return luaL_error(L, "add: out of memory");
     }
+    x->warm = 0;
     x->data = malloc(url_len + body_len + 2);
-    x->headers = x->data ? plink_http_build_headers(L, 4, r.nheaders, r.method != 0 && !body)
-                         : NULL;
-    if (!x->data || !x->headers) {
+    /* A pooled transfer's header list is reused when the headers are the
+     * same (the usual case: a client sends the same ones every call). */
+    if (!x->data ||
+        !plink_http_headers_cached(L, 4, r.nheaders, r.method != 0 && !body, &x->headers)) {
         free(x->data);
         x->data = NULL;
         if (x->easy)
@@ -377,9 +505,30 @@ static int multi_add(lua_State *L)
     return 1;
 }
 
-/* Pushes the result table of a done transfer. */
-static void multi_push_result(lua_State *L, xfer *x)
+/* m:fresh(id): the queued transfer id opens a new connection (kept in the
+ * cache afterwards) even when an idle one exists, and is not held back by
+ * max_opening: what client:warm uses to open n connections ahead of time.
+ * True when id was queued. */
+static int multi_fresh(lua_State *L)
 {
+    multi_handle *m = multi_check(L);
+    lua_Integer id = luaL_checkinteger(L, 2);
+    xfer *x;
+    for (x = m->closed ? NULL : m->lists[X_QUEUED].head; x; x = x->next) {
+        if (x->id == id) {
+            x->warm = 1;
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+/* Pushes the result table of a done transfer. */
+static void multi_push_result(lua_State *L, multi_handle *m, xfer *x)
+{
+    long status = 0;
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, x->id);
     lua_setfield(L, -2, "id");
@@ -394,16 +543,15 @@ static void multi_push_result(lua_State *L, xfer *x)
         lua_setfield(L, -2, "err");
         return;
     }
-    {
-        long status = 0;
-        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-        lua_pushinteger(L, (lua_Integer)status);
-        lua_setfield(L, -2, "status");
-    }
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    lua_pushinteger(L, (lua_Integer)status);
+    lua_setfield(L, -2, "status");
     lua_pushlstring(L, x->resp.body.p ? x->resp.body.p : "", x->resp.body.len);
     lua_setfield(L, -2, "body");
-    plink_push_headers(L, &x->resp.hdr);
-    lua_setfield(L, -2, "headers");
+    if (plink_http_want_headers(m->error_headers_only, status)) {
+        plink_push_headers(L, &x->resp.hdr);
+        lua_setfield(L, -2, "headers");
+    }
     lua_pushinteger(L, x->resp.sends);
     lua_setfield(L, -2, "sends");
 }
@@ -418,7 +566,7 @@ static int multi_report(lua_State *L)
     int n = 0;
     while (!m->closed && m->lists[X_DONE].head) {
         xfer *x = m->lists[X_DONE].head;
-        multi_push_result(L, x);
+        multi_push_result(L, m, x);
         lua_rawseti(L, 2, ++n);
         xfer_recycle(m, x);
     }
@@ -498,8 +646,7 @@ static int multi_timeout(lua_State *L)
         lua_pushinteger(L, -1);
         return 1;
     }
-    if (m->lists[X_DONE].n > 0 ||
-        (m->lists[X_QUEUED].n > 0 && (int)m->lists[X_RUNNING].n < m->max_concurrent))
+    if (m->lists[X_DONE].n > 0 || multi_can_start(m))
         ms = 0;
     else if (curl_multi_timeout(m->multi, &ms) != CURLM_OK)
         ms = -1;
@@ -574,6 +721,10 @@ static int multi_info(lua_State *L)
     lua_setfield(L, -2, "done");
     lua_pushinteger(L, (lua_Integer)m->lists[X_POOL].n);
     lua_setfield(L, -2, "pooled");
+    lua_pushinteger(L, (lua_Integer)(m->closed ? 0 : multi_count_opening(m)));
+    lua_setfield(L, -2, "opening");
+    lua_pushinteger(L, (lua_Integer)m->sockets);
+    lua_setfield(L, -2, "sockets");
     lua_pushinteger(L, (lua_Integer)m->connects);
     lua_setfield(L, -2, "connections");
     lua_pushinteger(L, (lua_Integer)m->max_concurrent);
@@ -616,6 +767,7 @@ static int multi_tostring(lua_State *L)
 
 static const luaL_Reg multi_methods[] = {
     { "add", multi_add },
+    { "fresh", multi_fresh },
     { "perform", multi_perform },
     { "timeout", multi_timeout },
     { "fds", multi_fds },

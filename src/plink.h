@@ -5,6 +5,8 @@
  *   codec.c       validate, encode                 (request rules + JSON)
  *   http_easy.c   http_new                         (blocking libcurl handle)
  *   http_multi.c  multi_new                        (async libcurl multi)
+ *   http_tls.c    share_new, ca_loads              (CA store, TLS sessions)
+ *   answer.c      usual_answer                     (a create's usual answer)
  */
 #ifndef PLINK_H
 #define PLINK_H
@@ -16,5 +18,6 @@
 void plink_codec_open(lua_State *L);
 void plink_http_easy_open(lua_State *L);
 void plink_http_multi_open(lua_State *L);
+void plink_answer_open(lua_State *L);
 
 #endif

@@ -223,6 +223,9 @@ function M.new(opts)
   for k, v in pairs(opts) do o[k] = v end
   o.base_url = check_base_url(o.base_url, o.insecure_http)
 
+  -- TLS sessions and the DNS cache, shared by the client's curl handles (the
+  -- sync one and the async multi), so a new connection resumes a session.
+  o.share = core.share_new()
   local transport = o.transport
   if type(transport) ~= "table" then transport = transports.open(transport, o) end
   local self = setmetatable({}, Client)
@@ -234,7 +237,7 @@ function M.new(opts)
   -- what the async layer's multi handle needs (portone.link.async); no token
   self._http = { timeout = o.timeout, connect_timeout = o.connect_timeout, cainfo = o.cainfo,
                  proxy = o.proxy, max_response_bytes = o.max_response_bytes,
-                 max_concurrent = o.max_concurrent }
+                 max_concurrent = o.max_concurrent, share = o.share }
   self._base_url = o.base_url
   self._link_hosts = protocol.link_hosts(o.base_url)
   self._on_attempt = o.on_attempt
@@ -359,6 +362,42 @@ function Client:_cfg(token)
            link_hosts = self._link_hosts }
 end
 
+-- Fast paths of create (the hot loop): the URL and header list are built
+-- once per token, not per call. They live in a weak table keyed by the
+-- client, never in a field of it (the list holds the token).
+local PARTS = setmetatable({}, { __mode = "k" })
+local encode = core.encode
+
+-- The create request for `token`: what protocol.create_request builds, with
+-- the same errors in the same order (body, then header values).
+local function create_request(self, token, req, now)
+  local body, list = encode(req, now)
+  if not body then return nil, errors.validation(list) end
+  local p = PARTS[self]
+  if not p or p.token ~= token then
+    local headers, err = protocol.headers(self:_cfg(token), true)
+    if not headers then return nil, err end
+    p = { token = token, headers = headers, url = self._base_url .. protocol.PATH }
+    PARTS[self] = p
+  end
+  return { method = "POST", url = p.url, headers = p.headers, body = body }
+end
+
+-- The usual answer, {"shortenedUrl":"https://host/ID"}, is read by one
+-- anchored pass in C (core.usual_answer, src/answer.c: what the general path
+-- below yields for such a body, in a few hundred instructions where cjson and
+-- the URL patterns take ~29,000); anything else takes the general path.
+local usual_answer = core.usual_answer
+local create_result_general = protocol.create_result
+local function create_result(status, body, headers, now)
+  if type(status) == "number" and status >= 200 and status < 300 and type(body) == "string" then
+    local url, id = usual_answer(body)
+    if url then return { url = url, id = id, status = status } end
+  end
+  return create_result_general(status, body, headers, now)
+end
+M._create_result = create_result    -- for the specs: same answers as the general path
+
 --- Creates a payment link.
 -- @tparam table req the request (see `link.validate`)
 -- @tparam[opt] table opts `{now = unix_seconds}` for the expiry rule
@@ -376,9 +415,9 @@ function Client:create(req, opts)
   if not ok then token.attempts = 0; return nil, token end
   -- the token function may have closed the client
   if self._closed then return nil, closed_error() end
-  local r, err = protocol.create_request(self:_cfg(token), req, opts and opts.now or os.time())
+  local r, err = create_request(self, token, req, opts and opts.now or os.time())
   if not r then err.attempts = 0; return nil, err end
-  return self:_run("create", r, protocol.create_result, token)
+  return self:_run("create", r, create_result, token)
 end
 
 --- Deactivates a payment link. Deactivating twice is not an error.
@@ -424,6 +463,7 @@ Client.__close = Client.close
 -- create_async, deactivate_async, poll, timeout, on_error, create_many
 require("portone.link.async").install(Client, {
   resolve_token = resolve_token, scrub = scrub, closed_error = closed_error,
-  sends_of = sends_of, report = report, attempt_event = attempt_event })
+  sends_of = sends_of, report = report, attempt_event = attempt_event,
+  create_request = create_request, create_result = create_result })
 
 return M

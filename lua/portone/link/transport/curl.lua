@@ -21,6 +21,10 @@ function M.new(opts)
     proxy = opts.proxy,
     max_response_bytes = opts.max_response_bytes,
     user_agent = opts.user_agent,
+    share = opts.share,   -- the client's TLS sessions and DNS cache (core.share_new)
+    -- no caller reads the headers of a 2xx (only Retry-After of errors):
+    -- the table is not built for them
+    error_headers_only = true,
   })
   return setmetatable({ h = h }, T)
 end
@@ -34,9 +38,10 @@ end
 --   re-sends one whose reused keep-alive connection died before any response
 --   byte; the send after `max_sends` is refused (an error, `sent = true`)
 -- @return `status, body, headers, sends` (headers: lower-case name to value;
---   sends: times the request went out), or `nil, info` with `info = {kind =
---   "transport"|"timeout", message =, curl_code =, sent =, sends =,
---   too_large =}` (see `portone.link.protocol.transport_error`)
+--   nil for a 2xx answer, which no caller reads; sends: times the request
+--   went out), or `nil, info` with `info = {kind = "transport"|"timeout",
+--   message =, curl_code =, sent =, sends =, too_large =}` (see
+--   `portone.link.protocol.transport_error`)
 function T:request(method, url, headers, body, max_sends)
   if self.closed then
     return nil, { kind = "transport", message = "the transport is closed", sent = false, sends = 0 }

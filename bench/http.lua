@@ -1,0 +1,210 @@
+-- bench/http.lua - client:create against the limit and against plain Lua.
+-- A benchmark, not a test: it prints numbers and each target, exits 0.
+--
+--   make bench-http     (or: lua5.4 bench/http.lua [N [rounds [luasec_n]]])
+--
+-- Contenders, each making the same create POSTs to the sandbox, in
+-- alternating order over `rounds` rounds of one run (default 7 rounds of
+-- N = 2000 requests):
+--   client    client:create(req) (validate + encode + send + decode)
+--   raw-same  bench/raw_curl.c: one raw libcurl easy handle, the body
+--             encoded once, exactly the client's request headers
+--   raw-one   the same loop sending only Content-Type
+--   luasec    LuaSec ssl.https (LuaSocket's socket.http over plain HTTP)
+--             + lua-cjson, what a plain-Lua user writes (luasec_n = 100
+--             requests a round: it opens a connection per request)
+-- over HTTPS (a certificate the bench makes, passed as cainfo, verified)
+-- and over plain HTTP. Per contender: best and median microseconds per
+-- request; ratios are raw time / client time (1.0 = as fast as raw). The
+-- targets are on wall time; the CPU time of the process (os.clock, raw's
+-- CLOCK_PROCESS_CPUTIME_ID) is shown too, which a busy machine disturbs less
+-- (the sandbox's own work is in neither).
+-- Targets (issue [tls-speed]), HTTPS: client >= 0.9x raw-same, >= 0.85x
+-- raw-one, >= 50x luasec. Needs build/raw_curl (make bench-http builds it).
+local link = require "portone.link"
+local core = require "portone.link.core"
+local sandbox = require "portone.sandbox"
+local cjson = require "cjson"
+
+local N = tonumber(arg and arg[1]) or 2000
+local ROUNDS = tonumber(arg and arg[2]) or 7
+local LS_N = tonumber(arg and arg[3]) or 100
+local RAW = os.getenv("RAW_CURL") or "build/raw_curl"
+local PATH = "/api/supplements/v1/link/payment"
+
+local function sh(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
+local dir = io.popen("mktemp -d \"${TMPDIR:-/tmp}/portone-bench-http.XXXXXXXX\""):read("*l")
+local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+assert(sh("env -u LD_PRELOAD openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
+  .. " -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost'"
+  .. " -addext basicConstraints=critical,CA:TRUE -keyout " .. key .. " -out " .. cert
+  .. " >/dev/null 2>&1"), "openssl req failed")
+
+local function write(path, s)
+  local f = assert(io.open(path, "w"))
+  f:write(s)
+  f:close()
+end
+
+local seq = 0
+local function request()
+  seq = seq + 1
+  local now = os.time()
+  return {
+    title = "Bench order", user_code = "imp12345678", amount = 10000,
+    merchant_uid = ("http-%d-%d"):format(now, seq), name = "Item", currency = "KRW",
+    buyer_tel = "010-1234-5678", expired_at = now + 3600,
+    pay_methods = { { pg = "INIpayTest", pay_method = "card", label = "Card" } },
+  }
+end
+
+local function median(t)
+  local s = {}
+  for i, v in ipairs(t) do s[i] = v end
+  table.sort(s)
+  local n = #s
+  if n == 0 then return 0 end
+  if n % 2 == 1 then return s[(n + 1) / 2] end
+  return (s[n / 2] + s[n / 2 + 1]) / 2
+end
+
+local function best(t)
+  local b = math.huge
+  for _, v in ipairs(t) do if v < b then b = v end end
+  return b
+end
+
+-- One scheme's contenders: each returns microseconds per request.
+local function contenders(url, tls)
+  local client = link.new({ base_url = url, cainfo = tls and cert or nil, timeout = 30,
+    insecure_http = not tls or nil })
+  assert(client:create(request()))
+  -- exactly the headers client:create hands to libcurl (Expect: is the C
+  -- layer's), and the body it sends
+  local cfg = client:_cfg(nil)
+  local heads = require("portone.link.protocol").headers(cfg, true)
+  heads[#heads + 1] = "Expect:"
+  local body = assert(link.encode(request()))
+  local bodyf, samef, onef = dir .. "/body.json", dir .. "/same.txt", dir .. "/one.txt"
+  write(bodyf, body)
+  write(samef, table.concat(heads, "\n") .. "\n")
+  write(onef, "Content-Type: application/json;charset=UTF-8\n")
+
+  local function raw(headerf)
+    return function()
+      local cmd = ("%s %s %d %s %s"):format(RAW, url .. PATH .. " " .. bodyf, N, headerf, tls and cert or "")
+      local p = io.popen(cmd)
+      local out = p:read("*a")
+      p:close()
+      local s, cpu = tonumber(out:match("seconds=([%d.]+)")), tonumber(out:match("cpu=([%d.]+)"))
+      assert(s, "raw_curl failed: " .. cmd .. "\n" .. out)
+      return s / N * 1e6, cpu / N * 1e6
+    end
+  end
+
+  local luasec
+  local okreq, http = pcall(require, tls and "ssl.https" or "socket.http")
+  local ltn12 = okreq and require("ltn12")
+  if okreq then
+    luasec = function()
+      local t0, c0 = core.monotonic(), os.clock()
+      for _ = 1, LS_N do
+        -- what a plain-Lua user writes: payment_info as a JSON string
+        local info = request()
+        local exp = info.expired_at
+        info.expired_at = nil
+        local b = '{"payment_info":' .. cjson.encode(cjson.encode(info)) .. ',"expired_at":'
+          .. ("%d"):format(exp) .. "}"
+        local out = {}
+        local params = {
+          url = url .. PATH, method = "POST", sink = ltn12.sink.table(out),
+          source = ltn12.source.string(b),
+          headers = { ["content-type"] = "application/json;charset=UTF-8",
+                      ["content-length"] = tostring(#b), accept = "application/json" },
+        }
+        if tls then
+          params.cafile, params.verify, params.protocol = cert, "peer", "any"
+          params.options = "all"
+        end
+        local ok, code = http.request(params)
+        assert(ok and code == 200, "luasec request failed: " .. tostring(code))
+        local obj = cjson.decode(table.concat(out))
+        assert(type(obj.shortenedUrl) == "string")
+      end
+      return (core.monotonic() - t0) / LS_N * 1e6, (os.clock() - c0) / LS_N * 1e6
+    end
+  end
+
+  -- 100 request tables used in turn (each call validates and encodes one):
+  -- a real caller builds a request and drops it, so the collector does not
+  -- walk N live requests on every cycle (that cost the client ~10 us a call
+  -- here, none of it the client's own)
+  local reqs = {}
+  for i = 1, 100 do reqs[i] = request() end
+  local function client_run()
+    collectgarbage()
+    local t0, c0 = core.monotonic(), os.clock()
+    for i = 1, N do assert(client:create(reqs[i % 100 + 1])) end
+    return (core.monotonic() - t0) / N * 1e6, (os.clock() - c0) / N * 1e6
+  end
+
+  local list = {
+    { name = "client", fn = client_run },
+    { name = "raw-same", fn = raw(samef) },
+    { name = "raw-one", fn = raw(onef) },
+  }
+  if luasec then list[#list + 1] = { name = "luasec", fn = luasec } end
+  return list, client, okreq or http
+end
+
+local function run(url, tls)
+  local list, client, why = contenders(url, tls)
+  local times, cpus = {}, {}
+  for _, c in ipairs(list) do times[c.name], cpus[c.name] = {}, {} end
+  for r = 1, ROUNDS do
+    -- alternate the order: forward on odd rounds, backward on even ones
+    for k = 1, #list do
+      local c = list[r % 2 == 1 and k or #list + 1 - k]
+      local t, cpu = c.fn()
+      times[c.name][#times[c.name] + 1] = t
+      cpus[c.name][#cpus[c.name] + 1] = cpu
+    end
+  end
+  client:close()
+  local scheme = tls and "HTTPS" or "HTTP"
+  print(("%s (%d requests a round, %d rounds; luasec %d a round)"):format(scheme, N, ROUNDS, LS_N))
+  for _, c in ipairs(list) do
+    print(("  %-9s best %8.1f us  median %8.1f us   (CPU median %7.1f us)"):format(c.name,
+      best(times[c.name]), median(times[c.name]), median(cpus[c.name])))
+  end
+  if type(why) == "string" then print("  luasec    skipped: " .. why:match("[^\n]*")) end
+  local cm = median(times.client)
+  local function ratio(name, target)
+    if not times[name] then return end
+    local v = median(times[name]) / cm
+    local b = best(times[name]) / best(times.client)
+    local cpu = median(cpus[name]) / median(cpus.client)
+    print(("  client vs %-8s %6.2fx median, %6.2fx best (CPU %5.2fx)   %s"):format(name, v, b, cpu,
+      not target and "(no target over plain HTTP)"
+      or ("target: >= %sx -> %s"):format(target, v >= target and "met" or "MISSED")))
+  end
+  ratio("raw-same", tls and 0.9 or nil)
+  ratio("raw-one", tls and 0.85 or nil)
+  ratio("luasec", tls and 50 or nil)
+end
+
+local sbs = assert(sandbox.start({ port = 0, tls = { cert = cert, key = key } }))
+local sbp = assert(sandbox.start({ port = 0 }))
+local ok, err = pcall(function()
+  print(("bench-http: libcurl %s, %s"):format(core.curl_version, _VERSION))
+  run(sbs.url, true)
+  run(sbp.url, false)
+end)
+sbs:stop()
+sbp:stop()
+sh("rm -rf " .. dir)
+if not ok then error(err, 0) end

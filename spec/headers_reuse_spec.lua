@@ -1,0 +1,122 @@
+-- The C transports reuse a request's header list while the headers stay the
+-- same (no mallocs per call), and must send exactly the headers of each
+-- call whatever came before. error_headers_only leaves out the header table
+-- of a 2xx answer, never of an error. An echo server answers with the
+-- request's header lines.
+local core = require "portone.link.core"
+
+local function start_echo()
+  local dir = io.popen("mktemp -d \"${TMPDIR:-/tmp}/portone-echo.XXXXXXXX\""):read("*l")
+  local portf = dir .. "/port"
+  os.execute(("env -u LD_PRELOAD lua5.4 spec/tools/echo_server.lua %s >/dev/null 2>&1 & echo $! > %s/pid")
+    :format(portf, dir))
+  local port
+  for _ = 1, 200 do
+    local f = io.open(portf)
+    port = f and f:read("*l")
+    if f then f:close() end
+    if port then break end
+    os.execute("sleep 0.02")
+  end
+  assert(port, "echo server did not start")
+  local pid = io.open(dir .. "/pid"):read("*l")
+  return "http://127.0.0.1:" .. port, function() os.execute("kill " .. pid .. "; rm -rf " .. dir) end
+end
+
+local function lines(body)
+  local t = {}
+  for l in body:gmatch("[^\n]+") do
+    local name = l:match("^([^:]+)")
+    if name ~= "Host" and name ~= "Content-Length" then t[#t + 1] = l end
+  end
+  return t
+end
+
+local CALLS = {
+  { "POST", { "X-A: 1", "X-B: 2" }, "b" },
+  { "POST", { "X-A: 1", "X-B: 2" }, "b" },     -- same: the list is reused
+  { "POST", { "X-A: 1", "X-B: 3" }, "b" },     -- same length, other value
+  { "POST", { "X-A: 1" }, "b" },                -- shorter
+  { "POST", { "X-A: 1000000" }, "b" },          -- a longer value with the same start
+  { "POST", { "X-A: 1" }, "b" },
+  { "POST", { "X-A: 1", "X-B: 2", "X-C: 4" }, "b" },
+  { "PUT", { "X-A: 1", "X-B: 2", "X-C: 4" } },  -- bodyless: Content-Type: dropped
+  { "POST", { "X-A: 1", "X-B: 2", "X-C: 4" }, "b" },
+  { "POST", {}, "b" },
+  { "POST", nil, "b" },
+}
+
+local function want(call)
+  local t = {}
+  for i, h in ipairs(call[2] or {}) do t[i] = h end
+  -- libcurl's own for a POST with a body and no Content-Type of ours
+  if call[1] == "POST" then t[#t + 1] = "Content-Type: application/x-www-form-urlencoded" end
+  return t
+end
+
+local function sent(body)
+  local t = {}
+  for _, l in ipairs(lines(body)) do
+    if l:find("^X%-") or l:find("^Content%-Type") then t[#t + 1] = l end
+  end
+  return t
+end
+
+describe("request header lists of the C transports", function()
+  local url, stop
+  lazy_setup(function() url, stop = start_echo() end)
+  lazy_teardown(function() if stop then stop() end end)
+
+  it("http_new sends each call's own headers while reusing an unchanged list", function()
+    local h = core.http_new()
+    for i, c in ipairs(CALLS) do
+      local status, body = h:request(c[1], url .. "/", c[2], c[3])
+      assert.equal(200, status, "call " .. i)
+      assert.same(want(c), sent(body), "call " .. i)
+    end
+    h:close()
+  end)
+
+  it("multi_new sends each transfer's own headers on pooled handles", function()
+    local m = core.multi_new({ max_concurrent = 1 })
+    for i, c in ipairs(CALLS) do
+      local id = m:add(c[1], url .. "/", c[2], c[3])
+      local got
+      for _ = 1, 100 do
+        local list = m:perform(100)
+        if list[1] then got = list[1]; break end
+      end
+      assert.equal(id, got.id)
+      assert.equal(200, got.status, "call " .. i)
+      assert.same(want(c), sent(got.body), "call " .. i)
+    end
+    m:close()
+  end)
+
+  it("error_headers_only: no header table for a 2xx, a full one for an error", function()
+    local h = core.http_new({ error_headers_only = true })
+    local status, _, heads = h:request("GET", url .. "/")
+    assert.equal(200, status)
+    assert.is_nil(heads)
+    status, _, heads = h:request("GET", url .. "/status/503")
+    assert.equal(503, status)
+    assert.equal("yes", heads["x-echo"])
+    h:close()
+    local plain = core.http_new()
+    status, _, heads = plain:request("GET", url .. "/")
+    assert.equal(200, status)
+    assert.equal("yes", heads["x-echo"])
+    plain:close()
+    local m = core.multi_new({ error_headers_only = true, max_concurrent = 1 })
+    m:add("GET", url .. "/")
+    m:add("GET", url .. "/status/429")
+    local got = {}
+    for _ = 1, 100 do
+      for _, c in ipairs(m:perform(100)) do got[c.status] = c end
+      if got[200] and got[429] then break end
+    end
+    assert.is_nil(got[200].headers)
+    assert.equal("yes", got[429].headers["x-echo"])
+    m:close()
+  end)
+end)
