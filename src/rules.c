@@ -16,7 +16,9 @@
 #include <string.h>
 #include "rules.h"
 
-#define NAME(s) s, (unsigned char)(sizeof(s) - 1)
+/* name, its length, and ,\"name\": - the key as the body carries it
+ * inside the payment_info string (written without the comma first) */
+#define NAME(s) s, (unsigned char)(sizeof(s) - 1), ",\\\"" s "\\\":"
 
 static const char *const rules_lang[] = {"ko", "en", NULL};
 
@@ -222,17 +224,17 @@ static const plink_field rules_request_fields[] = {
 };
 
 const plink_schema plink_request_schema = {
-    rules_request_fields, RULES_N(rules_request_fields), 0
+    rules_request_fields, RULES_N(rules_request_fields), 0, 0
 };
 
 const plink_schema plink_pay_method_schema = {
     rules_pay_method_fields, RULES_N(rules_pay_method_fields),
-    RULES_N(rules_request_fields)
+    RULES_N(rules_request_fields), 1
 };
 
 const plink_schema plink_direct_schema = {
     rules_direct_fields, RULES_N(rules_direct_fields),
-    RULES_N(rules_request_fields) + RULES_N(rules_pay_method_fields)
+    RULES_N(rules_request_fields) + RULES_N(rules_pay_method_fields), 2
 };
 
 const plink_schema *const plink_schemas[PLINK_NSCHEMAS] = {
@@ -270,6 +272,31 @@ static size_t rules_osa(const char *a, size_t an, const char *b, size_t bn)
         }
     }
     return d[an][bn];
+}
+
+const char *plink_rules_nearest(const char *const *list, const char *k, size_t n)
+{
+    const char *best = NULL;
+    size_t bestd = 4, limit = n / 2;
+    const char *const *e;
+    if (n == 0 || n > RULES_MAXKEY)
+        return NULL;
+    for (e = list; *e; e++)         /* "KO" -> "ko", "Card" -> "card" */
+        if (strlen(*e) == n && rules_ieq(k, *e, n))
+            return *e;
+    if (limit < bestd - 1)
+        bestd = limit + 1;
+    for (e = list; *e; e++) {
+        size_t len = strlen(*e), dd;
+        if (len > n + 3 || n > len + 3 || len > RULES_MAXKEY)
+            continue;
+        dd = rules_osa(k, n, *e, len);
+        if (dd < bestd) {
+            bestd = dd;
+            best = *e;
+        }
+    }
+    return best;
 }
 
 const char *plink_rules_suggest(const plink_schema *s, const char *k, size_t n)

@@ -7,23 +7,26 @@
 #define U8_ONES  0x0101010101010101ULL
 #define U8_HIGHS 0x8080808080808080ULL
 
-/* Nonzero when one of the 8 bytes of w is >= 0x80, or (noctrl) < 0x20 or
- * 0x7F: that block needs the byte-by-byte path. */
+/* Nonzero when one of the 8 bytes of w is >= 0x80, < 0x20, '"', '\\' or
+ * (noctrl) 0x7F: that block needs the byte-by-byte path. Each test is the
+ * exact "some byte is zero / below n" bit trick, so a zero means none. */
 static uint64_t u8_special(uint64_t w, int noctrl)
 {
-    uint64_t m = w & U8_HIGHS;
+    uint64_t q = w ^ (0x22ULL * U8_ONES), b = w ^ (0x5cULL * U8_ONES);
+    uint64_t m = w | ((w - 0x20ULL * U8_ONES) & ~w);          /* >= 0x80, < 0x20 */
+    m |= (q - U8_ONES) & ~q;                                  /* '"' */
+    m |= (b - U8_ONES) & ~b;                                  /* '\\' */
     if (noctrl) {
         uint64_t del = w ^ (0x7fULL * U8_ONES);
-        m |= (w - 0x20ULL * U8_ONES) & ~w & U8_HIGHS;     /* byte < 0x20 */
-        m |= (del - U8_ONES) & ~del & U8_HIGHS;           /* byte == 0x7F */
+        m |= (del - U8_ONES) & ~del;                          /* 0x7F */
     }
-    return m;
+    return m & U8_HIGHS;
 }
 
 int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
 {
     const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0, chars = 0;
+    size_t i = 0, chars = 0, esc = 0;
     int noctrl = flags & PLINK_UTF8_NOCTRL;
     int rc = PLINK_UTF8_OK;
     unsigned long cp = 0;
@@ -49,6 +52,8 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
                 rc = PLINK_UTF8_CONTROL;
                 break;
             }
+            if (c < 0x20 || c == '"' || c == '\\')
+                esc++;
             i++;
             chars++;
             continue;
@@ -75,6 +80,7 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
         chars++;
     }
     info->chars = chars;
+    info->esc = esc;
     info->offset = i;
     info->cp = cp;
     return rc;
