@@ -420,18 +420,22 @@ static void codec_put(codec *c, const char *s, size_t n, size_t esc)
 
 /* 1 when s is one of f's enum values; else an "enum" error, with the
  * nearest value as a suggestion when one is close. */
-static int codec_enum(codec *c, const plink_field *f, const char *s, size_t n)
+/* 1 when s is the interned string of one of f's enum values */
+static int codec_enum_hit(const codec_names *nm, const plink_field *f, const char *s)
 {
-    const codec_names *nm = c->nm;
-    const char *const *e;
-    const char *near;
     unsigned h = codec_hash(s);
     for (; nm->val[h]; h = (h + 1) & (CODEC_NH - 1))
-        if (nm->val[h] == s) {
-            if (nm->list[h] == f->choices)
-                return 1;
-            break;
-        }
+        if (nm->val[h] == s)
+            return nm->list[h] == f->choices;
+    return 0;
+}
+
+static int codec_enum(codec *c, const plink_field *f, const char *s, size_t n)
+{
+    const char *const *e;
+    const char *near;
+    if (codec_enum_hit(c->nm, f, s))
+        return 1;
     /* not interned here (a long string, another list): by content */
     for (e = f->choices; *e; e++)
         if ((*e)[0] == s[0] && strlen(*e) == n && memcmp(*e, s, n) == 0)
@@ -452,13 +456,26 @@ static void codec_string(codec *c, const plink_field *f, int idx)
     plink_utf8_info info;
     const char *s;
     size_t n;
+    int fmt_ok = 0;
     if (lua_type(L, idx) != LUA_TSTRING) {
         codec_err(c, "type", "must be a string, got %s", codec_typename(L, idx));
         return;
     }
     s = lua_tolstring(L, idx, &n);
-    if (!codec_utf8(c, s, n, PLINK_UTF8_NOCTRL, &info))
+    /* Shortcuts that give the same verdict: a known enum value is plain
+     * ASCII, and so is whatever an ASCII format accepts; only the other
+     * strings need the UTF-8 scan (and, failing that, its error first). */
+    if (f->choices && codec_enum_hit(c->nm, f, s)) {
+        codec_put(c, s, n, 0);
         return;
+    }
+    if ((f->flags & PLINK_F_ASCII) && f->format(s, n) == NULL) {
+        fmt_ok = 1;
+        info.chars = n;
+        info.esc = 0;
+    } else if (!codec_utf8(c, s, n, PLINK_UTF8_NOCTRL, &info)) {
+        return;
+    }
     if (n == 0 && (f->flags & (PLINK_F_REQUIRED | PLINK_F_GROUP1 | PLINK_F_GROUP2))) {
         codec_err(c, "empty", "must not be empty");
         return;
@@ -470,7 +487,7 @@ static void codec_string(codec *c, const plink_field *f, int idx)
     }
     if (f->choices && !codec_enum(c, f, s, n))
         return;
-    if (f->format) {
+    if (f->format && !fmt_ok) {
         const char *msg = f->format(s, n);
         if (msg) {
             codec_err(c, "format", "%s", msg);
@@ -715,26 +732,31 @@ static void codec_unknown(codec *c, int t, const plink_schema *sc)
 }
 
 /* An object of schema sc at index t: known fields in descriptor order,
- * then the unknown keys. Leaves one stack slot per field (its value, or
- * nil) above the returned index, for the caller to pop. */
-static int codec_object(codec *c, int t, const plink_schema *sc)
+ * then the unknown keys. Leaves the values of the fields on the stack,
+ * above the returned index, for the caller to pop; slot[i] is where the
+ * value of field i is, 0 when absent. */
+#define CODEC_MAXF 32
+static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
 {
     lua_State *L = c->L;
     plink_buf *out = &c->b->out;
     int nf = sc->nfields, base, i, unknown = 0, first = 1, g1 = 0;
-    luaL_checkstack(L, nf + 8, "portone.link");
+    unsigned long seen = 0;
+    luaL_checkstack(L, 2 * nf + 8, "portone.link");
     base = lua_gettop(L);
-    lua_settop(L, base + nf);               /* the slots, nil: absent */
-    /* one walk: each value goes to its field's slot. Nothing here
-     * allocates Lua objects, so no finalizer edits t during lua_next. */
+    /* One walk: each value stays where lua_next put it, under a copy of
+     * its key for the next step. Nothing here allocates Lua objects, so no
+     * finalizer edits t during lua_next. */
     lua_pushnil(L);
     while (lua_next(L, t)) {
         if (lua_type(L, -2) == LUA_TSTRING) {
             size_t kn;
             const char *k = lua_tolstring(L, -2, &kn);
             int fi = codec_field(c, sc, k, kn);
-            if (fi >= 0) {
-                lua_replace(L, base + 1 + fi);
+            if (fi >= 0 && !(seen & (1UL << fi))) {
+                seen |= 1UL << fi;
+                slot[fi] = lua_gettop(L);
+                lua_pushvalue(L, -2);
                 continue;
             }
         }
@@ -744,8 +766,9 @@ static int codec_object(codec *c, int t, const plink_schema *sc)
     plink_buf_addc(L, out, '{');
     for (i = 0; i < nf; i++) {
         const plink_field *f = &sc->fields[i];
-        int slot = base + 1 + i;
-        int has = !lua_isnil(L, slot);
+        int has = (int)((seen >> i) & 1);
+        if (!has)
+            slot[i] = 0;
         fr_name(c, f->name, f->namelen);
         if (f->flags & PLINK_F_GROUP1)
             g1 = has;
@@ -766,7 +789,7 @@ static int codec_object(codec *c, int t, const plink_schema *sc)
                 plink_buf_add(L, out, f->wire + first, (size_t)f->namelen + 6 - first);
                 first = 0;
             }
-            codec_value(c, f, slot);
+            codec_value(c, f, slot[i]);
             codec_checksize(c);
         }
         fr_pop(c);
@@ -791,21 +814,20 @@ static int codec_dupeq(const codec_dup *a, const codec_dup *b)
     return 1;
 }
 
-/* The DUPKEY values of an entry checked by codec_object (slots above
- * base) into d, unless one is neither a string nor absent (0). */
-static int codec_dupkey(codec *c, int base, const plink_schema *sc, codec_dup *d)
+/* The DUPKEY values of an entry checked by codec_object (its slots) into d, unless one is neither a string nor absent (0). */
+static int codec_dupkey(codec *c, const int *slot, const plink_schema *sc, codec_dup *d)
 {
     lua_State *L = c->L;
     int i, k = 0;
     memset(d, 0, sizeof *d);
     for (i = 0; i < sc->nfields && k < CODEC_DUPKEYS; i++) {
-        int slot = base + 1 + i;
         if (!(sc->fields[i].flags & PLINK_F_DUPKEY))
             continue;
-        if (lua_type(L, slot) == LUA_TSTRING)
-            d->s[k] = lua_tolstring(L, slot, &d->n[k]);
-        else if (!lua_isnil(L, slot))
-            return 0;
+        if (slot[i]) {
+            if (lua_type(L, slot[i]) != LUA_TSTRING)
+                return 0;
+            d->s[k] = lua_tolstring(L, slot[i], &d->n[k]);
+        }
         k++;
     }
     return 1;
@@ -852,8 +874,9 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
             codec_err(c, "type", "must be a table, got %s", codec_typename(L, e));
         } else {
             codec_dup d;
-            int slots = codec_object(c, e, sc);
-            if (codec_dupkey(c, slots, sc, &d)) {
+            int slot[CODEC_MAXF];
+            int top = codec_object(c, e, sc, slot);
+            if (codec_dupkey(c, slot, sc, &d)) {
                 size_t j;
                 /* db->p is NULL until the first entry is recorded */
                 codec_dup *seen = ndup ? (codec_dup *)(void *)(db->p + base) : NULL;
@@ -870,7 +893,7 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                     for (k = 0; k < sc->nfields; k++)
                         if (sc->fields[k].flags & PLINK_F_DUPKEY) {
                             if (d.s[s++]) {
-                                lua_pushvalue(L, slots + 1 + k);
+                                lua_pushvalue(L, slot[k]);
                                 codec_anchor(c);
                             }
                         }
@@ -880,7 +903,7 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                     ndup++;
                 }
             }
-            lua_settop(L, slots);
+            lua_settop(L, top);
         }
         lua_pop(L, 1);
         fr_pop(c);
@@ -1067,8 +1090,10 @@ static void codec_value(codec *c, const plink_field *f, int idx)
     case PLINK_K_OBJECT:
         if (!lua_istable(c->L, idx))
             codec_err(c, "type", "must be a table, got %s", codec_typename(c->L, idx));
-        else
-            lua_settop(c->L, codec_object(c, idx, f->sub));
+        else {
+            int slot[CODEC_MAXF];
+            lua_settop(c->L, codec_object(c, idx, f->sub, slot));
+        }
         break;
     case PLINK_K_EXPIRY:
         codec_expiry(c, idx);
@@ -1144,7 +1169,10 @@ static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
     /* payment_info is written already escaped (plink_buf_addstring2), so
      * the body is built in one buffer, in one pass */
     plink_buf_addlit(L, &b->out, "{\"payment_info\":\"");
-    lua_settop(L, codec_object(&c, 1, &plink_request_schema));
+    {
+        int slot[CODEC_MAXF];
+        lua_settop(L, codec_object(&c, 1, &plink_request_schema, slot));
+    }
     /* the tail counts toward the cap too (validate counts what encode
      * writes, so both give the same list) */
     plink_buf_addlit(L, &b->out, "\",\"expired_at\":");
@@ -1220,6 +1248,9 @@ void plink_codec_open(lua_State *L)
     static const luaL_Reg none[] = {{NULL, NULL}};
     codec_names *nm;
     int k, i, n = 0;
+    for (k = 0; k < PLINK_NSCHEMAS; k++)     /* codec_object's bit set */
+        if (plink_schemas[k]->nfields > CODEC_MAXF)
+            luaL_error(L, "portone.link.core: a schema has more than %d fields", CODEC_MAXF);
     plink_setmeta(L, CODEC_MT, none, codec_gc, NULL);   /* never handed out */
     codec_newbufs(L);                        /* shared by both functions */
     lua_newtable(L);                         /* the interned names */

@@ -79,7 +79,13 @@ static inline void plink_buf_addplain2(lua_State *L, plink_buf *b,
     w = b->cap - b->len < n + 4 ? plink_buf_grow(L, b, n + 4) : b->p + b->len;
     w[0] = '\\';
     w[1] = '"';
-    memcpy(w + 2, s, n);
+    if (n <= 16) {      /* most are short: no call */
+        size_t i;
+        for (i = 0; i < n; i++)
+            w[2 + i] = s[i];
+    } else {
+        memcpy(w + 2, s, n);
+    }
     w[n + 2] = '\\';
     w[n + 3] = '"';
     b->len += n + 4;

@@ -30,6 +30,8 @@ enum plink_kind {
 #define PLINK_F_LE_AMOUNT  0x10  /* integer must not exceed `amount` */
 #define PLINK_F_AMOUNT     0x20  /* this is the amount the above refers to */
 #define PLINK_F_DUPKEY     0x40  /* part of the no-duplicates key of a list */
+#define PLINK_F_ASCII      0x80  /* what its format accepts is printable ASCII
+                                    with no '"' or '\\': no UTF-8 scan needed */
 
 /* Returns NULL when s is fine, else a message ("must be ..."). */
 typedef const char *(*plink_format_fn)(const char *s, size_t n);

@@ -23,6 +23,58 @@ static uint64_t u8_special(uint64_t w, int noctrl)
     return m & U8_HIGHS;
 }
 
+/* byte classes for the per-character path */
+enum { U8_PLAIN, U8_ESC, U8_CTRL, U8_DEL, U8_LEAD2, U8_LEAD3, U8_OTHER };
+static const unsigned char u8_class[256] = {
+#define C8(x) x, x, x, x, x, x, x, x
+#define C16(x) C8(x), C8(x)
+    C16(U8_CTRL), C16(U8_CTRL),                               /* 00-1F */
+    0, 0, U8_ESC, 0, 0, 0, 0, 0, C8(0),                       /* 20-2F */
+    C16(0),                                                   /* 30-3F */
+    C16(0),                                                   /* 40-4F */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, U8_ESC, 0, 0, 0,      /* 50-5F */
+    C16(0),                                                   /* 60-6F */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, U8_DEL,      /* 70-7F */
+    C16(U8_OTHER), C16(U8_OTHER), C16(U8_OTHER), C16(U8_OTHER), /* 80-BF */
+    U8_OTHER, U8_OTHER, 0 + U8_LEAD2, U8_LEAD2, U8_LEAD2, U8_LEAD2,
+    U8_LEAD2, U8_LEAD2, C8(U8_LEAD2),                         /* C0-CF */
+    C16(U8_LEAD2),                                            /* D0-DF */
+    C16(U8_LEAD3),                                            /* E0-EF */
+    C16(U8_OTHER)                                             /* F0-FF */
+#undef C16
+#undef C8
+};
+
+/* The sequence at s[i] the hard way: the code point, or what is wrong. */
+static int u8_general(const unsigned char *s, size_t n, size_t i, int noctrl,
+                      size_t *len, unsigned long *cpp)
+{
+    unsigned char c = s[i];
+    size_t need, k;
+    unsigned long min, cp;
+    if (c < 0x80) {
+        *cpp = c;
+        return PLINK_UTF8_CONTROL;          /* only controls come here */
+    }
+    if (c < 0xc0) return PLINK_UTF8_BADBYTE;
+    if (c < 0xe0) { need = 1; cp = c & 0x1f; min = 0x80; }
+    else if (c < 0xf0) { need = 2; cp = c & 0x0f; min = 0x800; }
+    else if (c < 0xf8) { need = 3; cp = c & 0x07; min = 0x10000; }
+    else return PLINK_UTF8_BADBYTE;
+    for (k = 1; k <= need; k++) {
+        if (i + k >= n || (s[i + k] & 0xc0) != 0x80)
+            return PLINK_UTF8_TRUNCATED;
+        cp = (cp << 6) | (s[i + k] & 0x3f);
+    }
+    *cpp = cp;
+    if (cp < min) return PLINK_UTF8_OVERLONG;
+    if (cp >= 0xd800 && cp <= 0xdfff) return PLINK_UTF8_SURROGATE;
+    if (cp > 0x10ffff) return PLINK_UTF8_TOOBIG;
+    if (noctrl && cp <= 0x9f) return PLINK_UTF8_CONTROL;
+    *len = need + 1;
+    return PLINK_UTF8_OK;
+}
+
 int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -32,53 +84,78 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
     unsigned long cp = 0;
 
     while (i < n) {
-        unsigned char c;
-        size_t need, k;
-        unsigned long min;
-        while (n - i >= 8) {
+        size_t stop;
+        if (n - i >= 8) {                   /* eight plain bytes at once */
             uint64_t w;
             memcpy(&w, s + i, 8);
-            if (u8_special(w, noctrl))
-                break;
-            i += 8;
-            chars += 8;
-        }
-        if (i >= n)
-            break;
-        c = s[i];
-        if (c < 0x80) {
-            if (noctrl && (c < 0x20 || c == 0x7f)) {
-                cp = c;
-                rc = PLINK_UTF8_CONTROL;
-                break;
+            if (!u8_special(w, noctrl)) {
+                i += 8;
+                chars += 8;
+                continue;
             }
-            if (c < 0x20 || c == '"' || c == '\\')
+            stop = i + 8;
+        } else {
+            stop = n;
+        }
+        /* one character at a time past the block that had a special
+         * byte; the common well-formed sequences in a few compares */
+        while (i < stop) {
+            unsigned char c = s[i];
+            if (u8_class[c] == U8_PLAIN) {
+                size_t j = i + 1;
+                while (j < stop && u8_class[s[j]] == U8_PLAIN)
+                    j++;
+                chars += j - i;
+                i = j;
+                continue;
+            }
+            switch (u8_class[c]) {
+            case U8_PLAIN:
+                i++;
+                break;
+            case U8_ESC:
                 esc++;
-            i++;
-            chars++;
-            continue;
-        }
-        if (c < 0xc0) { rc = PLINK_UTF8_BADBYTE; break; }
-        if (c < 0xe0) { need = 1; cp = c & 0x1f; min = 0x80; }
-        else if (c < 0xf0) { need = 2; cp = c & 0x0f; min = 0x800; }
-        else if (c < 0xf8) { need = 3; cp = c & 0x07; min = 0x10000; }
-        else { rc = PLINK_UTF8_BADBYTE; break; }
-        for (k = 1; k <= need; k++) {
-            if (i + k >= n || (s[i + k] & 0xc0) != 0x80) {
-                rc = PLINK_UTF8_TRUNCATED;
+                i++;
+                break;
+            case U8_CTRL:
+                if (noctrl)
+                    goto general;
+                esc++;
+                i++;
+                break;
+            case U8_DEL:
+                if (noctrl)
+                    goto general;
+                i++;
+                break;
+            case U8_LEAD3:
+                if (n - i >= 3 && (s[i + 1] & 0xc0) == 0x80 && (s[i + 2] & 0xc0) == 0x80
+                    && (c != 0xe0 || s[i + 1] >= 0xa0) && (c != 0xed || s[i + 1] < 0xa0)) {
+                    i += 3;
+                    break;
+                }
+                goto general;
+            case U8_LEAD2:
+                if (n - i >= 2 && (s[i + 1] & 0xc0) == 0x80
+                    && !(noctrl && c == 0xc2 && s[i + 1] < 0xa0)) {
+                    i += 2;
+                    break;
+                }
+                goto general;
+            default:
+            general: {
+                size_t len = 0;
+                rc = u8_general(s, n, i, noctrl, &len, &cp);
+                if (rc)
+                    goto done;
+                i += len;
                 break;
             }
-            cp = (cp << 6) | (s[i + k] & 0x3f);
+            }
+            chars++;
         }
-        if (rc)
-            break;
-        if (cp < min) { rc = PLINK_UTF8_OVERLONG; break; }
-        if (cp >= 0xd800 && cp <= 0xdfff) { rc = PLINK_UTF8_SURROGATE; break; }
-        if (cp > 0x10ffff) { rc = PLINK_UTF8_TOOBIG; break; }
-        if (noctrl && cp <= 0x9f) { rc = PLINK_UTF8_CONTROL; break; }
-        i += need + 1;
-        chars++;
     }
+done:
     info->chars = chars;
     info->esc = esc;
     info->offset = i;
