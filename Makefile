@@ -72,7 +72,7 @@ bench: bench-encode
 
 # bench-encode: Lua 5.4, then LuaJIT (build/5.1), each in one process; the
 # walk-floor helper (bench/walkfloor.c) is built here only, never shipped.
-# BENCH_SECONDS per interpreter; BASELINE=older/core.so races an older core.
+# BENCH_SECONDS per interpreter; BASELINE=older-checkout/build races an older core.
 BENCH_SECONDS ?= 5
 build/%/bench/walkfloor.so: bench/walkfloor.c
 	@mkdir -p $(dir $@)

@@ -10,8 +10,8 @@
 --   C-API walk floor   bench/walkfloor.c: lua_next/lua_type/lua_tolstring
 --                      over every key and value once, nothing else
 --   invalid (3 errors) link.encode of a request with three errors
--- Set BASELINE=path/to/older/core.so to race an older build's core.encode
--- (valid and invalid) in the same rounds.
+-- Set BASELINE=path/to/older/build (an older checkout's build/ directory)
+-- to race that core.encode (valid and invalid) in the same rounds.
 --
 --   make bench-encode            (Lua 5.4, then LuaJIT)
 --   LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;bench/?.lua;;" \
@@ -39,8 +39,9 @@ local _, lerr = lua_codec.validate(bad, NOW)
 assert(#lerr == 3, "the Lua contender finds the same three errors")
 
 local baseline
-if os.getenv("BASELINE") then
-  baseline = assert(package.loadlib(os.getenv("BASELINE"), "luaopen_portone_link_core"))()
+if os.getenv("BASELINE") and os.getenv("BASELINE") ~= "" then
+  local so = ("%s/%s/portone/link/core.so"):format(os.getenv("BASELINE"), jit and "5.1" or "5.4")
+  baseline = assert(package.loadlib(so, "luaopen_portone_link_core"))()
 end
 
 -- ops/s of f over about `secs` of CPU time
@@ -107,5 +108,5 @@ if baseline then
     :format(us["invalid (3 errors)"], us["BASELINE invalid"],
       verdict(us["invalid (3 errors)"] <= us["BASELINE invalid"] * 1.02)))
 else
-  print(("  invalid: %.3f us (set BASELINE=older/core.so to compare)"):format(us["invalid (3 errors)"]))
+  print(("  invalid: %.3f us (set BASELINE=older/build to compare)"):format(us["invalid (3 errors)"]))
 end

@@ -698,7 +698,10 @@ static void codec_unknown(codec *c, int t, const plink_schema *sc)
         }
         codec_keys_push(c, n++);
     }
-    qsort(codec_keys_at(c, base), (size_t)n, sizeof(codec_key), codec_keycmp);
+    /* n may be 0: a finalizer may have removed the unknown keys since the
+     * first walk (and keys.p is NULL until something is pushed) */
+    if (n > 1)
+        qsort(codec_keys_at(c, base), (size_t)n, sizeof(codec_key), codec_keycmp);
     for (i = 0; i < n; i++) {
         codec_key k = codec_keys_at(c, base)[i];   /* the buffer may move */
         if (k.type == LUA_TSTRING) {
@@ -740,13 +743,15 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
 {
     lua_State *L = c->L;
     plink_buf *out = &c->b->out;
-    int nf = sc->nfields, base, i, unknown = 0, first = 1, g1 = 0;
+    int nf = sc->nfields, base, key, i, unknown = 0, first = 1, g1 = 0;
     unsigned long seen = 0;
     luaL_checkstack(L, 2 * nf + 8, "portone.link");
     base = lua_gettop(L);
     /* One walk: each value stays where lua_next put it, under a copy of
-     * its key for the next step. Nothing here allocates Lua objects, so no
-     * finalizer edits t during lua_next. */
+     * its key for the next step (the key is at `key`, its value above).
+     * Nothing here allocates Lua objects, so no finalizer edits t during
+     * lua_next. */
+    key = base + 1;
     lua_pushnil(L);
     while (lua_next(L, t)) {
         if (lua_type(L, -2) == LUA_TSTRING) {
@@ -755,8 +760,9 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
             int fi = codec_field(c, sc, k, kn);
             if (fi >= 0 && !(seen & (1UL << fi))) {
                 seen |= 1UL << fi;
-                slot[fi] = lua_gettop(L);
+                slot[fi] = key + 1;
                 lua_pushvalue(L, -2);
+                key += 2;
                 continue;
             }
         }
@@ -889,10 +895,13 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                               codec_lld(a, sizeof a, seen[j].index));
                 } else {
                     int k, s = 0;
-                    /* the entry may change under a finalizer: keep its strings */
+                    /* the entry may change under a finalizer: keep its
+                     * strings (a known enum value is kept alive already) */
                     for (k = 0; k < sc->nfields; k++)
                         if (sc->fields[k].flags & PLINK_F_DUPKEY) {
-                            if (d.s[s++]) {
+                            const plink_field *f = &sc->fields[k];
+                            const char *ds = d.s[s++];
+                            if (ds && !(f->choices && codec_enum_hit(c->nm, f, ds))) {
                                 lua_pushvalue(L, slot[k]);
                                 codec_anchor(c);
                             }
@@ -994,7 +1003,8 @@ static void codec_json_table(codec *c, int t)
         }
         plink_buf_addc(L, out, ']');
     } else if (nstr == n) {
-        qsort(codec_keys_at(c, kbase), (size_t)n, sizeof(codec_key), codec_keycmp);
+        if (n > 1)
+            qsort(codec_keys_at(c, kbase), (size_t)n, sizeof(codec_key), codec_keycmp);
         plink_buf_addc(L, out, '{');
         for (i = 0; i < (int)n && !c->big; i++) {
             /* a copy: the recursion may move the key buffer */

@@ -28,6 +28,31 @@ void plink_buf_free(plink_buf *b);
 /* Makes room for n more bytes; returns where they go. Raises on OOM. */
 char *plink_buf_grow(lua_State *L, plink_buf *b, size_t n);
 
+/* memcpy for the short strings a body is made of, without the call: two
+ * overlapping loads and stores cover 4..16 bytes. */
+static inline void plink_copy(char *d, const char *s, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        unsigned long long a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        unsigned int a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n < 4) {
+        size_t i;
+        for (i = 0; i < n; i++)
+            d[i] = s[i];
+    } else {
+        memcpy(d, s, n);
+    }
+}
+
 static inline void plink_buf_add(lua_State *L, plink_buf *b,
                                  const char *s, size_t n)
 {
@@ -37,7 +62,7 @@ static inline void plink_buf_add(lua_State *L, plink_buf *b,
     }
     if (b->cap - b->len < n)
         plink_buf_grow(L, b, n);
-    memcpy(b->p + b->len, s, n);
+    plink_copy(b->p + b->len, s, n);
     b->len += n;
 }
 
@@ -79,13 +104,7 @@ static inline void plink_buf_addplain2(lua_State *L, plink_buf *b,
     w = b->cap - b->len < n + 4 ? plink_buf_grow(L, b, n + 4) : b->p + b->len;
     w[0] = '\\';
     w[1] = '"';
-    if (n <= 16) {      /* most are short: no call */
-        size_t i;
-        for (i = 0; i < n; i++)
-            w[2 + i] = s[i];
-    } else {
-        memcpy(w + 2, s, n);
-    }
+    plink_copy(w + 2, s, n);
     w[n + 2] = '\\';
     w[n + 3] = '"';
     b->len += n + 4;

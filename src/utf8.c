@@ -101,6 +101,14 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
          * byte; the common well-formed sequences in a few compares */
         while (i < stop) {
             unsigned char c = s[i];
+            /* Hangul and most scripts: E1..EC (and EE, EF) lead bytes,
+             * whose continuations may be any of 80..BF */
+            if ((unsigned)(c - 0xe1) < 15 && c != 0xed && n - i >= 3
+                && ((s[i + 1] & 0xc0) | ((s[i + 2] & 0xc0) >> 2)) == 0xa0) {
+                i += 3;
+                chars++;
+                continue;
+            }
             if (u8_class[c] == U8_PLAIN) {
                 size_t j = i + 1;
                 while (j < stop && u8_class[s[j]] == U8_PLAIN)
