@@ -114,6 +114,7 @@ typedef struct codec_dup {
     const char *s[CODEC_DUPKEYS];   /* anchored in the anchor table */
     size_t n[CODEC_DUPKEYS];
     long long index;
+    unsigned long sig;              /* equal entries have equal sigs */
 } codec_dup;
 
 /* The addresses of the interned field names and enum values, hashed. */
@@ -773,8 +774,11 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
     for (i = 0; i < nf; i++) {
         const plink_field *f = &sc->fields[i];
         int has = (int)((seen >> i) & 1);
-        if (!has)
+        if (!has) {
             slot[i] = 0;
+            if (!(f->flags & (PLINK_F_REQUIRED | PLINK_F_GROUP1 | PLINK_F_GROUP2)))
+                continue;                   /* absent, and may be */
+        }
         fr_name(c, f->name, f->namelen);
         if (f->flags & PLINK_F_GROUP1)
             g1 = has;
@@ -809,6 +813,8 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
 static int codec_dupeq(const codec_dup *a, const codec_dup *b)
 {
     int k;
+    if (a->sig != b->sig)
+        return 0;
     for (k = 0; k < CODEC_DUPKEYS; k++) {
         if (a->s[k] == b->s[k] && a->n[k] == b->n[k])
             continue;          /* interned: the same string */
@@ -830,10 +836,16 @@ static int codec_dupkey(codec *c, const int *slot, const plink_schema *sc, codec
         if (!(sc->fields[i].flags & PLINK_F_DUPKEY))
             continue;
         if (slot[i]) {
+            size_t n;
+            const unsigned char *u;
             if (lua_type(L, slot[i]) != LUA_TSTRING)
                 return 0;
             d->s[k] = lua_tolstring(L, slot[i], &d->n[k]);
+            n = d->n[k];
+            u = (const unsigned char *)d->s[k];
+            d->sig = d->sig * 131 + n * 31 + (n ? u[0] * 7u + u[n - 1] : 0);
         }
+        d->sig = d->sig * 3 + 1;        /* absent and "" differ */
         k++;
     }
     return 1;
