@@ -23,6 +23,18 @@ static uint64_t u8_special(uint64_t w, int noctrl)
     return m & U8_HIGHS;
 }
 
+/* Byte k of the 8 bytes at s + i loaded into w, and the shape of two
+ * 3-byte sequences (1110xxxx 10xxxxxx 10xxxxxx, twice) in the low six. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define u8_byte(w, k) ((unsigned)((w) >> (56 - 8 * (k))) & 0xff)
+#define U8_SHAPE2_MASK 0xf0c0c0f0c0c00000ULL
+#define U8_SHAPE2      0xe08080e080800000ULL
+#else
+#define u8_byte(w, k) ((unsigned)((w) >> (8 * (k))) & 0xff)
+#define U8_SHAPE2_MASK 0x0000c0c0f0c0c0f0ULL
+#define U8_SHAPE2      0x00008080e08080e0ULL
+#endif
+
 /* byte classes for the per-character path */
 enum { U8_PLAIN, U8_ESC, U8_CTRL, U8_DEL, U8_LEAD2, U8_LEAD3, U8_OTHER };
 static const unsigned char u8_class[256] = {
@@ -85,7 +97,7 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
 
     while (i < n) {
         size_t stop;
-        if (n - i >= 8) {                   /* eight plain bytes at once */
+        if (s[i] < 0x80 && n - i >= 8) {    /* eight plain bytes at once */
             uint64_t w;
             memcpy(&w, s + i, 8);
             if (!u8_special(w, noctrl)) {
@@ -95,7 +107,7 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
             }
             stop = i + 8;
         } else {
-            stop = n;
+            stop = n - i >= 8 ? i + 8 : n;
         }
         /* one character at a time past the block that had a special
          * byte; the common well-formed sequences in a few compares */
@@ -103,11 +115,25 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
             unsigned char c = s[i];
             /* Hangul and most scripts: E1..EC (and EE, EF) lead bytes,
              * whose continuations may be any of 80..BF */
-            if ((unsigned)(c - 0xe1) < 15 && c != 0xed && n - i >= 3
-                && ((s[i + 1] & 0xc0) | ((s[i + 2] & 0xc0) >> 2)) == 0xa0) {
-                i += 3;
-                chars++;
-                continue;
+            if ((unsigned)(c - 0xe1) < 15 && c != 0xed) {
+                /* two of them in one 8-byte load: lead, cont, cont, lead,
+                 * cont, cont (the second lead checked the same way) */
+                if (n - i >= 8) {
+                    uint64_t w;
+                    unsigned c3;
+                    memcpy(&w, s + i, 8);
+                    c3 = u8_byte(w, 3);
+                    if ((w & U8_SHAPE2_MASK) == U8_SHAPE2 && c3 - 0xe1 < 15 && c3 != 0xed) {
+                        i += 6;
+                        chars += 2;
+                        continue;
+                    }
+                }
+                if (n - i >= 3 && ((s[i + 1] & 0xc0) | ((s[i + 2] & 0xc0) >> 2)) == 0xa0) {
+                    i += 3;
+                    chars++;
+                    continue;
+                }
             }
             if (u8_class[c] == U8_PLAIN) {
                 size_t j = i + 1;
