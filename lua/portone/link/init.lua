@@ -59,7 +59,7 @@ function M.validate(req, opts)
   return nil, errors.validation(list)
 end
 
-local core_encode, os_time = core.encode, os.time
+local core_encode, os_time, type = core.encode, os.time, type
 
 --- Encodes a request into the wire body (double-encoded JSON).
 -- @tparam table req the request
