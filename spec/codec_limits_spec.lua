@@ -82,6 +82,15 @@ describe("the body size cap (max_body_bytes)", function()
     assert.has_error(function() link.encode(base(), { now = NOW, max_body_bytes = "big" }) end)
     assert.has_error(function() link.validate(base(), { now = NOW, max_body_bytes = 10 }) end)
     assert.has_error(function() core.encode(base(), NOW, 0) end)
+    -- the in-line checks of encode's common call raise as check_args does
+    assert.has_error(function() link.encode(nil, { now = NOW }) end,
+      "bad argument #1 to 'encode' (table expected, got nil)")
+    assert.has_error(function() link.encode(base(), 5) end,
+      "bad argument #2 to 'encode' (table expected, got number)")
+    assert.has_error(function() link.encode(base(), { now = "1700000000" }) end,
+      "bad argument #2 to 'encode' (opts.now must be a number)")
+    assert.is_string(link.encode(base(), { now = NOW, max_body_bytes = 4096 }))
+    assert.is_string(link.encode(requests.base(os.time())))
   end)
 end)
 

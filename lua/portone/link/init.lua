@@ -68,10 +68,10 @@ local core_encode, os_time, type = core.encode, os.time, type
 function M.encode(req, opts)
   -- the common call (a table, and opts with a numeric `now`) in line: this
   -- wrapper is part of what bench-encode measures
-  local now, max
-  if type(opts) == "table" then now, max = opts.now, opts.max_body_bytes end
-  if type(req) ~= "table" or (opts ~= nil and type(opts) ~= "table")
-    or (now ~= nil and type(now) ~= "number") or max ~= nil then
+  local now, max, topts = nil, nil, type(opts)
+  if topts == "table" then now, max = opts.now, opts.max_body_bytes end
+  if max ~= nil or (topts ~= "table" and opts ~= nil) or type(req) ~= "table"
+    or (now ~= nil and type(now) ~= "number") then
     now, max = check_args("encode", req, opts)   -- raises on a bad argument
   elseif now == nil then
     now = os_time()
