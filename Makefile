@@ -12,7 +12,7 @@ BUILD       := build/$(LUA_VERSION)
 SANITIZE    ?=
 OPT         ?= -O2 -g
 
-CFLAGS_BASE := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -Wall -Wextra -Werror \
+CFLAGS_BASE := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -Wall -Wextra -Werror \
                -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl) \
@@ -103,9 +103,22 @@ sandbox: deps
 
 bench: bench-encode
 
+# bench-encode: Lua 5.4, then LuaJIT (build/5.1), each in one process; the
+# walk-floor helper (bench/walkfloor.c) is built here only, never shipped.
+# BENCH_SECONDS per interpreter; BASELINE=older-checkout/build races an older core.
+BENCH_SECONDS ?= 5
+build/%/bench/walkfloor.so: bench/walkfloor.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -O2 -fPIC -shared -Wall -Wextra -Werror -I/usr/include/lua$* $< -o $@
+
 bench-encode: deps
 	@$(MAKE) -s build
-	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/encode.lua
+	@$(MAKE) -s LUA_VERSION=5.1 build
+	@$(MAKE) -s build/5.4/bench/walkfloor.so build/5.1/bench/walkfloor.so
+	@LUA_PATH='$(LUA54_PATH);spec/?.lua;bench/?.lua' LUA_CPATH='build/5.4/?.so;build/5.4/bench/?.so;;' \
+	  lua5.4 bench/encode.lua $(BENCH_SECONDS)
+	@LUA_PATH='$(LUA54_PATH);spec/?.lua;bench/?.lua' LUA_CPATH='build/5.1/?.so;build/5.1/bench/?.so;;' \
+	  luajit bench/encode.lua $(BENCH_SECONDS)
 
 # poll(0) durations of a game loop over HTTPS (bench/poll.lua; the slow
 # resolver run needs root for a private resolv.conf).

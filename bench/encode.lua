@@ -1,36 +1,54 @@
--- bench/encode.lua - link.encode (validate + double-encode in C) against the
--- same body built with lua-cjson (cjson.encode of payment_info, then of the
--- outer object; no validation at all). Both run in one process, on the same
--- request, for about the same time; prints ops/s and the ratio.
+-- bench/encode.lua - link.encode (validate + double-encode in C) against
+-- the other ways to get the same body, in one process, in alternating
+-- rounds (each contender keeps its best round, so a busy machine slows them
+-- alike instead of skewing the ratios):
+--   link.encode        the module's encode (the figure the targets name)
+--   core.encode        the C core alone, without the Lua wrapper
+--   cjson.encode(req)  lua-cjson encoding the table once, no checks at all
+--   Lua rules + cjson  bench/lua_codec.lua: every rule of the C core in
+--                      plain Lua, then two cjson.encode calls
+--   C-API walk floor   bench/walkfloor.c: lua_next/lua_type/lua_tolstring
+--                      over every key and value once, nothing else
+--   invalid (3 errors) link.encode of a request with three errors
+-- Set BASELINE=path/to/older/build (an older checkout's build/ directory)
+-- to race that core.encode (valid and invalid) in the same rounds.
 --
---   make bench-encode
---   (or: LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" lua5.4 bench/encode.lua [seconds])
+--   make bench-encode            (Lua 5.4, then LuaJIT)
+--   LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;bench/?.lua;;" \
+--   LUA_CPATH="build/5.4/?.so;build/5.4/bench/?.so;;" lua5.4 bench/encode.lua [seconds]
 local link = require "portone.link"
 local cjson = require "cjson"
+local walkfloor = require "walkfloor"
+local lua_codec = require "lua_codec"
 local requests = require "helpers.requests" -- spec/ is on LUA_PATH (make bench-encode)
 
-local SECONDS = tonumber(arg and arg[1]) or 2.0
+local SECONDS = tonumber(arg and arg[1]) or 5.0
 local NOW = requests.DOCS_NOW
-
--- The docs' example plus the optional fields a real order carries.
-local req = requests.docs_example()
-req.buyer_name = "홍길동"
-req.buyer_email = "buyer@example.com"
-req.custom_data = { order = 1042, items = { "A-1", "B-2" }, gift = false }
-req.notice_url = "https://example.com/portone/webhook"
+local req = requests.bench()
+local bad = requests.bench_invalid()
 local opts = { now = NOW }
 
-local function with_cjson(r)
-  local info = {}
-  for k, v in pairs(r) do
-    if k ~= "expired_at" and k ~= "expire_at" then info[k] = v end
-  end
-  return cjson.encode({ payment_info = cjson.encode(info), expired_at = r.expired_at })
+-- The contenders must agree before they race.
+local body = assert(link.encode(req, opts), "the bench request must be valid")
+local a, b = cjson.decode(body), cjson.decode(assert(lua_codec.encode(req, NOW)))
+assert(a.expired_at == b.expired_at and cjson.decode(a.payment_info).title
+  == cjson.decode(b.payment_info).title)
+local _, err = link.encode(bad, opts)
+assert(err and #err.errors == 3, "the invalid request must have three errors")
+local _, lerr = lua_codec.validate(bad, NOW)
+assert(#lerr == 3, "the Lua contender finds the same three errors")
+
+local baseline
+-- (Lua 5.4 only: two copies of the core share the registry's metatable
+-- names, which LuaJIT's collector does not survive.)
+if os.getenv("BASELINE") and os.getenv("BASELINE") ~= "" and not jit then
+  local so = ("%s/%s/portone/link/core.so"):format(os.getenv("BASELINE"), jit and "5.1" or "5.4")
+  baseline = assert(package.loadlib(so, "luaopen_portone_link_core"))()
 end
 
 -- ops/s of f over about `secs` of CPU time
 local function rate(f, secs)
-  local n, batch = 0, 100
+  local n, batch = 0, 200
   local t0 = os.clock()
   local el
   repeat
@@ -41,39 +59,56 @@ local function rate(f, secs)
   return n / el
 end
 
--- The contenders take turns in short rounds, and each keeps its best round,
--- so a busy machine slows them alike instead of skewing the ratio.
-local function race(fs, total)
-  local best, rounds = {}, 10
-  for _, f in ipairs(fs) do
-    for _ = 1, 200 do f() end       -- warm up
-  end
-  for _ = 1, rounds do
-    for i, f in ipairs(fs) do
-      local r = rate(f, total / rounds)
-      if not best[i] or r > best[i] then best[i] = r end
-    end
-  end
-  return best
+local contenders = {
+  { "link.encode", function() link.encode(req, opts) end },
+  { "core.encode", function() link.core.encode(req, NOW) end },
+  { "cjson.encode(req)", function() cjson.encode(req) end },
+  { "Lua rules + cjson x2", function() lua_codec.encode(req, NOW) end },
+  { "C-API walk floor", function() walkfloor.walk(req) end },
+  { "invalid (3 errors)", function() link.encode(bad, opts) end },
+}
+if baseline then
+  contenders[#contenders + 1] = { "BASELINE core.encode", function() baseline.encode(req, NOW) end }
+  contenders[#contenders + 1] = { "BASELINE invalid", function() baseline.encode(bad, NOW) end }
 end
 
-assert(link.encode(req, opts), "the bench request must be valid")
-local body = link.encode(req, opts)
-local a = cjson.decode(body)
-local b = cjson.decode(with_cjson(req))
-assert(a.expired_at == b.expired_at)
+local ROUNDS = 10
+local best = {}
+for _, c in ipairs(contenders) do
+  for _ = 1, 2000 do c[2]() end           -- warm up (and let LuaJIT trace)
+end
+for _ = 1, ROUNDS do
+  for i, c in ipairs(contenders) do
+    local r = rate(c[2], SECONDS / ROUNDS / #contenders)
+    if not best[i] or r > best[i] then best[i] = r end
+  end
+end
 
-local r = race({
-  function() link.encode(req, opts) end,
-  function() link.validate(req, opts) end,
-  function() link.core.encode(req, NOW) end,
-  function() with_cjson(req) end,
-}, SECONDS)
-local r_encode, r_validate, r_core, r_cjson = r[1], r[2], r[3], r[4]
+local us = {}
+for i, c in ipairs(contenders) do us[c[1]] = 1e6 / best[i] end
+local enc = us["link.encode"]
 
-print(("%s, %d-byte body, best of 10 rounds, %.1f s each contender"):format(_VERSION, #body, SECONDS))
-print(("  link.encode      %10.0f ops/s"):format(r_encode))
-print(("  link.validate    %10.0f ops/s"):format(r_validate))
-print(("  core.encode      %10.0f ops/s"):format(r_core))
-print(("  lua-cjson x2     %10.0f ops/s  (no validation)"):format(r_cjson))
-print(("  ratio link.encode / lua-cjson = %.2f"):format(r_encode / r_cjson))
+local f = io.popen("cat /proc/loadavg 2>/dev/null")
+local load = f and f:read("l") or "?"
+if f then f:close() end
+print(("%s: %d-byte body; best of %d alternating rounds, %.1f s in all; load %s")
+  :format(jit and jit.version or _VERSION, #body, ROUNDS, SECONDS, load))
+for _, c in ipairs(contenders) do
+  print(("  %-22s %7.3f us/op  %9.0f ops/s"):format(c[1], us[c[1]], 1e6 / us[c[1]]))
+end
+local function verdict(ok) return ok and "met" or "NOT MET" end
+print(("  link.encode %.3f us                     target <= 1.6 us      %s")
+  :format(enc, verdict(enc <= 1.6)))
+print(("  cjson.encode(req) / link.encode = %.2fx   target >= 1.2x        %s")
+  :format(us["cjson.encode(req)"] / enc, verdict(us["cjson.encode(req)"] / enc >= 1.2)))
+print(("  Lua rules + cjson x2 / link.encode = %.2fx target >= 6x          %s")
+  :format(us["Lua rules + cjson x2"] / enc, verdict(us["Lua rules + cjson x2"] / enc >= 6)))
+print(("  link.encode / C-API walk floor = %.2fx    (the gap to the physical limit)")
+  :format(enc / us["C-API walk floor"]))
+if baseline then
+  print(("  invalid: %.3f us, baseline %.3f us       target: not slower   %s")
+    :format(us["invalid (3 errors)"], us["BASELINE invalid"],
+      verdict(us["invalid (3 errors)"] <= us["BASELINE invalid"] * 1.02)))
+else
+  print(("  invalid: %.3f us (set BASELINE=older/build to compare)"):format(us["invalid (3 errors)"]))
+end

@@ -70,7 +70,7 @@ end
 M.CODES = {
   required = true, type = true, too_long = true, empty = true, range = true,
   format = true, enum = true, unknown_field = true, duplicate = true,
-  conflict = true, expired = true,
+  conflict = true, expired = true, too_large = true,
 }
 
 --- Raises unless `list` is a non-empty array of {field, code, message}
@@ -91,7 +91,8 @@ function M.check_error_list(list, codes, where)
     assert(type(e.code) == "string" and codes[e.code], where .. ": error " .. i
       .. " has an unknown code " .. tostring(e.code))
     assert(type(e.message) == "string" and #e.message > 0, where .. ": error " .. i .. " has no message")
-    assert(e.suggestion == nil or (type(e.suggestion) == "string" and e.code == "unknown_field"),
+    assert(e.suggestion == nil or (type(e.suggestion) == "string"
+      and (e.code == "unknown_field" or e.code == "enum")),
       where .. ": error " .. i .. " has a stray suggestion")
     for key in pairs(e) do
       assert(key == "field" or key == "code" or key == "message" or key == "suggestion",

@@ -1,21 +1,30 @@
 /* codec.c - core.validate and core.encode: one walk over a request table
  * that checks every rule of rules.c and writes the wire body as it goes.
  *
- *   core.validate(req, now) --> true | false, list
- *   core.encode(req, now)   --> body | nil, list
+ *   core.validate(req, now [, max_body_bytes]) --> true | false, list
+ *   core.encode(req, now [, max_body_bytes])   --> body | nil, list
  *
  * list is an array of {field =, code =, message =} (+ suggestion = for
- * unknown_field), in a stable order: descriptor order within a table, the
- * unknown keys of that table after its known ones, sorted by key.
+ * unknown_field and enum), in a stable order: descriptor order within a
+ * table, the unknown keys of that table after its known ones, sorted by
+ * key (strings by bytes, then numbers, then the other types by type and
+ * value), whatever the traversal order of the table.
  *
  * Wire body (DESIGN §1), exactly:
  *   {"payment_info":"<payment_info JSON, escaped as a string>","expired_at":N}
  * payment_info keys come in descriptor order (rules.c); absent optional
- * fields are left out.
+ * fields are left out. A body longer than max_body_bytes (default
+ * PLINK_MAX_BODY, 1 MiB) is refused with "too_large" naming the field being
+ * written when it passed the cap; the check runs while writing, so the
+ * buffer never grows much past the cap.
  *
  * Caveats, in the manner of lua-cjson:
  *  - Tables are read raw (lua_rawget / lua_next): __index, __pairs and
- *    other metamethods are ignored, so no Lua code runs during the walk.
+ *    other metamethods are ignored, so no Lua code runs during the walk,
+ *    except __gc finalizers the collector runs when the codec allocates
+ *    (an error entry). Those may edit the request: every pointer the codec
+ *    keeps into a Lua string is anchored (on the stack, or in the anchor
+ *    table of the call) for as long as it is used.
  *  - custom_data: a table whose keys are exactly 1..n is an array; a table
  *    with only string keys is an object, written with its keys sorted by
  *    byte order (the output is deterministic); an empty table is written as
@@ -24,7 +33,7 @@
  *    are validation errors naming the path (cycles, nesting and NaN/inf
  *    are code "range", the others "type"). cjson.null (a NULL light
  *    userdata) is null. A table reachable twice without a cycle is written
- *    twice.
+ *    twice (the size cap bounds that).
  *  - Numbers: integers (the 5.4 integer subtype, and integral floats below
  *    2^63 in magnitude) are written with every digit, never an exponent
  *    (1e16 is 10000000000000000); other finite floats with the
@@ -35,17 +44,32 @@
  *  - Field paths: "pay_methods[2].label" (1-based), "custom_data.items[3]",
  *    and custom_data["odd key"] for keys that are not identifiers.
  *
- * The body is built in one buffer, in one pass: payment_info is written
- * already escaped as a JSON string (plink_buf_addstring2), which gives the
- * same bytes as writing it and escaping it again, without the second pass.
+ * How the walk stays cheap (the body costs less than one lua-cjson encode):
+ *  - each object is walked once with lua_next; a key is matched to its
+ *    field by the address of its interned string (the names are interned
+ *    once, at load), by content only when the address is unknown; the value
+ *    is parked in a stack slot, one per field. Then the fields are checked
+ *    and written in descriptor order, so the errors come in the same order
+ *    whatever the table's traversal order. Unknown keys get a second walk
+ *    only when there are some.
+ *  - the path of the value being walked is a small stack of frames, turned
+ *    into text only when an error is reported.
+ *  - one pass over a string checks its UTF-8, counts its characters and
+ *    says whether it needs escaping; most do not and are copied as they
+ *    are. Wire keys are precomputed; enum values match by address too.
+ *  - payment_info is written already escaped as a JSON string
+ *    (plink_buf_addstring2): the same bytes as writing it and escaping it
+ *    again, in one buffer and one pass.
  *
  * Memory: the output, path and scratch buffers live in a userdata (an
  * upvalue, reused between calls) whose __gc frees them, so a Lua memory
  * error raised anywhere in the walk leaks nothing. If a call begins while
  * another is running (a __gc finalizer calling encode), it uses a fresh
- * userdata of its own. Arguments are checked before anything is allocated.
+ * userdata and anchor table of its own. Arguments are checked before
+ * anything is allocated.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,43 +82,113 @@
 #define CODEC_MT "portone.link.codec_buffers"
 #define CODEC_KEEP (256 * 1024)   /* larger buffers are freed after a call */
 
+/* upvalues of validate and encode */
+#define CODEC_UP_BUFS    lua_upvalueindex(1)   /* codec_bufs, shared */
+#define CODEC_UP_NAMES   lua_upvalueindex(2)   /* keeps the interned names alive */
+#define CODEC_UP_INDEX   lua_upvalueindex(3)   /* codec_names: their addresses */
+#define CODEC_UP_ANCHORS lua_upvalueindex(4)   /* anchor table, shared */
+
+/* stack of a call */
+#define CODEC_ERRS    4   /* the error list, made on the first error */
+#define CODEC_ANCHORS 5   /* the anchor table of this call */
+
 typedef struct codec_bufs {
     plink_buf out;     /* the body, payment_info written escaped */
-    plink_buf path;    /* field path of the value being walked */
+    plink_buf path;    /* an error's field path, made when it is reported */
     plink_buf keys;    /* stack of key lists (codec_key) */
     plink_buf dups;    /* pay_methods keys seen (codec_dup) */
     int busy;
 } codec_bufs;
 
 typedef struct codec_key {
-    const char *s;     /* string keys: bytes owned by the table */
+    const char *s;     /* string keys: anchored in the anchor table */
     size_t n;
-    lua_Number num;    /* number keys */
+    lua_Number num;    /* number keys; 0/1 for booleans */
     int type;          /* lua_type of the key */
     int seq;           /* traversal order, to keep the sort stable */
+    int val;           /* custom_data: the value's place in the anchor table */
 } codec_key;
 
 #define CODEC_DUPKEYS 4
 typedef struct codec_dup {
-    const char *s[CODEC_DUPKEYS];
+    const char *s[CODEC_DUPKEYS];   /* anchored in the anchor table */
     size_t n[CODEC_DUPKEYS];
     long long index;
+    unsigned long sig;              /* equal entries have equal sigs */
 } codec_dup;
+
+/* The addresses of the interned field names and enum values, hashed. */
+#define CODEC_NH 128                /* > 2x the names, > 2x the values */
+typedef struct codec_names {
+    const char *name[CODEC_NH];
+    signed char at[CODEC_NH][PLINK_NSCHEMAS];   /* field index, or -1 */
+    const char *val[CODEC_NH];
+    const char *const *list[CODEC_NH];          /* the enum list it is in */
+} codec_names;
+
+static unsigned codec_hash(const void *p)
+{
+    return (unsigned)(((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ULL) >> 57);
+}
+
+/* one step of a field path */
+enum { FR_NAME, FR_KEY, FR_INDEX, FR_OTHER };
+typedef struct codec_frame {
+    const char *s;     /* FR_NAME, FR_KEY (anchored) */
+    size_t n;
+    long long i;       /* FR_INDEX */
+    lua_Number num;    /* FR_OTHER */
+    int kind, type;
+} codec_frame;
+#define CODEC_MAXFR (PLINK_MAX_DEPTH + 8)
 
 typedef struct codec {
     lua_State *L;
     codec_bufs *b;
-    int errs;               /* stack index of the error list */
+    const codec_names *nm;
     int nerr;
+    int nanc, maxanc;       /* anchor table: used slots, most ever used */
     lua_Number now;
     long long amount;
     int amount_ok;
     long long expires;
+    size_t limit;           /* max_body_bytes */
+    int big;                /* too_large reported: stop writing */
     int depth;
+    int nfr;
     const void *anc[PLINK_MAX_DEPTH + 1];   /* tables on the custom_data path */
+    codec_frame fr[CODEC_MAXFR];
 } codec;
 
 /* ---- field paths -------------------------------------------------------- */
+
+static void fr_push(codec *c, int kind, const char *s, size_t n, long long i)
+{
+    codec_frame *f;
+    if (c->nfr >= CODEC_MAXFR)      /* cannot happen: the depth is capped */
+        return;
+    f = &c->fr[c->nfr++];
+    f->kind = kind;
+    f->s = s;
+    f->n = n;
+    f->i = i;
+}
+
+#define fr_name(c, s, n) fr_push((c), FR_NAME, (s), (n), 0)
+#define fr_key(c, s, n)  fr_push((c), FR_KEY, (s), (n), 0)
+#define fr_index(c, i)   fr_push((c), FR_INDEX, NULL, 0, (i))
+
+static void fr_other(codec *c, const codec_key *k)
+{
+    fr_push(c, FR_OTHER, NULL, 0, 0);
+    c->fr[c->nfr - 1].type = k->type;
+    c->fr[c->nfr - 1].num = k->num;
+}
+
+static void fr_pop(codec *c)
+{
+    c->nfr--;
+}
 
 static int codec_isident(const char *s, size_t n)
 {
@@ -112,9 +206,8 @@ static int codec_isident(const char *s, size_t n)
 
 /* Appends a quoted key, escaping '"' and '\', control bytes, and - when
  * the key is not valid UTF-8 - every byte >= 0x80, as \ddd. */
-static void codec_quote(codec *c, plink_buf *b, const char *s, size_t n)
+static void codec_quote(lua_State *L, plink_buf *b, const char *s, size_t n)
 {
-    lua_State *L = c->L;
     plink_utf8_info info;
     int raw8 = plink_utf8_scan(s, n, 0, &info) == PLINK_UTF8_OK;
     size_t i;
@@ -135,83 +228,68 @@ static void codec_quote(codec *c, plink_buf *b, const char *s, size_t n)
     plink_buf_addc(L, b, '"');
 }
 
-/* Appends ".key" ("key" at the top, ["odd key"] when not an identifier);
- * returns the length to restore. */
-static size_t codec_path_key(codec *c, const char *s, size_t n)
+/* The path of the frames: "key" at the top, ".key" below, ["odd key"]
+ * when not an identifier, [3] for an index, [true] for other keys. */
+static void codec_render(codec *c)
 {
+    lua_State *L = c->L;
     plink_buf *p = &c->b->path;
-    size_t mark = p->len;
-    if (codec_isident(s, n)) {
-        if (p->len)
-            plink_buf_addc(c->L, p, '.');
-        plink_buf_add(c->L, p, s, n);
-    } else {
-        plink_buf_addc(c->L, p, '[');
-        codec_quote(c, p, s, n);
-        plink_buf_addc(c->L, p, ']');
+    int i;
+    p->len = 0;
+    for (i = 0; i < c->nfr; i++) {
+        const codec_frame *f = &c->fr[i];
+        char tmp[48];
+        int len;
+        switch (f->kind) {
+        case FR_NAME:
+        case FR_KEY:
+            if (f->kind == FR_NAME || codec_isident(f->s, f->n)) {
+                if (p->len)
+                    plink_buf_addc(L, p, '.');
+                plink_buf_add(L, p, f->s, f->n);
+            } else {
+                plink_buf_addc(L, p, '[');
+                codec_quote(L, p, f->s, f->n);
+                plink_buf_addc(L, p, ']');
+            }
+            break;
+        case FR_INDEX:
+            plink_buf_addc(L, p, '[');
+            plink_buf_addint(L, p, f->i);
+            plink_buf_addc(L, p, ']');
+            break;
+        default:
+            if (f->type == LUA_TNUMBER) {
+                if (floor(f->num) == f->num && fabs(f->num) < 1e15)
+                    len = snprintf(tmp, sizeof tmp, "[%.0f]", f->num);
+                else
+                    len = snprintf(tmp, sizeof tmp, "[%.14g]", f->num);
+            } else if (f->type == LUA_TBOOLEAN) {
+                len = snprintf(tmp, sizeof tmp, "[%s]", f->num != 0 ? "true" : "false");
+            } else {
+                len = snprintf(tmp, sizeof tmp, "[%s]", lua_typename(L, f->type));
+            }
+            plink_buf_add(L, p, tmp, (size_t)len);
+            break;
+        }
     }
-    return mark;
-}
-
-/* The same for a descriptor's name (always an identifier). */
-static size_t codec_path_name(codec *c, const plink_field *f)
-{
-    plink_buf *p = &c->b->path;
-    size_t mark = p->len;
-    if (p->len)
-        plink_buf_addc(c->L, p, '.');
-    plink_buf_add(c->L, p, f->name, f->namelen);
-    return mark;
-}
-
-static size_t codec_path_index(codec *c, long long i)
-{
-    plink_buf *p = &c->b->path;
-    size_t mark = p->len;
-    plink_buf_addc(c->L, p, '[');
-    plink_buf_addint(c->L, p, i);
-    plink_buf_addc(c->L, p, ']');
-    return mark;
-}
-
-/* [1], [1.5], [true], [table] ... for keys that are not strings */
-static size_t codec_path_other(codec *c, const codec_key *k)
-{
-    plink_buf *p = &c->b->path;
-    size_t mark = p->len;
-    char tmp[48];
-    int len;
-    if (k->type == LUA_TNUMBER) {
-        if (floor(k->num) == k->num && fabs(k->num) < 1e15)
-            len = snprintf(tmp, sizeof tmp, "[%.0f]", k->num);
-        else
-            len = snprintf(tmp, sizeof tmp, "[%.14g]", k->num);
-    } else if (k->type == LUA_TBOOLEAN) {
-        len = snprintf(tmp, sizeof tmp, "[%s]", k->num != 0 ? "true" : "false");
-    } else {
-        len = snprintf(tmp, sizeof tmp, "[%s]", lua_typename(c->L, k->type));
-    }
-    plink_buf_add(c->L, p, tmp, (size_t)len);
-    return mark;
-}
-
-static void codec_path_restore(codec *c, size_t mark)
-{
-    c->b->path.len = mark;
 }
 
 /* ---- errors --------------------------------------------------------------- */
 
 /* Adds {field = <path>, code =, message = <fmt ...>} to the list and stops
- * the output: nothing written after an error is used. */
+ * the output: nothing written after an error is used (the buffer goes on
+ * counting, for the size cap). The collector may run here, and with it
+ * finalizers that edit the request. */
 static void codec_err(codec *c, const char *code, const char *fmt, ...)
 {
     lua_State *L = c->L;
     va_list ap;
     if (c->nerr == 0) {                     /* the list is made on demand */
         lua_newtable(L);
-        lua_replace(L, c->errs);
+        lua_replace(L, CODEC_ERRS);
     }
+    codec_render(c);
     lua_createtable(L, 0, 4);
     lua_pushlstring(L, c->b->path.p ? c->b->path.p : "", c->b->path.len);
     lua_setfield(L, -2, "field");
@@ -221,8 +299,37 @@ static void codec_err(codec *c, const char *code, const char *fmt, ...)
     lua_pushvfstring(L, fmt, ap);
     va_end(ap);
     lua_setfield(L, -2, "message");
-    lua_rawseti(L, c->errs, ++c->nerr);
+    lua_rawseti(L, CODEC_ERRS, ++c->nerr);
     c->b->out.off = 1;
+}
+
+/* Adds suggestion = s to the last error. */
+static void codec_suggest(codec *c, const char *s)
+{
+    lua_State *L = c->L;
+    lua_rawgeti(L, CODEC_ERRS, c->nerr);
+    lua_pushstring(L, s);
+    lua_setfield(L, -2, "suggestion");
+    lua_pop(L, 1);
+}
+
+static void codec_toolarge(codec *c)
+{
+    c->big = 1;
+    codec_err(c, "too_large", "makes the body longer than %d bytes (max_body_bytes)",
+              (int)(c->limit > 0x7fffffff ? 0x7fffffff : c->limit));
+}
+
+/* too_large once the body has passed the cap; 1 when it has */
+static int codec_checksize(codec *c)
+{
+    if (c->big)
+        return 1;
+    if (c->b->out.len > c->limit) {
+        codec_toolarge(c);
+        return 1;
+    }
+    return 0;
 }
 
 static const char *codec_typename(lua_State *L, int idx)
@@ -277,22 +384,69 @@ static int codec_integer(lua_State *L, int idx, long long *v)
 
 /* Checks the UTF-8 of s; 0 and an error when it is bad. */
 static int codec_utf8(codec *c, const char *s, size_t n, int flags,
-                      size_t *chars)
+                      plink_utf8_info *info)
 {
-    plink_utf8_info info;
-    int rc = plink_utf8_scan(s, n, flags, &info);
-    if (rc == PLINK_UTF8_OK) {
-        *chars = info.chars;
+    int rc = plink_utf8_scan(s, n, flags, info);
+    if (rc == PLINK_UTF8_OK)
         return 1;
-    }
     if (rc == PLINK_UTF8_CONTROL) {
         char cp[16];
-        snprintf(cp, sizeof cp, "U+%04lX", info.cp);
+        snprintf(cp, sizeof cp, "U+%04lX", info->cp);
         codec_err(c, "format", "must not contain control characters (%s at character %d)",
-                  cp, (int)info.chars + 1);
+                  cp, (int)info->chars + 1);
     } else {
         codec_err(c, "format", "is not valid UTF-8 (%s at byte %d)",
-                  plink_utf8_what(rc), (int)info.offset + 1);
+                  plink_utf8_what(rc), (int)info->offset + 1);
+    }
+    return 0;
+}
+
+/* Writes s (scanned: esc from the scan) as a string inside payment_info,
+ * unless that takes the body past the cap. */
+static void codec_put(codec *c, const char *s, size_t n, size_t esc)
+{
+    plink_buf *out = &c->b->out;
+    size_t len = esc ? plink_buf_len2(s, n) : n + 4;
+    if (c->big)
+        return;
+    if (len > c->limit || out->len > c->limit - len) {
+        codec_toolarge(c);
+        return;
+    }
+    if (esc)
+        plink_buf_addstring2(c->L, out, s, n);
+    else
+        plink_buf_addplain2(c->L, out, s, n);
+}
+
+/* 1 when s is one of f's enum values; else an "enum" error, with the
+ * nearest value as a suggestion when one is close. */
+/* 1 when s is the interned string of one of f's enum values */
+static int codec_enum_hit(const codec_names *nm, const plink_field *f, const char *s)
+{
+    unsigned h = codec_hash(s);
+    for (; nm->val[h]; h = (h + 1) & (CODEC_NH - 1))
+        if (nm->val[h] == s)
+            return nm->list[h] == f->choices;
+    return 0;
+}
+
+static int codec_enum(codec *c, const plink_field *f, const char *s, size_t n)
+{
+    const char *const *e;
+    const char *near;
+    if (codec_enum_hit(c->nm, f, s))
+        return 1;
+    /* not interned here (a long string, another list): by content */
+    for (e = f->choices; *e; e++)
+        if ((*e)[0] == s[0] && strlen(*e) == n && memcmp(*e, s, n) == 0)
+            return 1;
+    near = plink_rules_nearest(f->choices, s, n);
+    if (near) {
+        codec_err(c, "enum", "unknown value '%s', did you mean '%s'?", s, near);
+        codec_suggest(c, near);
+    } else {
+        codec_err(c, "enum", "must be one of: %s", f->choices_text);
     }
     return 0;
 }
@@ -300,42 +454,48 @@ static int codec_utf8(codec *c, const char *s, size_t n, int flags,
 static void codec_string(codec *c, const plink_field *f, int idx)
 {
     lua_State *L = c->L;
+    plink_utf8_info info;
     const char *s;
-    size_t n, chars;
+    size_t n;
+    int fmt_ok = 0;
     if (lua_type(L, idx) != LUA_TSTRING) {
         codec_err(c, "type", "must be a string, got %s", codec_typename(L, idx));
         return;
     }
     s = lua_tolstring(L, idx, &n);
-    if (!codec_utf8(c, s, n, PLINK_UTF8_NOCTRL, &chars))
+    /* Shortcuts that give the same verdict: a known enum value is plain
+     * ASCII, and so is whatever an ASCII format accepts; only the other
+     * strings need the UTF-8 scan (and, failing that, its error first). */
+    if (f->choices && codec_enum_hit(c->nm, f, s)) {
+        codec_put(c, s, n, 0);
         return;
+    }
+    if ((f->flags & PLINK_F_ASCII) && f->format(s, n) == NULL) {
+        fmt_ok = 1;
+        info.chars = n;
+        info.esc = 0;
+    } else if (!codec_utf8(c, s, n, PLINK_UTF8_NOCTRL, &info)) {
+        return;
+    }
     if (n == 0 && (f->flags & (PLINK_F_REQUIRED | PLINK_F_GROUP1 | PLINK_F_GROUP2))) {
         codec_err(c, "empty", "must not be empty");
         return;
     }
-    if (f->maxlen && chars > f->maxlen) {
+    if (f->maxlen && info.chars > f->maxlen) {
         codec_err(c, "too_long", "must be at most %d characters, got %d",
-                  (int)f->maxlen, (int)chars);
+                  (int)f->maxlen, (int)info.chars);
         return;
     }
-    if (f->choices) {
-        const char *const *e;
-        for (e = f->choices; *e; e++)
-            if ((*e)[0] == s[0] && strlen(*e) == n && memcmp(*e, s, n) == 0)
-                break;
-        if (!*e) {
-            codec_err(c, "enum", "must be one of: %s", f->choices_text);
-            return;
-        }
-    }
-    if (f->format) {
+    if (f->choices && !codec_enum(c, f, s, n))
+        return;
+    if (f->format && !fmt_ok) {
         const char *msg = f->format(s, n);
         if (msg) {
             codec_err(c, "format", "%s", msg);
             return;
         }
     }
-    plink_buf_addstring2(L, &c->b->out, s, n);
+    codec_put(c, s, n, info.esc);
 }
 
 static void codec_int(codec *c, const plink_field *f, int idx)
@@ -421,8 +581,17 @@ static void codec_expiry(codec *c, int idx)
         return;
     }
     if (v > CODEC_MAX_EXPIRY) {
-        codec_err(c, "range", "must be at most %s (year 9999)",
-                  codec_lld(a, sizeof a, CODEC_MAX_EXPIRY));
+        /* Date.now() and most clocks outside Lua count milliseconds: a
+         * value of 10^12 or more (2001 in milliseconds) that is a future
+         * date once divided by 1000 is one. */
+        if (t == LUA_TNUMBER && v >= 1000000000000LL && v / 1000 > c->now
+            && v / 1000 <= CODEC_MAX_EXPIRY)
+            codec_err(c, "range", "looks like milliseconds: must be unix seconds "
+                      "(%s / 1000 = %s)", codec_lld(a, sizeof a, v),
+                      codec_lld(b, sizeof b, v / 1000));
+        else
+            codec_err(c, "range", "must be at most %s (year 9999)",
+                      codec_lld(a, sizeof a, CODEC_MAX_EXPIRY));
         return;
     }
     c->expires = v;
@@ -446,6 +615,13 @@ static int codec_keycmp(const void *pa, const void *pb)
             return a->n < b->n ? -1 : 1;
     } else if (ra == 1 && a->num != b->num) {
         return a->num < b->num ? -1 : 1;
+    } else if (ra == 2) {
+        /* booleans false before true; keys of the other types (a table, a
+         * function) give the same error whatever their order */
+        if (a->type != b->type)
+            return a->type - b->type;
+        if (a->num != b->num)
+            return a->num < b->num ? -1 : 1;
     }
     return a->seq - b->seq;
 }
@@ -455,8 +631,18 @@ static codec_key *codec_keys_at(codec *c, size_t base)
     return (codec_key *)(void *)(c->b->keys.p + base);
 }
 
-/* Records the key at the top of the stack (left there by lua_next). */
-static void codec_keys_push(codec *c, int seq)
+/* Anchors the value at the top of the stack (pops it); returns its slot. */
+static int codec_anchor(codec *c)
+{
+    lua_rawseti(c->L, CODEC_ANCHORS, ++c->nanc);
+    if (c->nanc > c->maxanc)
+        c->maxanc = c->nanc;
+    return c->nanc;
+}
+
+/* Records the key at the top of the stack (left there by lua_next),
+ * anchoring a string key. */
+static codec_key *codec_keys_push(codec *c, int seq)
 {
     lua_State *L = c->L;
     plink_buf *kb = &c->b->keys;
@@ -466,35 +652,34 @@ static void codec_keys_push(codec *c, int seq)
     k->n = 0;
     k->num = 0;
     k->seq = seq;
-    if (k->type == LUA_TSTRING)
+    k->val = 0;
+    if (k->type == LUA_TSTRING) {
         k->s = lua_tolstring(L, -1, &k->n);   /* a string already: no conversion */
-    else if (k->type == LUA_TNUMBER)
+        lua_pushvalue(L, -1);
+        codec_anchor(c);
+    } else if (k->type == LUA_TNUMBER) {
         k->num = lua_tonumber(L, -1);
-    else if (k->type == LUA_TBOOLEAN)
+    } else if (k->type == LUA_TBOOLEAN) {
         k->num = lua_toboolean(L, -1);
+    }
     kb->len += sizeof *k;
+    return k;
 }
 
 /* ---- tables ------------------------------------------------------------- */
 
-/* Pushes the name of field i of sc from the cache (upvalue 2): an interned
- * string, so neither this nor the lua_rawget after it hashes the text. */
-static void codec_pushname(lua_State *L, const plink_schema *sc, int i)
-{
-    lua_rawgeti(L, lua_upvalueindex(2), sc->base + i + 1);
-}
-
 static void codec_value(codec *c, const plink_field *f, int idx);
 
-static int codec_count(lua_State *L, int t)
+/* Index in sc of the field whose name is the string k (of n bytes), or
+ * -1: by the address of the interned name, by content when unknown. */
+static int codec_field(codec *c, const plink_schema *sc, const char *k, size_t n)
 {
-    int n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        lua_pop(L, 1);
-        n++;
-    }
-    return n;
+    const codec_names *nm = c->nm;
+    unsigned h = codec_hash(k);
+    for (; nm->name[h]; h = (h + 1) & (CODEC_NH - 1))
+        if (nm->name[h] == k)
+            return nm->at[h][sc->id];
+    return plink_rules_find(sc, k, n);
 }
 
 /* unknown_field for every key of t that sc does not name, sorted */
@@ -502,77 +687,99 @@ static void codec_unknown(codec *c, int t, const plink_schema *sc)
 {
     lua_State *L = c->L;
     size_t base = c->b->keys.len;
-    int n = 0, i;
+    int n = 0, i, nanc = c->nanc;
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
         if (lua_type(L, -1) == LUA_TSTRING) {
             size_t kn;
             const char *ks = lua_tolstring(L, -1, &kn);
-            if (plink_rules_find(sc, ks, kn) >= 0)
+            if (codec_field(c, sc, ks, kn) >= 0)
                 continue;
         }
         codec_keys_push(c, n++);
     }
-    qsort(codec_keys_at(c, base), (size_t)n, sizeof(codec_key), codec_keycmp);
+    /* n may be 0: a finalizer may have removed the unknown keys since the
+     * first walk (and keys.p is NULL until something is pushed) */
+    if (n > 1)
+        qsort(codec_keys_at(c, base), (size_t)n, sizeof(codec_key), codec_keycmp);
     for (i = 0; i < n; i++) {
-        codec_key *k = codec_keys_at(c, base) + i;
-        size_t mark;
-        if (k->type == LUA_TSTRING) {
-            const char *sug = plink_rules_suggest(sc, k->s, k->n);
-            const char *ks = k->s;
-            size_t kn = k->n;
+        codec_key k = codec_keys_at(c, base)[i];   /* the buffer may move */
+        if (k.type == LUA_TSTRING) {
+            const char *sug = plink_rules_suggest(sc, k.s, k.n);
             plink_buf *p = &c->b->path;
-            size_t qs, qe;
-            mark = codec_path_key(c, ks, kn);
             /* the message quotes the key as the path shows it */
-            qs = p->len;
-            if (codec_isident(ks, kn))
-                plink_buf_add(L, p, ks, kn);
+            p->len = 0;
+            if (codec_isident(k.s, k.n))
+                plink_buf_add(L, p, k.s, k.n);
             else
-                codec_quote(c, p, ks, kn);
-            qe = p->len;
-            lua_pushlstring(L, p->p + qs, qe - qs);
-            p->len = qs;
+                codec_quote(L, p, k.s, k.n);
+            lua_pushlstring(L, p->p, p->len);
+            fr_key(c, k.s, k.n);
             if (sug) {
                 codec_err(c, "unknown_field", "unknown field '%s', did you mean '%s'?",
                           lua_tostring(L, -1), sug);
-                lua_pushstring(L, sug);
-                lua_rawgeti(L, c->errs, c->nerr);
-                lua_insert(L, -2);
-                lua_setfield(L, -2, "suggestion");
-                lua_pop(L, 1);
+                codec_suggest(c, sug);
             } else {
                 codec_err(c, "unknown_field", "unknown field '%s'", lua_tostring(L, -1));
             }
             lua_pop(L, 1);
         } else {
-            mark = codec_path_other(c, k);
+            fr_other(c, &k);
             codec_err(c, "unknown_field", "unknown field: keys must be strings, got %s",
-                      lua_typename(L, k->type));
+                      lua_typename(L, k.type));
         }
-        codec_path_restore(c, mark);
+        fr_pop(c);
     }
     c->b->keys.len = base;
+    c->nanc = nanc;
 }
 
 /* An object of schema sc at index t: known fields in descriptor order,
- * then the unknown keys. */
-static void codec_object(codec *c, int t, const plink_schema *sc)
+ * then the unknown keys. Leaves the values of the fields on the stack,
+ * above the returned index, for the caller to pop; slot[i] is where the
+ * value of field i is, 0 when absent. */
+#define CODEC_MAXF 32
+static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
 {
     lua_State *L = c->L;
     plink_buf *out = &c->b->out;
-    int i, present = 0, first = 1, g1 = 0;
-    luaL_checkstack(L, 6, "portone.link");
+    int nf = sc->nfields, base, key, i, unknown = 0, first = 1, g1 = 0;
+    unsigned long seen = 0;
+    luaL_checkstack(L, 2 * nf + 8, "portone.link");
+    base = lua_gettop(L);
+    /* One walk: each value stays where lua_next put it, under a copy of
+     * its key for the next step (the key is at `key`, its value above).
+     * Nothing here allocates Lua objects, so no finalizer edits t during
+     * lua_next. */
+    key = base + 1;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            size_t kn;
+            const char *k = lua_tolstring(L, -2, &kn);
+            int fi = codec_field(c, sc, k, kn);
+            if (fi >= 0 && !(seen & (1UL << fi))) {
+                seen |= 1UL << fi;
+                slot[fi] = key + 1;
+                lua_pushvalue(L, -2);
+                key += 2;
+                continue;
+            }
+        }
+        unknown = 1;
+        lua_pop(L, 1);
+    }
     plink_buf_addc(L, out, '{');
-    for (i = 0; i < sc->nfields; i++) {
+    for (i = 0; i < nf; i++) {
         const plink_field *f = &sc->fields[i];
-        size_t mark;
-        int has;
-        codec_pushname(L, sc, i);
-        lua_rawget(L, t);
-        has = !lua_isnil(L, -1);
-        mark = codec_path_name(c, f);
+        int has = (int)((seen >> i) & 1);
+        if (!has) {
+            slot[i] = 0;
+            if (!(f->flags & (PLINK_F_REQUIRED | PLINK_F_GROUP1 | PLINK_F_GROUP2)))
+                continue;                   /* absent, and may be */
+        }
+        fr_name(c, f->name, f->namelen);
         if (f->flags & PLINK_F_GROUP1)
             g1 = has;
         if (f->flags & PLINK_F_GROUP2) {
@@ -580,68 +787,66 @@ static void codec_object(codec *c, int t, const plink_schema *sc)
                 codec_err(c, "conflict", "give either '%s' or '%s', not both",
                           f[-1].name, f->name);
             } else if (!has && !g1) {
-                codec_path_restore(c, mark);
-                mark = codec_path_name(c, f - 1);
+                c->fr[c->nfr - 1].s = f[-1].name;     /* named by the first */
+                c->fr[c->nfr - 1].n = f[-1].namelen;
                 codec_err(c, "required", "is required (or '%s')", f->name);
             }
         } else if (!has && (f->flags & PLINK_F_REQUIRED)) {
             codec_err(c, "required", "is required");
         }
         if (has) {
-            present++;
             if (!(f->flags & PLINK_F_OUTER)) {
-                if (!first)
-                    plink_buf_addc(L, out, ',');
+                plink_buf_add(L, out, f->wire + first, (size_t)f->namelen + 6 - first);
                 first = 0;
-                plink_buf_addlit(L, out, "\\\"");
-                plink_buf_add(L, out, f->name, f->namelen);
-                plink_buf_addlit(L, out, "\\\":");
             }
-            codec_value(c, f, lua_gettop(L));
+            codec_value(c, f, slot[i]);
+            codec_checksize(c);
         }
-        codec_path_restore(c, mark);
-        lua_pop(L, 1);
+        fr_pop(c);
     }
     plink_buf_addc(L, out, '}');
-    if (codec_count(L, t) != present)
+    if (unknown)
         codec_unknown(c, t, sc);
-}
-
-/* the DUPKEY strings of the entry at t; 0 when one is not a string */
-static int codec_dupkey(codec *c, int t, const plink_schema *sc, codec_dup *d)
-{
-    lua_State *L = c->L;
-    int i, k = 0, ok = 1;
-    for (i = 0; i < sc->nfields && k < CODEC_DUPKEYS; i++) {
-        const plink_field *f = &sc->fields[i];
-        if (!(f->flags & PLINK_F_DUPKEY))
-            continue;
-        codec_pushname(L, sc, i);
-        lua_rawget(L, t);
-        d->s[k] = NULL;
-        d->n[k] = 0;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            d->s[k] = lua_tolstring(L, -1, &d->n[k]);  /* owned by the entry */
-        else if (!lua_isnil(L, -1))
-            ok = 0;
-        lua_pop(L, 1);
-        k++;
-    }
-    for (; k < CODEC_DUPKEYS; k++) {
-        d->s[k] = NULL;
-        d->n[k] = 0;
-    }
-    return ok;
+    return base;
 }
 
 static int codec_dupeq(const codec_dup *a, const codec_dup *b)
 {
     int k;
+    if (a->sig != b->sig)
+        return 0;
     for (k = 0; k < CODEC_DUPKEYS; k++) {
+        if (a->s[k] == b->s[k] && a->n[k] == b->n[k])
+            continue;          /* interned: the same string */
         if ((a->s[k] == NULL) != (b->s[k] == NULL) || a->n[k] != b->n[k])
             return 0;
         if (a->s[k] && memcmp(a->s[k], b->s[k], a->n[k]) != 0)
             return 0;
+    }
+    return 1;
+}
+
+/* The DUPKEY values of an entry checked by codec_object (its slots) into d, unless one is neither a string nor absent (0). */
+static int codec_dupkey(codec *c, const int *slot, const plink_schema *sc, codec_dup *d)
+{
+    lua_State *L = c->L;
+    int i, k = 0;
+    memset(d, 0, sizeof *d);
+    for (i = 0; i < sc->nfields && k < CODEC_DUPKEYS; i++) {
+        if (!(sc->fields[i].flags & PLINK_F_DUPKEY))
+            continue;
+        if (slot[i]) {
+            size_t n;
+            const unsigned char *u;
+            if (lua_type(L, slot[i]) != LUA_TSTRING)
+                return 0;
+            d->s[k] = lua_tolstring(L, slot[i], &d->n[k]);
+            n = d->n[k];
+            u = (const unsigned char *)d->s[k];
+            d->sig = d->sig * 131 + n * 31 + (n ? u[0] * 7u + u[n - 1] : 0);
+        }
+        d->sig = d->sig * 3 + 1;        /* absent and "" differ */
+        k++;
     }
     return 1;
 }
@@ -653,7 +858,7 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     lua_State *L = c->L;
     plink_buf *out = &c->b->out, *db = &c->b->dups;
     long long n = 0, i;
-    int seq = 1;
+    int seq = 1, nanc = c->nanc;
     size_t base = db->len, ndup = 0;
     lua_pushnil(L);
     while (lua_next(L, t)) {
@@ -677,8 +882,8 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     luaL_checkstack(L, 4, "portone.link");
     plink_buf_addc(L, out, '[');
     for (i = 1; i <= n; i++) {
-        size_t mark = codec_path_index(c, i);
         int e;
+        fr_index(c, i);
         if (i > 1)
             plink_buf_addc(L, out, ',');
         lua_rawgeti(L, t, (int)i);
@@ -687,8 +892,9 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
             codec_err(c, "type", "must be a table, got %s", codec_typename(L, e));
         } else {
             codec_dup d;
-            codec_object(c, e, sc);
-            if (codec_dupkey(c, e, sc, &d)) {
+            int slot[CODEC_MAXF];
+            int top = codec_object(c, e, sc, slot);
+            if (codec_dupkey(c, slot, sc, &d)) {
                 size_t j;
                 /* db->p is NULL until the first entry is recorded */
                 codec_dup *seen = ndup ? (codec_dup *)(void *)(db->p + base) : NULL;
@@ -700,18 +906,32 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                     codec_err(c, "duplicate", "same pg/channelKey and pay_method as pay_methods[%s]",
                               codec_lld(a, sizeof a, seen[j].index));
                 } else {
+                    int k, s = 0;
+                    /* the entry may change under a finalizer: keep its
+                     * strings (a known enum value is kept alive already) */
+                    for (k = 0; k < sc->nfields; k++)
+                        if (sc->fields[k].flags & PLINK_F_DUPKEY) {
+                            const plink_field *f = &sc->fields[k];
+                            const char *ds = d.s[s++];
+                            if (ds && !(f->choices && codec_enum_hit(c->nm, f, ds))) {
+                                lua_pushvalue(L, slot[k]);
+                                codec_anchor(c);
+                            }
+                        }
                     d.index = i;
                     memcpy(plink_buf_grow(L, db, sizeof d), &d, sizeof d);
                     db->len += sizeof d;
                     ndup++;
                 }
             }
+            lua_settop(L, top);
         }
         lua_pop(L, 1);
-        codec_path_restore(c, mark);
+        fr_pop(c);
     }
     plink_buf_addc(L, out, ']');
     db->len = base;
+    c->nanc = nanc;
 }
 
 /* ---- custom_data: any JSON value -------------------------------------- */
@@ -745,8 +965,9 @@ static void codec_json_table(codec *c, int t)
     lua_State *L = c->L;
     plink_buf *out = &c->b->out;
     const void *me = lua_topointer(L, t);
+    size_t kbase = c->b->keys.len;
     long long n = 0, k;
-    int nstr = 0, nint = 0, i;
+    int nstr = 0, nint = 0, i, nanc = c->nanc;
     if (c->depth >= PLINK_MAX_DEPTH) {
         codec_err(c, "range", "nested deeper than %d tables", PLINK_MAX_DEPTH);
         return;
@@ -758,16 +979,22 @@ static void codec_json_table(codec *c, int t)
         }
     }
     luaL_checkstack(L, 6, "portone.link");
-    /* classify the keys: 1..n, strings, or something JSON cannot hold */
+    /* classify the keys: 1..n, strings, or something JSON cannot hold;
+     * while they are all strings, keep each key and value (anchored) */
     lua_pushnil(L);
     while (lua_next(L, t)) {
         int kt = lua_type(L, -2);
-        lua_pop(L, 1);
         n++;
-        if (kt == LUA_TSTRING)
-            nstr++;
-        else if (kt == LUA_TNUMBER && codec_integer(L, -1, &k) == NUM_OK && k >= 1)
+        if (kt == LUA_TSTRING) {
+            if (++nstr == n) {
+                int val = codec_anchor(c);          /* pops the value */
+                codec_keys_push(c, (int)n)->val = val;
+                continue;
+            }
+        } else if (kt == LUA_TNUMBER && codec_integer(L, -2, &k) == NUM_OK && k >= 1) {
             nint++;
+        }
+        lua_pop(L, 1);
     }
     if (n == 0) {
         plink_buf_addlit(L, out, "{}");
@@ -776,45 +1003,39 @@ static void codec_json_table(codec *c, int t)
     c->anc[c->depth++] = me;
     if (nint == n && (long long)plink_rawlen(L, t) == n) {
         plink_buf_addc(L, out, '[');
-        for (k = 1; k <= n; k++) {
-            size_t mark = codec_path_index(c, k);
+        for (k = 1; k <= n && !c->big; k++) {
+            fr_index(c, k);
             if (k > 1)
                 plink_buf_addc(L, out, ',');
             lua_rawgeti(L, t, (int)k);
             codec_json(c, lua_gettop(L));
             lua_pop(L, 1);
-            codec_path_restore(c, mark);
+            codec_checksize(c);
+            fr_pop(c);
         }
         plink_buf_addc(L, out, ']');
     } else if (nstr == n) {
-        size_t base = c->b->keys.len;
-        int j = 0;
-        lua_pushnil(L);
-        while (lua_next(L, t)) {
-            lua_pop(L, 1);
-            codec_keys_push(c, j++);
-        }
-        qsort(codec_keys_at(c, base), (size_t)n, sizeof(codec_key), codec_keycmp);
+        if (n > 1)
+            qsort(codec_keys_at(c, kbase), (size_t)n, sizeof(codec_key), codec_keycmp);
         plink_buf_addc(L, out, '{');
-        for (i = 0; i < (int)n; i++) {
-            /* re-read: the recursion may have moved the key buffer */
-            const char *ks = codec_keys_at(c, base)[i].s;
-            size_t kn = codec_keys_at(c, base)[i].n, chars;
-            size_t mark = codec_path_key(c, ks, kn);
+        for (i = 0; i < (int)n && !c->big; i++) {
+            /* a copy: the recursion may move the key buffer */
+            codec_key key = codec_keys_at(c, kbase)[i];
+            plink_utf8_info info;
+            fr_key(c, key.s, key.n);
             if (i > 0)
                 plink_buf_addc(L, out, ',');
-            if (codec_utf8(c, ks, kn, 0, &chars)) {
-                plink_buf_addstring2(L, out, ks, kn);
+            if (codec_utf8(c, key.s, key.n, 0, &info)) {
+                codec_put(c, key.s, key.n, info.esc);
                 plink_buf_addc(L, out, ':');
             }
-            lua_pushlstring(L, ks, kn);
-            lua_rawget(L, t);
+            lua_rawgeti(L, CODEC_ANCHORS, key.val);
             codec_json(c, lua_gettop(L));
             lua_pop(L, 1);
-            codec_path_restore(c, mark);
+            codec_checksize(c);
+            fr_pop(c);
         }
         plink_buf_addc(L, out, '}');
-        c->b->keys.len = base;
     } else if (nstr + nint == n && nstr > 0) {
         codec_err(c, "type", "has both string and number keys: neither a JSON array nor an object");
     } else if (nint == n) {
@@ -822,6 +1043,8 @@ static void codec_json_table(codec *c, int t)
     } else {
         codec_err(c, "type", "has keys that are neither strings nor 1..n integers");
     }
+    c->b->keys.len = kbase;
+    c->nanc = nanc;
     c->depth--;
 }
 
@@ -829,6 +1052,8 @@ static void codec_json(codec *c, int idx)
 {
     lua_State *L = c->L;
     plink_buf *out = &c->b->out;
+    if (c->big)
+        return;
     switch (lua_type(L, idx)) {
     case LUA_TBOOLEAN:
         if (lua_toboolean(L, idx))
@@ -840,10 +1065,11 @@ static void codec_json(codec *c, int idx)
         codec_json_number(c, idx);
         break;
     case LUA_TSTRING: {
-        size_t n, chars;
+        plink_utf8_info info;
+        size_t n;
         const char *s = lua_tolstring(L, idx, &n);
-        if (codec_utf8(c, s, n, 0, &chars))
-            plink_buf_addstring2(L, out, s, n);
+        if (codec_utf8(c, s, n, 0, &info))
+            codec_put(c, s, n, info.esc);
         break;
     }
     case LUA_TTABLE:
@@ -886,8 +1112,10 @@ static void codec_value(codec *c, const plink_field *f, int idx)
     case PLINK_K_OBJECT:
         if (!lua_istable(c->L, idx))
             codec_err(c, "type", "must be a table, got %s", codec_typename(c->L, idx));
-        else
-            codec_object(c, idx, f->sub);
+        else {
+            int slot[CODEC_MAXF];
+            lua_settop(c->L, codec_object(c, idx, f->sub, slot));
+        }
         break;
     case PLINK_K_EXPIRY:
         codec_expiry(c, idx);
@@ -922,41 +1150,63 @@ static void codec_trim(plink_buf *b)
         plink_buf_free(b);
 }
 
-/* The shared walk. Leaves the error list at index 3; returns its length.
- * On success with `encode`, the body is in b->out. */
+/* The shared walk. Leaves the error list at CODEC_ERRS; returns its
+ * length. On success with `encode`, the body is in b->out. */
 static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
 {
     codec c;
     codec_bufs *b;
+    lua_Number limit;
+    int i;
     luaL_checktype(L, 1, LUA_TTABLE);
     c.now = luaL_checknumber(L, 2);
     /* NaN compares false with every expiry: it would accept any of them */
     luaL_argcheck(L, c.now == c.now, 2, "now must not be NaN");
-    lua_settop(L, 2);
-    lua_pushnil(L);                          /* 3: error list, once needed */
-    b = (codec_bufs *)lua_touserdata(L, lua_upvalueindex(1));
-    if (b->busy)
-        b = codec_newbufs(L);                /* 4: a private set */
+    limit = luaL_optnumber(L, 3, PLINK_MAX_BODY);
+    luaL_argcheck(L, limit >= 64, 3, "max_body_bytes must be at least 64");
+    lua_settop(L, 3);
+    lua_pushnil(L);                          /* 4: error list, once needed */
+    b = (codec_bufs *)lua_touserdata(L, CODEC_UP_BUFS);
+    if (b->busy) {                           /* a finalizer calling us */
+        lua_newtable(L);                     /* 5: anchors of our own */
+        b = codec_newbufs(L);                /* 6: buffers of our own */
+    } else {
+        lua_pushvalue(L, CODEC_UP_ANCHORS);  /* 5 */
+    }
     b->busy = 1;
     b->out.len = b->path.len = b->keys.len = b->dups.len = 0;
     b->out.off = !encode;
     c.L = L;
     c.b = b;
-    c.errs = 3;
+    c.nm = (const codec_names *)lua_touserdata(L, CODEC_UP_INDEX);
     c.nerr = 0;
+    c.nanc = c.maxanc = 0;
     c.amount = 0;
     c.amount_ok = 0;
     c.expires = 0;
+    c.limit = limit >= 1e15 ? (size_t)1e15 : (size_t)limit;
+    c.big = 0;
     c.depth = 0;
+    c.nfr = 0;
     /* payment_info is written already escaped (plink_buf_addstring2), so
      * the body is built in one buffer, in one pass */
     plink_buf_addlit(L, &b->out, "{\"payment_info\":\"");
-    codec_object(&c, 1, &plink_request_schema);
-    if (encode && c.nerr == 0) {
-        plink_buf *w = &b->out;
-        plink_buf_addlit(L, w, "\",\"expired_at\":");
-        plink_buf_addint(L, w, c.expires);
-        plink_buf_addc(L, w, '}');
+    {
+        int slot[CODEC_MAXF];
+        lua_settop(L, codec_object(&c, 1, &plink_request_schema, slot));
+    }
+    /* the tail counts toward the cap too (validate counts what encode
+     * writes, so both give the same list) */
+    plink_buf_addlit(L, &b->out, "\",\"expired_at\":");
+    plink_buf_addint(L, &b->out, c.expires);
+    plink_buf_addc(L, &b->out, '}');
+    fr_name(&c, "expired_at", 10);
+    codec_checksize(&c);
+    fr_pop(&c);
+    /* let the anchored strings go */
+    for (i = 1; i <= c.maxanc; i++) {
+        lua_pushnil(L);
+        lua_rawseti(L, CODEC_ANCHORS, i);
     }
     *bufs = b;
     return c.nerr;
@@ -982,7 +1232,7 @@ static int codec_validate(lua_State *L)
         return 1;
     }
     lua_pushboolean(L, 0);
-    lua_pushvalue(L, 3);
+    lua_pushvalue(L, CODEC_ERRS);
     return 2;
 }
 
@@ -997,28 +1247,73 @@ static int codec_encode(lua_State *L)
     }
     codec_done(b);
     lua_pushnil(L);
-    lua_pushvalue(L, 3);
+    lua_pushvalue(L, CODEC_ERRS);
     return 2;
+}
+
+/* Interns s (kept alive in the table at -2, slot ++*n), returns its
+ * address and the hash slot it takes in keys (existing, or the first free). */
+static unsigned codec_intern(lua_State *L, const char *const *keys,
+                             const char *s, size_t len, int *n, const char **p)
+{
+    unsigned h;
+    lua_pushlstring(L, s, len);
+    *p = lua_tostring(L, -1);
+    lua_rawseti(L, -2, ++*n);
+    for (h = codec_hash(*p); keys[h] && keys[h] != *p; h = (h + 1) & (CODEC_NH - 1))
+        ;
+    return h;
 }
 
 void plink_codec_open(lua_State *L)
 {
     static const luaL_Reg none[] = {{NULL, NULL}};
+    codec_names *nm;
     int k, i, n = 0;
+    for (k = 0; k < PLINK_NSCHEMAS; k++)     /* codec_object's bit set */
+        if (plink_schemas[k]->nfields > CODEC_MAXF)
+            luaL_error(L, "portone.link.core: a schema has more than %d fields", CODEC_MAXF);
     plink_setmeta(L, CODEC_MT, none, codec_gc, NULL);   /* never handed out */
     codec_newbufs(L);                        /* shared by both functions */
-    lua_newtable(L);                         /* field names, by number */
+    lua_newtable(L);                         /* the interned names */
+    nm = (codec_names *)lua_newuserdata(L, sizeof *nm);
+    memset(nm, 0, sizeof *nm);
+    lua_pushvalue(L, -2);                    /* the names table, on top */
     for (k = 0; k < PLINK_NSCHEMAS; k++) {
         const plink_schema *sc = plink_schemas[k];
         for (i = 0; i < sc->nfields; i++) {
-            lua_pushlstring(L, sc->fields[i].name, sc->fields[i].namelen);
-            lua_rawseti(L, -2, ++n);
+            const plink_field *f = &sc->fields[i];
+            const char *p;
+            unsigned h = codec_intern(L, nm->name, f->name, f->namelen, &n, &p);
+            if (!nm->name[h]) {
+                int s;
+                nm->name[h] = p;
+                for (s = 0; s < PLINK_NSCHEMAS; s++)
+                    nm->at[h][s] = -1;
+            }
+            nm->at[h][k] = (signed char)i;
+            if (f->choices) {
+                const char *const *e;
+                for (e = f->choices; *e; e++) {
+                    unsigned v = codec_intern(L, nm->val, *e, strlen(*e), &n, &p);
+                    if (!nm->val[v]) {
+                        nm->val[v] = p;
+                        nm->list[v] = f->choices;
+                    }
+                }
+            }
         }
     }
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, -2);
-    lua_pushcclosure(L, codec_validate, 2);
-    lua_setfield(L, -4, "validate");
-    lua_pushcclosure(L, codec_encode, 2);
-    lua_setfield(L, -2, "encode");
+    lua_pop(L, 1);
+    lua_newtable(L);                         /* the anchor table */
+    /* stack: module, bufs, names, index, anchors */
+    for (k = 0; k < 2; k++) {
+        lua_pushvalue(L, -4);
+        lua_pushvalue(L, -4);
+        lua_pushvalue(L, -4);
+        lua_pushvalue(L, -4);
+        lua_pushcclosure(L, k == 0 ? codec_validate : codec_encode, 4);
+        lua_setfield(L, -6, k == 0 ? "validate" : "encode");
+    }
+    lua_pop(L, 4);
 }

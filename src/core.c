@@ -6,6 +6,11 @@
 #include <curl/curl.h>
 #include "plink.h"
 
+/* The module's one exported symbol: it builds with -fvisibility=hidden, so
+ * the calls between its parts are direct, not through the PLT. */
+#if defined(__GNUC__)
+__attribute__((visibility("default")))
+#endif
 int luaopen_portone_link_core(lua_State *L);
 
 static int core_curl_ready = 0;

@@ -52,16 +52,30 @@ static const unsigned char jb_extra2[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0,
 };
 
+static size_t jb_extra(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *e = p + n;
+    size_t extra = 0;
+    for (; p < e; p++)
+        extra += jb_extra2[*p];
+    return extra;
+}
+
+size_t plink_buf_len2(const char *s, size_t n)
+{
+    return n + jb_extra(s, n) + 4;
+}
+
 void plink_buf_addstring2(lua_State *L, plink_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s, *e = p + n;
-    size_t extra = 0;
+    const unsigned char *p, *e = (const unsigned char *)s + n;
+    size_t extra = jb_extra(s, n);
     char *w;
-    if (b->off)
+    if (b->off) {
+        b->len += n + extra + 4;
         return;
-    for (; p < e; p++)
-        extra += jb_extra2[*p];
+    }
     if (extra > ((size_t)-1) / 2 - n)
         luaL_error(L, "portone.link: string too large");
     w = plink_buf_grow(L, b, n + extra + 4);
@@ -96,9 +110,16 @@ void plink_buf_addint(lua_State *L, plink_buf *b, long long v)
     char tmp[24];
     char *e = tmp + sizeof tmp, *w = e;
     unsigned long long u;
-    if (b->off)
-        return;
     u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    if (b->off) {      /* only the length counts */
+        size_t k = v < 0 ? 2 : 1;
+        while (u >= 10) {
+            u /= 10;
+            k++;
+        }
+        b->len += k;
+        return;
+    }
     do {
         *--w = (char)('0' + (int)(u % 10));
         u /= 10;
@@ -113,8 +134,6 @@ void plink_buf_addfloat(lua_State *L, plink_buf *b, double d)
     char tmp[64], out[64];
     int prec;
     size_t i, o = 0;
-    if (b->off)
-        return;
     for (prec = 15; prec <= 17; prec++) {
         snprintf(tmp, sizeof tmp, "%.*g", prec, d);
         /* strtod reads the same locale snprintf wrote */

@@ -5,8 +5,10 @@
  * from that userdata and its __gc frees it. Nothing here holds memory of
  * its own across a call.
  *
- * `off` turns a buffer into a sink: validate-only runs, and an encode that
- * has already found an error, skip the writing but keep the same code path.
+ * `off` turns a buffer into a counter: validate-only runs, and an encode
+ * that has already found an error, skip the writing but keep the same code
+ * path, and `len` still counts the bytes the body would have (the size cap
+ * is checked the same way in both).
  */
 #ifndef PLINK_JSONBUF_H
 #define PLINK_JSONBUF_H
@@ -18,7 +20,7 @@
 typedef struct plink_buf {
     char *p;
     size_t len, cap;
-    int off;             /* 1: appends are dropped */
+    int off;             /* 1: appends are only counted in len */
 } plink_buf;
 
 void plink_buf_free(plink_buf *b);
@@ -26,21 +28,50 @@ void plink_buf_free(plink_buf *b);
 /* Makes room for n more bytes; returns where they go. Raises on OOM. */
 char *plink_buf_grow(lua_State *L, plink_buf *b, size_t n);
 
+/* memcpy for the short strings a body is made of, without the call: two
+ * overlapping loads and stores cover 4..16 bytes. */
+static inline void plink_copy(char *d, const char *s, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        unsigned long long a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        unsigned int a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n < 4) {
+        size_t i;
+        for (i = 0; i < n; i++)
+            d[i] = s[i];
+    } else {
+        memcpy(d, s, n);
+    }
+}
+
 static inline void plink_buf_add(lua_State *L, plink_buf *b,
                                  const char *s, size_t n)
 {
-    if (b->off)
+    if (b->off) {
+        b->len += n;
         return;
+    }
     if (b->cap - b->len < n)
         plink_buf_grow(L, b, n);
-    memcpy(b->p + b->len, s, n);
+    plink_copy(b->p + b->len, s, n);
     b->len += n;
 }
 
 static inline void plink_buf_addc(lua_State *L, plink_buf *b, char ch)
 {
-    if (b->off)
+    if (b->off) {
+        b->len++;
         return;
+    }
     if (b->cap == b->len)
         plink_buf_grow(L, b, 1);
     b->p[b->len++] = ch;
@@ -56,6 +87,28 @@ static inline void plink_buf_addc(lua_State *L, plink_buf *b, char ch)
  * this way gives the same bytes as writing it and then escaping the whole
  * text, in one pass. */
 void plink_buf_addstring2(lua_State *L, plink_buf *b, const char *s, size_t n);
+
+/* Its length: what plink_buf_addstring2 would add. */
+size_t plink_buf_len2(const char *s, size_t n);
+
+/* The same for a string the caller knows needs no escape (no '"', '\\'
+ * or byte < 0x20): \" s \" copied in one go. */
+static inline void plink_buf_addplain2(lua_State *L, plink_buf *b,
+                                       const char *s, size_t n)
+{
+    char *w;
+    if (b->off) {
+        b->len += n + 4;
+        return;
+    }
+    w = b->cap - b->len < n + 4 ? plink_buf_grow(L, b, n + 4) : b->p + b->len;
+    w[0] = '\\';
+    w[1] = '"';
+    plink_copy(w + 2, s, n);
+    w[n + 2] = '\\';
+    w[n + 3] = '"';
+    b->len += n + 4;
+}
 
 /* Every digit of v, never an exponent. */
 void plink_buf_addint(lua_State *L, plink_buf *b, long long v);

@@ -16,7 +16,9 @@
 #include <string.h>
 #include "rules.h"
 
-#define NAME(s) s, (unsigned char)(sizeof(s) - 1)
+/* name, its length, and ,\"name\": - the key as the body carries it
+ * inside the payment_info string (written without the comma first) */
+#define NAME(s) s, (unsigned char)(sizeof(s) - 1), ",\\\"" s "\\\":"
 
 static const char *const rules_lang[] = {"ko", "en", NULL};
 
@@ -38,13 +40,28 @@ static const char *const rules_pay_method[] = {
 
 static int rules_digit(char c) { return c >= '0' && c <= '9'; }
 
+/* byte classes of the format checks: one load per byte */
+#define RC_DIGIT 1      /* 0-9 */
+#define RC_TEL   2      /* + - ( ) space */
+#define RC_PG    4      /* A-Z a-z 0-9 _ . - */
+static const unsigned char rules_class[256] = {   /* bytes >= 0x80: 0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    2, 0, 0, 0, 0, 0, 0, 0, 2, 2, 0, 2, 0, 6, 4, 0,
+    5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 0, 0, 0, 0, 0, 0,
+    0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 4,
+    0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0,
+};
+
 static const char *rules_user_code(const char *s, size_t n)
 {
     size_t i;
     if (n < 4 || memcmp(s, "imp", 3) != 0)
         return "must be 'imp' followed by digits (e.g. imp68124833)";
     for (i = 3; i < n; i++)
-        if (!rules_digit(s[i]))
+        if (!(rules_class[(unsigned char)s[i]] & RC_DIGIT))
             return "must be 'imp' followed by digits (e.g. imp68124833)";
     return NULL;
 }
@@ -65,10 +82,10 @@ static const char *rules_tel(const char *s, size_t n)
     size_t i;
     int digits = 0;
     for (i = 0; i < n; i++) {
-        char c = s[i];
-        if (rules_digit(c))
+        unsigned char k = rules_class[(unsigned char)s[i]];
+        if (k & RC_DIGIT)
             digits++;
-        else if (c != '+' && c != '-' && c != '(' && c != ')' && c != ' ')
+        else if (!(k & RC_TEL))
             return "may hold only digits, '+', '-', '(', ')' and spaces";
     }
     if (!digits)
@@ -160,12 +177,9 @@ static const char *rules_pg(const char *s, size_t n)
     size_t i;
     if (n > 64)
         return "must be at most 64 characters of A-Z a-z 0-9 _ . -";
-    for (i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || rules_digit(c)
-              || c == '_' || c == '.' || c == '-'))
+    for (i = 0; i < n; i++)
+        if (!(rules_class[(unsigned char)s[i]] & RC_PG))
             return "may hold only A-Z a-z 0-9 _ . -";
-    }
     return NULL;
 }
 
@@ -182,17 +196,18 @@ static const char *rules_pg(const char *s, size_t n)
     { NAME(nm), (kind), (fl), 0, 0, 0, NULL, NULL, NULL, NULL }
 
 #define REQ PLINK_F_REQUIRED
+#define ASC PLINK_F_ASCII
 
 static const plink_field rules_pay_method_fields[] = {
-    STR("pg",         PLINK_F_GROUP1 | PLINK_F_DUPKEY, 0, rules_pg),
-    STR("channelKey", PLINK_F_GROUP2 | PLINK_F_DUPKEY, 0, rules_pg),
+    STR("pg",         PLINK_F_GROUP1 | PLINK_F_DUPKEY | ASC, 0, rules_pg),
+    STR("channelKey", PLINK_F_GROUP2 | PLINK_F_DUPKEY | ASC, 0, rules_pg),
     ENUM("pay_method", REQ | PLINK_F_DUPKEY, rules_pay_method, RULES_PAY_METHOD_TEXT),
     STR("label",      REQ, 64, NULL),
 };
 
 static const plink_field rules_direct_fields[] = {
-    STR("pg",         PLINK_F_GROUP1, 0, rules_pg),
-    STR("channelKey", PLINK_F_GROUP2, 0, rules_pg),
+    STR("pg",         PLINK_F_GROUP1 | ASC, 0, rules_pg),
+    STR("channelKey", PLINK_F_GROUP2 | ASC, 0, rules_pg),
     ENUM("pay_method", REQ, rules_pay_method, RULES_PAY_METHOD_TEXT),
 };
 
@@ -200,15 +215,15 @@ static const plink_field rules_direct_fields[] = {
 
 static const plink_field rules_request_fields[] = {
     STR("title",            REQ, 256, NULL),
-    STR("user_code",        REQ, 0, rules_user_code),
+    STR("user_code",        REQ | ASC, 0, rules_user_code),
     INT("amount",           REQ | PLINK_F_AMOUNT, 1, PLINK_MAX_SAFE_INT),
     STR("merchant_uid",     REQ, 40, NULL),
     STR("name",             REQ, 40, NULL),
     INT("tax_free",         PLINK_F_LE_AMOUNT, 0, PLINK_MAX_SAFE_INT),
-    STR("currency",         REQ, 0, rules_currency),
+    STR("currency",         REQ | ASC, 0, rules_currency),
     ENUM("language",        0, rules_lang, "ko, en"),
     STR("buyer_name",       0, 16, NULL),
-    STR("buyer_tel",        REQ, 16, rules_tel),
+    STR("buyer_tel",        REQ | ASC, 16, rules_tel),
     STR("buyer_addr",       0, 128, NULL),
     STR("buyer_email",      0, 64, rules_email),
     STR("buyer_postcode",   0, 8, NULL),
@@ -222,17 +237,17 @@ static const plink_field rules_request_fields[] = {
 };
 
 const plink_schema plink_request_schema = {
-    rules_request_fields, RULES_N(rules_request_fields), 0
+    rules_request_fields, RULES_N(rules_request_fields), 0, 0
 };
 
 const plink_schema plink_pay_method_schema = {
     rules_pay_method_fields, RULES_N(rules_pay_method_fields),
-    RULES_N(rules_request_fields)
+    RULES_N(rules_request_fields), 1
 };
 
 const plink_schema plink_direct_schema = {
     rules_direct_fields, RULES_N(rules_direct_fields),
-    RULES_N(rules_request_fields) + RULES_N(rules_pay_method_fields)
+    RULES_N(rules_request_fields) + RULES_N(rules_pay_method_fields), 2
 };
 
 const plink_schema *const plink_schemas[PLINK_NSCHEMAS] = {
@@ -270,6 +285,32 @@ static size_t rules_osa(const char *a, size_t an, const char *b, size_t bn)
         }
     }
     return d[an][bn];
+}
+
+const char *plink_rules_nearest(const char *const *list, const char *k, size_t n)
+{
+    const char *best = NULL;
+    size_t bestd = 4, limit = n / 2;
+    const char *const *e;
+    if (n == 0 || n > RULES_MAXKEY)
+        return NULL;
+    for (e = list; *e; e++)         /* "KO" -> "ko", "Card" -> "card" */
+        if (strlen(*e) == n && rules_ieq(k, *e, n))
+            return *e;
+    if (limit < bestd - 1)
+        bestd = limit + 1;
+    for (e = list; *e && bestd > 1; e++) {    /* 1 is the least possible */
+        size_t len = strlen(*e), dd;
+        /* the distance is at least the difference in length */
+        if (len + bestd <= n || n + bestd <= len || len > RULES_MAXKEY)
+            continue;
+        dd = rules_osa(k, n, *e, len);
+        if (dd < bestd) {
+            bestd = dd;
+            best = *e;
+        }
+    }
+    return best;
 }
 
 const char *plink_rules_suggest(const plink_schema *s, const char *k, size_t n)

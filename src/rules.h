@@ -30,6 +30,8 @@ enum plink_kind {
 #define PLINK_F_LE_AMOUNT  0x10  /* integer must not exceed `amount` */
 #define PLINK_F_AMOUNT     0x20  /* this is the amount the above refers to */
 #define PLINK_F_DUPKEY     0x40  /* part of the no-duplicates key of a list */
+#define PLINK_F_ASCII      0x80  /* what its format accepts is printable ASCII
+                                    with no '"' or '\\': no UTF-8 scan needed */
 
 /* Returns NULL when s is fine, else a message ("must be ..."). */
 typedef const char *(*plink_format_fn)(const char *s, size_t n);
@@ -39,6 +41,7 @@ struct plink_schema;
 typedef struct plink_field {
     const char *name;
     unsigned char namelen;
+    const char *wire;            /* ,\"name\": as it reads in the body */
     unsigned char kind;          /* enum plink_kind */
     unsigned char flags;         /* PLINK_F_* */
     unsigned short maxlen;       /* strings: max code points, 0 = no cap */
@@ -53,6 +56,7 @@ typedef struct plink_schema {
     const plink_field *fields;
     int nfields;
     int base;     /* number of the first field among all schemas (0-based) */
+    int id;       /* index in plink_schemas */
 } plink_schema;
 
 /* All schemas' fields, numbered base + index: codec.c keeps their names as
@@ -72,6 +76,16 @@ int plink_rules_find(const plink_schema *s, const char *k, size_t n);
  * close: distance <= 3 and at most half the length of k. Ties go to the
  * first in descriptor order. */
 const char *plink_rules_suggest(const plink_schema *s, const char *k, size_t n);
+
+/* The value of the NULL-terminated list nearest to k: one that differs
+ * only in case, else the nearest by the distance above (same limits); or
+ * NULL. For "did you mean" on enum values. */
+const char *plink_rules_nearest(const char *const *list, const char *k, size_t n);
+
+/* The default cap on a body's size (the max_body_bytes option): a real
+ * link's body is a few kilobytes; this leaves room for a large custom_data
+ * and refuses the runaway ones (a table reachable twice at each level). */
+#define PLINK_MAX_BODY (1024 * 1024)
 
 #define PLINK_MAX_SAFE_INT 9007199254740991LL   /* 2^53 - 1 */
 #define PLINK_MAX_DEPTH 32                      /* custom_data nesting */

@@ -7,74 +7,191 @@
 #define U8_ONES  0x0101010101010101ULL
 #define U8_HIGHS 0x8080808080808080ULL
 
-/* Nonzero when one of the 8 bytes of w is >= 0x80, or (noctrl) < 0x20 or
- * 0x7F: that block needs the byte-by-byte path. */
+/* Nonzero when one of the 8 bytes of w is >= 0x80, < 0x20, '"', '\\' or
+ * (noctrl) 0x7F: that block needs the byte-by-byte path. Each test is the
+ * exact "some byte is zero / below n" bit trick, so a zero means none. */
 static uint64_t u8_special(uint64_t w, int noctrl)
 {
-    uint64_t m = w & U8_HIGHS;
+    uint64_t q = w ^ (0x22ULL * U8_ONES), b = w ^ (0x5cULL * U8_ONES);
+    uint64_t m = w | ((w - 0x20ULL * U8_ONES) & ~w);          /* >= 0x80, < 0x20 */
+    m |= (q - U8_ONES) & ~q;                                  /* '"' */
+    m |= (b - U8_ONES) & ~b;                                  /* '\\' */
     if (noctrl) {
         uint64_t del = w ^ (0x7fULL * U8_ONES);
-        m |= (w - 0x20ULL * U8_ONES) & ~w & U8_HIGHS;     /* byte < 0x20 */
-        m |= (del - U8_ONES) & ~del & U8_HIGHS;           /* byte == 0x7F */
+        m |= (del - U8_ONES) & ~del;                          /* 0x7F */
     }
-    return m;
+    return m & U8_HIGHS;
+}
+
+/* Byte k of the 8 bytes at s + i loaded into w, and the shape of two
+ * 3-byte sequences (1110xxxx 10xxxxxx 10xxxxxx, twice) in the low six. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define u8_byte(w, k) ((unsigned)((w) >> (56 - 8 * (k))) & 0xff)
+#define U8_SHAPE2_MASK 0xf0c0c0f0c0c00000ULL
+#define U8_SHAPE2      0xe08080e080800000ULL
+#else
+#define u8_byte(w, k) ((unsigned)((w) >> (8 * (k))) & 0xff)
+#define U8_SHAPE2_MASK 0x0000c0c0f0c0c0f0ULL
+#define U8_SHAPE2      0x00008080e08080e0ULL
+#endif
+
+/* byte classes for the per-character path */
+enum { U8_PLAIN, U8_ESC, U8_CTRL, U8_DEL, U8_LEAD2, U8_LEAD3, U8_OTHER };
+static const unsigned char u8_class[256] = {
+#define C8(x) x, x, x, x, x, x, x, x
+#define C16(x) C8(x), C8(x)
+    C16(U8_CTRL), C16(U8_CTRL),                               /* 00-1F */
+    0, 0, U8_ESC, 0, 0, 0, 0, 0, C8(0),                       /* 20-2F */
+    C16(0),                                                   /* 30-3F */
+    C16(0),                                                   /* 40-4F */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, U8_ESC, 0, 0, 0,      /* 50-5F */
+    C16(0),                                                   /* 60-6F */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, U8_DEL,      /* 70-7F */
+    C16(U8_OTHER), C16(U8_OTHER), C16(U8_OTHER), C16(U8_OTHER), /* 80-BF */
+    U8_OTHER, U8_OTHER, 0 + U8_LEAD2, U8_LEAD2, U8_LEAD2, U8_LEAD2,
+    U8_LEAD2, U8_LEAD2, C8(U8_LEAD2),                         /* C0-CF */
+    C16(U8_LEAD2),                                            /* D0-DF */
+    C16(U8_LEAD3),                                            /* E0-EF */
+    C16(U8_OTHER)                                             /* F0-FF */
+#undef C16
+#undef C8
+};
+
+/* The sequence at s[i] the hard way: the code point, or what is wrong. */
+static int u8_general(const unsigned char *s, size_t n, size_t i, int noctrl,
+                      size_t *len, unsigned long *cpp)
+{
+    unsigned char c = s[i];
+    size_t need, k;
+    unsigned long min, cp;
+    if (c < 0x80) {
+        *cpp = c;
+        return PLINK_UTF8_CONTROL;          /* only controls come here */
+    }
+    if (c < 0xc0) return PLINK_UTF8_BADBYTE;
+    if (c < 0xe0) { need = 1; cp = c & 0x1f; min = 0x80; }
+    else if (c < 0xf0) { need = 2; cp = c & 0x0f; min = 0x800; }
+    else if (c < 0xf8) { need = 3; cp = c & 0x07; min = 0x10000; }
+    else return PLINK_UTF8_BADBYTE;
+    for (k = 1; k <= need; k++) {
+        if (i + k >= n || (s[i + k] & 0xc0) != 0x80)
+            return PLINK_UTF8_TRUNCATED;
+        cp = (cp << 6) | (s[i + k] & 0x3f);
+    }
+    *cpp = cp;
+    if (cp < min) return PLINK_UTF8_OVERLONG;
+    if (cp >= 0xd800 && cp <= 0xdfff) return PLINK_UTF8_SURROGATE;
+    if (cp > 0x10ffff) return PLINK_UTF8_TOOBIG;
+    if (noctrl && cp <= 0x9f) return PLINK_UTF8_CONTROL;
+    *len = need + 1;
+    return PLINK_UTF8_OK;
 }
 
 int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
 {
     const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0, chars = 0;
+    size_t i = 0, chars = 0, esc = 0;
     int noctrl = flags & PLINK_UTF8_NOCTRL;
     int rc = PLINK_UTF8_OK;
     unsigned long cp = 0;
 
     while (i < n) {
-        unsigned char c;
-        size_t need, k;
-        unsigned long min;
-        while (n - i >= 8) {
+        size_t stop;
+        if (s[i] < 0x80 && n - i >= 8) {    /* eight plain bytes at once */
             uint64_t w;
             memcpy(&w, s + i, 8);
-            if (u8_special(w, noctrl))
-                break;
-            i += 8;
-            chars += 8;
+            if (!u8_special(w, noctrl)) {
+                i += 8;
+                chars += 8;
+                continue;
+            }
+            stop = i + 8;
+        } else {
+            stop = n - i >= 8 ? i + 8 : n;
         }
-        if (i >= n)
-            break;
-        c = s[i];
-        if (c < 0x80) {
-            if (noctrl && (c < 0x20 || c == 0x7f)) {
-                cp = c;
-                rc = PLINK_UTF8_CONTROL;
+        /* one character at a time past the block that had a special
+         * byte; the common well-formed sequences in a few compares */
+        while (i < stop) {
+            unsigned char c = s[i];
+            /* Hangul and most scripts: E1..EC (and EE, EF) lead bytes,
+             * whose continuations may be any of 80..BF */
+            if ((unsigned)(c - 0xe1) < 15 && c != 0xed) {
+                /* two of them in one 8-byte load: lead, cont, cont, lead,
+                 * cont, cont (the second lead checked the same way) */
+                if (n - i >= 8) {
+                    uint64_t w;
+                    unsigned c3;
+                    memcpy(&w, s + i, 8);
+                    c3 = u8_byte(w, 3);
+                    if ((w & U8_SHAPE2_MASK) == U8_SHAPE2 && c3 - 0xe1 < 15 && c3 != 0xed) {
+                        i += 6;
+                        chars += 2;
+                        continue;
+                    }
+                }
+                if (n - i >= 3 && ((s[i + 1] & 0xc0) | ((s[i + 2] & 0xc0) >> 2)) == 0xa0) {
+                    i += 3;
+                    chars++;
+                    continue;
+                }
+            }
+            if (u8_class[c] == U8_PLAIN) {
+                size_t j = i + 1;
+                while (j < stop && u8_class[s[j]] == U8_PLAIN)
+                    j++;
+                chars += j - i;
+                i = j;
+                continue;
+            }
+            switch (u8_class[c]) {
+            case U8_PLAIN:
+                i++;
+                break;
+            case U8_ESC:
+                esc++;
+                i++;
+                break;
+            case U8_CTRL:
+                if (noctrl)
+                    goto general;
+                esc++;
+                i++;
+                break;
+            case U8_DEL:
+                if (noctrl)
+                    goto general;
+                i++;
+                break;
+            case U8_LEAD3:
+                if (n - i >= 3 && (s[i + 1] & 0xc0) == 0x80 && (s[i + 2] & 0xc0) == 0x80
+                    && (c != 0xe0 || s[i + 1] >= 0xa0) && (c != 0xed || s[i + 1] < 0xa0)) {
+                    i += 3;
+                    break;
+                }
+                goto general;
+            case U8_LEAD2:
+                if (n - i >= 2 && (s[i + 1] & 0xc0) == 0x80
+                    && !(noctrl && c == 0xc2 && s[i + 1] < 0xa0)) {
+                    i += 2;
+                    break;
+                }
+                goto general;
+            default:
+            general: {
+                size_t len = 0;
+                rc = u8_general(s, n, i, noctrl, &len, &cp);
+                if (rc)
+                    goto done;
+                i += len;
                 break;
             }
-            i++;
+            }
             chars++;
-            continue;
         }
-        if (c < 0xc0) { rc = PLINK_UTF8_BADBYTE; break; }
-        if (c < 0xe0) { need = 1; cp = c & 0x1f; min = 0x80; }
-        else if (c < 0xf0) { need = 2; cp = c & 0x0f; min = 0x800; }
-        else if (c < 0xf8) { need = 3; cp = c & 0x07; min = 0x10000; }
-        else { rc = PLINK_UTF8_BADBYTE; break; }
-        for (k = 1; k <= need; k++) {
-            if (i + k >= n || (s[i + k] & 0xc0) != 0x80) {
-                rc = PLINK_UTF8_TRUNCATED;
-                break;
-            }
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (rc)
-            break;
-        if (cp < min) { rc = PLINK_UTF8_OVERLONG; break; }
-        if (cp >= 0xd800 && cp <= 0xdfff) { rc = PLINK_UTF8_SURROGATE; break; }
-        if (cp > 0x10ffff) { rc = PLINK_UTF8_TOOBIG; break; }
-        if (noctrl && cp <= 0x9f) { rc = PLINK_UTF8_CONTROL; break; }
-        i += need + 1;
-        chars++;
     }
+done:
     info->chars = chars;
+    info->esc = esc;
     info->offset = i;
     info->cp = cp;
     return rc;

@@ -26,11 +26,14 @@ enum {
 
 typedef struct plink_utf8_info {
     size_t chars;      /* code points (up to the error, if any) */
+    size_t esc;        /* bytes a JSON string escapes: '"', '\\', < 0x20 */
     size_t offset;     /* byte offset of the bad sequence */
     unsigned long cp;  /* the control character found, for CONTROL */
 } plink_utf8_info;
 
-/* Returns PLINK_UTF8_OK or the first problem; fills *info either way. */
+/* Returns PLINK_UTF8_OK or the first problem; fills *info either way.
+ * One pass does the checking, the counting and tells the writer whether
+ * the string can be copied as it is (esc == 0), which most can. */
 int plink_utf8_scan(const char *s, size_t n, int flags, plink_utf8_info *info);
 
 /* A short English phrase for a result code ("overlong encoding", ...). */

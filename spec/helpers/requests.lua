@@ -46,4 +46,31 @@ function M.base(now)
   }
 end
 
+--- The request bench-encode measures: the docs' example (six pay methods)
+-- with the buyer fields, both languages, a webhook URL and a small
+-- custom_data, as a real order carries them: a 1,087-byte body. A fresh
+-- table each call.
+function M.bench()
+  local req = M.docs_example()
+  req.language = "ko"
+  req.display_language = "ko"
+  req.buyer_name = "홍길동"
+  req.buyer_email = "buyer@example.com"
+  req.buyer_addr = "서울특별시 강남구 신사동 661-16 5층"
+  req.buyer_postcode = "06018"
+  req.notice_url = "https://example.com/portone/webhook"
+  req.custom_data = { order = 1042, items = { "A-1", "B-2" }, gift = false }
+  return req
+end
+
+--- The same with three errors (amount -1, currency "krw", pay_methods[2]
+-- pay_method "crad"): the invalid request of bench-encode.
+function M.bench_invalid()
+  local req = M.bench()
+  req.amount = -1
+  req.currency = "krw"
+  req.pay_methods[2].pay_method = "crad"
+  return req
+end
+
 return M

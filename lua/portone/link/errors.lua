@@ -7,8 +7,9 @@
 -- Fields an error may carry: `kind` and `message` (always); `retryable`
 -- (always: whether the failure itself may be retried); `attempts` (client
 -- calls: how many times the request went out over the whole call, the
--- transports' silent re-sends included; 0 when nothing was sent); `errors` (validation: the
--- list of `{field, code, message}`, plus `suggestion` for `unknown_field`);
+-- transports' silent re-sends included; 0 when nothing was sent); `errors`
+-- (validation: the list of `{field, code, message}`, plus `suggestion` for
+-- `unknown_field` and `enum`);
 -- `status` (the HTTP status of an answer); `code` (PortOne's non-zero `code`);
 -- `body` (the answer, cut to 512 bytes); `curl_code`; `sent` (transport,
 -- timeout: `false` when the request surely never left); `too_large` (the
@@ -62,14 +63,17 @@ M.KINDS = {
 --   in bytes)
 -- @field empty a required string is `""`, or `pay_methods` has no entry
 -- @field range a number out of range (`amount` below 1, `tax_free` over
---   `amount`, an expiry past year 9999; custom_data cycles, depth over 32,
---   NaN, infinity)
+--   `amount`, an expiry past year 9999 - or one that looks like milliseconds,
+--   which the message says; custom_data cycles, depth over 32, NaN, infinity)
 -- @field format invalid UTF-8, control characters, or a string that breaks
 --   its format (`user_code`, `currency`, `buyer_tel`, `buyer_email`,
 --   `notice_url`, `pg`, `channelKey`, an RFC 3339 expiry; `rest:payment`'s
 --   `imp_uid`; a webhook `imp_uid`)
 -- @field enum a value outside its list (`language`, `display_language`,
---   `pay_method`; a webhook `status`)
+--   `pay_method`; a webhook `status`); `suggestion` names the nearest value
+--   when one is close (`crad` gives "did you mean 'card'?", `KO` gives `ko`)
+-- @field too_large the encoded body would pass `max_body_bytes` (default
+--   1 MiB); reported once, at the field being written when it did
 -- @field unknown_field a key the schema does not know; `suggestion` names the
 --   nearest known key when one is close
 -- @field duplicate two `pay_methods` entries with the same `pg`/`channelKey`
