@@ -83,6 +83,10 @@ static const luaL_Reg sg_funcs[] = {
     {NULL, NULL}
 };
 
+/* The module's one exported symbol (the build uses -fvisibility=hidden). */
+#if defined(__GNUC__)
+__attribute__((visibility("default")))
+#endif
 int luaopen_portone_cli_signal(lua_State *L);
 
 int luaopen_portone_cli_signal(lua_State *L)
