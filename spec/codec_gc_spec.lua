@@ -162,7 +162,11 @@ local function check_list(list)
   end
 end
 
-describe("the codec under finalizers that edit the request", function()
+-- #lua54: the schedule that makes finalizers run inside the codec call is
+-- tuned to 5.4's collector (and runs under ASan and valgrind, which use 5.4);
+-- under LuaJIT it depends on the heap the earlier spec files left, so it
+-- could pass without testing anything. The C code is the same for both.
+describe("the codec under finalizers that edit the request #lua54", function()
   for _, fname in ipairs { "validate", "encode" } do
     for _, ename in ipairs { "clear", "replace", "grow" } do
       it(("%s survives finalizers that %s the request's tables"):format(fname, ename), function()
