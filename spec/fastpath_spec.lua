@@ -35,7 +35,8 @@ describe("create fast paths", function()
   it("reads the usual answer with escaped slashes (a cjson-encoded body, the sandbox's) in C", function()
     local core = require "portone.link.core"
     for _, b in ipairs({ '{"shortenedUrl":"https:\\/\\/impay.link\\/4bdf239e"}',
-        '{"shortenedUrl":"https:/\\/impay.link/4bdf239e"}', '{"shortenedUrl":"https://impay.link\\/4bdf239e"}' }) do
+        '{"shortenedUrl":"https:/\\/impay.link/4bdf239e"}',
+        '{"shortenedUrl":"https://impay.link\\/4bdf239e"}' }) do
       assert.same({ "https://impay.link/4bdf239e", "4bdf239e" }, { core.usual_answer(b) }, b)
       assert.same({ url = "https://impay.link/4bdf239e", id = "4bdf239e", status = 200 }, same(200, b))
     end
