@@ -46,6 +46,9 @@ typedef struct {
     int sends;             /* times the request went out (libcurl re-sends) */
     int max_sends;         /* the prereq callback refuses the send after it */
     int capped;            /* a send was refused: max_sends reached */
+    int hdr_errors_only;   /* option error_headers_only: keep no header of a 2xx */
+    int hdr_skip;          /* the current response is a 2xx: skip its headers */
+    size_t hdr_skipped;    /* header bytes skipped so far (for the cap) */
     plink_hbuf body;
     plink_hbuf hdr;         /* header lines of the last response */
     char errbuf[CURL_ERROR_SIZE];
@@ -131,6 +134,10 @@ int plink_http_want_headers(int error_headers_only, long status);
  * or a PUT that would go out as a POST) and must not run. */
 CURLcode plink_easy_set_request(CURL *c, int method, const char *url,
                                 struct curl_slist *list, const char *body, size_t len);
+/* The method and body part of plink_easy_set_request, for a handle that
+ * keeps its URL and header list set while they stay the same (http_easy.c);
+ * half set on failure too. */
+CURLcode plink_easy_set_method(CURL *c, int method, const char *body, size_t len);
 /* Drops the per-request pointers (headers, body) from the handle. */
 void plink_easy_clear_request(CURL *c);
 

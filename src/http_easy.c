@@ -38,6 +38,7 @@
  * it after, and a nested request returns nil, info.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <curl/curl.h>
@@ -53,6 +54,12 @@ typedef struct {
     plink_resp resp;       /* buffers of the current response */
     void *ca;              /* shared CA store (http_tls.c), or NULL */
     struct curl_slist *hlist;  /* request headers of the last call, reused */
+    /* What CURLOPT_URL and CURLOPT_HTTPHEADER hold, so that an unchanged
+     * URL (libcurl copies it: a strdup and free per request) and list are
+     * not set again. url is our malloc'd copy, or NULL: unknown, set it. */
+    char *url;
+    size_t url_len;
+    const struct curl_slist *hlist_set;
     int error_headers_only;    /* no response-header table on 2xx */
     plink_share *share;    /* the client's share handle, or NULL */
 } http_handle;
@@ -105,8 +112,42 @@ static void http_free(http_handle *h)
     h->share = NULL;
     curl_slist_free_all(h->hlist);
     h->hlist = NULL;
+    h->hlist_set = NULL;
+    free(h->url);
+    h->url = NULL;
     plink_resp_free(&h->resp);
     h->closed = 1;
+}
+
+/* Sets the request on the handle; the URL and header list only when they
+ * differ from what the handle holds (libcurl keeps both between transfers,
+ * as a raw libcurl loop does). Any failure forgets what is held, so the next
+ * request sets everything again. */
+static CURLcode http_set_request(http_handle *h, const plink_http_req *r,
+                                 struct curl_slist *list)
+{
+    CURLcode rc = CURLE_OK;
+    if (!h->url || h->url_len != r->url_len || memcmp(h->url, r->url, r->url_len) != 0) {
+        free(h->url);
+        h->url = NULL;
+        rc = curl_easy_setopt(h->curl, CURLOPT_URL, r->url);
+        if (rc == CURLE_OK && (h->url = malloc(r->url_len + 1)) != NULL) {
+            memcpy(h->url, r->url, r->url_len + 1);
+            h->url_len = r->url_len;
+        }
+    }
+    if (rc == CURLE_OK && h->hlist_set != list) {
+        rc = curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, list);
+        h->hlist_set = rc == CURLE_OK ? list : NULL;
+    }
+    if (rc == CURLE_OK)
+        rc = plink_easy_set_method(h->curl, r->method, r->body, r->body_len);
+    if (rc != CURLE_OK) {
+        free(h->url);
+        h->url = NULL;
+        h->hlist_set = NULL;
+    }
+    return rc;
 }
 
 /* http_report(h, curl_code, status), under lua_pcall: the info table of a
@@ -160,7 +201,7 @@ static int http_request(lua_State *L)
     plink_resp_reset(&h->resp);
     h->resp.max_sends = max_sends;
     /* The body string stays on the Lua stack for the whole transfer. */
-    rc = plink_easy_set_request(h->curl, r.method, r.url, list, r.body, r.body_len);
+    rc = http_set_request(h, &r, list);
     if (rc == CURLE_OK) {
         rc = curl_easy_perform(h->curl);
         if (curl_easy_getinfo(h->curl, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK)
@@ -168,7 +209,9 @@ static int http_request(lua_State *L)
     } else {
         unsent = 1;           /* half set: must not run (a PUT as a POST) */
     }
-    plink_easy_clear_request(h->curl);
+    /* The body is the caller's string: libcurl must not keep it. The header
+     * list is the handle's own and stays set (freed after the handle). */
+    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, (char *)NULL);
     if (unsent) {
         lua_pushnil(L);
         plink_push_info(L, "transport", curl_easy_strerror(rc), (int)rc, 0);
