@@ -88,7 +88,8 @@ describe("request header lists of the C transports", function()
       local status, body = h:request(c[1], url .. c[2], { "X-A: 1" }, c[3])
       assert.equal(200, status, "call " .. i)
       if c[1] ~= "HEAD" then
-        assert.equal("Request-Line: " .. c[1] .. " " .. c[2] .. " HTTP/1.1", body:match("^[^\n]*"), "call " .. i)
+        assert.equal("Request-Line: " .. c[1] .. " " .. c[2] .. " HTTP/1.1", body:match("^[^\n]*"),
+          "call " .. i)
       end
     end
     -- a refused URL leaves the handle able to send the next one
