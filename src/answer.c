@@ -52,12 +52,12 @@ static const char *answer_slash(const char *p, const char *end, int *esc)
     return NULL;
 }
 
-static int answer_usual(lua_State *L)
+int plink_answer_parse(const char *s, size_t len, plink_answer *a)
 {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    const char *p = s, *end = s + len, *url, *colon, *host, *host_end, *id, *id_end;
-    int esc = 0;
+    const char *p = s, *end = s + len;
+    a->esc = 0;
+    if (!s)
+        return 0;
     p = answer_ws(p, end);
     if (p == end || *p++ != '{')
         return 0;
@@ -70,7 +70,7 @@ static int answer_usual(lua_State *L)
     p = answer_ws(p, end);
     if (p == end || *p++ != '"')
         return 0;
-    url = p;
+    a->url = p;
     /* [Hh][Tt][Tt][Pp][Ss]?:// (each / maybe escaped) */
     if (end - p < 5 || (p[0] | 32) != 'h' || (p[1] | 32) != 't' || (p[2] | 32) != 't' ||
         (p[3] | 32) != 'p')
@@ -78,40 +78,53 @@ static int answer_usual(lua_State *L)
     p += 4;
     if ((*p | 32) == 's')
         p++;
-    colon = p;
-    if (p == end || *p++ != ':' || !(p = answer_slash(p, end, &esc)) ||
-        !(p = answer_slash(p, end, &esc)))
+    a->colon = p;
+    if (p == end || *p++ != ':' || !(p = answer_slash(p, end, &a->esc)) ||
+        !(p = answer_slash(p, end, &a->esc)))
         return 0;
-    host = p;
+    a->host = p;
     while (p < end && answer_host_char((unsigned char)*p))
         p++;
-    host_end = p;
-    if (p == host || !(p = answer_slash(p, end, &esc)))
+    a->host_end = p;
+    if (p == a->host || !(p = answer_slash(p, end, &a->esc)))
         return 0;
-    id = p;
+    a->id = p;
     while (p < end && answer_id_char((unsigned char)*p))
         p++;
-    id_end = p;
-    if (id_end == id || id_end - id > ANSWER_MAX_ID || p == end || *p++ != '"')
+    a->id_end = p;
+    if (a->id_end == a->id || a->id_end - a->id > ANSWER_MAX_ID || p == end || *p++ != '"')
         return 0;
     p = answer_ws(p, end);
     if (p == end || *p++ != '}')
         return 0;
-    if (answer_ws(p, end) != end)
-        return 0;
-    if (!esc) {
-        lua_pushlstring(L, url, (size_t)(id_end - url));
+    return answer_ws(p, end) == end;
+}
+
+void plink_answer_push(lua_State *L, const plink_answer *a)
+{
+    if (!a->esc) {
+        lua_pushlstring(L, a->url, (size_t)(a->id_end - a->url));
     } else {               /* the decoded URL: scheme "://" host "/" id */
         luaL_Buffer b;
         luaL_buffinit(L, &b);
-        luaL_addlstring(&b, url, (size_t)(colon - url));
+        luaL_addlstring(&b, a->url, (size_t)(a->colon - a->url));
         luaL_addlstring(&b, "://", 3);
-        luaL_addlstring(&b, host, (size_t)(host_end - host));
+        luaL_addlstring(&b, a->host, (size_t)(a->host_end - a->host));
         luaL_addchar(&b, '/');
-        luaL_addlstring(&b, id, (size_t)(id_end - id));
+        luaL_addlstring(&b, a->id, (size_t)(a->id_end - a->id));
         luaL_pushresult(&b);
     }
-    lua_pushlstring(L, id, (size_t)(id_end - id));
+    lua_pushlstring(L, a->id, (size_t)(a->id_end - a->id));
+}
+
+static int answer_usual(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    plink_answer a;
+    if (!plink_answer_parse(s, len, &a))
+        return 0;
+    plink_answer_push(L, &a);
     return 2;
 }
 

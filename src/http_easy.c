@@ -8,6 +8,10 @@
  *       --> status, body, resp_headers, sends  |  nil, info (info.sends)
  *       (resp_headers nil for a 2xx when error_headers_only; method may
  *       also be HEAD)
+ *   h:create(method, url, headers, body[, max_sends])
+ *       --> as request, but a 2xx whose body is the usual create answer
+ *       (answer.c) returns only {url =, id =, status =, attempts = sends},
+ *       the client's result, read from the buffer: the client's fast path
  *   h:connections()  --> connections libcurl opened so far (sum of NUM_CONNECTS)
  *   h:close()        --> frees the curl handle; later requests return nil, info
  *   core.sleep(seconds)   nanosleep, for the retry back-off of the curl transport
@@ -150,27 +154,46 @@ static CURLcode http_set_request(http_handle *h, const plink_http_req *r,
     return rc;
 }
 
-/* http_report(h, curl_code, status), under lua_pcall: the info table of a
- * failed transfer (curl_code set) and nil, or the body and header table
- * (nil for a 2xx with error_headers_only). */
+/* http_report(h, curl_code, status, usual), under lua_pcall: the info table
+ * of a failed transfer (curl_code set) and nil, or the body and header table
+ * (nil for a 2xx with error_headers_only), or with `usual` (h:create) for a
+ * 2xx whose body is the usual create answer, the result table
+ * {url =, id =, status =, attempts = sends} and nil: no body string made. */
 static int http_report(lua_State *L)
 {
     http_handle *h = (http_handle *)lua_touserdata(L, 1);
+    long status = (long)lua_tointeger(L, 3);
+    plink_answer a;
     if (!lua_isnil(L, 2)) {
         plink_push_curl_info(L, h->curl, (CURLcode)lua_tointeger(L, 2), &h->resp);
         lua_pushnil(L);
         return 2;
     }
+    if (lua_toboolean(L, 4) && status >= 200 && status <= 299 &&
+        plink_answer_parse(h->resp.body.p, h->resp.body.len, &a)) {
+        lua_createtable(L, 0, 4);
+        plink_answer_push(L, &a);
+        lua_setfield(L, -3, "id");
+        lua_setfield(L, -2, "url");
+        lua_pushinteger(L, (lua_Integer)status);
+        lua_setfield(L, -2, "status");
+        lua_pushinteger(L, (lua_Integer)h->resp.sends);
+        lua_setfield(L, -2, "attempts");
+        lua_pushnil(L);
+        return 2;
+    }
     lua_pushlstring(L, h->resp.body.p ? h->resp.body.p : "", h->resp.body.len);
-    if (plink_http_want_headers(h->error_headers_only, (long)lua_tointeger(L, 3)))
+    if (plink_http_want_headers(h->error_headers_only, status))
         plink_push_headers(L, &h->resp.hdr);
     else
         lua_pushnil(L);
     return 2;
 }
 
-/* h:request(method, url, headers, body) */
-static int http_request(lua_State *L)
+/* h:request(method, url, headers, body[, max_sends]); with `usual` (h:create,
+ * the same arguments) a usual create answer comes back as the client's
+ * result table alone (see http_report). */
+static int http_perform(lua_State *L, int usual)
 {
     http_handle *h = http_check(L);
     plink_http_req r;
@@ -233,7 +256,8 @@ static int http_request(lua_State *L)
     else
         lua_pushnil(L);
     lua_pushinteger(L, (lua_Integer)status);
-    prc = lua_pcall(L, 3, 2, 0);                /* 6, 7 */
+    lua_pushboolean(L, usual);
+    prc = lua_pcall(L, 4, 2, 0);                /* 6, 7 */
     h->busy = 0;
     if (h->closed)                       /* by a finalizer, while busy */
         http_free(h);
@@ -245,10 +269,24 @@ static int http_request(lua_State *L)
         lua_insert(L, 6);
         return 2;
     }
+    if (lua_istable(L, 6)) {             /* the usual answer's result */
+        lua_settop(L, 6);
+        return 1;
+    }
     lua_pushinteger(L, (lua_Integer)status);
     lua_insert(L, 6);
     lua_pushinteger(L, sends);
     return 4;                            /* status, body, headers, sends */
+}
+
+static int http_request(lua_State *L)
+{
+    return http_perform(L, 0);
+}
+
+static int http_create(lua_State *L)
+{
+    return http_perform(L, 1);
 }
 
 static int http_connections(lua_State *L)
@@ -317,6 +355,9 @@ void plink_http_easy_open(lua_State *L)
     lua_pushcfunction(L, http_report);
     lua_pushcclosure(L, http_request, 1);
     lua_setfield(L, -2, "request");
+    lua_pushcfunction(L, http_report);
+    lua_pushcclosure(L, http_create, 1);
+    lua_setfield(L, -2, "create");
     lua_pop(L, 1);
     lua_pushcfunction(L, http_new);
     lua_setfield(L, -2, "http_new");

@@ -229,6 +229,11 @@ function M.new(opts)
   local transport = o.transport
   if type(transport) ~= "table" then transport = transports.open(transport, o) end
   local self = setmetatable({}, Client)
+  -- The curl transport's C handle, for create's first send: h:create reads
+  -- the usual answer in C and returns the result (no body string, no
+  -- decoding in Lua). Only a transport opened here: an object passed in is
+  -- always called through its request method.
+  if type(o.transport) ~= "table" and transport.handle then self._h = transport:handle() end
   -- Private state lives in a closure-free table keyed off the client, so that
   -- pairs(client) / inspect(client) shows no token.
   self._t = transport
@@ -333,13 +338,22 @@ end
 -- is allowed once per call: after it, every transport call gets
 -- max_sends = 1. Our own retries of a create follow only an unsent failure
 -- or a 429/503 answer (portone.link.retry).
-function Client:_run(op, method, url, headers, body, decode, token)
+--
+-- `status, rbody, rheaders, n` (optional): what the transport answered to a
+-- first send made by the caller (create's fast call, made only without a
+-- hook), taken as attempt 1.
+function Client:_run(op, method, url, headers, body, decode, token, status, rbody, rheaders, n)
   local t, hook = self._t, self._on_attempt
   local attempt, sends, blind = 0, 0, 1
+  local sent = rbody ~= nil
   while true do
     attempt = attempt + 1
     local t0 = hook and clock()
-    local status, rbody, rheaders, n = t:request(method, url, headers, body, 1 + blind)
+    if sent then
+      sent = false
+    else
+      status, rbody, rheaders, n = t:request(method, url, headers, body, 1 + blind)
+    end
     local k = sends_of(status, rbody, n)
     sends = sends + k
     if k > 1 then blind = 0 end
@@ -446,6 +460,13 @@ function Client:create(req, opts)
   end
   local p, err = create_parts(self, token)
   if not p then err.attempts = 0; return nil, err end
+  local h = self._h
+  if h and not self._on_attempt then
+    -- attempt 1 in one C call: the usual answer comes back as the result
+    local s, b, hd, n = h:create("POST", p.url, p.headers, body, 2)
+    if type(s) == "table" then return s end
+    return self:_run("create", "POST", p.url, p.headers, body, create_result, token, s, b, hd, n)
+  end
   return self:_run("create", "POST", p.url, p.headers, body, create_result, token)
 end
 
