@@ -40,6 +40,10 @@ describe("create fast paths", function()
       assert.same({ "https://impay.link/4bdf239e", "4bdf239e" }, { core.usual_answer(b) }, b)
       assert.same({ url = "https://impay.link/4bdf239e", id = "4bdf239e", status = 200 }, same(200, b))
     end
+    -- a host too long for the C side's stack buffer
+    local long = ("h"):rep(300)
+    assert.same({ "https://" .. long .. "/x", "x" },
+      { core.usual_answer('{"shortenedUrl":"https:\\/\\/' .. long .. '\\/x"}') })
     assert.same({ "http://127.0.0.1:8080/a-b", "a-b" },
       { core.usual_answer('{"shortenedUrl":"http:\\/\\/127.0.0.1:8080\\/a-b"}') })
     -- any other escape, or an escaped slash elsewhere, is the general path's

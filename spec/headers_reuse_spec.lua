@@ -100,6 +100,22 @@ describe("request header lists of the C transports", function()
     h:close()
   end)
 
+  it("http_new still refuses bad headers and URLs after a good list and URL were kept", function()
+    local h = core.http_new()
+    local good = { "X-A: 1", "X-B: 2" }
+    assert.equal(200, (h:request("POST", url .. "/a", good, "b")))
+    for _, bad in ipairs({ { "X-A: 1", "X-B: 2\0" }, { "X-A: 1", "X-B: 2\r\nX-C: 3" }, { "X-A: 1", 2 },
+        { "X-A: 1\0", "X-B: 2" } }) do
+      assert.has_error(function() h:request("POST", url .. "/a", bad, "b") end)
+    end
+    assert.has_error(function() h:request("POST", url .. "/a ", good, "b") end)
+    assert.has_error(function() h:request("POST", url .. "/a\0", good, "b") end)
+    local status, body = h:request("POST", url .. "/a", good, "b")
+    assert.equal(200, status)
+    assert.same({ "X-A: 1", "X-B: 2", "Content-Type: application/x-www-form-urlencoded" }, sent(body))
+    h:close()
+  end)
+
   it("multi_new sends each transfer's own headers on pooled handles", function()
     local m = core.multi_new({ max_concurrent = 1 })
     for i, c in ipairs(CALLS) do

@@ -282,16 +282,36 @@ static size_t plink_http_check_headers(lua_State *L, int idx, int arg, const cha
     return nh;
 }
 
+static int plink_headers_equal(lua_State *L, int idx, size_t n, int bodyless,
+                               const struct curl_slist *list);
+
 void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r)
+{
+    plink_http_check_request_known(L, fname, r, NULL, 0, NULL);
+}
+
+void plink_http_check_request_known(lua_State *L, const char *fname, plink_http_req *r,
+                                    const char *known_url, size_t known_len,
+                                    const struct curl_slist *known_list)
 {
     r->method = luaL_checkoption(L, 2, NULL, plink_http_methods);
     r->url = luaL_checklstring(L, 3, &r->url_len);
-    if (strlen(r->url) != r->url_len || strpbrk(r->url, "\r\n \t"))
+    if (!(known_url && known_len == r->url_len && memcmp(known_url, r->url, known_len) == 0) &&
+        (strlen(r->url) != r->url_len || strpbrk(r->url, "\r\n \t")))
         luaL_argerror(L, 3, "URL contains white space, CR/LF or NUL");
     r->body = NULL;
     r->body_len = 0;
     if (!lua_isnoneornil(L, 5))
         r->body = luaL_checklstring(L, 5, &r->body_len);
+    r->headers_known = 0;
+    if (known_list && lua_type(L, 4) == LUA_TTABLE) {
+        size_t n = plink_rawlen(L, 4);
+        if (plink_headers_equal(L, 4, n, r->method != 0 && !r->body, known_list)) {
+            r->nheaders = n;
+            r->headers_known = 1;
+            return;
+        }
+    }
     r->nheaders = plink_http_check_headers(L, 4, 3, fname);  /* #3 after self */
 }
 
@@ -336,9 +356,11 @@ static int plink_headers_equal(lua_State *L, int idx, size_t n, int bodyless,
         if (!list)
             return 0;
         lua_rawgeti(L, idx, (int)i);
-        s = lua_tolstring(L, -1, &len);        /* checked strings: no conversion */
-        /* strncmp stops at the end of a shorter list->data; s has no NUL */
-        same = s && strncmp(list->data, s, len) == 0 && list->data[len] == '\0';
+        /* Also called on unchecked values (plink_http_check_request_known):
+         * only a string is read (no conversion), and the lengths are
+         * compared first, so an embedded NUL never matches. */
+        s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        same = s && strlen(list->data) == len && memcmp(list->data, s, len) == 0;
         lua_pop(L, 1);
         if (!same)
             return 0;

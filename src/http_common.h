@@ -98,6 +98,7 @@ typedef struct {
     size_t nheaders;
     const char *body;        /* NULL: none */
     size_t body_len;
+    int headers_known;       /* the headers are those of the known list */
 } plink_http_req;
 
 /* Checks (self, method, url, headers, body) at 1..5, raising like
@@ -108,6 +109,13 @@ typedef struct {
  * a string allocates, and a finalizer could then change the table) before
  * plink_http_build_headers reads them. Allocates nothing. */
 void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r);
+/* The same, but a url equal to known_url, and headers that make exactly the
+ * list known_list (both checked when they were set), are not checked again;
+ * r->headers_known then says known_list can be sent as it is (http_easy.c:
+ * a client sends the same URL and headers on every create). */
+void plink_http_check_request_known(lua_State *L, const char *fname, plink_http_req *r,
+                                    const char *known_url, size_t known_len,
+                                    const struct curl_slist *known_list);
 
 /* Builds the curl_slist of the (checked) headers at idx plus "Expect:", and
  * for a request with a method but no body (deactivate's PUT) "Content-Type:",

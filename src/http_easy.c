@@ -203,7 +203,8 @@ static int http_perform(lua_State *L, int usual)
     int sends;
     int prc, unsent = 0, max_sends;
 
-    plink_http_check_request(L, "request", &r);
+    /* the URL and headers the handle holds were checked when they were set */
+    plink_http_check_request_known(L, "request", &r, h->url, h->url_len, h->hlist);
     max_sends = plink_http_check_sends(L, 6);
     if (h->closed || !h->curl || h->busy) {
         lua_pushnil(L);
@@ -215,7 +216,8 @@ static int http_perform(lua_State *L, int usual)
 
     /* No Lua errors from here until the transfer is over. The list is the
      * handle's (reused while the headers stay the same, freed by __gc). */
-    list = plink_http_headers_cached(L, 4, r.nheaders, r.method != 0 && !r.body, &h->hlist);
+    list = r.headers_known ? h->hlist
+         : plink_http_headers_cached(L, 4, r.nheaders, r.method != 0 && !r.body, &h->hlist);
     if (!list) {
         lua_pushnil(L);
         plink_push_info(L, "transport", "out of memory building headers", -1, 0);
