@@ -32,6 +32,30 @@ describe("create fast paths", function()
     same(200, '{"shortenedUrl":"https://impay.link:8443/x"}')
   end)
 
+  it("reads the usual answer with escaped slashes (a cjson-encoded body, the sandbox's) in C", function()
+    local core = require "portone.link.core"
+    for _, b in ipairs({ '{"shortenedUrl":"https:\\/\\/impay.link\\/4bdf239e"}',
+        '{"shortenedUrl":"https:/\\/impay.link/4bdf239e"}',
+        '{"shortenedUrl":"https://impay.link\\/4bdf239e"}' }) do
+      assert.same({ "https://impay.link/4bdf239e", "4bdf239e" }, { core.usual_answer(b) }, b)
+      assert.same({ url = "https://impay.link/4bdf239e", id = "4bdf239e", status = 200 }, same(200, b))
+    end
+    -- a host too long for the C side's stack buffer
+    local long = ("h"):rep(300)
+    assert.same({ "https://" .. long .. "/x", "x" },
+      { core.usual_answer('{"shortenedUrl":"https:\\/\\/' .. long .. '\\/x"}') })
+    assert.same({ "http://127.0.0.1:8080/a-b", "a-b" },
+      { core.usual_answer('{"shortenedUrl":"http:\\/\\/127.0.0.1:8080\\/a-b"}') })
+    -- any other escape, or an escaped slash elsewhere, is the general path's
+    for _, b in ipairs({ '{"shortenedUrl":"https:\\/\\/impay.link\\/4bdf\\/239e"}',
+        '{"shortenedUrl":"https:\\u002f\\/impay.link/x"}', '{"shortenedUrl":"https:\\\\/impay.link/x"}',
+        '{"shortenedUrl":"https:\\/\\/impay.link\\/x\\/"}', '{"shortenedUrl":"https:\\/\\/impay.link\\"}',
+        '{"shortenedUrl":"https:\\/\\/\\/x"}', '{"shortenedUrl":"https:\\/"}' }) do
+      assert.is_nil(core.usual_answer(b), b)
+      same(200, b)
+    end
+  end)
+
   it("leaves every other body to the general path, with the same result", function()
     local bodies = {
       '{"shortenedUrl":"https://impay.link/4bdf239e","code":-1,"message":"no"}',
@@ -39,7 +63,6 @@ describe("create fast paths", function()
       '{"shortenedUrl":"https://impay.link/a/b"}',
       '{"shortenedUrl":"https://impay.link/4bdf239e/"}',
       '{"shortenedUrl":"https://impay.link/4bdf239e?x=1"}',
-      '{"shortenedUrl":"https:\\/\\/impay.link\\/4bdf239e"}',
       '{"shortenedUrl":"https://impay.link/' .. ("a"):rep(65) .. '"}',
       '{"shortenedUrl":"https://impay.link/' .. ("a"):rep(64) .. '"}',
       '{"shortenedUrl":"https://impay.link/caf\195\169"}',
@@ -71,13 +94,14 @@ describe("create fast paths", function()
   end)
 
   it("agrees with the general path on mutations of the usual answer", function()
-    local base = '{"shortenedUrl":"https://impay.link/4bdf239e"}'
+    local bases = { '{"shortenedUrl":"https://impay.link/4bdf239e"}',
+      '{"shortenedUrl":"https:\\/\\/impay.link\\/4bdf239e"}' }
     local pool = { " ", "\t", "\n", "\v", "/", "?", "#", "\\", '"', "\0", "\200", "a", "Z", "-", "_",
       ".", ":", "{", "}", ",", "H", "s", "\127", "\1" }
     local rnd = math.random
     math.randomseed(7)
-    for _ = 1, 3000 do
-      local b = base
+    for n = 1, 6000 do
+      local b = bases[n % 2 + 1]
       for _ = 1, rnd(1, 3) do
         local i, c = rnd(1, #b + 1), pool[rnd(1, #pool)]
         local op = rnd(1, 3)
@@ -126,5 +150,76 @@ describe("create fast paths", function()
     assert.is_nil(res)
     assert.equal("validation", err.kind)
     assert.equal("token", err.errors[1].field)
+  end)
+end)
+
+describe("create's fast C call over curl (h:create)", function()
+  local helper = require "helpers.sandbox"
+  local cases = require "helpers.cases"
+  local core = require "portone.link.core"
+  local sb
+  lazy_setup(function() sb = helper.start() end)
+  lazy_teardown(function() if sb then sb:stop() end end)
+  before_each(function() assert(sb:reset()) end)
+
+  local function post(h)
+    local body = assert(link.encode(cases.request()))
+    return h:create("POST", sb.url .. protocol.PATH, { "Content-Type: application/json" }, body, 2)
+  end
+
+  it("returns the result table for the usual answer, else what request returns", function()
+    local h = core.http_new({ error_headers_only = true })
+    local res = post(h)
+    assert.equal("table", type(res))
+    assert.equal(200, res.status)
+    assert.equal(1, res.attempts)
+    assert.truthy(protocol.valid_id(res.id))
+    assert.equal(sb.url .. "/" .. res.id, res.url)      -- the sandbox's \/ decoded
+    local keys = 0
+    for _ in pairs(res) do keys = keys + 1 end
+    assert.equal(4, keys)
+    local other = '{"shortenedUrl":"https://impay.link/a/b"}'
+    assert(sb:faults("create", { { status = 201, body = other }, { status = 503 } }))
+    local status, body, heads, sends = post(h)
+    assert.same({ 201, other, nil, 1 }, { status, body, heads, sends })
+    status, body, heads, sends = post(h)
+    assert.equal(503, status)
+    assert.equal("string", type(body))
+    assert.equal("table", type(heads))
+    assert.equal(1, sends)
+    h:close()
+    local info
+    status, info = post(h)
+    assert.is_nil(status)
+    assert.equal("transport", info.kind)
+  end)
+
+  it("gives the client the same results as the general path, retries included", function()
+    local c = link.new({ base_url = sb.url })
+    local general = link.new({ base_url = sb.url,
+      transport = require("portone.link.transport.curl").new({ error_headers_only = true }) })
+    local a, b = assert(c:create(cases.request())), assert(general:create(cases.request()))
+    assert.same({ status = b.status, attempts = b.attempts }, { status = a.status, attempts = a.attempts })
+    assert.equal(sb.url .. "/" .. a.id, a.url)
+    -- not the usual shape: decoded by the general path after the C call
+    assert(sb:faults("create", { { status = 200, body = '{"shortenedUrl":"https://impay.link/x_1/"}' } }))
+    assert.same({ url = "https://impay.link/x_1/", id = "x_1", status = 200, attempts = 1 },
+      assert(c:create(cases.request())))
+    -- an error answer to the C call, then a retry: two attempts
+    assert(sb:faults("create", { { status = 503 } }))
+    local r = assert(c:create(cases.request(), {}))
+    assert.equal(2, r.attempts)
+    assert(sb:faults("create", { { status = 400, body = '{"code":-1,"message":"bad"}' } }))
+    local res, err = c:create(cases.request())
+    assert.is_nil(res)
+    assert.equal("http", err.kind)
+    assert.equal(400, err.status)
+    assert.equal(1, err.attempts)
+    assert(sb:faults("create", { { status = 200, body = '{"code":-1,"message":"no"}' } }))
+    res, err = c:create(cases.request())
+    assert.is_nil(res)
+    assert.equal("api", err.kind)
+    c:close()
+    general:close()
   end)
 end)

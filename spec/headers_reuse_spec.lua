@@ -77,6 +77,45 @@ describe("request header lists of the C transports", function()
     h:close()
   end)
 
+  it("http_new sends each call's own method and URL while keeping an unchanged URL set", function()
+    local h = core.http_new()
+    local calls = {
+      { "POST", "/a", "b" }, { "POST", "/a", "b" }, { "PUT", "/a/x" }, { "POST", "/a", "b" },
+      { "GET", "/b" }, { "GET", "/b" }, { "POST", "/b", "b" }, { "HEAD", "/b" }, { "POST", "/b", "b" },
+      { "PUT", "/c", "b" }, { "PUT", "/c", "b" }, { "POST", "/c", "b" }, { "POST", "/a" },
+    }
+    for i, c in ipairs(calls) do
+      local status, body = h:request(c[1], url .. c[2], { "X-A: 1" }, c[3])
+      assert.equal(200, status, "call " .. i)
+      if c[1] ~= "HEAD" then
+        assert.equal("Request-Line: " .. c[1] .. " " .. c[2] .. " HTTP/1.1", body:match("^[^\n]*"),
+          "call " .. i)
+      end
+    end
+    -- a refused URL leaves the handle able to send the next one
+    assert.has_error(function() h:request("POST", url .. "/a b", nil, "b") end)
+    local status, body = h:request("POST", url .. "/a", nil, "b")
+    assert.equal(200, status)
+    assert.equal("Request-Line: POST /a HTTP/1.1", body:match("^[^\n]*"))
+    h:close()
+  end)
+
+  it("http_new still refuses bad headers and URLs after a good list and URL were kept", function()
+    local h = core.http_new()
+    local good = { "X-A: 1", "X-B: 2" }
+    assert.equal(200, (h:request("POST", url .. "/a", good, "b")))
+    for _, bad in ipairs({ { "X-A: 1", "X-B: 2\0" }, { "X-A: 1", "X-B: 2\r\nX-C: 3" }, { "X-A: 1", 2 },
+        { "X-A: 1\0", "X-B: 2" } }) do
+      assert.has_error(function() h:request("POST", url .. "/a", bad, "b") end)
+    end
+    assert.has_error(function() h:request("POST", url .. "/a ", good, "b") end)
+    assert.has_error(function() h:request("POST", url .. "/a\0", good, "b") end)
+    local status, body = h:request("POST", url .. "/a", good, "b")
+    assert.equal(200, status)
+    assert.same({ "X-A: 1", "X-B: 2", "Content-Type: application/x-www-form-urlencoded" }, sent(body))
+    h:close()
+  end)
+
   it("multi_new sends each transfer's own headers on pooled handles", function()
     local m = core.multi_new({ max_concurrent = 1 })
     for i, c in ipairs(CALLS) do
@@ -98,6 +137,26 @@ describe("request header lists of the C transports", function()
     local status, _, heads = h:request("GET", url .. "/")
     assert.equal(200, status)
     assert.is_nil(heads)
+    status, _, heads = h:request("GET", url .. "/status/503")
+    assert.equal(503, status)
+    assert.equal("yes", heads["x-echo"])
+    -- and again after a 2xx on the same handle: each answer decides for itself
+    status, _, heads = h:request("GET", url .. "/status/204")
+    assert.equal(204, status)
+    assert.is_nil(heads)
+    status, _, heads = h:request("GET", url .. "/status/429")
+    assert.equal(429, status)
+    assert.equal("yes", heads["x-echo"])
+    assert.truthy(tonumber(heads["content-length"]))
+    -- the headers of a 2xx are not kept, but still capped (256 KB in all)
+    status, _, heads = h:request("GET", url .. "/bigheaders/200")
+    assert.equal(200, status)
+    assert.is_nil(heads)
+    local info
+    status, info = h:request("GET", url .. "/bigheaders/300")
+    assert.is_nil(status)
+    assert.is_true(info.too_large)
+    assert.truthy(info.message:find("response headers larger than", 1, true), info.message)
     status, _, heads = h:request("GET", url .. "/status/503")
     assert.equal(503, status)
     assert.equal("yes", heads["x-echo"])

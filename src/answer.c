@@ -6,10 +6,13 @@
  * url, id, or nothing when the body has any other shape. The client's fast
  * path (client.lua); every other body goes to the general decoder (lua-cjson
  * and the URL rules in protocol.lua), which gives the same result for the
- * bodies accepted here: one key (so no `code`), a string without escapes,
- * an http(s) URL whose path is one segment, the id [A-Za-z0-9_-]{1,64}.
- * A Lua pattern did the same in ~11,000 instructions; this takes a few
- * hundred, which matters beside a ~100,000-instruction libcurl request.
+ * bodies accepted here: one key (so no `code`), a string whose one escape
+ * is `\/` (a JSON encoder that escapes slashes, as lua-cjson and so the
+ * sandbox do, writes "https:\/\/host\/ID"; decoded, that is "/"), an
+ * http(s) URL whose path is one segment, the id [A-Za-z0-9_-]{1,64}.
+ * A Lua pattern did the same in ~11,000 instructions, and the general path
+ * (cjson, the URL patterns) ~29,000; this takes a few hundred, which matters
+ * beside a ~100,000-instruction libcurl request.
  */
 #include <string.h>
 #include "plink.h"
@@ -37,11 +40,24 @@ static int answer_id_char(unsigned char c)
            c == '_' || c == '-';
 }
 
-static int answer_usual(lua_State *L)
+/* Past a "/" or its JSON escape "\/" at p, or NULL; *esc set on an escape. */
+static const char *answer_slash(const char *p, const char *end, int *esc)
 {
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    const char *p = s, *end = s + len, *url, *host, *id, *id_end;
+    if (p < end && *p == '/')
+        return p + 1;
+    if (end - p >= 2 && p[0] == '\\' && p[1] == '/') {
+        *esc = 1;
+        return p + 2;
+    }
+    return NULL;
+}
+
+int plink_answer_parse(const char *s, size_t len, plink_answer *a)
+{
+    const char *p = s, *end = s + len;
+    a->esc = 0;
+    if (!s)
+        return 0;
     p = answer_ws(p, end);
     if (p == end || *p++ != '{')
         return 0;
@@ -54,34 +70,75 @@ static int answer_usual(lua_State *L)
     p = answer_ws(p, end);
     if (p == end || *p++ != '"')
         return 0;
-    url = p;
-    /* [Hh][Tt][Tt][Pp][Ss]?:// */
-    if (end - p < 7 || (p[0] | 32) != 'h' || (p[1] | 32) != 't' || (p[2] | 32) != 't' ||
+    a->url = p;
+    /* [Hh][Tt][Tt][Pp][Ss]?:// (each / maybe escaped) */
+    if (end - p < 5 || (p[0] | 32) != 'h' || (p[1] | 32) != 't' || (p[2] | 32) != 't' ||
         (p[3] | 32) != 'p')
         return 0;
     p += 4;
     if ((*p | 32) == 's')
         p++;
-    if (end - p < 3 || memcmp(p, "://", 3) != 0)
+    a->colon = p;
+    if (p == end || *p++ != ':' || !(p = answer_slash(p, end, &a->esc)) ||
+        !(p = answer_slash(p, end, &a->esc)))
         return 0;
-    host = p += 3;
+    a->host = p;
     while (p < end && answer_host_char((unsigned char)*p))
         p++;
-    if (p == host || p == end || *p++ != '/')
+    a->host_end = p;
+    if (p == a->host || !(p = answer_slash(p, end, &a->esc)))
         return 0;
-    id = p;
+    a->id = p;
     while (p < end && answer_id_char((unsigned char)*p))
         p++;
-    id_end = p;
-    if (id_end == id || id_end - id > ANSWER_MAX_ID || p == end || *p++ != '"')
+    a->id_end = p;
+    if (a->id_end == a->id || a->id_end - a->id > ANSWER_MAX_ID || p == end || *p++ != '"')
         return 0;
     p = answer_ws(p, end);
     if (p == end || *p++ != '}')
         return 0;
-    if (answer_ws(p, end) != end)
+    return answer_ws(p, end) == end;
+}
+
+void plink_answer_push(lua_State *L, const plink_answer *a)
+{
+    if (!a->esc) {
+        lua_pushlstring(L, a->url, (size_t)(a->id_end - a->url));
+    } else {               /* the decoded URL: scheme "://" host "/" id */
+        /* in a stack buffer when it fits (a luaL_Buffer costs ~1,000
+         * instructions here) */
+        size_t ns = (size_t)(a->colon - a->url), nh = (size_t)(a->host_end - a->host),
+               ni = (size_t)(a->id_end - a->id);
+        char buf[256];
+        if (ns + 3 + nh + 1 + ni <= sizeof buf) {
+            memcpy(buf, a->url, ns);
+            memcpy(buf + ns, "://", 3);
+            memcpy(buf + ns + 3, a->host, nh);
+            buf[ns + 3 + nh] = '/';
+            memcpy(buf + ns + 4 + nh, a->id, ni);
+            lua_pushlstring(L, buf, ns + 4 + nh + ni);
+        } else {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            luaL_addlstring(&b, a->url, ns);
+            luaL_addlstring(&b, "://", 3);
+            luaL_addlstring(&b, a->host, nh);
+            luaL_addchar(&b, '/');
+            luaL_addlstring(&b, a->id, ni);
+            luaL_pushresult(&b);
+        }
+    }
+    lua_pushlstring(L, a->id, (size_t)(a->id_end - a->id));
+}
+
+static int answer_usual(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    plink_answer a;
+    if (!plink_answer_parse(s, len, &a))
         return 0;
-    lua_pushlstring(L, url, (size_t)(id_end - url));
-    lua_pushlstring(L, id, (size_t)(id_end - id));
+    plink_answer_push(L, &a);
     return 2;
 }
 

@@ -53,6 +53,8 @@ void plink_resp_reset(plink_resp *r)
     r->hdr_too_large = 0;
     r->sends = 0;
     r->capped = 0;
+    r->hdr_skip = 0;
+    r->hdr_skipped = 0;
     r->errbuf[0] = '\0';
 }
 
@@ -90,17 +92,35 @@ static size_t plink_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* 1 when the status line "HTTP/x yyy ..." has a 2xx code. */
+static int plink_status_2xx(const char *p, size_t n)
+{
+    const char *sp = memchr(p, ' ', n);
+    size_t rest = sp ? n - (size_t)(sp + 1 - p) : 0;
+    return rest >= 3 && sp[1] == '2' && sp[2] >= '0' && sp[2] <= '9' && sp[3] >= '0' &&
+           sp[3] <= '9';
+}
+
 static size_t plink_on_header(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     plink_resp *r = ud;
     size_t n = size * nmemb;
     /* A status line starts a new response (1xx interim answers, proxy
      * CONNECT): keep only the headers of the last one. */
-    if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0)
+    if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0) {
         r->hdr.len = 0;
-    if (r->hdr.len + n > PLINK_HTTP_HEADER_MAX) {
+        r->hdr_skipped = 0;
+        r->hdr_skip = r->hdr_errors_only && plink_status_2xx(ptr, n);
+    }
+    if (r->hdr.len + r->hdr_skipped + n > PLINK_HTTP_HEADER_MAX) {
         r->hdr_too_large = 1;
         return 0; /* libcurl caps headers too; this is a second fence */
+    }
+    if (r->hdr_skip && r->hdr.len > 0) {
+        /* nobody reads a 2xx's headers: not copied, only counted (the
+         * status line is kept, so hdr.len > 0 still says one came in) */
+        r->hdr_skipped += n;
+        return n;
     }
     if (!plink_hbuf_add(&r->hdr, ptr, n)) {
         r->oom = 1;
@@ -206,6 +226,7 @@ void plink_http_opts_read(lua_State *L, int idx, const char *fname,
 CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r)
 {
     r->max_bytes = o->max_bytes;
+    r->hdr_errors_only = o->error_headers_only;
     PLINK_SET(CURLOPT_NOSIGNAL, 1L);               /* threads and hosts own signals */
     PLINK_SET(CURLOPT_ERRORBUFFER, r->errbuf);
     PLINK_SET(CURLOPT_FOLLOWLOCATION, 0L);         /* never follow redirects */
@@ -261,16 +282,36 @@ static size_t plink_http_check_headers(lua_State *L, int idx, int arg, const cha
     return nh;
 }
 
+static int plink_headers_equal(lua_State *L, int idx, size_t n, int bodyless,
+                               const struct curl_slist *list);
+
 void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r)
+{
+    plink_http_check_request_known(L, fname, r, NULL, 0, NULL);
+}
+
+void plink_http_check_request_known(lua_State *L, const char *fname, plink_http_req *r,
+                                    const char *known_url, size_t known_len,
+                                    const struct curl_slist *known_list)
 {
     r->method = luaL_checkoption(L, 2, NULL, plink_http_methods);
     r->url = luaL_checklstring(L, 3, &r->url_len);
-    if (strlen(r->url) != r->url_len || strpbrk(r->url, "\r\n \t"))
+    if (!(known_url && known_len == r->url_len && memcmp(known_url, r->url, known_len) == 0) &&
+        (strlen(r->url) != r->url_len || strpbrk(r->url, "\r\n \t")))
         luaL_argerror(L, 3, "URL contains white space, CR/LF or NUL");
     r->body = NULL;
     r->body_len = 0;
     if (!lua_isnoneornil(L, 5))
         r->body = luaL_checklstring(L, 5, &r->body_len);
+    r->headers_known = 0;
+    if (known_list && lua_type(L, 4) == LUA_TTABLE) {
+        size_t n = plink_rawlen(L, 4);
+        if (plink_headers_equal(L, 4, n, r->method != 0 && !r->body, known_list)) {
+            r->nheaders = n;
+            r->headers_known = 1;
+            return;
+        }
+    }
     r->nheaders = plink_http_check_headers(L, 4, 3, fname);  /* #3 after self */
 }
 
@@ -315,9 +356,11 @@ static int plink_headers_equal(lua_State *L, int idx, size_t n, int bodyless,
         if (!list)
             return 0;
         lua_rawgeti(L, idx, (int)i);
-        s = lua_tolstring(L, -1, &len);        /* checked strings: no conversion */
-        /* strncmp stops at the end of a shorter list->data; s has no NUL */
-        same = s && strncmp(list->data, s, len) == 0 && list->data[len] == '\0';
+        /* Also called on unchecked values (plink_http_check_request_known):
+         * only a string is read (no conversion), and the lengths are
+         * compared first, so an embedded NUL never matches. */
+        s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        same = s && strlen(list->data) == len && memcmp(list->data, s, len) == 0;
         lua_pop(L, 1);
         if (!same)
             return 0;
@@ -356,10 +399,16 @@ CURLcode plink_easy_set_request(CURL *c, int method, const char *url,
                                 struct curl_slist *list, const char *body, size_t len)
 {
     /* Every per-request option is set each time, so nothing leaks from the
-     * previous request on a reused handle. URL and CUSTOMREQUEST are copied
-     * (they can fail); the others only store a value. */
+     * previous request on a reused handle. URL is copied (it can fail); the
+     * others only store a value. */
     PLINK_SET(CURLOPT_URL, url);
     PLINK_SET(CURLOPT_HTTPHEADER, list);
+    return plink_easy_set_method(c, method, body, len);
+}
+
+CURLcode plink_easy_set_method(CURL *c, int method, const char *body, size_t len)
+{
+    /* CUSTOMREQUEST is copied (it can fail). */
     PLINK_SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
     /* First: NOBODY 0 turns a HEAD handle back into a GET, which the lines
      * below then make what this request needs. */

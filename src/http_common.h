@@ -46,6 +46,9 @@ typedef struct {
     int sends;             /* times the request went out (libcurl re-sends) */
     int max_sends;         /* the prereq callback refuses the send after it */
     int capped;            /* a send was refused: max_sends reached */
+    int hdr_errors_only;   /* option error_headers_only: keep no header of a 2xx */
+    int hdr_skip;          /* the current response is a 2xx: skip its headers */
+    size_t hdr_skipped;    /* header bytes skipped so far (for the cap) */
     plink_hbuf body;
     plink_hbuf hdr;         /* header lines of the last response */
     char errbuf[CURL_ERROR_SIZE];
@@ -95,6 +98,7 @@ typedef struct {
     size_t nheaders;
     const char *body;        /* NULL: none */
     size_t body_len;
+    int headers_known;       /* the headers are those of the known list */
 } plink_http_req;
 
 /* Checks (self, method, url, headers, body) at 1..5, raising like
@@ -105,6 +109,13 @@ typedef struct {
  * a string allocates, and a finalizer could then change the table) before
  * plink_http_build_headers reads them. Allocates nothing. */
 void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r);
+/* The same, but a url equal to known_url, and headers that make exactly the
+ * list known_list (both checked when they were set), are not checked again;
+ * r->headers_known then says known_list can be sent as it is (http_easy.c:
+ * a client sends the same URL and headers on every create). */
+void plink_http_check_request_known(lua_State *L, const char *fname, plink_http_req *r,
+                                    const char *known_url, size_t known_len,
+                                    const struct curl_slist *known_list);
 
 /* Builds the curl_slist of the (checked) headers at idx plus "Expect:", and
  * for a request with a method but no body (deactivate's PUT) "Content-Type:",
@@ -131,6 +142,10 @@ int plink_http_want_headers(int error_headers_only, long status);
  * or a PUT that would go out as a POST) and must not run. */
 CURLcode plink_easy_set_request(CURL *c, int method, const char *url,
                                 struct curl_slist *list, const char *body, size_t len);
+/* The method and body part of plink_easy_set_request, for a handle that
+ * keeps its URL and header list set while they stay the same (http_easy.c);
+ * half set on failure too. */
+CURLcode plink_easy_set_method(CURL *c, int method, const char *body, size_t len);
 /* Drops the per-request pointers (headers, body) from the handle. */
 void plink_easy_clear_request(CURL *c);
 

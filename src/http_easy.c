@@ -8,6 +8,10 @@
  *       --> status, body, resp_headers, sends  |  nil, info (info.sends)
  *       (resp_headers nil for a 2xx when error_headers_only; method may
  *       also be HEAD)
+ *   h:create(method, url, headers, body[, max_sends])
+ *       --> as request, but a 2xx whose body is the usual create answer
+ *       (answer.c) returns only {url =, id =, status =, attempts = sends},
+ *       the client's result, read from the buffer: the client's fast path
  *   h:connections()  --> connections libcurl opened so far (sum of NUM_CONNECTS)
  *   h:close()        --> frees the curl handle; later requests return nil, info
  *   core.sleep(seconds)   nanosleep, for the retry back-off of the curl transport
@@ -38,6 +42,7 @@
  * it after, and a nested request returns nil, info.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <curl/curl.h>
@@ -53,6 +58,12 @@ typedef struct {
     plink_resp resp;       /* buffers of the current response */
     void *ca;              /* shared CA store (http_tls.c), or NULL */
     struct curl_slist *hlist;  /* request headers of the last call, reused */
+    /* What CURLOPT_URL and CURLOPT_HTTPHEADER hold, so that an unchanged
+     * URL (libcurl copies it: a strdup and free per request) and list are
+     * not set again. url is our malloc'd copy, or NULL: unknown, set it. */
+    char *url;
+    size_t url_len;
+    const struct curl_slist *hlist_set;
     int error_headers_only;    /* no response-header table on 2xx */
     plink_share *share;    /* the client's share handle, or NULL */
 } http_handle;
@@ -105,31 +116,84 @@ static void http_free(http_handle *h)
     h->share = NULL;
     curl_slist_free_all(h->hlist);
     h->hlist = NULL;
+    h->hlist_set = NULL;
+    free(h->url);
+    h->url = NULL;
     plink_resp_free(&h->resp);
     h->closed = 1;
 }
 
-/* http_report(h, curl_code, status), under lua_pcall: the info table of a
- * failed transfer (curl_code set) and nil, or the body and header table
- * (nil for a 2xx with error_headers_only). */
+/* Sets the request on the handle; the URL and header list only when they
+ * differ from what the handle holds (libcurl keeps both between transfers,
+ * as a raw libcurl loop does). Any failure forgets what is held, so the next
+ * request sets everything again. */
+static CURLcode http_set_request(http_handle *h, const plink_http_req *r,
+                                 struct curl_slist *list)
+{
+    CURLcode rc = CURLE_OK;
+    if (!h->url || h->url_len != r->url_len || memcmp(h->url, r->url, r->url_len) != 0) {
+        free(h->url);
+        h->url = NULL;
+        rc = curl_easy_setopt(h->curl, CURLOPT_URL, r->url);
+        if (rc == CURLE_OK && (h->url = malloc(r->url_len + 1)) != NULL) {
+            memcpy(h->url, r->url, r->url_len + 1);
+            h->url_len = r->url_len;
+        }
+    }
+    if (rc == CURLE_OK && h->hlist_set != list) {
+        rc = curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, list);
+        h->hlist_set = rc == CURLE_OK ? list : NULL;
+    }
+    if (rc == CURLE_OK)
+        rc = plink_easy_set_method(h->curl, r->method, r->body, r->body_len);
+    if (rc != CURLE_OK) {
+        free(h->url);
+        h->url = NULL;
+        h->hlist_set = NULL;
+    }
+    return rc;
+}
+
+/* http_report(h, curl_code, status, usual), under lua_pcall: the info table
+ * of a failed transfer (curl_code set) and nil, or the body and header table
+ * (nil for a 2xx with error_headers_only), or with `usual` (h:create) for a
+ * 2xx whose body is the usual create answer, the result table
+ * {url =, id =, status =, attempts = sends} and nil: no body string made. */
 static int http_report(lua_State *L)
 {
     http_handle *h = (http_handle *)lua_touserdata(L, 1);
+    long status = (long)lua_tointeger(L, 3);
+    plink_answer a;
     if (!lua_isnil(L, 2)) {
         plink_push_curl_info(L, h->curl, (CURLcode)lua_tointeger(L, 2), &h->resp);
         lua_pushnil(L);
         return 2;
     }
+    if (lua_toboolean(L, 4) && status >= 200 && status <= 299 &&
+        plink_answer_parse(h->resp.body.p, h->resp.body.len, &a)) {
+        lua_createtable(L, 0, 4);
+        plink_answer_push(L, &a);
+        lua_setfield(L, -3, "id");
+        lua_setfield(L, -2, "url");
+        lua_pushinteger(L, (lua_Integer)status);
+        lua_setfield(L, -2, "status");
+        lua_pushinteger(L, (lua_Integer)h->resp.sends);
+        lua_setfield(L, -2, "attempts");
+        lua_pushnil(L);
+        return 2;
+    }
     lua_pushlstring(L, h->resp.body.p ? h->resp.body.p : "", h->resp.body.len);
-    if (plink_http_want_headers(h->error_headers_only, (long)lua_tointeger(L, 3)))
+    if (plink_http_want_headers(h->error_headers_only, status))
         plink_push_headers(L, &h->resp.hdr);
     else
         lua_pushnil(L);
     return 2;
 }
 
-/* h:request(method, url, headers, body) */
-static int http_request(lua_State *L)
+/* h:request(method, url, headers, body[, max_sends]); with `usual` (h:create,
+ * the same arguments) a usual create answer comes back as the client's
+ * result table alone (see http_report). */
+static int http_perform(lua_State *L, int usual)
 {
     http_handle *h = http_check(L);
     plink_http_req r;
@@ -139,7 +203,8 @@ static int http_request(lua_State *L)
     int sends;
     int prc, unsent = 0, max_sends;
 
-    plink_http_check_request(L, "request", &r);
+    /* the URL and headers the handle holds were checked when they were set */
+    plink_http_check_request_known(L, "request", &r, h->url, h->url_len, h->hlist);
     max_sends = plink_http_check_sends(L, 6);
     if (h->closed || !h->curl || h->busy) {
         lua_pushnil(L);
@@ -151,7 +216,8 @@ static int http_request(lua_State *L)
 
     /* No Lua errors from here until the transfer is over. The list is the
      * handle's (reused while the headers stay the same, freed by __gc). */
-    list = plink_http_headers_cached(L, 4, r.nheaders, r.method != 0 && !r.body, &h->hlist);
+    list = r.headers_known ? h->hlist
+         : plink_http_headers_cached(L, 4, r.nheaders, r.method != 0 && !r.body, &h->hlist);
     if (!list) {
         lua_pushnil(L);
         plink_push_info(L, "transport", "out of memory building headers", -1, 0);
@@ -160,7 +226,7 @@ static int http_request(lua_State *L)
     plink_resp_reset(&h->resp);
     h->resp.max_sends = max_sends;
     /* The body string stays on the Lua stack for the whole transfer. */
-    rc = plink_easy_set_request(h->curl, r.method, r.url, list, r.body, r.body_len);
+    rc = http_set_request(h, &r, list);
     if (rc == CURLE_OK) {
         rc = curl_easy_perform(h->curl);
         if (curl_easy_getinfo(h->curl, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK)
@@ -168,7 +234,9 @@ static int http_request(lua_State *L)
     } else {
         unsent = 1;           /* half set: must not run (a PUT as a POST) */
     }
-    plink_easy_clear_request(h->curl);
+    /* The body is the caller's string: libcurl must not keep it. The header
+     * list is the handle's own and stays set (freed after the handle). */
+    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, (char *)NULL);
     if (unsent) {
         lua_pushnil(L);
         plink_push_info(L, "transport", curl_easy_strerror(rc), (int)rc, 0);
@@ -190,7 +258,8 @@ static int http_request(lua_State *L)
     else
         lua_pushnil(L);
     lua_pushinteger(L, (lua_Integer)status);
-    prc = lua_pcall(L, 3, 2, 0);                /* 6, 7 */
+    lua_pushboolean(L, usual);
+    prc = lua_pcall(L, 4, 2, 0);                /* 6, 7 */
     h->busy = 0;
     if (h->closed)                       /* by a finalizer, while busy */
         http_free(h);
@@ -202,10 +271,24 @@ static int http_request(lua_State *L)
         lua_insert(L, 6);
         return 2;
     }
+    if (lua_istable(L, 6)) {             /* the usual answer's result */
+        lua_settop(L, 6);
+        return 1;
+    }
     lua_pushinteger(L, (lua_Integer)status);
     lua_insert(L, 6);
     lua_pushinteger(L, sends);
     return 4;                            /* status, body, headers, sends */
+}
+
+static int http_request(lua_State *L)
+{
+    return http_perform(L, 0);
+}
+
+static int http_create(lua_State *L)
+{
+    return http_perform(L, 1);
 }
 
 static int http_connections(lua_State *L)
@@ -274,6 +357,9 @@ void plink_http_easy_open(lua_State *L)
     lua_pushcfunction(L, http_report);
     lua_pushcclosure(L, http_request, 1);
     lua_setfield(L, -2, "request");
+    lua_pushcfunction(L, http_report);
+    lua_pushcclosure(L, http_create, 1);
+    lua_setfield(L, -2, "create");
     lua_pop(L, 1);
     lua_pushcfunction(L, http_new);
     lua_setfield(L, -2, "http_new");

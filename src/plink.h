@@ -19,5 +19,15 @@ void plink_codec_open(lua_State *L);
 void plink_http_easy_open(lua_State *L);
 void plink_http_multi_open(lua_State *L);
 void plink_answer_open(lua_State *L);
+/* The usual create answer, read in place (answer.c): the URL's pieces in the
+ * body (esc: a slash was written "\/", so the URL is rebuilt decoded). */
+typedef struct {
+    const char *url, *colon, *host, *host_end, *id, *id_end;
+    int esc;
+} plink_answer;
+/* 1 when the len bytes at s (NULL: none) are the usual answer. */
+int plink_answer_parse(const char *s, size_t len, plink_answer *a);
+/* Pushes url and id (allocates: may raise). */
+void plink_answer_push(lua_State *L, const plink_answer *a);
 
 #endif

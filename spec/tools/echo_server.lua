@@ -28,8 +28,13 @@ local function serve(c)
     end
     if len > 0 then c:receive(len) end
     local status = tonumber(path:match("^/status/(%d+)")) or 200
-    local body = table.concat(heads, "\n") .. "\n"
-    c:send(("HTTP/1.1 %d X\r\nContent-Length: %d\r\nX-Echo: yes\r\n\r\n%s"):format(status, #body, body))
+    -- the request line too (as "Request-Line: ..."): the specs check the method and URL
+    local body = "Request-Line: " .. line .. "\n" .. table.concat(heads, "\n") .. "\n"
+    -- /bigheaders/N: N more header lines of 1 KB each
+    local pads = tonumber(path:match("^/bigheaders/(%d+)")) or 0
+    local extra = ("X-Pad: " .. ("p"):rep(1015) .. "\r\n"):rep(pads)
+    c:send(("HTTP/1.1 %d X\r\nContent-Length: %d\r\nX-Echo: yes\r\n%s\r\n%s")
+      :format(status, #body, extra, body))
   end
 end
 

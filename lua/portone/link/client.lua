@@ -229,6 +229,11 @@ function M.new(opts)
   local transport = o.transport
   if type(transport) ~= "table" then transport = transports.open(transport, o) end
   local self = setmetatable({}, Client)
+  -- The curl transport's C handle, for create's first send: h:create reads
+  -- the usual answer in C and returns the result (no body string, no
+  -- decoding in Lua). Only a transport opened here: an object passed in is
+  -- always called through its request method.
+  if type(o.transport) ~= "table" and transport.handle then self._h = transport:handle() end
   -- Private state lives in a closure-free table keyed off the client, so that
   -- pairs(client) / inspect(client) shows no token.
   self._t = transport
@@ -303,9 +308,10 @@ local function report(hook, ev)
 end
 
 -- The event of one attempt for on_attempt: no header, no body, no token.
-local function attempt_event(op, r, attempt, sends, t0, status, err)
+-- Built only when a hook is set.
+local function event(op, method, url, attempt, sends, t0, status, err)
   return {
-    op = op, method = r.method, url = r.url, attempt = attempt, sends = sends,
+    op = op, method = method, url = url, attempt = attempt, sends = sends,
     status = status or (err and err.status) or nil,
     duration = clock() - t0,
     err_kind = err and err.kind or nil,
@@ -313,7 +319,18 @@ local function attempt_event(op, r, attempt, sends, t0, status, err)
   }
 end
 
--- Sends `r` with retries; `decode` turns an answer into a result.
+-- The same for a request table `r` (the async layer's).
+local function attempt_event(op, r, attempt, sends, t0, status, err)
+  return event(op, r.method, r.url, attempt, sends, t0, status, err)
+end
+
+-- Sends the request with retries; `decode(status, body, headers, now,
+-- sends)` turns an answer into a result (`now` nil: the decoder reads the
+-- clock if a Retry-After date needs it).
+--
+-- Per attempt, nothing is allocated here beyond what the transport returns
+-- and the result: no request table, no event (nor clock read) without a
+-- hook.
 --
 -- The bound on sends (README "Sends per call"): a transport call sends at
 -- most `max_sends` times; it sends more than once only when a reused
@@ -321,29 +338,38 @@ end
 -- is allowed once per call: after it, every transport call gets
 -- max_sends = 1. Our own retries of a create follow only an unsent failure
 -- or a 429/503 answer (portone.link.retry).
-function Client:_run(op, r, decode, token)
-  local t, policy, hook = self._t, self._policy, self._on_attempt
+--
+-- `status, rbody, rheaders, n` (optional): what the transport answered to a
+-- first send made by the caller (create's fast call, made only without a
+-- hook), taken as attempt 1.
+function Client:_run(op, method, url, headers, body, decode, token, status, rbody, rheaders, n)
+  local t, hook = self._t, self._on_attempt
   local attempt, sends, blind = 0, 0, 1
+  local sent = rbody ~= nil
   while true do
     attempt = attempt + 1
-    local t0 = clock()
-    local status, body, headers, n = t:request(r.method, r.url, r.headers, r.body, 1 + blind)
-    local k = sends_of(status, body, n)
+    local t0 = hook and clock()
+    if sent then
+      sent = false
+    else
+      status, rbody, rheaders, n = t:request(method, url, headers, body, 1 + blind)
+    end
+    local k = sends_of(status, rbody, n)
     sends = sends + k
     if k > 1 then blind = 0 end
     local res, err
     if status then
-      res, err = decode(status, body, headers, os.time())
+      res, err = decode(status, rbody, rheaders, nil, sends)
     else
-      err = protocol.transport_error(body)
+      err = protocol.transport_error(rbody)
     end
     if err then scrub(err, token) end
-    report(hook, attempt_event(op, r, attempt, k, t0, status, err))
+    if hook then report(hook, event(op, method, url, attempt, k, t0, status, err)) end
     if res then
       if type(res) == "table" then res.attempts = sends end
       return res
     end
-    local wait = retry.delay(op, err, attempt, policy)
+    local wait = retry.delay(op, err, attempt, self._policy)
     if not wait or self._closed then
       err.attempts = sends
       return nil, err
@@ -368,11 +394,9 @@ end
 local PARTS = setmetatable({}, { __mode = "k" })
 local encode = core.encode
 
--- The create request for `token`: what protocol.create_request builds, with
--- the same errors in the same order (body, then header values).
-local function create_request(self, token, req, now)
-  local body, list = encode(req, now)
-  if not body then return nil, errors.validation(list) end
+-- The create URL and header list for `token` ({url =, headers =}), or
+-- nil, err (a bad header value).
+local function create_parts(self, token)
   local p = PARTS[self]
   if not p or p.token ~= token then
     local headers, err = protocol.headers(self:_cfg(token), true)
@@ -380,6 +404,17 @@ local function create_request(self, token, req, now)
     p = { token = token, headers = headers, url = self._base_url .. protocol.PATH }
     PARTS[self] = p
   end
+  return p
+end
+
+-- The create request for `token` (the async layer's): what
+-- protocol.create_request builds, with the same errors in the same order
+-- (body, then header values).
+local function create_request(self, token, req, now)
+  local body, list = encode(req, now)
+  if not body then return nil, errors.validation(list) end
+  local p, err = create_parts(self, token)
+  if not p then return nil, err end
   return { method = "POST", url = p.url, headers = p.headers, body = body }
 end
 
@@ -389,10 +424,12 @@ end
 -- the URL patterns take ~29,000); anything else takes the general path.
 local usual_answer = core.usual_answer
 local create_result_general = protocol.create_result
-local function create_result(status, body, headers, now)
+-- `sends` (optional) fills `attempts` in the one constructor: a field added
+-- later would grow the table.
+local function create_result(status, body, headers, now, sends)
   if type(status) == "number" and status >= 200 and status < 300 and type(body) == "string" then
     local url, id = usual_answer(body)
-    if url then return { url = url, id = id, status = status } end
+    if url then return { url = url, id = id, status = status, attempts = sends } end
   end
   return create_result_general(status, body, headers, now)
 end
@@ -415,9 +452,22 @@ function Client:create(req, opts)
   if not ok then token.attempts = 0; return nil, token end
   -- the token function may have closed the client
   if self._closed then return nil, closed_error() end
-  local r, err = create_request(self, token, req, opts and opts.now or os.time())
-  if not r then err.attempts = 0; return nil, err end
-  return self:_run("create", r, create_result, token)
+  local body, list = encode(req, opts and opts.now or os.time())
+  if not body then
+    local err = errors.validation(list)
+    err.attempts = 0
+    return nil, err
+  end
+  local p, err = create_parts(self, token)
+  if not p then err.attempts = 0; return nil, err end
+  local h = self._h
+  if h and not self._on_attempt then
+    -- attempt 1 in one C call: the usual answer comes back as the result
+    local s, b, hd, n = h:create("POST", p.url, p.headers, body, 2)
+    if type(s) == "table" then return s end
+    return self:_run("create", "POST", p.url, p.headers, body, create_result, token, s, b, hd, n)
+  end
+  return self:_run("create", "POST", p.url, p.headers, body, create_result, token)
 end
 
 --- Deactivates a payment link. Deactivating twice is not an error.
@@ -434,7 +484,7 @@ function Client:deactivate(url_or_id)
   if self._closed then return nil, closed_error() end
   local r, err = protocol.deactivate_request(self:_cfg(token), url_or_id)
   if not r then err.attempts = 0; return nil, err end
-  return self:_run("deactivate", r, protocol.deactivate_result, token)
+  return self:_run("deactivate", r.method, r.url, r.headers, r.body, protocol.deactivate_result, token)
 end
 
 --- Connections the transport opened so far (curl transport; nil otherwise).

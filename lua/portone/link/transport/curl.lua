@@ -49,6 +49,12 @@ function T:request(method, url, headers, body, max_sends)
   return self.h:request(method, url, headers, body, max_sends)
 end
 
+--- The C handle (`core.http_new`), for the client's fast create call
+-- (`h:create`, see src/http_easy.c).
+function T:handle()
+  return self.h
+end
+
 --- Connections libcurl opened so far.
 -- @treturn int
 function T:connections()
