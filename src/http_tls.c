@@ -43,7 +43,7 @@
 #elif OPENSSL_VERSION_NUMBER >= 0x10100000L
 #define plink_store_load(s, path) X509_STORE_load_locations((s), (path), NULL)
 #define plink_ssl_major() (OpenSSL_version_num() >> 28)
-#else
+#elif defined(OPENSSL_VERSION_NUMBER) /* cppcheck reads no opensslv.h */
 #error "portone-link needs OpenSSL 1.1 or later (libcurl's TLS library)"
 #endif
 
