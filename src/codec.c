@@ -79,6 +79,14 @@
 #include "rfc3339.h"
 #include "utf8.h"
 
+/* the per-value helpers of the walk, forced in line (the call overhead
+ * was a tenth of an encode) */
+#if defined(__GNUC__)
+#define CODEC_HOT static inline __attribute__((always_inline))
+#else
+#define CODEC_HOT static inline
+#endif
+
 #define CODEC_MT "portone.link.codec_buffers"
 #define CODEC_KEEP (256 * 1024)   /* larger buffers are freed after a call */
 
@@ -126,7 +134,7 @@ typedef struct codec_names {
     const char *const *list[CODEC_NH];          /* the enum list it is in */
 } codec_names;
 
-static unsigned codec_hash(const void *p)
+CODEC_HOT unsigned codec_hash(const void *p)
 {
     return (unsigned)(((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ULL) >> 57);
 }
@@ -162,7 +170,7 @@ typedef struct codec {
 
 /* ---- field paths -------------------------------------------------------- */
 
-static void fr_push(codec *c, int kind, const char *s, size_t n, long long i)
+CODEC_HOT void fr_push(codec *c, int kind, const char *s, size_t n, long long i)
 {
     codec_frame *f;
     if (c->nfr >= CODEC_MAXFR)      /* cannot happen: the depth is capped */
@@ -185,7 +193,7 @@ static void fr_other(codec *c, const codec_key *k)
     c->fr[c->nfr - 1].num = k->num;
 }
 
-static void fr_pop(codec *c)
+CODEC_HOT void fr_pop(codec *c)
 {
     c->nfr--;
 }
@@ -321,7 +329,7 @@ static void codec_toolarge(codec *c)
 }
 
 /* too_large once the body has passed the cap; 1 when it has */
-static int codec_checksize(codec *c)
+CODEC_HOT int codec_checksize(codec *c)
 {
     if (c->big)
         return 1;
@@ -382,13 +390,9 @@ static int codec_integer(lua_State *L, int idx, long long *v)
     return NUM_OK;
 }
 
-/* Checks the UTF-8 of s; 0 and an error when it is bad. */
-static int codec_utf8(codec *c, const char *s, size_t n, int flags,
-                      plink_utf8_info *info)
+/* The error of a bad UTF-8 scan result rc; 0. */
+static int codec_utf8_err(codec *c, int rc, const plink_utf8_info *info)
 {
-    int rc = plink_utf8_scan(s, n, flags, info);
-    if (rc == PLINK_UTF8_OK)
-        return 1;
     if (rc == PLINK_UTF8_CONTROL) {
         char cp[16];
         snprintf(cp, sizeof cp, "U+%04lX", info->cp);
@@ -401,9 +405,17 @@ static int codec_utf8(codec *c, const char *s, size_t n, int flags,
     return 0;
 }
 
+/* Checks the UTF-8 of s; 0 and an error when it is bad. */
+CODEC_HOT int codec_utf8(codec *c, const char *s, size_t n, int flags,
+                         plink_utf8_info *info)
+{
+    int rc = plink_utf8_scan(s, n, flags, info);
+    return rc == PLINK_UTF8_OK ? 1 : codec_utf8_err(c, rc, info);
+}
+
 /* Writes s (scanned: esc from the scan) as a string inside payment_info,
  * unless that takes the body past the cap. */
-static void codec_put(codec *c, const char *s, size_t n, size_t esc)
+CODEC_HOT void codec_put(codec *c, const char *s, size_t n, size_t esc)
 {
     plink_buf *out = &c->b->out;
     size_t len = esc ? plink_buf_len2(s, n) : n + 4;
@@ -422,7 +434,7 @@ static void codec_put(codec *c, const char *s, size_t n, size_t esc)
 /* 1 when s is one of f's enum values; else an "enum" error, with the
  * nearest value as a suggestion when one is close. */
 /* 1 when s is the interned string of one of f's enum values */
-static int codec_enum_hit(const codec_names *nm, const plink_field *f, const char *s)
+CODEC_HOT int codec_enum_hit(const codec_names *nm, const plink_field *f, const char *s)
 {
     unsigned h = codec_hash(s);
     for (; nm->val[h]; h = (h + 1) & (CODEC_NH - 1))
@@ -626,6 +638,24 @@ static int codec_keycmp(const void *pa, const void *pb)
     return a->seq - b->seq;
 }
 
+/* Sorts n keys by codec_keycmp (a total order: seq breaks ties, so any
+ * sort gives the same result); a few keys by insertion, without qsort's
+ * setup. */
+static void codec_sortkeys(codec_key *k, size_t n)
+{
+    size_t i, j;
+    if (n > 12) {
+        qsort(k, n, sizeof *k, codec_keycmp);
+        return;
+    }
+    for (i = 1; i < n; i++) {
+        codec_key t = k[i];
+        for (j = i; j > 0 && codec_keycmp(&k[j - 1], &t) > 0; j--)
+            k[j] = k[j - 1];
+        k[j] = t;
+    }
+}
+
 static codec_key *codec_keys_at(codec *c, size_t base)
 {
     return (codec_key *)(void *)(c->b->keys.p + base);
@@ -672,7 +702,7 @@ static void codec_value(codec *c, const plink_field *f, int idx);
 
 /* Index in sc of the field whose name is the string k (of n bytes), or
  * -1: by the address of the interned name, by content when unknown. */
-static int codec_field(codec *c, const plink_schema *sc, const char *k, size_t n)
+CODEC_HOT int codec_field(codec *c, const plink_schema *sc, const char *k, size_t n)
 {
     const codec_names *nm = c->nm;
     unsigned h = codec_hash(k);
@@ -702,7 +732,7 @@ static void codec_unknown(codec *c, int t, const plink_schema *sc)
     /* n may be 0: a finalizer may have removed the unknown keys since the
      * first walk (and keys.p is NULL until something is pushed) */
     if (n > 1)
-        qsort(codec_keys_at(c, base), (size_t)n, sizeof(codec_key), codec_keycmp);
+        codec_sortkeys(codec_keys_at(c, base), (size_t)n);
     for (i = 0; i < n; i++) {
         codec_key k = codec_keys_at(c, base)[i];   /* the buffer may move */
         if (k.type == LUA_TSTRING) {
@@ -913,6 +943,12 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                         if (sc->fields[k].flags & PLINK_F_DUPKEY) {
                             const plink_field *f = &sc->fields[k];
                             const char *ds = d.s[s++];
+                            size_t q;
+                            /* the same string as an earlier entry's (the
+                             * pg of each entry, mostly) is kept already */
+                            for (q = 0; ds && q < ndup; q++)
+                                if (seen[q].s[s - 1] == ds)
+                                    ds = NULL;
                             if (ds && !(f->choices && codec_enum_hit(c->nm, f, ds))) {
                                 lua_pushvalue(L, slot[k]);
                                 codec_anchor(c);
@@ -1016,7 +1052,7 @@ static void codec_json_table(codec *c, int t)
         plink_buf_addc(L, out, ']');
     } else if (nstr == n) {
         if (n > 1)
-            qsort(codec_keys_at(c, kbase), (size_t)n, sizeof(codec_key), codec_keycmp);
+            codec_sortkeys(codec_keys_at(c, kbase), (size_t)n);
         plink_buf_addc(L, out, '{');
         for (i = 0; i < (int)n && !c->big; i++) {
             /* a copy: the recursion may move the key buffer */
