@@ -132,6 +132,12 @@ typedef struct codec_names {
     signed char at[CODEC_NH][PLINK_NSCHEMAS];   /* field index, or -1 */
     const char *val[CODEC_NH];
     const char *const *list[CODEC_NH];          /* the enum list it is in */
+    /* The names again, by the address of the string object itself
+     * (lua_topointer): matching a key needs no lua_tolstring. Only when
+     * the interpreter gives strings an address there (5.4, LuaJIT). */
+    int byobj;
+    const void *obj[CODEC_NH];
+    signed char oat[CODEC_NH][PLINK_NSCHEMAS];
 } codec_names;
 
 CODEC_HOT unsigned codec_hash(const void *p)
@@ -712,6 +718,31 @@ CODEC_HOT int codec_field(codec *c, const plink_schema *sc, const char *k, size_
     return plink_rules_find(sc, k, n);
 }
 
+/* Index in sc of the field named by the key at -2 (left there by
+ * lua_next), or -1 when it names none. */
+CODEC_HOT int codec_keyfield(codec *c, const plink_schema *sc)
+{
+    lua_State *L = c->L;
+    const codec_names *nm = c->nm;
+    size_t kn;
+    const char *k;
+    if (nm->byobj) {
+        const void *o = lua_topointer(L, -2);
+        unsigned h = codec_hash(o);
+        for (; nm->obj[h]; h = (h + 1) & (CODEC_NH - 1))
+            if (nm->obj[h] == o) {
+                /* a light userdata may hold any address */
+                if (lua_type(L, -2) == LUA_TSTRING)
+                    return nm->oat[h][sc->id];
+                return -1;
+            }
+    }
+    if (lua_type(L, -2) != LUA_TSTRING)
+        return -1;
+    k = lua_tolstring(L, -2, &kn);
+    return codec_field(c, sc, k, kn);
+}
+
 /* unknown_field for every key of t that sc does not name, sorted */
 static void codec_unknown(codec *c, int t, const plink_schema *sc)
 {
@@ -785,17 +816,13 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
     key = base + 1;
     lua_pushnil(L);
     while (lua_next(L, t)) {
-        if (lua_type(L, -2) == LUA_TSTRING) {
-            size_t kn;
-            const char *k = lua_tolstring(L, -2, &kn);
-            int fi = codec_field(c, sc, k, kn);
-            if (fi >= 0 && !(seen & (1UL << fi))) {
-                seen |= 1UL << fi;
-                slot[fi] = key + 1;
-                lua_pushvalue(L, -2);
-                key += 2;
-                continue;
-            }
+        int fi = codec_keyfield(c, sc);
+        if (fi >= 0 && !(seen & (1UL << fi))) {
+            seen |= 1UL << fi;
+            slot[fi] = key + 1;
+            lua_pushvalue(L, -2);
+            key += 2;
+            continue;
         }
         unknown = 1;
         lua_pop(L, 1);
@@ -1389,13 +1416,33 @@ void plink_codec_open(lua_State *L)
     lua_newtable(L);                         /* the interned names */
     nm = (codec_names *)lua_newuserdata(L, sizeof *nm);
     memset(nm, 0, sizeof *nm);
+    nm->byobj = 1;                           /* unless a name has no address */
     lua_pushvalue(L, -2);                    /* the names table, on top */
     for (k = 0; k < PLINK_NSCHEMAS; k++) {
         const plink_schema *sc = plink_schemas[k];
         for (i = 0; i < sc->nfields; i++) {
             const plink_field *f = &sc->fields[i];
             const char *p;
-            unsigned h = codec_intern(L, nm->name, f->name, f->namelen, &n, &p);
+            unsigned h;
+            const void *o;
+            h = codec_intern(L, nm->name, f->name, f->namelen, &n, &p);
+            lua_rawgeti(L, -1, n);           /* the name, kept in the table */
+            o = lua_topointer(L, -1);
+            lua_pop(L, 1);
+            if (o) {
+                unsigned ho = codec_hash(o);
+                for (; nm->obj[ho] && nm->obj[ho] != o; ho = (ho + 1) & (CODEC_NH - 1))
+                    ;
+                if (!nm->obj[ho]) {
+                    int s;
+                    nm->obj[ho] = o;
+                    for (s = 0; s < PLINK_NSCHEMAS; s++)
+                        nm->oat[ho][s] = -1;
+                }
+                nm->oat[ho][k] = (signed char)i;
+            } else {
+                nm->byobj = 0;
+            }
             if (!nm->name[h]) {
                 int s;
                 nm->name[h] = p;
