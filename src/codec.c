@@ -676,31 +676,36 @@ static int codec_anchor(codec *c)
     return c->nanc;
 }
 
-/* Records the key at the top of the stack (left there by lua_next),
- * anchoring a string key. */
-static codec_key *codec_keys_push(codec *c, int seq)
+/* Records the key at idx (a negative index: left there by lua_next),
+ * anchoring a string key when `anchor` (else the caller keeps it on the
+ * stack). */
+static codec_key *codec_keys_push_at(codec *c, int idx, int seq, int anchor)
 {
     lua_State *L = c->L;
     plink_buf *kb = &c->b->keys;
     codec_key *k = (codec_key *)(void *)plink_buf_grow(L, kb, sizeof *k);
-    k->type = lua_type(L, -1);
+    k->type = lua_type(L, idx);
     k->s = NULL;
     k->n = 0;
     k->num = 0;
     k->seq = seq;
     k->val = 0;
     if (k->type == LUA_TSTRING) {
-        k->s = lua_tolstring(L, -1, &k->n);   /* a string already: no conversion */
-        lua_pushvalue(L, -1);
-        codec_anchor(c);
+        k->s = lua_tolstring(L, idx, &k->n);  /* a string already: no conversion */
+        if (anchor) {
+            lua_pushvalue(L, idx);
+            codec_anchor(c);
+        }
     } else if (k->type == LUA_TNUMBER) {
-        k->num = lua_tonumber(L, -1);
+        k->num = lua_tonumber(L, idx);
     } else if (k->type == LUA_TBOOLEAN) {
-        k->num = lua_toboolean(L, -1);
+        k->num = lua_toboolean(L, idx);
     }
     kb->len += sizeof *k;
     return k;
 }
+
+#define codec_keys_push(c, seq) codec_keys_push_at((c), -1, (seq), 1)
 
 /* ---- tables ------------------------------------------------------------- */
 
@@ -801,6 +806,8 @@ static void codec_unknown(codec *c, int t, const plink_schema *sc)
  * above the returned index, for the caller to pop; slot[i] is where the
  * value of field i is, 0 when absent. */
 #define CODEC_MAXF 32
+/* custom_data objects keep this many keys and values on the stack */
+#define CODEC_STACKKEYS 32
 static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
 {
     lua_State *L = c->L;
@@ -1030,7 +1037,7 @@ static void codec_json_table(codec *c, int t)
     const void *me = lua_topointer(L, t);
     size_t kbase = c->b->keys.len;
     long long n = 0, k;
-    int nstr = 0, nint = 0, i, nanc = c->nanc;
+    int nstr = 0, nint = 0, i, nanc = c->nanc, base;
     if (c->depth >= PLINK_MAX_DEPTH) {
         codec_err(c, "range", "nested deeper than %d tables", PLINK_MAX_DEPTH);
         return;
@@ -1041,17 +1048,28 @@ static void codec_json_table(codec *c, int t)
             return;
         }
     }
-    luaL_checkstack(L, 6, "portone.link");
+    luaL_checkstack(L, 2 * 8 + 6, "portone.link");
+    base = lua_gettop(L);
     /* classify the keys: 1..n, strings, or something JSON cannot hold;
-     * while they are all strings, keep each key and value (anchored) */
+     * while they are all strings, keep each key and value: the first
+     * CODEC_STACKKEYS on the stack, as lua_next leaves them (a copy of the
+     * key goes on top for the next step; val is then minus the value's
+     * index), the others in the anchor table (val is the slot) */
     lua_pushnil(L);
     while (lua_next(L, t)) {
         int kt = lua_type(L, -2);
         n++;
         if (kt == LUA_TSTRING) {
             if (++nstr == n) {
-                int val = codec_anchor(c);          /* pops the value */
-                codec_keys_push(c, (int)n)->val = val;
+                if (n <= CODEC_STACKKEYS) {
+                    codec_keys_push_at(c, -2, (int)n, 0)->val = -lua_gettop(L);
+                    if (n % 8 == 0)
+                        luaL_checkstack(L, 2 * 8 + 6, "portone.link");
+                    lua_pushvalue(L, -2);
+                } else {
+                    int val = codec_anchor(c);      /* pops the value */
+                    codec_keys_push(c, (int)n)->val = val;
+                }
                 continue;
             }
         } else if (kt == LUA_TNUMBER && codec_integer(L, -2, &k) == NUM_OK && k >= 1) {
@@ -1092,9 +1110,13 @@ static void codec_json_table(codec *c, int t)
                 codec_put(c, key.s, key.n, info.esc);
                 plink_buf_addc(L, out, ':');
             }
-            lua_rawgeti(L, CODEC_ANCHORS, key.val);
-            codec_json(c, lua_gettop(L));
-            lua_pop(L, 1);
+            if (key.val < 0) {
+                codec_json(c, -key.val);
+            } else {
+                lua_rawgeti(L, CODEC_ANCHORS, key.val);
+                codec_json(c, lua_gettop(L));
+                lua_pop(L, 1);
+            }
             codec_checksize(c);
             fr_pop(c);
         }
@@ -1109,6 +1131,7 @@ static void codec_json_table(codec *c, int t)
     c->b->keys.len = kbase;
     c->nanc = nanc;
     c->depth--;
+    lua_settop(L, base);
 }
 
 static void codec_json(codec *c, int idx)
