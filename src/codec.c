@@ -813,6 +813,7 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
     lua_State *L = c->L;
     plink_buf *out = &c->b->out;
     int nf = sc->nfields, base, key, i, unknown = 0, first = 1, g1 = 0;
+    codec_frame *fr;
     unsigned long seen = 0;
     luaL_checkstack(L, 2 * nf + 8, "portone.link");
     base = lua_gettop(L);
@@ -835,6 +836,9 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
         lua_pop(L, 1);
     }
     plink_buf_addc(L, out, '{');
+    /* one frame for the fields, renamed for each */
+    fr_name(c, NULL, 0);
+    fr = &c->fr[c->nfr - 1];
     for (i = 0; i < nf; i++) {
         const plink_field *f = &sc->fields[i];
         int has = (int)((seen >> i) & 1);
@@ -843,7 +847,8 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
             if (!(f->flags & (PLINK_F_REQUIRED | PLINK_F_GROUP1 | PLINK_F_GROUP2)))
                 continue;                   /* absent, and may be */
         }
-        fr_name(c, f->name, f->namelen);
+        fr->s = f->name;
+        fr->n = f->namelen;
         if (f->flags & PLINK_F_GROUP1)
             g1 = has;
         if (f->flags & PLINK_F_GROUP2) {
@@ -851,8 +856,8 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
                 codec_err(c, "conflict", "give either '%s' or '%s', not both",
                           f[-1].name, f->name);
             } else if (!has && !g1) {
-                c->fr[c->nfr - 1].s = f[-1].name;     /* named by the first */
-                c->fr[c->nfr - 1].n = f[-1].namelen;
+                fr->s = f[-1].name;                   /* named by the first */
+                fr->n = f[-1].namelen;
                 codec_err(c, "required", "is required (or '%s')", f->name);
             }
         } else if (!has && (f->flags & PLINK_F_REQUIRED)) {
@@ -866,8 +871,8 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
             codec_value(c, f, slot[i]);
             codec_checksize(c);
         }
-        fr_pop(c);
     }
+    fr_pop(c);
     plink_buf_addc(L, out, '}');
     if (unknown)
         codec_unknown(c, t, sc);
@@ -923,11 +928,19 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     plink_buf *out = &c->b->out, *db = &c->b->dups;
     long long n = 0, i;
     int seq = 1, nanc = c->nanc;
+    codec_frame *fr;
     size_t base = db->len, ndup = 0;
     lua_pushnil(L);
     while (lua_next(L, t)) {
         long long k;
         lua_pop(L, 1);
+#if LUA_VERSION_NUM >= 503
+        if (lua_isinteger(L, -1)) {          /* the usual key, in one call less */
+            lua_Integer v = lua_tointeger(L, -1);
+            if (v < 1 || v > (lua_Integer)PLINK_MAX_SAFE_INT)
+                seq = 0;
+        } else
+#endif
         if (lua_type(L, -1) != LUA_TNUMBER || codec_integer(L, -1, &k) != NUM_OK
             || k < 1)
             seq = 0;
@@ -945,9 +958,11 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     }
     luaL_checkstack(L, 4, "portone.link");
     plink_buf_addc(L, out, '[');
+    fr_index(c, 0);                      /* one frame, renumbered */
+    fr = &c->fr[c->nfr - 1];
     for (i = 1; i <= n; i++) {
         int e;
-        fr_index(c, i);
+        fr->i = i;
         if (i > 1)
             plink_buf_addc(L, out, ',');
         lua_rawgeti(L, t, (int)i);
@@ -997,8 +1012,8 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
             lua_settop(L, top);
         }
         lua_pop(L, 1);
-        fr_pop(c);
     }
+    fr_pop(c);
     plink_buf_addc(L, out, ']');
     db->len = base;
     c->nanc = nanc;
