@@ -895,27 +895,27 @@ static int codec_dupeq(const codec_dup *a, const codec_dup *b)
     return 1;
 }
 
-/* The DUPKEY values of an entry checked by codec_object (its slots) into d, unless one is neither a string nor absent (0). */
-static int codec_dupkey(codec *c, const int *slot, const plink_schema *sc, codec_dup *d)
+/* The DUPKEY values of an entry checked by codec_object (its slots; dk
+ * lists the ndk DUPKEY fields of sc) into d, unless one is neither a
+ * string nor absent (0). */
+static int codec_dupkey(codec *c, const int *slot, const int *dk, int ndk, codec_dup *d)
 {
     lua_State *L = c->L;
-    int i, k = 0;
+    int k;
     memset(d, 0, sizeof *d);
-    for (i = 0; i < sc->nfields && k < CODEC_DUPKEYS; i++) {
-        if (!(sc->fields[i].flags & PLINK_F_DUPKEY))
-            continue;
-        if (slot[i]) {
+    for (k = 0; k < ndk; k++) {
+        int at = slot[dk[k]];
+        if (at) {
             size_t n;
             const unsigned char *u;
-            if (lua_type(L, slot[i]) != LUA_TSTRING)
+            if (lua_type(L, at) != LUA_TSTRING)
                 return 0;
-            d->s[k] = lua_tolstring(L, slot[i], &d->n[k]);
+            d->s[k] = lua_tolstring(L, at, &d->n[k]);
             n = d->n[k];
             u = (const unsigned char *)d->s[k];
             d->sig = d->sig * 131 + n * 31 + (n ? u[0] * 7u + u[n - 1] : 0);
         }
         d->sig = d->sig * 3 + 1;        /* absent and "" differ */
-        k++;
     }
     return 1;
 }
@@ -927,7 +927,7 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     lua_State *L = c->L;
     plink_buf *out = &c->b->out, *db = &c->b->dups;
     long long n = 0, i;
-    int seq = 1, nanc = c->nanc;
+    int seq = 1, nanc = c->nanc, dk[CODEC_DUPKEYS], ndk, e;
     codec_frame *fr;
     size_t base = db->len, ndup = 0;
     lua_pushnil(L);
@@ -956,12 +956,14 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
         codec_err(c, "empty", "must have at least one entry");
         return;
     }
+    for (ndk = 0, e = 0; e < sc->nfields && ndk < CODEC_DUPKEYS; e++)
+        if (sc->fields[e].flags & PLINK_F_DUPKEY)
+            dk[ndk++] = e;
     luaL_checkstack(L, 4, "portone.link");
     plink_buf_addc(L, out, '[');
     fr_index(c, 0);                      /* one frame, renumbered */
     fr = &c->fr[c->nfr - 1];
     for (i = 1; i <= n; i++) {
-        int e;
         fr->i = i;
         if (i > 1)
             plink_buf_addc(L, out, ',');
@@ -973,7 +975,7 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
             codec_dup d;
             int slot[CODEC_MAXF];
             int top = codec_object(c, e, sc, slot);
-            if (codec_dupkey(c, slot, sc, &d)) {
+            if (codec_dupkey(c, slot, dk, ndk, &d)) {
                 size_t j;
                 /* db->p is NULL until the first entry is recorded */
                 codec_dup *seen = ndup ? (codec_dup *)(void *)(db->p + base) : NULL;
@@ -985,24 +987,23 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                     codec_err(c, "duplicate", "same pg/channelKey and pay_method as pay_methods[%s]",
                               codec_lld(a, sizeof a, seen[j].index));
                 } else {
-                    int k, s = 0;
+                    int k;
                     /* the entry may change under a finalizer: keep its
                      * strings (a known enum value is kept alive already) */
-                    for (k = 0; k < sc->nfields; k++)
-                        if (sc->fields[k].flags & PLINK_F_DUPKEY) {
-                            const plink_field *f = &sc->fields[k];
-                            const char *ds = d.s[s++];
-                            size_t q;
-                            /* the same string as an earlier entry's (the
-                             * pg of each entry, mostly) is kept already */
-                            for (q = 0; ds && q < ndup; q++)
-                                if (seen[q].s[s - 1] == ds)
-                                    ds = NULL;
-                            if (ds && !(f->choices && codec_enum_hit(c->nm, f, ds))) {
-                                lua_pushvalue(L, slot[k]);
-                                codec_anchor(c);
-                            }
+                    for (k = 0; k < ndk; k++) {
+                        const plink_field *f = &sc->fields[dk[k]];
+                        const char *ds = d.s[k];
+                        size_t q;
+                        /* the same string as an earlier entry's (the pg
+                         * of each entry, mostly) is kept already */
+                        for (q = ndup; ds && q > 0; q--)
+                            if (seen[q - 1].s[k] == ds)
+                                ds = NULL;
+                        if (ds && !(f->choices && codec_enum_hit(c->nm, f, ds))) {
+                            lua_pushvalue(L, slot[dk[k]]);
+                            codec_anchor(c);
                         }
+                    }
                     d.index = i;
                     memcpy(plink_buf_grow(L, db, sizeof d), &d, sizeof d);
                     db->len += sizeof d;
