@@ -89,6 +89,7 @@
 
 #define CODEC_MT "portone.link.codec_buffers"
 #define CODEC_KEEP (256 * 1024)   /* larger buffers are freed after a call */
+#define CODEC_MAXF 32             /* fields of a schema, at most */
 
 /* upvalues of validate and encode */
 #define CODEC_UP_BUFS    lua_upvalueindex(1)   /* codec_bufs, shared */
@@ -170,6 +171,12 @@ typedef struct codec {
     int big;                /* too_large reported: stop writing */
     int depth;
     int nfr;
+    /* the strings codec_string read for the DUPKEY fields of the last
+     * object (NULL: not a string); they stay at their slots until the
+     * caller pops them */
+    const char *dks[CODEC_MAXF];
+    size_t dkn[CODEC_MAXF];
+    int fi;                 /* the field codec_object is checking */
     const void *anc[PLINK_MAX_DEPTH + 1];   /* tables on the custom_data path */
     codec_frame fr[CODEC_MAXFR];
 } codec;
@@ -481,6 +488,10 @@ static void codec_string(codec *c, const plink_field *f, int idx)
         return;
     }
     s = lua_tolstring(L, idx, &n);
+    if (f->flags & PLINK_F_DUPKEY) {     /* for codec_dupkey */
+        c->dks[c->fi] = s;
+        c->dkn[c->fi] = n;
+    }
     /* Shortcuts that give the same verdict: a known enum value is plain
      * ASCII, and so is whatever an ASCII format accepts; only the other
      * strings need the UTF-8 scan (and, failing that, its error first). */
@@ -805,7 +816,6 @@ static void codec_unknown(codec *c, int t, const plink_schema *sc)
  * then the unknown keys. Leaves the values of the fields on the stack,
  * above the returned index, for the caller to pop; slot[i] is where the
  * value of field i is, 0 when absent. */
-#define CODEC_MAXF 32
 /* custom_data objects keep this many keys and values on the stack */
 #define CODEC_STACKKEYS 32
 static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
@@ -868,6 +878,10 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
                 plink_buf_add(L, out, f->wire + first, (size_t)f->namelen + 6 - first);
                 first = 0;
             }
+            if (f->flags & PLINK_F_DUPKEY) {
+                c->dks[i] = NULL;           /* stays NULL unless a string */
+                c->fi = i;
+            }
             codec_value(c, f, slot[i]);
             codec_checksize(c);
         }
@@ -900,17 +914,18 @@ static int codec_dupeq(const codec_dup *a, const codec_dup *b)
  * string nor absent (0). */
 static int codec_dupkey(codec *c, const int *slot, const int *dk, int ndk, codec_dup *d)
 {
-    lua_State *L = c->L;
     int k;
     memset(d, 0, sizeof *d);
     for (k = 0; k < ndk; k++) {
-        int at = slot[dk[k]];
-        if (at) {
+        if (slot[dk[k]]) {
             size_t n;
             const unsigned char *u;
-            if (lua_type(L, at) != LUA_TSTRING)
+            /* read by codec_string (every DUPKEY field is a string field,
+             * checked at load): NULL when the value is not a string */
+            if (!c->dks[dk[k]])
                 return 0;
-            d->s[k] = lua_tolstring(L, at, &d->n[k]);
+            d->s[k] = c->dks[dk[k]];
+            d->n[k] = c->dkn[dk[k]];
             n = d->n[k];
             u = (const unsigned char *)d->s[k];
             d->sig = d->sig * 131 + n * 31 + (n ? u[0] * 7u + u[n - 1] : 0);
@@ -1447,9 +1462,14 @@ void plink_codec_open(lua_State *L)
     static const luaL_Reg none[] = {{NULL, NULL}};
     codec_names *nm;
     int k, i, n = 0;
-    for (k = 0; k < PLINK_NSCHEMAS; k++)     /* codec_object's bit set */
+    for (k = 0; k < PLINK_NSCHEMAS; k++) {   /* codec_object's bit set */
         if (plink_schemas[k]->nfields > CODEC_MAXF)
             luaL_error(L, "portone.link.core: a schema has more than %d fields", CODEC_MAXF);
+        for (i = 0; i < plink_schemas[k]->nfields; i++)   /* codec_dupkey */
+            if ((plink_schemas[k]->fields[i].flags & PLINK_F_DUPKEY)
+                && plink_schemas[k]->fields[i].kind != PLINK_K_STRING)
+                luaL_error(L, "portone.link.core: a DUPKEY field must be a string field");
+    }
     plink_setmeta(L, CODEC_MT, none, codec_gc, NULL);   /* never handed out */
     codec_newbufs(L);                        /* shared by both functions */
     lua_newtable(L);                         /* the interned names */
