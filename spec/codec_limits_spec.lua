@@ -135,6 +135,14 @@ describe("the body size cap (max_body_bytes)", function()
     r.expired_at = os.time() + 3600
     assert.is_string(link.encode(r))
     assert.has_error(function() core.bind_encode(nil, print, os.time) end)
+    -- a clock that gives no number: core.encode's own argument checks
+    local fallback = function() error("not reached") end
+    local enc = core.bind_encode(fallback, print, function() return 0 / 0 end)
+    assert.has_error(function() enc(base()) end, "bad argument #2 to 'enc' (now must not be NaN)")
+    enc = core.bind_encode(fallback, print, function() return "soon" end)
+    assert.has_error(function() enc(base()) end)
+    enc = core.bind_encode(fallback, print, function() return NOW end)
+    assert.equal(link.encode(base(), { now = NOW }), enc(base()))
   end)
 end)
 

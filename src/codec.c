@@ -1269,19 +1269,31 @@ static void codec_trim(plink_buf *b)
 
 /* The shared walk. Leaves the error list at CODEC_ERRS; returns its
  * length. On success with `encode`, the body is in b->out. */
+static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit,
+                      codec_bufs **bufs);
+
 static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
 {
-    codec c;
-    codec_bufs *b;
-    lua_Number limit;
-    int i;
+    lua_Number now, limit;
     luaL_checktype(L, 1, LUA_TTABLE);
-    c.now = luaL_checknumber(L, 2);
+    now = luaL_checknumber(L, 2);
     /* NaN compares false with every expiry: it would accept any of them */
-    luaL_argcheck(L, c.now == c.now, 2, "now must not be NaN");
+    luaL_argcheck(L, now == now, 2, "now must not be NaN");
     limit = luaL_optnumber(L, 3, PLINK_MAX_BODY);
     luaL_argcheck(L, limit >= 64, 3, "max_body_bytes must be at least 64");
     lua_settop(L, 3);
+    return codec_walk(L, encode, now, limit, bufs);
+}
+
+/* The walk itself: the request at 1, slots 2 and 3 free to use, the
+ * arguments checked (now not NaN, limit >= 64). */
+static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit,
+                      codec_bufs **bufs)
+{
+    codec c;
+    codec_bufs *b;
+    int i;
+    c.now = now;
     lua_pushnil(L);                          /* 4: error list, once needed */
     b = (codec_bufs *)lua_touserdata(L, CODEC_UP_BUFS);
     if (b->busy) {                           /* a finalizer calling us */
@@ -1411,9 +1423,16 @@ static int codec_link_encode(lua_State *L)
         lua_pushvalue(L, CODEC_UP_TIME);
         lua_call(L, 0, 1);
         lua_replace(L, 3);
+        if (lua_type(L, 3) != LUA_TNUMBER || lua_tonumber(L, 3) != lua_tonumber(L, 3)) {
+            /* os.time replaced by something odd: core.encode's checks */
+            lua_remove(L, 2);
+            nerr = codec_run(L, 1, &b);
+            goto done;
+        }
     }
-    lua_remove(L, 2);                            /* (req, now) */
-    nerr = codec_run(L, 1, &b);
+    lua_settop(L, 3);                            /* (req, opts, now) */
+    nerr = codec_walk(L, 1, lua_tonumber(L, 3), PLINK_MAX_BODY, &b);
+done:
     if (nerr == 0) {
         lua_pushlstring(L, b->out.p, b->out.len);
         codec_done(b);
