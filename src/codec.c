@@ -977,19 +977,19 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     luaL_checkstack(L, 4, "portone.link");
     plink_buf_addc(L, out, '[');
     fr_index(c, 0);                      /* one frame, renumbered */
+    e = lua_gettop(L) + 1;
     fr = &c->fr[c->nfr - 1];
     for (i = 1; i <= n; i++) {
         fr->i = i;
         if (i > 1)
             plink_buf_addc(L, out, ',');
-        lua_rawgeti(L, t, (int)i);
-        e = lua_gettop(L);
+        lua_rawgeti(L, t, (int)i);           /* at e: the stack is back at e - 1 after each */
         if (!lua_istable(L, e)) {
             codec_err(c, "type", "must be a table, got %s", codec_typename(L, e));
         } else {
             codec_dup d;
             int slot[CODEC_MAXF];
-            int top = codec_object(c, e, sc, slot);
+            codec_object(c, e, sc, slot);
             if (codec_dupkey(c, slot, dk, ndk, &d)) {
                 size_t j;
                 /* db->p is NULL until the first entry is recorded */
@@ -1025,9 +1025,8 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                     ndup++;
                 }
             }
-            lua_settop(L, top);
         }
-        lua_pop(L, 1);
+        lua_settop(L, e - 1);
     }
     fr_pop(c);
     plink_buf_addc(L, out, ']');
