@@ -92,6 +92,58 @@ describe("the body size cap (max_body_bytes)", function()
     assert.is_string(link.encode(base(), { now = NOW, max_body_bytes = 4096 }))
     assert.is_string(link.encode(requests.base(os.time())))
   end)
+
+  -- link.encode is a C function (core.bind_encode) that hands every call
+  -- but the common one to a Lua function: both must behave as one wrapper
+  it("link.encode: the C common path and its Lua fallback agree", function()
+    local body = assert(link.encode(base(), { now = NOW }))
+    -- opts with a metatable: read through __index, by the Lua fallback
+    local proxied = setmetatable({}, { __index = { now = NOW } })
+    assert.equal(body, link.encode(base(), proxied))
+    -- max_body_bytes goes the Lua way too, with the same body
+    assert.equal(body, link.encode(base(), { now = NOW, max_body_bytes = MiB }))
+    -- extra arguments are ignored, as by a Lua function of two
+    assert.equal(body, link.encode(base(), { now = NOW }, "extra"))
+    -- errors: the same error object either way
+    local r = base()
+    r.amount = -1
+    local b1, e1 = link.encode(r, { now = NOW })
+    local b2, e2 = link.encode(r, proxied)
+    assert.is_nil(b1)
+    assert.is_nil(b2)
+    assert.equal("validation", e1.kind)
+    assert.same(e1.errors, e2.errors)
+    assert.equal(tostring(e1), tostring(e2))
+    -- NaN now raises (through the Lua fallback and core.encode)
+    assert.has_error(function() link.encode(base(), { now = 0 / 0 }) end)
+    -- a bad argument points at the caller of link.encode, like error(msg, 3)
+    -- (not a tail call: that frame would be gone, for either)
+    local ok, msg = pcall(function() local b = link.encode(nil); return b end)
+    assert.is_false(ok)
+    assert.matches("^spec/codec_limits_spec%.lua:%d+: bad argument #1 to 'encode'", msg)
+    ok, msg = pcall(function() local v = link.validate(nil); return v end)
+    assert.is_false(ok)
+    assert.matches("^spec/codec_limits_spec%.lua:%d+: bad argument #1 to 'validate'", msg)
+  end)
+
+  it("link.encode without opts reads the clock through os.time", function()
+    local r = base()
+    r.expired_at = os.time() - 1       -- past for the real clock
+    local body, err = link.encode(r)
+    assert.is_nil(body)
+    assert.equal("expired", err.errors[1].code)
+    r.expired_at = os.time() + 3600
+    assert.is_string(link.encode(r))
+    assert.has_error(function() core.bind_encode(nil, print, os.time) end)
+    -- a clock that gives no number: core.encode's own argument checks
+    local fallback = function() error("not reached") end
+    local enc = core.bind_encode(fallback, print, function() return 0 / 0 end)
+    assert.has_error(function() enc(base()) end, "bad argument #2 to 'enc' (now must not be NaN)")
+    enc = core.bind_encode(fallback, print, function() return "soon" end)
+    assert.has_error(function() enc(base()) end)
+    enc = core.bind_encode(fallback, print, function() return NOW end)
+    assert.equal(link.encode(base(), { now = NOW }), enc(base()))
+  end)
 end)
 
 describe("an unknown enum value", function()

@@ -419,6 +419,36 @@ describe("portone.link.encode body", function()
     local info = cjson.decode(body).payment_info
     assert.truthy(info:find('"custom_data":{"list":{}}', 1, true))
   end)
+
+  -- the codec keeps an object's first 32 keys and values on the Lua stack
+  -- and the rest in its anchor table: both ways, the same sorted object
+  it("writes objects of up to and past 32 keys sorted, nested too", function()
+    for _, count in ipairs({ 1, 31, 32, 33, 40, 100 }) do
+      local obj, names = {}, {}
+      for i = count, 1, -1 do
+        local k = ("k%03d"):format(i)
+        obj[k] = i % 2 == 0 and { [k] = i, z = "s" .. i } or "v" .. i
+        names[#names + 1] = k
+      end
+      table.sort(names)
+      local r = base()
+      r.custom_data = obj
+      local body = assert(link.encode(r, { now = NOW }))
+      local info = cjson.decode(cjson.decode(body).payment_info)
+      assert.same(obj, info.custom_data)
+      local text = cjson.decode(body).payment_info
+      local at, pos = {}, 0
+      for _, k in ipairs(names) do
+        pos = assert(text:find('"' .. k .. '":', pos + 1, true))
+        at[#at + 1] = pos
+      end
+      assert.equal(count, #at)
+      -- an error past the 32nd key still names its path
+      r.custom_data[names[#names]] = print
+      local _, err = link.encode(r, { now = NOW })
+      assert.equal("custom_data." .. names[#names], err.errors[1].field)
+    end
+  end)
 end)
 
 describe("portone.link.encode buffers", function()

@@ -79,8 +79,17 @@
 #include "rfc3339.h"
 #include "utf8.h"
 
+/* the per-value helpers of the walk, forced in line (the call overhead
+ * was a tenth of an encode) */
+#if defined(__GNUC__)
+#define CODEC_HOT static inline __attribute__((always_inline))
+#else
+#define CODEC_HOT static inline
+#endif
+
 #define CODEC_MT "portone.link.codec_buffers"
 #define CODEC_KEEP (256 * 1024)   /* larger buffers are freed after a call */
+#define CODEC_MAXF 32             /* fields of a schema, at most */
 
 /* upvalues of validate and encode */
 #define CODEC_UP_BUFS    lua_upvalueindex(1)   /* codec_bufs, shared */
@@ -124,9 +133,15 @@ typedef struct codec_names {
     signed char at[CODEC_NH][PLINK_NSCHEMAS];   /* field index, or -1 */
     const char *val[CODEC_NH];
     const char *const *list[CODEC_NH];          /* the enum list it is in */
+    /* The names again, by the address of the string object itself
+     * (lua_topointer): matching a key needs no lua_tolstring. Only when
+     * the interpreter gives strings an address there (5.4, LuaJIT). */
+    int byobj;
+    const void *obj[CODEC_NH];
+    signed char oat[CODEC_NH][PLINK_NSCHEMAS];
 } codec_names;
 
-static unsigned codec_hash(const void *p)
+CODEC_HOT unsigned codec_hash(const void *p)
 {
     return (unsigned)(((uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ULL) >> 57);
 }
@@ -156,13 +171,19 @@ typedef struct codec {
     int big;                /* too_large reported: stop writing */
     int depth;
     int nfr;
+    /* the strings codec_string read for the DUPKEY fields of the last
+     * object (NULL: not a string); they stay at their slots until the
+     * caller pops them */
+    const char *dks[CODEC_MAXF];
+    size_t dkn[CODEC_MAXF];
+    int fi;                 /* the field codec_object is checking */
     const void *anc[PLINK_MAX_DEPTH + 1];   /* tables on the custom_data path */
     codec_frame fr[CODEC_MAXFR];
 } codec;
 
 /* ---- field paths -------------------------------------------------------- */
 
-static void fr_push(codec *c, int kind, const char *s, size_t n, long long i)
+CODEC_HOT void fr_push(codec *c, int kind, const char *s, size_t n, long long i)
 {
     codec_frame *f;
     if (c->nfr >= CODEC_MAXFR)      /* cannot happen: the depth is capped */
@@ -185,7 +206,7 @@ static void fr_other(codec *c, const codec_key *k)
     c->fr[c->nfr - 1].num = k->num;
 }
 
-static void fr_pop(codec *c)
+CODEC_HOT void fr_pop(codec *c)
 {
     c->nfr--;
 }
@@ -321,7 +342,7 @@ static void codec_toolarge(codec *c)
 }
 
 /* too_large once the body has passed the cap; 1 when it has */
-static int codec_checksize(codec *c)
+CODEC_HOT int codec_checksize(codec *c)
 {
     if (c->big)
         return 1;
@@ -382,13 +403,9 @@ static int codec_integer(lua_State *L, int idx, long long *v)
     return NUM_OK;
 }
 
-/* Checks the UTF-8 of s; 0 and an error when it is bad. */
-static int codec_utf8(codec *c, const char *s, size_t n, int flags,
-                      plink_utf8_info *info)
+/* The error of a bad UTF-8 scan result rc; 0. */
+static int codec_utf8_err(codec *c, int rc, const plink_utf8_info *info)
 {
-    int rc = plink_utf8_scan(s, n, flags, info);
-    if (rc == PLINK_UTF8_OK)
-        return 1;
     if (rc == PLINK_UTF8_CONTROL) {
         char cp[16];
         snprintf(cp, sizeof cp, "U+%04lX", info->cp);
@@ -401,9 +418,17 @@ static int codec_utf8(codec *c, const char *s, size_t n, int flags,
     return 0;
 }
 
+/* Checks the UTF-8 of s; 0 and an error when it is bad. */
+CODEC_HOT int codec_utf8(codec *c, const char *s, size_t n, int flags,
+                         plink_utf8_info *info)
+{
+    int rc = plink_utf8_scan(s, n, flags, info);
+    return rc == PLINK_UTF8_OK ? 1 : codec_utf8_err(c, rc, info);
+}
+
 /* Writes s (scanned: esc from the scan) as a string inside payment_info,
  * unless that takes the body past the cap. */
-static void codec_put(codec *c, const char *s, size_t n, size_t esc)
+CODEC_HOT void codec_put(codec *c, const char *s, size_t n, size_t esc)
 {
     plink_buf *out = &c->b->out;
     size_t len = esc ? plink_buf_len2(s, n) : n + 4;
@@ -422,7 +447,7 @@ static void codec_put(codec *c, const char *s, size_t n, size_t esc)
 /* 1 when s is one of f's enum values; else an "enum" error, with the
  * nearest value as a suggestion when one is close. */
 /* 1 when s is the interned string of one of f's enum values */
-static int codec_enum_hit(const codec_names *nm, const plink_field *f, const char *s)
+CODEC_HOT int codec_enum_hit(const codec_names *nm, const plink_field *f, const char *s)
 {
     unsigned h = codec_hash(s);
     for (; nm->val[h]; h = (h + 1) & (CODEC_NH - 1))
@@ -463,6 +488,10 @@ static void codec_string(codec *c, const plink_field *f, int idx)
         return;
     }
     s = lua_tolstring(L, idx, &n);
+    if (f->flags & PLINK_F_DUPKEY) {     /* for codec_dupkey */
+        c->dks[c->fi] = s;
+        c->dkn[c->fi] = n;
+    }
     /* Shortcuts that give the same verdict: a known enum value is plain
      * ASCII, and so is whatever an ASCII format accepts; only the other
      * strings need the UTF-8 scan (and, failing that, its error first). */
@@ -626,6 +655,24 @@ static int codec_keycmp(const void *pa, const void *pb)
     return a->seq - b->seq;
 }
 
+/* Sorts n keys by codec_keycmp (a total order: seq breaks ties, so any
+ * sort gives the same result); a few keys by insertion, without qsort's
+ * setup. */
+static void codec_sortkeys(codec_key *k, size_t n)
+{
+    size_t i, j;
+    if (n > 12) {
+        qsort(k, n, sizeof *k, codec_keycmp);
+        return;
+    }
+    for (i = 1; i < n; i++) {
+        codec_key t = k[i];
+        for (j = i; j > 0 && codec_keycmp(&k[j - 1], &t) > 0; j--)
+            k[j] = k[j - 1];
+        k[j] = t;
+    }
+}
+
 static codec_key *codec_keys_at(codec *c, size_t base)
 {
     return (codec_key *)(void *)(c->b->keys.p + base);
@@ -640,31 +687,36 @@ static int codec_anchor(codec *c)
     return c->nanc;
 }
 
-/* Records the key at the top of the stack (left there by lua_next),
- * anchoring a string key. */
-static codec_key *codec_keys_push(codec *c, int seq)
+/* Records the key at idx (a negative index: left there by lua_next),
+ * anchoring a string key when `anchor` (else the caller keeps it on the
+ * stack). */
+static codec_key *codec_keys_push_at(codec *c, int idx, int seq, int anchor)
 {
     lua_State *L = c->L;
     plink_buf *kb = &c->b->keys;
     codec_key *k = (codec_key *)(void *)plink_buf_grow(L, kb, sizeof *k);
-    k->type = lua_type(L, -1);
+    k->type = lua_type(L, idx);
     k->s = NULL;
     k->n = 0;
     k->num = 0;
     k->seq = seq;
     k->val = 0;
     if (k->type == LUA_TSTRING) {
-        k->s = lua_tolstring(L, -1, &k->n);   /* a string already: no conversion */
-        lua_pushvalue(L, -1);
-        codec_anchor(c);
+        k->s = lua_tolstring(L, idx, &k->n);  /* a string already: no conversion */
+        if (anchor) {
+            lua_pushvalue(L, idx);
+            codec_anchor(c);
+        }
     } else if (k->type == LUA_TNUMBER) {
-        k->num = lua_tonumber(L, -1);
+        k->num = lua_tonumber(L, idx);
     } else if (k->type == LUA_TBOOLEAN) {
-        k->num = lua_toboolean(L, -1);
+        k->num = lua_toboolean(L, idx);
     }
     kb->len += sizeof *k;
     return k;
 }
+
+#define codec_keys_push(c, seq) codec_keys_push_at((c), -1, (seq), 1)
 
 /* ---- tables ------------------------------------------------------------- */
 
@@ -672,7 +724,7 @@ static void codec_value(codec *c, const plink_field *f, int idx);
 
 /* Index in sc of the field whose name is the string k (of n bytes), or
  * -1: by the address of the interned name, by content when unknown. */
-static int codec_field(codec *c, const plink_schema *sc, const char *k, size_t n)
+CODEC_HOT int codec_field(codec *c, const plink_schema *sc, const char *k, size_t n)
 {
     const codec_names *nm = c->nm;
     unsigned h = codec_hash(k);
@@ -680,6 +732,31 @@ static int codec_field(codec *c, const plink_schema *sc, const char *k, size_t n
         if (nm->name[h] == k)
             return nm->at[h][sc->id];
     return plink_rules_find(sc, k, n);
+}
+
+/* Index in sc of the field named by the key at -2 (left there by
+ * lua_next), or -1 when it names none. */
+CODEC_HOT int codec_keyfield(codec *c, const plink_schema *sc)
+{
+    lua_State *L = c->L;
+    const codec_names *nm = c->nm;
+    size_t kn;
+    const char *k;
+    if (nm->byobj) {
+        const void *o = lua_topointer(L, -2);
+        unsigned h = codec_hash(o);
+        for (; nm->obj[h]; h = (h + 1) & (CODEC_NH - 1))
+            if (nm->obj[h] == o) {
+                /* a light userdata may hold any address */
+                if (lua_type(L, -2) == LUA_TSTRING)
+                    return nm->oat[h][sc->id];
+                return -1;
+            }
+    }
+    if (lua_type(L, -2) != LUA_TSTRING)
+        return -1;
+    k = lua_tolstring(L, -2, &kn);
+    return codec_field(c, sc, k, kn);
 }
 
 /* unknown_field for every key of t that sc does not name, sorted */
@@ -702,7 +779,7 @@ static void codec_unknown(codec *c, int t, const plink_schema *sc)
     /* n may be 0: a finalizer may have removed the unknown keys since the
      * first walk (and keys.p is NULL until something is pushed) */
     if (n > 1)
-        qsort(codec_keys_at(c, base), (size_t)n, sizeof(codec_key), codec_keycmp);
+        codec_sortkeys(codec_keys_at(c, base), (size_t)n);
     for (i = 0; i < n; i++) {
         codec_key k = codec_keys_at(c, base)[i];   /* the buffer may move */
         if (k.type == LUA_TSTRING) {
@@ -739,12 +816,14 @@ static void codec_unknown(codec *c, int t, const plink_schema *sc)
  * then the unknown keys. Leaves the values of the fields on the stack,
  * above the returned index, for the caller to pop; slot[i] is where the
  * value of field i is, 0 when absent. */
-#define CODEC_MAXF 32
+/* custom_data objects keep this many keys and values on the stack */
+#define CODEC_STACKKEYS 32
 static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
 {
     lua_State *L = c->L;
     plink_buf *out = &c->b->out;
     int nf = sc->nfields, base, key, i, unknown = 0, first = 1, g1 = 0;
+    codec_frame *fr;
     unsigned long seen = 0;
     luaL_checkstack(L, 2 * nf + 8, "portone.link");
     base = lua_gettop(L);
@@ -755,22 +834,21 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
     key = base + 1;
     lua_pushnil(L);
     while (lua_next(L, t)) {
-        if (lua_type(L, -2) == LUA_TSTRING) {
-            size_t kn;
-            const char *k = lua_tolstring(L, -2, &kn);
-            int fi = codec_field(c, sc, k, kn);
-            if (fi >= 0 && !(seen & (1UL << fi))) {
-                seen |= 1UL << fi;
-                slot[fi] = key + 1;
-                lua_pushvalue(L, -2);
-                key += 2;
-                continue;
-            }
+        int fi = codec_keyfield(c, sc);
+        if (fi >= 0 && !(seen & (1UL << fi))) {
+            seen |= 1UL << fi;
+            slot[fi] = key + 1;
+            lua_pushvalue(L, -2);
+            key += 2;
+            continue;
         }
         unknown = 1;
         lua_pop(L, 1);
     }
     plink_buf_addc(L, out, '{');
+    /* one frame for the fields, renamed for each */
+    fr_name(c, NULL, 0);
+    fr = &c->fr[c->nfr - 1];
     for (i = 0; i < nf; i++) {
         const plink_field *f = &sc->fields[i];
         int has = (int)((seen >> i) & 1);
@@ -779,7 +857,8 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
             if (!(f->flags & (PLINK_F_REQUIRED | PLINK_F_GROUP1 | PLINK_F_GROUP2)))
                 continue;                   /* absent, and may be */
         }
-        fr_name(c, f->name, f->namelen);
+        fr->s = f->name;
+        fr->n = f->namelen;
         if (f->flags & PLINK_F_GROUP1)
             g1 = has;
         if (f->flags & PLINK_F_GROUP2) {
@@ -787,8 +866,8 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
                 codec_err(c, "conflict", "give either '%s' or '%s', not both",
                           f[-1].name, f->name);
             } else if (!has && !g1) {
-                c->fr[c->nfr - 1].s = f[-1].name;     /* named by the first */
-                c->fr[c->nfr - 1].n = f[-1].namelen;
+                fr->s = f[-1].name;                   /* named by the first */
+                fr->n = f[-1].namelen;
                 codec_err(c, "required", "is required (or '%s')", f->name);
             }
         } else if (!has && (f->flags & PLINK_F_REQUIRED)) {
@@ -799,11 +878,15 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
                 plink_buf_add(L, out, f->wire + first, (size_t)f->namelen + 6 - first);
                 first = 0;
             }
+            if (f->flags & PLINK_F_DUPKEY) {
+                c->dks[i] = NULL;           /* stays NULL unless a string */
+                c->fi = i;
+            }
             codec_value(c, f, slot[i]);
             codec_checksize(c);
         }
-        fr_pop(c);
     }
+    fr_pop(c);
     plink_buf_addc(L, out, '}');
     if (unknown)
         codec_unknown(c, t, sc);
@@ -826,27 +909,28 @@ static int codec_dupeq(const codec_dup *a, const codec_dup *b)
     return 1;
 }
 
-/* The DUPKEY values of an entry checked by codec_object (its slots) into d, unless one is neither a string nor absent (0). */
-static int codec_dupkey(codec *c, const int *slot, const plink_schema *sc, codec_dup *d)
+/* The DUPKEY values of an entry checked by codec_object (its slots; dk
+ * lists the ndk DUPKEY fields of sc) into d, unless one is neither a
+ * string nor absent (0). */
+static int codec_dupkey(codec *c, const int *slot, const int *dk, int ndk, codec_dup *d)
 {
-    lua_State *L = c->L;
-    int i, k = 0;
+    int k;
     memset(d, 0, sizeof *d);
-    for (i = 0; i < sc->nfields && k < CODEC_DUPKEYS; i++) {
-        if (!(sc->fields[i].flags & PLINK_F_DUPKEY))
-            continue;
-        if (slot[i]) {
+    for (k = 0; k < ndk; k++) {
+        if (slot[dk[k]]) {
             size_t n;
             const unsigned char *u;
-            if (lua_type(L, slot[i]) != LUA_TSTRING)
+            /* read by codec_string (every DUPKEY field is a string field,
+             * checked at load): NULL when the value is not a string */
+            if (!c->dks[dk[k]])
                 return 0;
-            d->s[k] = lua_tolstring(L, slot[i], &d->n[k]);
+            d->s[k] = c->dks[dk[k]];
+            d->n[k] = c->dkn[dk[k]];
             n = d->n[k];
             u = (const unsigned char *)d->s[k];
             d->sig = d->sig * 131 + n * 31 + (n ? u[0] * 7u + u[n - 1] : 0);
         }
         d->sig = d->sig * 3 + 1;        /* absent and "" differ */
-        k++;
     }
     return 1;
 }
@@ -858,12 +942,20 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     lua_State *L = c->L;
     plink_buf *out = &c->b->out, *db = &c->b->dups;
     long long n = 0, i;
-    int seq = 1, nanc = c->nanc;
+    int seq = 1, nanc = c->nanc, dk[CODEC_DUPKEYS], ndk, e;
+    codec_frame *fr;
     size_t base = db->len, ndup = 0;
     lua_pushnil(L);
     while (lua_next(L, t)) {
         long long k;
         lua_pop(L, 1);
+#if LUA_VERSION_NUM >= 503
+        if (lua_isinteger(L, -1)) {          /* the usual key, in one call less */
+            lua_Integer v = lua_tointeger(L, -1);
+            if (v < 1 || v > (lua_Integer)PLINK_MAX_SAFE_INT)
+                seq = 0;
+        } else
+#endif
         if (lua_type(L, -1) != LUA_TNUMBER || codec_integer(L, -1, &k) != NUM_OK
             || k < 1)
             seq = 0;
@@ -879,22 +971,26 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
         codec_err(c, "empty", "must have at least one entry");
         return;
     }
+    for (ndk = 0, e = 0; e < sc->nfields && ndk < CODEC_DUPKEYS; e++)
+        if (sc->fields[e].flags & PLINK_F_DUPKEY)
+            dk[ndk++] = e;
     luaL_checkstack(L, 4, "portone.link");
     plink_buf_addc(L, out, '[');
+    fr_index(c, 0);                      /* one frame, renumbered */
+    e = lua_gettop(L) + 1;
+    fr = &c->fr[c->nfr - 1];
     for (i = 1; i <= n; i++) {
-        int e;
-        fr_index(c, i);
+        fr->i = i;
         if (i > 1)
             plink_buf_addc(L, out, ',');
-        lua_rawgeti(L, t, (int)i);
-        e = lua_gettop(L);
+        lua_rawgeti(L, t, (int)i);           /* at e: the stack is back at e - 1 after each */
         if (!lua_istable(L, e)) {
             codec_err(c, "type", "must be a table, got %s", codec_typename(L, e));
         } else {
             codec_dup d;
             int slot[CODEC_MAXF];
-            int top = codec_object(c, e, sc, slot);
-            if (codec_dupkey(c, slot, sc, &d)) {
+            codec_object(c, e, sc, slot);
+            if (codec_dupkey(c, slot, dk, ndk, &d)) {
                 size_t j;
                 /* db->p is NULL until the first entry is recorded */
                 codec_dup *seen = ndup ? (codec_dup *)(void *)(db->p + base) : NULL;
@@ -906,29 +1002,33 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                     codec_err(c, "duplicate", "same pg/channelKey and pay_method as pay_methods[%s]",
                               codec_lld(a, sizeof a, seen[j].index));
                 } else {
-                    int k, s = 0;
+                    int k;
                     /* the entry may change under a finalizer: keep its
                      * strings (a known enum value is kept alive already) */
-                    for (k = 0; k < sc->nfields; k++)
-                        if (sc->fields[k].flags & PLINK_F_DUPKEY) {
-                            const plink_field *f = &sc->fields[k];
-                            const char *ds = d.s[s++];
-                            if (ds && !(f->choices && codec_enum_hit(c->nm, f, ds))) {
-                                lua_pushvalue(L, slot[k]);
-                                codec_anchor(c);
-                            }
+                    for (k = 0; k < ndk; k++) {
+                        const plink_field *f = &sc->fields[dk[k]];
+                        const char *ds = d.s[k];
+                        size_t q;
+                        /* the same string as an earlier entry's (the pg
+                         * of each entry, mostly) is kept already */
+                        for (q = ndup; ds && q > 0; q--)
+                            if (seen[q - 1].s[k] == ds)
+                                ds = NULL;
+                        if (ds && !(f->choices && codec_enum_hit(c->nm, f, ds))) {
+                            lua_pushvalue(L, slot[dk[k]]);
+                            codec_anchor(c);
                         }
+                    }
                     d.index = i;
                     memcpy(plink_buf_grow(L, db, sizeof d), &d, sizeof d);
                     db->len += sizeof d;
                     ndup++;
                 }
             }
-            lua_settop(L, top);
         }
-        lua_pop(L, 1);
-        fr_pop(c);
+        lua_settop(L, e - 1);
     }
+    fr_pop(c);
     plink_buf_addc(L, out, ']');
     db->len = base;
     c->nanc = nanc;
@@ -967,7 +1067,7 @@ static void codec_json_table(codec *c, int t)
     const void *me = lua_topointer(L, t);
     size_t kbase = c->b->keys.len;
     long long n = 0, k;
-    int nstr = 0, nint = 0, i, nanc = c->nanc;
+    int nstr = 0, nint = 0, i, nanc = c->nanc, base;
     if (c->depth >= PLINK_MAX_DEPTH) {
         codec_err(c, "range", "nested deeper than %d tables", PLINK_MAX_DEPTH);
         return;
@@ -978,17 +1078,28 @@ static void codec_json_table(codec *c, int t)
             return;
         }
     }
-    luaL_checkstack(L, 6, "portone.link");
+    luaL_checkstack(L, 2 * 8 + 6, "portone.link");
+    base = lua_gettop(L);
     /* classify the keys: 1..n, strings, or something JSON cannot hold;
-     * while they are all strings, keep each key and value (anchored) */
+     * while they are all strings, keep each key and value: the first
+     * CODEC_STACKKEYS on the stack, as lua_next leaves them (a copy of the
+     * key goes on top for the next step; val is then minus the value's
+     * index), the others in the anchor table (val is the slot) */
     lua_pushnil(L);
     while (lua_next(L, t)) {
         int kt = lua_type(L, -2);
         n++;
         if (kt == LUA_TSTRING) {
             if (++nstr == n) {
-                int val = codec_anchor(c);          /* pops the value */
-                codec_keys_push(c, (int)n)->val = val;
+                if (n <= CODEC_STACKKEYS) {
+                    codec_keys_push_at(c, -2, (int)n, 0)->val = -lua_gettop(L);
+                    if (n % 8 == 0)
+                        luaL_checkstack(L, 2 * 8 + 6, "portone.link");
+                    lua_pushvalue(L, -2);
+                } else {
+                    int val = codec_anchor(c);      /* pops the value */
+                    codec_keys_push(c, (int)n)->val = val;
+                }
                 continue;
             }
         } else if (kt == LUA_TNUMBER && codec_integer(L, -2, &k) == NUM_OK && k >= 1) {
@@ -1016,7 +1127,7 @@ static void codec_json_table(codec *c, int t)
         plink_buf_addc(L, out, ']');
     } else if (nstr == n) {
         if (n > 1)
-            qsort(codec_keys_at(c, kbase), (size_t)n, sizeof(codec_key), codec_keycmp);
+            codec_sortkeys(codec_keys_at(c, kbase), (size_t)n);
         plink_buf_addc(L, out, '{');
         for (i = 0; i < (int)n && !c->big; i++) {
             /* a copy: the recursion may move the key buffer */
@@ -1029,9 +1140,13 @@ static void codec_json_table(codec *c, int t)
                 codec_put(c, key.s, key.n, info.esc);
                 plink_buf_addc(L, out, ':');
             }
-            lua_rawgeti(L, CODEC_ANCHORS, key.val);
-            codec_json(c, lua_gettop(L));
-            lua_pop(L, 1);
+            if (key.val < 0) {
+                codec_json(c, -key.val);
+            } else {
+                lua_rawgeti(L, CODEC_ANCHORS, key.val);
+                codec_json(c, lua_gettop(L));
+                lua_pop(L, 1);
+            }
             codec_checksize(c);
             fr_pop(c);
         }
@@ -1046,6 +1161,7 @@ static void codec_json_table(codec *c, int t)
     c->b->keys.len = kbase;
     c->nanc = nanc;
     c->depth--;
+    lua_settop(L, base);
 }
 
 static void codec_json(codec *c, int idx)
@@ -1152,19 +1268,31 @@ static void codec_trim(plink_buf *b)
 
 /* The shared walk. Leaves the error list at CODEC_ERRS; returns its
  * length. On success with `encode`, the body is in b->out. */
+static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit,
+                      codec_bufs **bufs);
+
 static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
 {
-    codec c;
-    codec_bufs *b;
-    lua_Number limit;
-    int i;
+    lua_Number now, limit;
     luaL_checktype(L, 1, LUA_TTABLE);
-    c.now = luaL_checknumber(L, 2);
+    now = luaL_checknumber(L, 2);
     /* NaN compares false with every expiry: it would accept any of them */
-    luaL_argcheck(L, c.now == c.now, 2, "now must not be NaN");
+    luaL_argcheck(L, now == now, 2, "now must not be NaN");
     limit = luaL_optnumber(L, 3, PLINK_MAX_BODY);
     luaL_argcheck(L, limit >= 64, 3, "max_body_bytes must be at least 64");
     lua_settop(L, 3);
+    return codec_walk(L, encode, now, limit, bufs);
+}
+
+/* The walk itself: the request at 1, slots 2 and 3 free to use, the
+ * arguments checked (now not NaN, limit >= 64). */
+static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit,
+                      codec_bufs **bufs)
+{
+    codec c;
+    codec_bufs *b;
+    int i;
+    c.now = now;
     lua_pushnil(L);                          /* 4: error list, once needed */
     b = (codec_bufs *)lua_touserdata(L, CODEC_UP_BUFS);
     if (b->busy) {                           /* a finalizer calling us */
@@ -1251,6 +1379,88 @@ static int codec_encode(lua_State *L)
     return 2;
 }
 
+/* link.encode(req [, opts]) itself (made by core.bind_encode): the common
+ * call - a table, and opts absent or a plain table (no metatable) whose
+ * `now` is absent or a number other than NaN and without max_body_bytes -
+ * runs here, without a Lua frame in between (a tenth of an encode). Any
+ * other call goes to the Lua function it was bound with, which checks the
+ * arguments and raises as before; so does nothing here raise.
+ * Upvalues: those of encode, then that Lua function, errors.validation
+ * and os.time. */
+#define CODEC_UP_SLOW  lua_upvalueindex(5)
+#define CODEC_UP_TOERR lua_upvalueindex(6)
+#define CODEC_UP_TIME  lua_upvalueindex(7)
+static int codec_link_encode(lua_State *L)
+{
+    codec_bufs *b;
+    int nerr, common = 0;
+    lua_settop(L, 2);
+    if (lua_type(L, 1) == LUA_TTABLE) {
+        int t2 = lua_type(L, 2);
+        if (t2 == LUA_TNIL) {
+            lua_pushnil(L);                      /* 3: now, below */
+            common = 1;
+        } else if (t2 == LUA_TTABLE && !lua_getmetatable(L, 2)) {
+            lua_getfield(L, 2, "max_body_bytes");
+            lua_getfield(L, 2, "now");           /* 4 */
+            if (lua_isnil(L, 3)) {
+                int tn = lua_type(L, 4);
+                lua_Number now = lua_tonumber(L, 4);
+                common = tn == LUA_TNIL || (tn == LUA_TNUMBER && now == now);
+                lua_replace(L, 3);
+            }
+        }
+    }
+    if (!common) {
+        lua_settop(L, 2);
+        lua_pushvalue(L, CODEC_UP_SLOW);
+        lua_insert(L, 1);
+        lua_call(L, 2, LUA_MULTRET);
+        return lua_gettop(L);
+    }
+    if (lua_isnil(L, 3)) {                       /* now = os.time() */
+        lua_pushvalue(L, CODEC_UP_TIME);
+        lua_call(L, 0, 1);
+        lua_replace(L, 3);
+        if (lua_type(L, 3) != LUA_TNUMBER || lua_tonumber(L, 3) != lua_tonumber(L, 3)) {
+            /* os.time replaced by something odd: core.encode's checks */
+            lua_remove(L, 2);
+            nerr = codec_run(L, 1, &b);
+            goto done;
+        }
+    }
+    lua_settop(L, 3);                            /* (req, opts, now) */
+    nerr = codec_walk(L, 1, lua_tonumber(L, 3), PLINK_MAX_BODY, &b);
+done:
+    if (nerr == 0) {
+        lua_pushlstring(L, b->out.p, b->out.len);
+        codec_done(b);
+        return 1;
+    }
+    codec_done(b);
+    lua_pushnil(L);
+    lua_pushvalue(L, CODEC_UP_TOERR);
+    lua_pushvalue(L, CODEC_ERRS);
+    lua_call(L, 1, 1);
+    return 2;
+}
+
+/* core.bind_encode(slow, to_error, time) --> link.encode (above) */
+static int codec_bind_encode(lua_State *L)
+{
+    int i;
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    lua_settop(L, 3);
+    for (i = 1; i <= 4; i++)
+        lua_pushvalue(L, lua_upvalueindex(i));
+    for (i = 1; i <= 3; i++)
+        lua_pushvalue(L, i);
+    lua_pushcclosure(L, codec_link_encode, 7);
+    return 1;
+}
+
 /* Interns s (kept alive in the table at -2, slot ++*n), returns its
  * address and the hash slot it takes in keys (existing, or the first free). */
 static unsigned codec_intern(lua_State *L, const char *const *keys,
@@ -1270,21 +1480,46 @@ void plink_codec_open(lua_State *L)
     static const luaL_Reg none[] = {{NULL, NULL}};
     codec_names *nm;
     int k, i, n = 0;
-    for (k = 0; k < PLINK_NSCHEMAS; k++)     /* codec_object's bit set */
+    for (k = 0; k < PLINK_NSCHEMAS; k++) {   /* codec_object's bit set */
         if (plink_schemas[k]->nfields > CODEC_MAXF)
             luaL_error(L, "portone.link.core: a schema has more than %d fields", CODEC_MAXF);
+        for (i = 0; i < plink_schemas[k]->nfields; i++)   /* codec_dupkey */
+            if ((plink_schemas[k]->fields[i].flags & PLINK_F_DUPKEY)
+                && plink_schemas[k]->fields[i].kind != PLINK_K_STRING)
+                luaL_error(L, "portone.link.core: a DUPKEY field must be a string field");
+    }
     plink_setmeta(L, CODEC_MT, none, codec_gc, NULL);   /* never handed out */
     codec_newbufs(L);                        /* shared by both functions */
     lua_newtable(L);                         /* the interned names */
     nm = (codec_names *)lua_newuserdata(L, sizeof *nm);
     memset(nm, 0, sizeof *nm);
+    nm->byobj = 1;                           /* unless a name has no address */
     lua_pushvalue(L, -2);                    /* the names table, on top */
     for (k = 0; k < PLINK_NSCHEMAS; k++) {
         const plink_schema *sc = plink_schemas[k];
         for (i = 0; i < sc->nfields; i++) {
             const plink_field *f = &sc->fields[i];
             const char *p;
-            unsigned h = codec_intern(L, nm->name, f->name, f->namelen, &n, &p);
+            unsigned h;
+            const void *o;
+            h = codec_intern(L, nm->name, f->name, f->namelen, &n, &p);
+            lua_rawgeti(L, -1, n);           /* the name, kept in the table */
+            o = lua_topointer(L, -1);
+            lua_pop(L, 1);
+            if (o) {
+                unsigned ho = codec_hash(o);
+                for (; nm->obj[ho] && nm->obj[ho] != o; ho = (ho + 1) & (CODEC_NH - 1))
+                    ;
+                if (!nm->obj[ho]) {
+                    int s;
+                    nm->obj[ho] = o;
+                    for (s = 0; s < PLINK_NSCHEMAS; s++)
+                        nm->oat[ho][s] = -1;
+                }
+                nm->oat[ho][k] = (signed char)i;
+            } else {
+                nm->byobj = 0;
+            }
             if (!nm->name[h]) {
                 int s;
                 nm->name[h] = p;
@@ -1307,13 +1542,15 @@ void plink_codec_open(lua_State *L)
     lua_pop(L, 1);
     lua_newtable(L);                         /* the anchor table */
     /* stack: module, bufs, names, index, anchors */
-    for (k = 0; k < 2; k++) {
+    for (k = 0; k < 3; k++) {
+        static const char *const fname[] = {"validate", "encode", "bind_encode"};
+        static const lua_CFunction fn[] = {codec_validate, codec_encode, codec_bind_encode};
         lua_pushvalue(L, -4);
         lua_pushvalue(L, -4);
         lua_pushvalue(L, -4);
         lua_pushvalue(L, -4);
-        lua_pushcclosure(L, k == 0 ? codec_validate : codec_encode, 4);
-        lua_setfield(L, -6, k == 0 ? "validate" : "encode");
+        lua_pushcclosure(L, fn[k], 4);
+        lua_setfield(L, -6, fname[k]);
     }
     lua_pop(L, 4);
 }

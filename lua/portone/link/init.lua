@@ -27,20 +27,22 @@ local M = {
   errors = errors,
 }
 
-local function check_args(fname, req, opts)
+-- level: where the error points, as for `error` (3: the caller of a Lua
+-- function that calls check_args; 4 under encode's C function, see below)
+local function check_args(fname, req, opts, level)
   if type(req) ~= "table" then
-    error(("bad argument #1 to '%s' (table expected, got %s)"):format(fname, type(req)), 3)
+    error(("bad argument #1 to '%s' (table expected, got %s)"):format(fname, type(req)), level)
   end
   if opts ~= nil and type(opts) ~= "table" then
-    error(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(opts)), 3)
+    error(("bad argument #2 to '%s' (table expected, got %s)"):format(fname, type(opts)), level)
   end
   local now = opts and opts.now
   if now ~= nil and type(now) ~= "number" then
-    error(("bad argument #2 to '%s' (opts.now must be a number)"):format(fname), 3)
+    error(("bad argument #2 to '%s' (opts.now must be a number)"):format(fname), level)
   end
   local max = opts and opts.max_body_bytes
   if max ~= nil and (type(max) ~= "number" or max < 64 or max ~= max) then
-    error(("bad argument #2 to '%s' (opts.max_body_bytes must be a number >= 64)"):format(fname), 3)
+    error(("bad argument #2 to '%s' (opts.max_body_bytes must be a number >= 64)"):format(fname), level)
   end
   return now or os.time(), max
 end
@@ -53,33 +55,35 @@ end
 --   written when it passed the cap (a real link's body is a few kilobytes)
 -- @return `true`, or `nil, err` with `err.kind == "validation"` and `err.errors`
 function M.validate(req, opts)
-  local now, max = check_args("validate", req, opts)
+  local now, max = check_args("validate", req, opts, 3)
   local ok, list = core.validate(req, now, max)
   if ok then return true end
   return nil, errors.validation(list)
 end
 
-local core_encode, os_time, type = core.encode, os.time, type
+local core_encode = core.encode
 
---- Encodes a request into the wire body (double-encoded JSON).
--- @tparam table req the request
--- @tparam[opt] table opts `{now = unix_seconds, max_body_bytes = n}` as for `validate`
--- @return the body string, or `nil, err` as for `validate`
-function M.encode(req, opts)
-  -- the common call (a table, and opts with a numeric `now`) in line: this
-  -- wrapper is part of what bench-encode measures
-  local now, max, topts = nil, nil, type(opts)
-  if topts == "table" then now, max = opts.now, opts.max_body_bytes end
-  if max ~= nil or (topts ~= "table" and opts ~= nil) or type(req) ~= "table"
-    or (now ~= nil and type(now) ~= "number") then
-    now, max = check_args("encode", req, opts)   -- raises on a bad argument
-  elseif now == nil then
-    now = os_time()
-  end
+-- Every call of link.encode that is not the common one (see below): bad
+-- arguments raise here, pointing at encode's caller (level 4: check_args,
+-- this function, encode's C function, its caller).
+local function encode_checked(req, opts)
+  local now, max = check_args("encode", req, opts, 4)
   local body, list = core_encode(req, now, max)
   if body then return body end
   return nil, errors.validation(list)
 end
+
+--- Encodes a request into the wire body (double-encoded JSON).
+-- @function encode
+-- @tparam table req the request
+-- @tparam[opt] table opts `{now = unix_seconds, max_body_bytes = n}` as for `validate`
+-- @return the body string, or `nil, err` as for `validate`
+--
+-- A C function (core.bind_encode): the common call - a table, and opts absent
+-- or a plain table with a numeric `now` - runs without a Lua frame (this
+-- wrapper was a tenth of what bench-encode measures); any other goes to
+-- encode_checked, and a list of errors to errors.validation, as before.
+M.encode = core.bind_encode(encode_checked, errors.validation, os.time)
 
 --- Makes a client (`portone.link.client`); raises on a bad option.
 -- Every option is checked: an unknown key, a wrong type or a value out of
