@@ -54,10 +54,12 @@ static const char *answer_slash(const char *p, const char *end, int *esc)
 
 int plink_answer_parse(const char *s, size_t len, plink_answer *a)
 {
-    const char *p = s, *end = s + len;
+    const char *p, *end;
     a->esc = 0;
     if (!s)
         return 0;
+    p = s;
+    end = s + len;
     p = answer_ws(p, end);
     if (p == end || *p++ != '{')
         return 0;

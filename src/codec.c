@@ -565,6 +565,13 @@ static void codec_int(codec *c, const plink_field *f, int idx)
     plink_buf_addint(L, &c->b->out, v);
 }
 
+/* whole seconds of a millisecond count (the division truncates on purpose) */
+static lua_Number codec_ms_to_s(long long ms)
+{
+    long long s = ms / 1000;
+    return (lua_Number)s;
+}
+
 /* The latest second an expiry may name: 9999-12-31T23:59:59Z. */
 #define CODEC_MAX_EXPIRY 253402300799LL
 
@@ -613,7 +620,7 @@ static void codec_expiry(codec *c, int idx)
         /* Date.now() and most clocks outside Lua count milliseconds: a
          * value of 10^12 or more (2001 in milliseconds) that is a future
          * date once divided by 1000 is one. */
-        if (t == LUA_TNUMBER && v >= 1000000000000LL && v / 1000 > c->now
+        if (t == LUA_TNUMBER && v >= 1000000000000LL && codec_ms_to_s(v) > c->now
             && v / 1000 <= CODEC_MAX_EXPIRY)
             codec_err(c, "range", "looks like milliseconds: must be unix seconds "
                       "(%s / 1000 = %s)", codec_lld(a, sizeof a, v),

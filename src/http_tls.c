@@ -298,11 +298,12 @@ static const luaL_Reg share_methods[] = {
 /* ---- resolver threads -------------------------------------------------- */
 
 /* Keeps the object holding `fn` mapped for the life of the process. */
-static void pin(void *fn)
+static void *tls_pinned[2];     /* never closed: that is the point */
+static void pin(void *fn, int i)
 {
     Dl_info info;
     if (dladdr(fn, &info) && info.dli_fname)
-        (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+        tls_pinned[i] = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
 /* libcurl: a resolver thread that CURLOPT_QUICK_EXIT left behind may still
@@ -311,8 +312,8 @@ static void pin(void *fn)
  * unloads C modules). */
 static void pin_libcurl(void)
 {
-    pin((void *)curl_easy_init);
-    pin((void *)plink_http_tls_open);
+    pin((void *)curl_easy_init, 0);
+    pin((void *)plink_http_tls_open, 1);
 }
 
 void plink_http_tls_open(lua_State *L)

@@ -18,7 +18,8 @@
 
 /* name, its length, and ,\"name\": - the key as the body carries it
  * inside the payment_info string (written without the comma first) */
-#define NAME(s) s, (unsigned char)(sizeof(s) - 1), ",\\\"" s "\\\":"
+#define NAME(s) .name = (s), .namelen = (unsigned char)(sizeof(s) - 1), \
+                .wire = ",\\\"" s "\\\":"
 
 static const char *const rules_lang[] = {"ko", "en", NULL};
 
@@ -185,15 +186,15 @@ static const char *rules_pg(const char *s, size_t n)
 
 /* Shorthands for the tables below. */
 #define STR(nm, fl, maxl, fmt) \
-    { NAME(nm), PLINK_K_STRING, (fl), (maxl), 0, 0, NULL, NULL, (fmt), NULL }
+    { NAME(nm), .kind = PLINK_K_STRING, .flags = (fl), .maxlen = (maxl), .format = (fmt) }
 #define ENUM(nm, fl, list, text) \
-    { NAME(nm), PLINK_K_STRING, (fl), 0, 0, 0, (list), (text), NULL, NULL }
+    { NAME(nm), .kind = PLINK_K_STRING, .flags = (fl), .choices = (list), .choices_text = (text) }
 #define INT(nm, fl, lo, hi) \
-    { NAME(nm), PLINK_K_INTEGER, (fl), 0, (lo), (hi), NULL, NULL, NULL, NULL }
-#define SUB(nm, kind, fl, schema) \
-    { NAME(nm), (kind), (fl), 0, 0, 0, NULL, NULL, NULL, &(schema) }
-#define OTHER(nm, kind, fl) \
-    { NAME(nm), (kind), (fl), 0, 0, 0, NULL, NULL, NULL, NULL }
+    { NAME(nm), .kind = PLINK_K_INTEGER, .flags = (fl), .min = (lo), .max = (hi) }
+#define SUB(nm, kd, fl, schema) \
+    { NAME(nm), .kind = (kd), .flags = (fl), .sub = &(schema) }
+#define OTHER(nm, kd, fl) \
+    { NAME(nm), .kind = (kd), .flags = (fl) }
 
 #define REQ PLINK_F_REQUIRED
 #define ASC PLINK_F_ASCII

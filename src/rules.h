@@ -38,18 +38,20 @@ typedef const char *(*plink_format_fn)(const char *s, size_t n);
 
 struct plink_schema;
 
+/* Pointers and 64-bit integers first, the small fields packed at the end
+ * (rules.c fills it with designated initializers). */
 typedef struct plink_field {
     const char *name;
-    unsigned char namelen;
     const char *wire;            /* ,\"name\": as it reads in the body */
-    unsigned char kind;          /* enum plink_kind */
-    unsigned char flags;         /* PLINK_F_* */
-    unsigned short maxlen;       /* strings: max code points, 0 = no cap */
     long long min, max;          /* integers */
     const char *const *choices;  /* enum values, NULL-terminated, or NULL */
     const char *choices_text;    /* "ko, en" for the message */
     plink_format_fn format;      /* NULL or a checker */
     const struct plink_schema *sub;
+    unsigned short maxlen;       /* strings: max code points, 0 = no cap */
+    unsigned char namelen;
+    unsigned char kind;          /* enum plink_kind */
+    unsigned char flags;         /* PLINK_F_* */
 } plink_field;
 
 typedef struct plink_schema {
