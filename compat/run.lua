@@ -8,23 +8,8 @@ local sandbox = require "portone.sandbox"
 
 local TAP = arg[1] or "build/results/compat.tap"
 
-local lines, n, failed = {}, 0, 0
-local function out(s) lines[#lines + 1] = s; print(s); io.stdout:flush() end
-local function ok(cond, name, detail)
-  n = n + 1
-  if cond then out(("ok %d - compat: %s"):format(n, name)) else
-    failed = failed + 1
-    out(("not ok %d - compat: %s"):format(n, name))
-    if detail then out("# " .. tostring(detail):gsub("\n", "\n# ")) end
-  end
-  return cond
-end
-local function write_tap()
-  os.execute("mkdir -p " .. TAP:match("^(.*)/[^/]*$"))
-  local f = assert(io.open(TAP, "w"))
-  f:write(table.concat(lines, "\n"), "\n", ("1..%d\n"):format(n))
-  f:close()
-end
+local tap = require("helpers.tap").new(TAP, "compat")
+local ok, out, write_tap = tap.ok, tap.out, tap.write
 
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -56,4 +41,4 @@ local pok, perr = pcall(main)
 ok(pok, "driver ran to the end", perr)
 sb:stop()
 write_tap()
-os.exit((failed > 0 or not pok) and 1 or 0)
+os.exit((tap.failed > 0 or not pok) and 1 or 0)

@@ -12,23 +12,8 @@ local socket = require "socket"
 local TAP = arg[1] or "build/results/e2e.tap"
 local KEY, SECRET = "e2e-imp-key", "e2e-imp-secret-0123456789"
 
-local lines, n, failed = {}, 0, 0
-local function out(s) lines[#lines + 1] = s; print(s); io.stdout:flush() end
-local function ok(cond, name, detail)
-  n = n + 1
-  if cond then out(("ok %d - e2e: %s"):format(n, name)) else
-    failed = failed + 1
-    out(("not ok %d - e2e: %s"):format(n, name))
-    if detail then out("# " .. tostring(detail):gsub("\n", "\n# ")) end
-  end
-  return cond
-end
-local function write_tap()
-  os.execute("mkdir -p " .. TAP:match("^(.*)/[^/]*$"))
-  local f = assert(io.open(TAP, "w"))
-  f:write(table.concat(lines, "\n"), "\n", ("1..%d\n"):format(n))
-  f:close()
-end
+local tap = require("helpers.tap").new(TAP, "e2e")
+local ok, out, write_tap = tap.ok, tap.out, tap.write
 
 local function shq(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -121,5 +106,5 @@ local pok, perr = pcall(main)
 ok(pok, "driver ran to the end", perr)
 sb:stop()
 write_tap()
-if failed > 0 or not pok then status = 1 end
+if tap.failed > 0 or not pok then status = 1 end
 os.exit(status)
