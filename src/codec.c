@@ -1393,10 +1393,12 @@ static int codec_encode(lua_State *L)
  * other call goes to the Lua function it was bound with, which checks the
  * arguments and raises as before; so does nothing here raise.
  * Upvalues: those of encode, then that Lua function, errors.validation
- * and os.time. */
+ * and os.time, then the names "max_body_bytes" and "now". */
 #define CODEC_UP_SLOW  lua_upvalueindex(5)
 #define CODEC_UP_TOERR lua_upvalueindex(6)
 #define CODEC_UP_TIME  lua_upvalueindex(7)
+#define CODEC_UP_KMAX  lua_upvalueindex(8)
+#define CODEC_UP_KNOW  lua_upvalueindex(9)
 static int codec_link_encode(lua_State *L)
 {
     codec_bufs *b;
@@ -1408,8 +1410,12 @@ static int codec_link_encode(lua_State *L)
             lua_pushnil(L);                      /* 3: now, below */
             common = 1;
         } else if (t2 == LUA_TTABLE && !lua_getmetatable(L, 2)) {
-            lua_getfield(L, 2, "max_body_bytes");
-            lua_getfield(L, 2, "now");           /* 4 */
+            /* no metatable: a raw get by the interned names is what
+             * lua_getfield would find, without interning them per call */
+            lua_pushvalue(L, CODEC_UP_KMAX);
+            lua_rawget(L, 2);                    /* 3 */
+            lua_pushvalue(L, CODEC_UP_KNOW);
+            lua_rawget(L, 2);                    /* 4 */
             if (lua_isnil(L, 3)) {
                 int tn = lua_type(L, 4);
                 lua_Number now = lua_tonumber(L, 4);
@@ -1464,7 +1470,9 @@ static int codec_bind_encode(lua_State *L)
         lua_pushvalue(L, lua_upvalueindex(i));
     for (i = 1; i <= 3; i++)
         lua_pushvalue(L, i);
-    lua_pushcclosure(L, codec_link_encode, 7);
+    lua_pushliteral(L, "max_body_bytes");
+    lua_pushliteral(L, "now");
+    lua_pushcclosure(L, codec_link_encode, 9);
     return 1;
 }
 

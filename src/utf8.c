@@ -113,9 +113,11 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
          * byte; the common well-formed sequences in a few compares */
         while (i < stop) {
             unsigned char c = s[i];
-            /* Hangul and most scripts: E1..EC (and EE, EF) lead bytes,
-             * whose continuations may be any of 80..BF */
-            if ((unsigned)(c - 0xe1) < 15 && c != 0xed) {
+            /* Hangul and most scripts: E1..EF lead bytes, whose
+             * continuations may be any of 80..BF, but ED's first only
+             * 80..9F (A0..BF would be a surrogate); Hangul from U+D000
+             * leads with ED, so it stays on this path */
+            if ((unsigned)(c - 0xe1) < 15 && (c != 0xed || (n - i >= 2 && s[i + 1] < 0xa0))) {
                 /* two of them in one 8-byte load: lead, cont, cont, lead,
                  * cont, cont (the second lead checked the same way) */
                 if (n - i >= 8) {
@@ -123,7 +125,8 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
                     unsigned c3;
                     memcpy(&w, s + i, 8);
                     c3 = u8_byte(w, 3);
-                    if ((w & U8_SHAPE2_MASK) == U8_SHAPE2 && c3 - 0xe1 < 15 && c3 != 0xed) {
+                    if ((w & U8_SHAPE2_MASK) == U8_SHAPE2 && c3 - 0xe1 < 15
+                        && (c3 != 0xed || u8_byte(w, 4) < 0xa0)) {
                         i += 6;
                         chars += 2;
                         continue;
