@@ -138,6 +138,18 @@ describe("invalid UTF-8", function()
     local e = one_error(r)
     assert.equal("is not valid UTF-8 (UTF-16 surrogate at byte 3)", e.message)
   end)
+
+  -- Hangul from U+D000 leads with ED, as surrogates do: the fast path that
+  -- takes two 3-byte characters at once must tell them apart by the next byte
+  it("tells Hangul led by ED from a surrogate, first or second of a pair", function()
+    local r = base()
+    r.name = "\237\149\156\237\149\156\237\158\163ab"   -- 한한힣ab
+    assert.is_string((link.encode(r, { now = NOW })))
+    r.name = "\237\149\156\237\160\128abcd"
+    assert.equal("is not valid UTF-8 (UTF-16 surrogate at byte 4)", one_error(r).message)
+    r.name = "\237\191\191\237\149\156abcd"
+    assert.equal("is not valid UTF-8 (UTF-16 surrogate at byte 1)", one_error(r).message)
+  end)
 end)
 
 describe("control characters", function()
