@@ -701,7 +701,7 @@ static codec_key *codec_keys_push_at(codec *c, int idx, int seq, int anchor)
 {
     lua_State *L = c->L;
     plink_buf *kb = &c->b->keys;
-    codec_key *k = (codec_key *)(void *)plink_buf_grow(L, kb, sizeof *k);
+    codec_key *k = (codec_key *)(void *)plink_buf_room(L, kb, sizeof *k);
     k->type = lua_type(L, idx);
     k->s = NULL;
     k->n = 0;
@@ -1027,7 +1027,7 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                         }
                     }
                     d.index = i;
-                    memcpy(plink_buf_grow(L, db, sizeof d), &d, sizeof d);
+                    memcpy(plink_buf_room(L, db, sizeof d), &d, sizeof d);
                     db->len += sizeof d;
                     ndup++;
                 }

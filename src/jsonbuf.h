@@ -66,6 +66,15 @@ static inline void plink_buf_add(lua_State *L, plink_buf *b,
     b->len += n;
 }
 
+/* Room for n more bytes at the end of b (as plink_buf_grow), without the
+ * call when there is room already: the common case of a reused buffer. */
+static inline char *plink_buf_room(lua_State *L, plink_buf *b, size_t n)
+{
+    if (b->cap - b->len < n)
+        return plink_buf_grow(L, b, n);
+    return b->p + b->len;
+}
+
 static inline void plink_buf_addc(lua_State *L, plink_buf *b, char ch)
 {
     if (b->off) {
