@@ -94,20 +94,16 @@ static const char *rules_tel(const char *s, size_t n)
     return NULL;
 }
 
+/* memchr rather than a loop by hand: libc scans a word or more at once */
 static const char *rules_email(const char *s, size_t n)
 {
-    size_t i, at = n;
-    int ats = 0;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == ' ' || c == '\t')
-            return "must not contain spaces";
-        if (c == '@') {
-            ats++;
-            at = i;
-        }
-    }
-    if (ats != 1 || at == 0 || at == n - 1)
+    const char *at;
+    size_t i;
+    if (memchr(s, ' ', n) || memchr(s, '\t', n))
+        return "must not contain spaces";
+    at = memchr(s, '@', n);                /* exactly one, not at either end */
+    i = at ? (size_t)(at - s) : 0;
+    if (!at || i == 0 || i == n - 1 || memchr(at + 1, '@', n - i - 1))
         return "must be an e-mail address (one '@' with text on both sides)";
     return NULL;
 }
@@ -129,9 +125,8 @@ static const char *rules_url(const char *s, size_t n)
 {
     static const char bad[] = "must be an absolute http(s) URL (e.g. https://example.com/hook)";
     size_t i, start, end, host_start, host_end;
-    for (i = 0; i < n; i++)
-        if (s[i] == ' ')
-            return "must not contain spaces";
+    if (memchr(s, ' ', n))
+        return "must not contain spaces";
     if (n > 7 && rules_ieq(s, "http://", 7))
         start = 7;
     else if (n > 8 && rules_ieq(s, "https://", 8))
