@@ -113,7 +113,8 @@ local fails = {
   { "buyer_email with a space", function(r) r.buyer_email = "a b@example.com" end, "buyer_email", "format" },
   { "buyer_email nothing before @", function(r) r.buyer_email = "@example.com" end, "buyer_email", "format" },
   { "buyer_email nothing after @", function(r) r.buyer_email = "buyer@" end, "buyer_email", "format" },
-  { "buyer_email with a tab after @", function(r) r.buyer_email = "a@exa\tmple.com" end, "buyer_email", "format" },
+  { "buyer_email with a tab after @", function(r) r.buyer_email = "a@exa\tmple.com" end,
+    "buyer_email", "format" },
   { "buyer_email of 65 characters", function(r)
       r.buyer_email = ("a"):rep(53) .. "@example.com"
     end, "buyer_email", "too_long" },
