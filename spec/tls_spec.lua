@@ -148,6 +148,44 @@ describe("TLS set-up of the curl transports", function()
     client:close()
   end)
 
+  it("a poll(0) sends queued calls a batch at a time within its budget, the rest later", function()
+    local async = require "portone.link.async"
+    local saved = async.POLL_BUDGET_MS
+    async.POLL_BUDGET_MS = 0.001        -- spent at once: one batch per poll
+    local client = link.new({ base_url = sb.url, cainfo = bundle, max_concurrent = 16 })
+    -- warm makes the engine (reading the budget), and opens 16 idle
+    -- connections: nothing waits on a handshake
+    local ok, err = client:warm(16)
+    async.POLL_BUDGET_MS = saved
+    assert.is_true(ok, tostring(err))
+    local m = client._async.engine.m
+    local n = 0
+    for _ = 1, 16 do
+      assert(client:create_async(cases.request(), function(res) if res then n = n + 1 end end))
+    end
+    client:poll(0)
+    local info = m:info()
+    -- without the budget all 16 go out in this poll (the next spec)
+    assert.equal(4, info.in_flight + info.done + n)
+    assert.equal(12, info.queued)
+    assert.equal(0, client:timeout())   -- the rest are due now: the loop polls again
+    drain(client)
+    assert.equal(16, n)
+    assert.equal(16, m:info().connections)
+    client:close()
+  end)
+
+  it("without a budget one poll(0) sends every queued call a slot allows", function()
+    local m = core.multi_new({ cainfo = bundle, max_concurrent = 16 })
+    local url = sb.url .. "/__sandbox/health"
+    for _ = 1, 16 do m:add("GET", url, {}) end
+    local list = m:perform(0)
+    local info = m:info()
+    assert.equal(16, info.in_flight + #list)
+    assert.equal(0, info.queued)
+    m:close()
+  end)
+
   it("warm drives pending calls too; their callback errors come back, not raised", function()
     local client = link.new({ base_url = sb.url, cainfo = bundle, max_concurrent = 4 })
     local ran = false

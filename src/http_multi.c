@@ -5,6 +5,7 @@
  *       connect_timeout = s, cainfo = path, proxy = url,
  *       max_response_bytes = n, user_agent = str, share = core.share_new(),
  *       max_opening = n (connections opened at once; 0: no cap),
+ *       budget_ms = ms (time one perform spends starting transfers; 0: none),
  *       error_headers_only = bool (no headers table for a 2xx) }
  *   m:add(method, url, headers, body[, max_sends]) --> id (an integer, never reused)
  *   m:fresh(id)      --> the queued id opens a new connection, kept after
@@ -64,8 +65,12 @@
 #include "http_common.h"
 
 /* Per perform step, at most max_opening transfers are opening connections
- * (see multi_start_queued): what keeps a poll(0) within ~2 ms however many
- * calls are queued. */
+ * (see multi_start_queued), and with budget_ms set, queued transfers start
+ * MULTI_START_BATCH at a time only while the step is within its budget:
+ * together what keeps a poll(0) within ~2 ms however many calls are queued
+ * or finish at once. Sending a request on a kept-alive TLS connection costs
+ * ~30 us of CPU here, so a batch is ~0.1 ms, the overshoot of the budget. */
+#define MULTI_START_BATCH 4
 
 #define MULTI_MT "portone.link.http_multi"
 #define MULTI_DEFAULT_CONCURRENT 16
@@ -105,6 +110,7 @@ typedef struct {
     lua_Integer next_id;
     long connects;
     int max_opening;              /* connections opened at once (0: no cap) */
+    double budget_ms;             /* time a perform step spends starting (0: none) */
     int error_headers_only;       /* no response-header table on 2xx */
     int sockets;                  /* sockets libcurl holds open (connections) */
     void *ca;                     /* shared CA store (http_tls.c), or NULL */
@@ -244,7 +250,8 @@ static int multi_count_opening(multi_handle *m)
     return n;
 }
 
-/* Starts queued transfers while there is a slot. With max_opening set, at
+/* Starts queued transfers while there is a slot, at most `limit` (0: no
+ * limit); returns how many it started. With max_opening set, at
  * most that many connections are being opened at any time: a new TLS
  * connection costs ~0.5 ms of CPU (context, key share, then the chain
  * check in the step that finishes the handshake), so that bounds what one
@@ -252,16 +259,17 @@ static int multi_count_opening(multi_handle *m)
  * unless one is idle: libcurl's sockets (counted by the open/close socket
  * callbacks) minus the transfers running on them. Warm transfers open
  * theirs regardless (the caller waits for them on purpose). */
-static void multi_start_queued(multi_handle *m)
+static int multi_start_queued(multi_handle *m, int limit)
 {
-    int opening = 0, idle = 0;
+    int opening = 0, idle = 0, started = 0;
     if (m->max_opening) {
         opening = multi_count_opening(m);
         /* each running transfer holds one socket, connecting or not */
         idle = m->sockets - (int)m->lists[X_RUNNING].n;
     }
     while (m->lists[X_QUEUED].head &&
-           (int)m->lists[X_RUNNING].n < m->max_concurrent) {
+           (int)m->lists[X_RUNNING].n < m->max_concurrent &&
+           (!limit || started < limit)) {
         xfer *x = m->lists[X_QUEUED].head;
         if (m->max_opening && !x->warm) {
             if (idle > 0)
@@ -272,7 +280,9 @@ static void multi_start_queued(multi_handle *m)
                 break;
         }
         xfer_start(m, x);
+        started++;
     }
+    return started;
 }
 
 /* 1 when multi_start_queued would start a transfer now: m:timeout() must
@@ -381,6 +391,7 @@ static int multi_new(lua_State *L)
     multi_handle *m;
     plink_resp scratch;
     int maxc = MULTI_DEFAULT_CONCURRENT, max_opening = 0;
+    double budget_ms = 0;
     CURLcode rc;
 
     lua_settop(L, 1);
@@ -406,6 +417,15 @@ static int multi_new(lua_State *L)
             max_opening = (int)v;
         }
         lua_pop(L, 1);
+        lua_getfield(L, 1, "budget_ms");
+        if (!lua_isnil(L, -1)) {
+            lua_Number v = lua_tonumber(L, -1);
+            if (lua_type(L, -1) != LUA_TNUMBER || !(v >= 0 && v <= 1000))
+                return luaL_error(L, "multi_new: option 'budget_ms' must be a number "
+                                     "in [0, 1000]");
+            budget_ms = (double)v;
+        }
+        lua_pop(L, 1);
     }
 
     /* Everything from here on is owned by the userdata: raising is safe. */
@@ -415,6 +435,7 @@ static int multi_new(lua_State *L)
     lua_setmetatable(L, -2);
     m->max_concurrent = maxc;
     m->max_opening = max_opening;
+    m->budget_ms = budget_ms;
     m->error_headers_only = o.error_headers_only;
     m->max_bytes = o.max_bytes;
     m->next_id = 1;
@@ -579,8 +600,8 @@ static int multi_perform(lua_State *L)
 {
     multi_handle *m = multi_check(L);
     lua_Number t = luaL_optnumber(L, 2, 0);
-    double deadline;
-    int still;
+    double start, deadline;
+    int still, batch;
 
     luaL_argcheck(L, t >= 0, 2, "timeout must be >= 0 ms");
     lua_settop(L, 2);
@@ -592,10 +613,12 @@ static int multi_perform(lua_State *L)
     }
     if (t > 86400000.0)
         t = 86400000.0;
-    deadline = multi_now_ms() + t;
+    start = multi_now_ms();
+    deadline = start + t;
+    batch = m->budget_ms > 0 ? MULTI_START_BATCH : 0;
     for (;;) {
         double left;
-        multi_start_queued(m);
+        multi_start_queued(m, batch);
         curl_multi_perform(m->multi, &still);
         multi_collect(m);
         if (m->lists[X_DONE].n > 0 ||
@@ -604,16 +627,23 @@ static int multi_perform(lua_State *L)
         left = deadline - multi_now_ms();
         if (left < 1)
             break;
+        if (batch && multi_can_start(m))
+            continue;                    /* more to start before waiting */
         /* Returns early on socket activity or when libcurl's own timer is
          * due; the loop then decides whether to wait again. */
         curl_multi_poll(m->multi, NULL, 0, (int)left, NULL);
     }
     /* Keep the pipeline full: what waited for a slot starts now, not at the
-     * next call. */
-    if (m->lists[X_QUEUED].n > 0) {
-        multi_start_queued(m);
+     * next call; with a budget, a batch at a time while time is left (what
+     * is left over starts in the next call: m:timeout() says 0). */
+    while (m->lists[X_QUEUED].n > 0 &&
+           (!batch || multi_now_ms() - start < m->budget_ms)) {
+        if (!multi_start_queued(m, batch))
+            break;
         curl_multi_perform(m->multi, &still);
         multi_collect(m);
+        if (!batch)
+            break;
     }
     if (m->lists[X_DONE].head) {
         int rc;
