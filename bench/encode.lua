@@ -101,6 +101,13 @@ end
 local function verdict(ok) return ok and "met" or "NOT MET" end
 print(("  link.encode %.3f us                     target <= 1.6 us      %s")
   :format(enc, verdict(enc <= 1.6)))
+-- The 1.6 us of the [codec-v2] issue was set on a machine whose C-API walk
+-- floor for this request was 0.76 us (Lua 5.4) and 0.88 us (LuaJIT): the
+-- same target in floors, for a machine that walks the table slower or faster.
+local issue_floor = jit and 0.88 or 0.76
+local scaled = 1.6 * us["C-API walk floor"] / issue_floor
+print(("  link.encode %.3f us  target scaled by the floor (%.2f / %.2f us) <= %.2f us  %s")
+  :format(enc, us["C-API walk floor"], issue_floor, scaled, verdict(enc <= scaled)))
 print(("  cjson.encode(req) / link.encode = %.2fx   target >= 1.2x        %s")
   :format(us["cjson.encode(req)"] / enc, verdict(us["cjson.encode(req)"] / enc >= 1.2)))
 print(("  Lua rules + cjson x2 / link.encode = %.2fx target >= 6x          %s")
