@@ -239,9 +239,13 @@ static void codec_quote(lua_State *L, plink_buf *b, const char *s, size_t n)
             plink_buf_addc(L, b, '\\');
             plink_buf_addc(L, b, (char)ch);
         } else if (ch < 0x20 || ch == 0x7f || (ch >= 0x80 && !raw8)) {
-            char tmp[8];
-            int k = snprintf(tmp, sizeof tmp, "\\%u", (unsigned)ch);
-            plink_buf_add(L, b, tmp, (size_t)k);
+            /* \ddd without leading zeros, as "%u" would write it */
+            plink_buf_addc(L, b, '\\');
+            if (ch >= 100)
+                plink_buf_addc(L, b, (char)('0' + ch / 100));
+            if (ch >= 10)
+                plink_buf_addc(L, b, (char)('0' + ch / 10 % 10));
+            plink_buf_addc(L, b, (char)('0' + ch % 10));
         } else {
             plink_buf_addc(L, b, (char)ch);
         }
@@ -418,11 +422,19 @@ static int codec_utf8_err(codec *c, int rc, const plink_utf8_info *info)
     return 0;
 }
 
-/* Checks the UTF-8 of s; 0 and an error when it is bad. */
+/* Checks the UTF-8 of s; 0 and an error when it is bad. Plain ASCII
+ * (most strings) is settled in line, without the call. */
 CODEC_HOT int codec_utf8(codec *c, const char *s, size_t n, int flags,
                          plink_utf8_info *info)
 {
-    int rc = plink_utf8_scan(s, n, flags, info);
+    size_t plain = plink_utf8_plain(s, n, flags);
+    int rc;
+    if (plain == n) {
+        info->chars = n;
+        info->esc = 0;
+        return 1;
+    }
+    rc = plink_utf8_scan_from(s, n, plain, flags, info);
     return rc == PLINK_UTF8_OK ? 1 : codec_utf8_err(c, rc, info);
 }
 

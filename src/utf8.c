@@ -4,25 +4,6 @@
 #include <string.h>
 #include "utf8.h"
 
-#define U8_ONES  0x0101010101010101ULL
-#define U8_HIGHS 0x8080808080808080ULL
-
-/* Nonzero when one of the 8 bytes of w is >= 0x80, < 0x20, '"', '\\' or
- * (noctrl) 0x7F: that block needs the byte-by-byte path. Each test is the
- * exact "some byte is zero / below n" bit trick, so a zero means none. */
-static uint64_t u8_special(uint64_t w, int noctrl)
-{
-    uint64_t q = w ^ (0x22ULL * U8_ONES), b = w ^ (0x5cULL * U8_ONES);
-    uint64_t m = w | ((w - 0x20ULL * U8_ONES) & ~w);          /* >= 0x80, < 0x20 */
-    m |= (q - U8_ONES) & ~q;                                  /* '"' */
-    m |= (b - U8_ONES) & ~b;                                  /* '\\' */
-    if (noctrl) {
-        uint64_t del = w ^ (0x7fULL * U8_ONES);
-        m |= (del - U8_ONES) & ~del;                          /* 0x7F */
-    }
-    return m & U8_HIGHS;
-}
-
 /* Byte k of the 8 bytes at s + i loaded into w, and the shape of two
  * 3-byte sequences (1110xxxx 10xxxxxx 10xxxxxx, twice) in the low six. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -87,10 +68,16 @@ static int u8_general(const unsigned char *s, size_t n, size_t i, int noctrl,
     return PLINK_UTF8_OK;
 }
 
-int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
+int plink_utf8_scan(const char *s, size_t n, int flags, plink_utf8_info *info)
+{
+    return plink_utf8_scan_from(s, n, 0, flags, info);
+}
+
+int plink_utf8_scan_from(const char *str, size_t n, size_t plain, int flags,
+                         plink_utf8_info *info)
 {
     const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0, chars = 0, esc = 0;
+    size_t i = plain, chars = plain, esc = 0;
     int noctrl = flags & PLINK_UTF8_NOCTRL;
     int rc = PLINK_UTF8_OK;
     unsigned long cp = 0;
@@ -100,7 +87,7 @@ int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
         if (s[i] < 0x80 && n - i >= 8) {    /* eight plain bytes at once */
             uint64_t w;
             memcpy(&w, s + i, 8);
-            if (!u8_special(w, noctrl)) {
+            if (!plink_utf8_special8(w, noctrl)) {
                 i += 8;
                 chars += 8;
                 continue;
