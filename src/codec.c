@@ -894,7 +894,7 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
         }
         if (has) {
             if (!(f->flags & PLINK_F_OUTER)) {
-                plink_buf_add(L, out, f->wire + first, (size_t)f->namelen + 6 - first);
+                plink_buf_add24(L, out, f->wire + first, (size_t)f->namelen + 6 - first);
                 first = 0;
             }
             if (f->flags & PLINK_F_DUPKEY) {
@@ -1510,10 +1510,13 @@ void plink_codec_open(lua_State *L)
     for (k = 0; k < PLINK_NSCHEMAS; k++) {   /* codec_object's bit set */
         if (plink_schemas[k]->nfields > CODEC_MAXF)
             luaL_error(L, "portone.link.core: a schema has more than %d fields", CODEC_MAXF);
-        for (i = 0; i < plink_schemas[k]->nfields; i++)   /* codec_dupkey */
+        for (i = 0; i < plink_schemas[k]->nfields; i++) {
+            if (plink_schemas[k]->fields[i].namelen + 6 > PLINK_WIRE_COPY)  /* add24 */
+                luaL_error(L, "portone.link.core: a field name is too long");
             if ((plink_schemas[k]->fields[i].flags & PLINK_F_DUPKEY)
                 && plink_schemas[k]->fields[i].kind != PLINK_K_STRING)
                 luaL_error(L, "portone.link.core: a DUPKEY field must be a string field");
+        }
     }
     plink_setmeta(L, CODEC_MT, none, codec_gc, NULL);   /* never handed out */
     codec_newbufs(L);                        /* shared by both functions */
