@@ -964,6 +964,7 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     int seq = 1, nanc = c->nanc, dk[CODEC_DUPKEYS], ndk, e;
     codec_frame *fr;
     size_t base = db->len, ndup = 0;
+    uint64_t sigs = 0;          /* bit sig % 64 of every entry recorded */
     lua_pushnil(L);
     while (lua_next(L, t)) {
         long long k;
@@ -1010,12 +1011,15 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
             int slot[CODEC_MAXF];
             codec_object(c, e, sc, slot);
             if (codec_dupkey(c, slot, dk, ndk, &d)) {
-                size_t j;
+                size_t j = ndup;
+                uint64_t bit = (uint64_t)1 << (d.sig & 63);
                 /* db->p is NULL until the first entry is recorded */
                 codec_dup *seen = ndup ? (codec_dup *)(void *)(db->p + base) : NULL;
-                for (j = 0; j < ndup; j++)
-                    if (codec_dupeq(&seen[j], &d))
-                        break;
+                if (sigs & bit) {           /* else no entry has its sig */
+                    for (j = 0; j < ndup; j++)
+                        if (codec_dupeq(&seen[j], &d))
+                            break;
+                }
                 if (j < ndup) {
                     char a[32];
                     codec_err(c, "duplicate", "same pg/channelKey and pay_method as pay_methods[%s]",
@@ -1028,16 +1032,20 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                         const plink_field *f = &sc->fields[dk[k]];
                         const char *ds = d.s[k];
                         size_t q;
+                        if (!ds || (f->choices && codec_enum_hit(c->nm, f, ds)))
+                            continue;
                         /* the same string as an earlier entry's (the pg
-                         * of each entry, mostly) is kept already */
+                         * of each entry, mostly: the last one's) is kept
+                         * already */
                         for (q = ndup; ds && q > 0; q--)
                             if (seen[q - 1].s[k] == ds)
                                 ds = NULL;
-                        if (ds && !(f->choices && codec_enum_hit(c->nm, f, ds))) {
+                        if (ds) {
                             lua_pushvalue(L, slot[dk[k]]);
                             codec_anchor(c);
                         }
                     }
+                    sigs |= bit;
                     d.index = i;
                     memcpy(plink_buf_room(L, db, sizeof d), &d, sizeof d);
                     db->len += sizeof d;
