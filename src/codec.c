@@ -766,8 +766,15 @@ CODEC_HOT int codec_keyfield(codec *c, const plink_schema *sc)
         unsigned h = codec_hash(o);
         for (; nm->obj[h]; h = (h + 1) & (CODEC_NH - 1))
             if (nm->obj[h] == o) {
-                /* a light userdata may hold any address */
-                if (lua_type(L, -2) == LUA_TSTRING)
+                /* A light userdata may hold any address. Nothing else
+                 * can: lua_topointer of a table, function, thread, full
+                 * userdata (its memory block) or cdata is an object of
+                 * its own, never the live name string, and a light C
+                 * function is code; numbers, booleans give NULL. So a
+                 * key at this address that is no userdata is the name:
+                 * lua_isuserdata says so for less than lua_type (a
+                 * third of the cost on LuaJIT). */
+                if (!lua_isuserdata(L, -2))
                     return nm->oat[h][sc->id];
                 return -1;
             }
