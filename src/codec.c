@@ -656,7 +656,12 @@ static int codec_keycmp(const void *pa, const void *pb)
         return ra - rb;
     if (ra == 0) {
         size_t m = a->n < b->n ? a->n : b->n;
-        int r = memcmp(a->s, b->s, m);
+        int r;
+        /* most keys differ in their first byte: memcmp's verdict without
+         * the call */
+        if (m && a->s[0] != b->s[0])
+            return (unsigned char)a->s[0] < (unsigned char)b->s[0] ? -1 : 1;
+        r = memcmp(a->s, b->s, m);
         if (r)
             return r;
         if (a->n != b->n)

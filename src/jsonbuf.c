@@ -105,6 +105,11 @@ void plink_buf_addstring2(lua_State *L, plink_buf *b, const char *s, size_t n)
     b->len += n + extra + 4;
 }
 
+static const char jb_digits2[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 void plink_buf_addint(lua_State *L, plink_buf *b, long long v)
 {
     char tmp[24];
@@ -120,10 +125,20 @@ void plink_buf_addint(lua_State *L, plink_buf *b, long long v)
         b->len += k;
         return;
     }
-    do {
-        *--w = (char)('0' + (int)(u % 10));
-        u /= 10;
-    } while (u);
+    /* two digits a division */
+    while (u >= 100) {
+        unsigned d = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--w = jb_digits2[d + 1];
+        *--w = jb_digits2[d];
+    }
+    if (u >= 10) {
+        unsigned d = (unsigned)u * 2;
+        *--w = jb_digits2[d + 1];
+        *--w = jb_digits2[d];
+    } else {
+        *--w = (char)('0' + (int)u);
+    }
     if (v < 0)
         *--w = '-';
     plink_buf_add(L, b, w, (size_t)(e - w));
