@@ -176,7 +176,13 @@ typedef struct codec {
      * caller pops them */
     const char *dks[CODEC_MAXF];
     size_t dkn[CODEC_MAXF];
+    unsigned char dkfmt[CODEC_MAXF];   /* and passed their ASCII format */
     int fi;                 /* the field codec_object is checking */
+    /* a string that passed the ASCII format of field okfield and stays
+     * anchored while codec_list runs (the pg every entry repeats): the
+     * same object passes again without the check */
+    const char *okstr;
+    const plink_field *okfield;
     const void *anc[PLINK_MAX_DEPTH + 1];   /* tables on the custom_data path */
     codec_frame fr[CODEC_MAXFR];
 } codec;
@@ -511,8 +517,11 @@ static void codec_string(codec *c, const plink_field *f, int idx)
         codec_put(c, s, n, 0);
         return;
     }
-    if ((f->flags & PLINK_F_ASCII) && f->format(s, n) == NULL) {
+    if ((f->flags & PLINK_F_ASCII)
+        && ((s == c->okstr && f == c->okfield) || f->format(s, n) == NULL)) {
         fmt_ok = 1;
+        if (f->flags & PLINK_F_DUPKEY)
+            c->dkfmt[c->fi] = 1;
         info.chars = n;
         info.esc = 0;
     } else if (!codec_utf8(c, s, n, PLINK_UTF8_NOCTRL, &info)) {
@@ -911,6 +920,7 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
             }
             if (f->flags & PLINK_F_DUPKEY) {
                 c->dks[i] = NULL;           /* stays NULL unless a string */
+                c->dkfmt[i] = 0;
                 c->fi = i;
             }
             codec_value(c, f, slot[i]);
@@ -1046,6 +1056,10 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                         size_t q;
                         if (!ds || (f->choices && codec_enum_hit(c->nm, f, ds)))
                             continue;
+                        if (c->dkfmt[dk[k]]) {      /* kept below, until the end */
+                            c->okstr = ds;
+                            c->okfield = f;
+                        }
                         /* the same string as an earlier entry's (the pg
                          * of each entry, mostly: the last one's) is kept
                          * already */
@@ -1070,7 +1084,9 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     fr_pop(c);
     plink_buf_addc(L, out, ']');
     db->len = base;
-    c->nanc = nanc;
+    c->nanc = nanc;                     /* the anchors go: so does okstr */
+    c->okstr = NULL;
+    c->okfield = NULL;
 }
 
 /* ---- custom_data: any JSON value -------------------------------------- */
@@ -1355,6 +1371,8 @@ static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit
     c.big = 0;
     c.depth = 0;
     c.nfr = 0;
+    c.okstr = NULL;
+    c.okfield = NULL;
     /* payment_info is written already escaped (plink_buf_addstring2), so
      * the body is built in one buffer, in one pass */
     plink_buf_addlit(L, &b->out, "{\"payment_info\":\"");
