@@ -720,15 +720,15 @@ static int codec_anchor(codec *c)
     return c->nanc;
 }
 
-/* Records the key at idx (a negative index: left there by lua_next),
- * anchoring a string key when `anchor` (else the caller keeps it on the
- * stack). */
-static codec_key *codec_keys_push_at(codec *c, int idx, int seq, int anchor)
+/* Records the key at idx (a negative index: left there by lua_next) of
+ * lua_type `type`, anchoring a string key when `anchor` (else the caller
+ * keeps it on the stack). */
+static codec_key *codec_keys_push_at(codec *c, int idx, int type, int seq, int anchor)
 {
     lua_State *L = c->L;
     plink_buf *kb = &c->b->keys;
     codec_key *k = (codec_key *)(void *)plink_buf_room(L, kb, sizeof *k);
-    k->type = lua_type(L, idx);
+    k->type = type;
     k->s = NULL;
     k->n = 0;
     k->num = 0;
@@ -749,7 +749,7 @@ static codec_key *codec_keys_push_at(codec *c, int idx, int seq, int anchor)
     return k;
 }
 
-#define codec_keys_push(c, seq) codec_keys_push_at((c), -1, (seq), 1)
+#define codec_keys_push(c, seq) codec_keys_push_at((c), -1, lua_type((c)->L, -1), (seq), 1)
 
 /* ---- tables ------------------------------------------------------------- */
 
@@ -1147,7 +1147,9 @@ static void codec_json_table(codec *c, int t)
         if (kt == LUA_TSTRING) {
             if (++nstr == n) {
                 if (n <= CODEC_STACKKEYS) {
-                    codec_keys_push_at(c, -2, (int)n, 0)->val = -lua_gettop(L);
+                    /* the value is at base + 2n: every key so far
+                     * left its value and a copy of itself */
+                    codec_keys_push_at(c, -2, kt, (int)n, 0)->val = -(base + 2 * (int)n);
                     if (n % 8 == 0)
                         luaL_checkstack(L, 2 * 8 + 6, "portone.link");
                     lua_pushvalue(L, -2);
