@@ -386,6 +386,13 @@ static const char *codec_lld(char *tmp, size_t size, long long v)
 
 enum { NUM_OK, NUM_NOTINT, NUM_RANGE };
 
+/* 1 when d (finite, below 9.2e18 in magnitude) has no fraction: floor(d)
+ * == d without the libm call (the cast is exact there) */
+CODEC_HOT int codec_whole(lua_Number d)
+{
+    return (lua_Number)(long long)d == d;
+}
+
 /* Integer value of the number at idx, exact (5.4 integers, integral floats
  * within +-2^53 - 1). NUM_RANGE for integral values beyond, or inf. */
 static int codec_integer(lua_State *L, int idx, long long *v)
@@ -403,7 +410,9 @@ static int codec_integer(lua_State *L, int idx, long long *v)
     }
 #endif
     d = lua_tonumber(L, idx);
-    if (d != d || (floor(d) != d && !isinf(d)))
+    /* NaN, or finite with a fraction (every double of 9.2e18 or more is
+     * whole; NaN fails both compares) */
+    if (d > -9.2e18 && d < 9.2e18 ? !codec_whole(d) : d != d)
         return NUM_NOTINT;
     if (d > (lua_Number)PLINK_MAX_SAFE_INT || d < -(lua_Number)PLINK_MAX_SAFE_INT) {
         *v = d < 0 ? -PLINK_MAX_SAFE_INT - 1 : PLINK_MAX_SAFE_INT + 1;
@@ -1109,7 +1118,7 @@ static void codec_json_number(codec *c, int idx)
         codec_err(c, "range", "NaN and infinity cannot be written as JSON");
         return;
     }
-    if (floor(d) == d && fabs(d) < 9.2e18)    /* exact in a long long */
+    if (fabs(d) < 9.2e18 && codec_whole(d))  /* exact in a long long */
         plink_buf_addint(L, out, (long long)d);
     else
         plink_buf_addfloat(L, out, d);
