@@ -139,7 +139,25 @@ typedef struct codec_names {
     int byobj;
     const void *obj[CODEC_NH];
     signed char oat[CODEC_NH][PLINK_NSCHEMAS];
+    /* per schema: the fields codec_object visits even when absent
+     * (required, or one of a pair) */
+    unsigned long must[PLINK_NSCHEMAS];
 } codec_names;
+
+/* index of the lowest set bit of m (m != 0) */
+CODEC_HOT int codec_lowbit(unsigned long m)
+{
+#if defined(__GNUC__)
+    return __builtin_ctzl(m);
+#else
+    int i = 0;
+    while (!(m & 1)) {
+        m >>= 1;
+        i++;
+    }
+    return i;
+#endif
+}
 
 CODEC_HOT unsigned codec_hash(const void *p)
 {
@@ -354,13 +372,11 @@ static void codec_toolarge(codec *c)
 /* too_large once the body has passed the cap; 1 when it has */
 CODEC_HOT int codec_checksize(codec *c)
 {
-    if (c->big)
-        return 1;
-    if (c->b->out.len > c->limit) {
+    if (c->b->out.len <= c->limit)     /* the usual case, in one compare */
+        return c->big;
+    if (!c->big)
         codec_toolarge(c);
-        return 1;
-    }
-    return 0;
+    return 1;
 }
 
 static const char *codec_typename(lua_State *L, int idx)
@@ -877,7 +893,7 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
     plink_buf *out = &c->b->out;
     int nf = sc->nfields, base, key, i, unknown = 0, first = 1, g1 = 0;
     codec_frame *fr;
-    unsigned long seen = 0;
+    unsigned long seen = 0, todo;
     luaL_checkstack(L, 2 * nf + 8, "portone.link");
     base = lua_gettop(L);
     /* One walk: each value stays where lua_next put it, under a copy of
@@ -902,14 +918,16 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
     /* one frame for the fields, renamed for each */
     fr_name(c, NULL, 0);
     fr = &c->fr[c->nfr - 1];
-    for (i = 0; i < nf; i++) {
-        const plink_field *f = &sc->fields[i];
-        int has = (int)((seen >> i) & 1);
-        if (!has) {
-            slot[i] = 0;
-            if (!(f->flags & (PLINK_F_REQUIRED | PLINK_F_GROUP1 | PLINK_F_GROUP2)))
-                continue;                   /* absent, and may be */
-        }
+    /* slot 0 for the absent fields; then in descriptor order the fields
+     * that are present or must be (the others are absent and may be) */
+    for (todo = nf ? ~seen & (~0UL >> (8 * sizeof todo - nf)) : 0; todo; todo &= todo - 1)
+        slot[codec_lowbit(todo)] = 0;
+    for (todo = seen | c->nm->must[sc->id]; todo; todo &= todo - 1) {
+        const plink_field *f;
+        int has;
+        i = codec_lowbit(todo);
+        f = &sc->fields[i];
+        has = (int)((seen >> i) & 1);
         fr->s = f->name;
         fr->n = f->namelen;
         if (f->flags & PLINK_F_GROUP1)
@@ -1577,6 +1595,11 @@ void plink_codec_open(lua_State *L)
     nm = (codec_names *)lua_newuserdata(L, sizeof *nm);
     memset(nm, 0, sizeof *nm);
     nm->byobj = 1;                           /* unless a name has no address */
+    for (k = 0; k < PLINK_NSCHEMAS; k++)
+        for (i = 0; i < plink_schemas[k]->nfields; i++)
+            if (plink_schemas[k]->fields[i].flags
+                & (PLINK_F_REQUIRED | PLINK_F_GROUP1 | PLINK_F_GROUP2))
+                nm->must[k] |= 1UL << i;
     lua_pushvalue(L, -2);                    /* the names table, on top */
     for (k = 0; k < PLINK_NSCHEMAS; k++) {
         const plink_schema *sc = plink_schemas[k];
