@@ -165,9 +165,10 @@ CODEC_HOT unsigned codec_hash(const void *p)
 }
 
 /* one step of a field path */
-enum { FR_NAME, FR_KEY, FR_INDEX, FR_OTHER };
+enum { FR_NAME, FR_KEY, FR_INDEX, FR_OTHER, FR_FIELD };
 typedef struct codec_frame {
     const char *s;     /* FR_NAME, FR_KEY (anchored) */
+    const plink_field *fld;   /* FR_FIELD: named by fld->name */
     size_t n;
     long long i;       /* FR_INDEX */
     lua_Number num;    /* FR_OTHER */
@@ -290,6 +291,11 @@ static void codec_render(codec *c)
         char tmp[48];
         int len;
         switch (f->kind) {
+        case FR_FIELD:
+            if (p->len)
+                plink_buf_addc(L, p, '.');
+            plink_buf_add(L, p, f->fld->name, f->fld->namelen);
+            break;
         case FR_NAME:
         case FR_KEY:
             if (f->kind == FR_NAME || codec_isident(f->s, f->n)) {
@@ -916,7 +922,7 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
     }
     plink_buf_addc(L, out, '{');
     /* one frame for the fields, renamed for each */
-    fr_name(c, NULL, 0);
+    fr_push(c, FR_FIELD, NULL, 0, 0);
     fr = &c->fr[c->nfr - 1];
     /* slot 0 for the absent fields; then in descriptor order the fields
      * that are present or must be (the others are absent and may be) */
@@ -928,8 +934,7 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
         i = codec_lowbit(todo);
         f = &sc->fields[i];
         has = (int)((seen >> i) & 1);
-        fr->s = f->name;
-        fr->n = f->namelen;
+        fr->fld = f;
         if (f->flags & PLINK_F_GROUP1)
             g1 = has;
         if (f->flags & PLINK_F_GROUP2) {
@@ -937,8 +942,7 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
                 codec_err(c, "conflict", "give either '%s' or '%s', not both",
                           f[-1].name, f->name);
             } else if (!has && !g1) {
-                fr->s = f[-1].name;                   /* named by the first */
-                fr->n = f[-1].namelen;
+                fr->fld = f - 1;                      /* named by the first */
                 codec_err(c, "required", "is required (or '%s')", f->name);
             }
         } else if (!has && (f->flags & PLINK_F_REQUIRED)) {
