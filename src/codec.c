@@ -107,6 +107,7 @@ typedef struct codec_bufs {
     plink_buf keys;    /* stack of key lists (codec_key) */
     plink_buf dups;    /* pay_methods keys seen (codec_dup) */
     int busy;
+    const struct codec_names *nm;   /* the shared one's: the names' index */
 } codec_bufs;
 
 typedef struct codec_key {
@@ -1387,6 +1388,7 @@ static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit
     c.now = now;
     lua_pushnil(L);                          /* 4: error list, once needed */
     b = (codec_bufs *)lua_touserdata(L, CODEC_UP_BUFS);
+    c.nm = b->nm;
     if (b->busy) {                           /* a finalizer calling us */
         lua_newtable(L);                     /* 5: anchors of our own */
         b = codec_newbufs(L);                /* 6: buffers of our own */
@@ -1398,7 +1400,6 @@ static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit
     b->out.off = !encode;
     c.L = L;
     c.b = b;
-    c.nm = (const codec_names *)lua_touserdata(L, CODEC_UP_INDEX);
     c.nerr = 0;
     c.nanc = c.maxanc = 0;
     c.amount = 0;
@@ -1489,25 +1490,29 @@ static int codec_encode(lua_State *L)
 static int codec_link_encode(lua_State *L)
 {
     codec_bufs *b;
-    int nerr, common = 0;
+    int nerr, common = 0, hasnow = 0;
+    lua_Number now = 0;
     lua_settop(L, 2);
     if (lua_type(L, 1) == LUA_TTABLE) {
         int t2 = lua_type(L, 2);
         if (t2 == LUA_TNIL) {
-            lua_pushnil(L);                      /* 3: now, below */
             common = 1;
         } else if (t2 == LUA_TTABLE && !lua_getmetatable(L, 2)) {
             /* no metatable: a raw get by the interned names is what
              * lua_getfield would find, without interning them per call */
             lua_pushvalue(L, CODEC_UP_KMAX);
             lua_rawget(L, 2);                    /* 3 */
-            lua_pushvalue(L, CODEC_UP_KNOW);
-            lua_rawget(L, 2);                    /* 4 */
-            if (lua_isnil(L, 3)) {
-                int tn = lua_type(L, 4);
-                lua_Number now = lua_tonumber(L, 4);
-                common = tn == LUA_TNIL || (tn == LUA_TNUMBER && now == now);
-                lua_replace(L, 3);
+            if (lua_type(L, 3) == LUA_TNIL) {
+                int tn;
+                lua_pushvalue(L, CODEC_UP_KNOW);
+                lua_rawget(L, 2);                /* 4 */
+                tn = lua_type(L, 4);
+                if (tn == LUA_TNUMBER) {
+                    now = lua_tonumber(L, 4);
+                    hasnow = common = now == now;
+                } else {
+                    common = tn == LUA_TNIL;
+                }
             }
         }
     }
@@ -1518,7 +1523,8 @@ static int codec_link_encode(lua_State *L)
         lua_call(L, 2, LUA_MULTRET);
         return lua_gettop(L);
     }
-    if (lua_isnil(L, 3)) {                       /* now = os.time() */
+    lua_settop(L, 3);                            /* (req, opts, -) */
+    if (!hasnow) {                               /* now = os.time() */
         lua_pushvalue(L, CODEC_UP_TIME);
         lua_call(L, 0, 1);
         lua_replace(L, 3);
@@ -1528,9 +1534,9 @@ static int codec_link_encode(lua_State *L)
             nerr = codec_run(L, 1, &b);
             goto done;
         }
+        now = lua_tonumber(L, 3);
     }
-    lua_settop(L, 3);                            /* (req, opts, now) */
-    nerr = codec_walk(L, 1, lua_tonumber(L, 3), PLINK_MAX_BODY, &b);
+    nerr = codec_walk(L, 1, now, PLINK_MAX_BODY, &b);
 done:
     if (nerr == 0) {
         lua_pushlstring(L, b->out.p, b->out.len);
@@ -1581,6 +1587,7 @@ void plink_codec_open(lua_State *L)
 {
     static const luaL_Reg none[] = {{NULL, NULL}};
     codec_names *nm;
+    codec_bufs *bufs;
     int k, i, n = 0;
     for (k = 0; k < PLINK_NSCHEMAS; k++) {   /* codec_object's bit set */
         if (plink_schemas[k]->nfields > CODEC_MAXF)
@@ -1594,10 +1601,11 @@ void plink_codec_open(lua_State *L)
         }
     }
     plink_setmeta(L, CODEC_MT, none, codec_gc, NULL);   /* never handed out */
-    codec_newbufs(L);                        /* shared by both functions */
+    bufs = codec_newbufs(L);                 /* shared by both functions */
     lua_newtable(L);                         /* the interned names */
     nm = (codec_names *)lua_newuserdata(L, sizeof *nm);
     memset(nm, 0, sizeof *nm);
+    bufs->nm = nm;                           /* kept alive by the upvalue */
     nm->byobj = 1;                           /* unless a name has no address */
     for (k = 0; k < PLINK_NSCHEMAS; k++)
         for (i = 0; i < plink_schemas[k]->nfields; i++)
