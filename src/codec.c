@@ -203,6 +203,12 @@ typedef struct codec {
      * same object passes again without the check */
     const char *okstr;
     const plink_field *okfield;
+    /* stack slots up to `room` are checked already (codec_object), unless
+     * the collector may have run since (LuaJIT shrinks the stack of a
+     * running C function in a GC step): gen counts the calls that may
+     * allocate Lua objects, roomgen is gen at the check */
+    int room;
+    unsigned gen, roomgen;
     const void *anc[PLINK_MAX_DEPTH + 1];   /* tables on the custom_data path */
     codec_frame fr[CODEC_MAXFR];
 } codec;
@@ -341,6 +347,7 @@ static void codec_err(codec *c, const char *code, const char *fmt, ...)
 {
     lua_State *L = c->L;
     va_list ap;
+    c->gen++;
     if (c->nerr == 0) {                     /* the list is made on demand */
         lua_newtable(L);
         lua_replace(L, CODEC_ERRS);
@@ -363,6 +370,7 @@ static void codec_err(codec *c, const char *code, const char *fmt, ...)
 static void codec_suggest(codec *c, const char *s)
 {
     lua_State *L = c->L;
+    c->gen++;
     lua_rawgeti(L, CODEC_ERRS, c->nerr);
     lua_pushstring(L, s);
     lua_setfield(L, -2, "suggestion");
@@ -841,6 +849,7 @@ static void codec_unknown(codec *c, int t, const plink_schema *sc)
     lua_State *L = c->L;
     size_t base = c->b->keys.len;
     int n = 0, i, nanc = c->nanc;
+    c->gen++;                               /* lua_pushlstring below */
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
@@ -901,8 +910,12 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
     int nf = sc->nfields, base, key, i, unknown = 0, first = 1, g1 = 0;
     codec_frame *fr;
     unsigned long seen = 0, todo;
-    luaL_checkstack(L, 2 * nf + 8, "portone.link");
     base = lua_gettop(L);
+    if (base + 2 * nf + 8 > c->room || c->gen != c->roomgen) {
+        luaL_checkstack(L, 2 * nf + 8, "portone.link");
+        c->room = base + 2 * nf + 8;        /* each entry of a list, once */
+        c->roomgen = c->gen;
+    }
     /* One walk: each value stays where lua_next put it, under a copy of
      * its key for the next step (the key is at `key`, its value above).
      * Nothing here allocates Lua objects, so no finalizer edits t during
@@ -1411,6 +1424,8 @@ static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit
     c.nfr = 0;
     c.okstr = NULL;
     c.okfield = NULL;
+    c.room = 0;
+    c.gen = c.roomgen = 0;
     /* payment_info is written already escaped (plink_buf_addstring2), so
      * the body is built in one buffer, in one pass */
     plink_buf_addlit(L, &b->out, "{\"payment_info\":\"");
