@@ -1224,8 +1224,8 @@ static void codec_json_table(codec *c, int t)
             fr_index(c, k);
             if (k > 1)
                 plink_buf_addc(L, out, ',');
-            lua_rawgeti(L, t, (int)k);
-            codec_json(c, lua_gettop(L));
+            lua_rawgeti(L, t, (int)k);       /* at base + 1: no key was kept */
+            codec_json(c, base + 1);
             lua_pop(L, 1);
             codec_checksize(c);
             fr_pop(c);
