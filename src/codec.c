@@ -728,6 +728,16 @@ static int codec_keycmp(const void *pa, const void *pb)
     return a->seq - b->seq;
 }
 
+/* codec_keycmp(a, b) > 0, string keys that differ in their first byte
+ * (the usual custom_data keys) in line */
+CODEC_HOT int codec_keyafter(const codec_key *a, const codec_key *b)
+{
+    if (a->type == LUA_TSTRING && b->type == LUA_TSTRING && a->n && b->n
+        && a->s[0] != b->s[0])
+        return (unsigned char)a->s[0] > (unsigned char)b->s[0];
+    return codec_keycmp(a, b) > 0;
+}
+
 /* Sorts n keys by codec_keycmp (a total order: seq breaks ties, so any
  * sort gives the same result); a few keys by insertion, without qsort's
  * setup. */
@@ -740,7 +750,7 @@ static void codec_sortkeys(codec_key *k, size_t n)
     }
     for (i = 1; i < n; i++) {
         codec_key t = k[i];
-        for (j = i; j > 0 && codec_keycmp(&k[j - 1], &t) > 0; j--)
+        for (j = i; j > 0 && codec_keyafter(&k[j - 1], &t); j--)
             k[j] = k[j - 1];
         k[j] = t;
     }
