@@ -1,4 +1,5 @@
 /* jsonbuf.c - growable buffer and JSON scalar writers (see jsonbuf.h). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "jsonbuf.h"
@@ -125,19 +126,29 @@ void plink_buf_addint(lua_State *L, plink_buf *b, long long v)
         b->len += k;
         return;
     }
-    /* two digits a division */
-    while (u >= 100) {
+    /* two digits a division, in 32 bits once the rest fits (most
+     * numbers: a cheaper division) */
+    while (u > 0xffffffffULL) {
         unsigned d = (unsigned)(u % 100) * 2;
         u /= 100;
         *--w = jb_digits2[d + 1];
         *--w = jb_digits2[d];
     }
-    if (u >= 10) {
-        unsigned d = (unsigned)u * 2;
-        *--w = jb_digits2[d + 1];
-        *--w = jb_digits2[d];
-    } else {
-        *--w = (char)('0' + (int)u);
+    {
+        uint32_t u32 = (uint32_t)u;
+        while (u32 >= 100) {
+            unsigned d = (unsigned)(u32 % 100) * 2;
+            u32 /= 100;
+            *--w = jb_digits2[d + 1];
+            *--w = jb_digits2[d];
+        }
+        if (u32 >= 10) {
+            unsigned d = (unsigned)u32 * 2;
+            *--w = jb_digits2[d + 1];
+            *--w = jb_digits2[d];
+        } else {
+            *--w = (char)('0' + (int)u32);
+        }
     }
     if (v < 0)
         *--w = '-';
