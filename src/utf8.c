@@ -105,8 +105,11 @@ int plink_utf8_scan_from(const char *str, size_t n, size_t plain, int flags,
              * cont, cont in the low six), then one */
             while (n - i >= 8) {
                 memcpy(&w, s + i, 8);
-                if ((w & U8_SHAPE2_MASK) != U8_SHAPE2
-                    || u8_bad3at(w, 0) || u8_bad3at(w, 3))
+                if ((w & U8_SHAPE2_MASK) != U8_SHAPE2)
+                    break;
+                /* leads E1..EC (most of Hangul) need no more checks */
+                if (((u8_byte(w, 0) - 0xe1) | (u8_byte(w, 3) - 0xe1)) >= 12
+                    && (u8_bad3at(w, 0) || u8_bad3at(w, 3)))
                     break;
                 i += 6;
                 chars += 2;
@@ -116,7 +119,7 @@ int plink_utf8_scan_from(const char *str, size_t n, size_t plain, int flags,
             c = s[i];
             if ((c & 0xf0) == 0xe0 && n - i >= 3
                 && ((s[i + 1] & 0xc0) | ((s[i + 2] & 0xc0) >> 2)) == 0xa0
-                && !u8_bad3(c, s[i + 1])) {
+                && ((unsigned)(c - 0xe1) < 12 || !u8_bad3(c, s[i + 1]))) {
                 i += 3;
                 chars++;
                 continue;
