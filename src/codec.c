@@ -60,6 +60,11 @@
  *  - payment_info is written already escaped as a JSON string
  *    (plink_buf_addstring2): the same bytes as writing it and escaping it
  *    again, in one buffer and one pass.
+ *  - only the fields present or required are visited (a bit mask); the
+ *    entries of a list share one stack check (made again only after
+ *    something that may run the collector); a pg that every entry
+ *    repeats passes its format once: the same string object, anchored
+ *    for the list, passes again without the scan.
  *
  * Memory: the output, path and scratch buffers live in a userdata (an
  * upvalue, reused between calls) whose __gc frees them, so a Lua memory
