@@ -92,6 +92,13 @@
 #define CODEC_HOT static inline
 #endif
 
+/* the error paths, out of the way of the walk (layout and registers) */
+#if defined(__GNUC__)
+#define CODEC_COLD __attribute__((cold, noinline))
+#else
+#define CODEC_COLD
+#endif
+
 #define CODEC_MT "portone.link.codec_buffers"
 #define CODEC_KEEP (256 * 1024)   /* larger buffers are freed after a call */
 #define CODEC_MAXF 32             /* fields of a schema, at most */
@@ -292,7 +299,7 @@ static void codec_quote(lua_State *L, plink_buf *b, const char *s, size_t n)
 
 /* The path of the frames: "key" at the top, ".key" below, ["odd key"]
  * when not an identifier, [3] for an index, [true] for other keys. */
-static void codec_render(codec *c)
+CODEC_COLD static void codec_render(codec *c)
 {
     lua_State *L = c->L;
     plink_buf *p = &c->b->path;
@@ -348,7 +355,7 @@ static void codec_render(codec *c)
  * the output: nothing written after an error is used (the buffer goes on
  * counting, for the size cap). The collector may run here, and with it
  * finalizers that edit the request. */
-static void codec_err(codec *c, const char *code, const char *fmt, ...)
+CODEC_COLD static void codec_err(codec *c, const char *code, const char *fmt, ...)
 {
     lua_State *L = c->L;
     va_list ap;
@@ -372,7 +379,7 @@ static void codec_err(codec *c, const char *code, const char *fmt, ...)
 }
 
 /* Adds suggestion = s to the last error. */
-static void codec_suggest(codec *c, const char *s)
+CODEC_COLD static void codec_suggest(codec *c, const char *s)
 {
     lua_State *L = c->L;
     c->gen++;
@@ -382,7 +389,7 @@ static void codec_suggest(codec *c, const char *s)
     lua_pop(L, 1);
 }
 
-static void codec_toolarge(codec *c)
+CODEC_COLD static void codec_toolarge(codec *c)
 {
     c->big = 1;
     codec_err(c, "too_large", "makes the body longer than %d bytes (max_body_bytes)",
@@ -399,7 +406,7 @@ CODEC_HOT int codec_checksize(codec *c)
     return 1;
 }
 
-static const char *codec_typename(lua_State *L, int idx)
+CODEC_COLD static const char *codec_typename(lua_State *L, int idx)
 {
     int t = lua_type(L, idx);
     if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL)
@@ -459,7 +466,7 @@ static int codec_integer(lua_State *L, int idx, long long *v)
 }
 
 /* The error of a bad UTF-8 scan result rc; 0. */
-static int codec_utf8_err(codec *c, int rc, const plink_utf8_info *info)
+CODEC_COLD static int codec_utf8_err(codec *c, int rc, const plink_utf8_info *info)
 {
     if (rc == PLINK_UTF8_CONTROL) {
         char cp[16];
@@ -859,7 +866,7 @@ CODEC_HOT int codec_keyfield(codec *c, const plink_schema *sc)
 }
 
 /* unknown_field for every key of t that sc does not name, sorted */
-static void codec_unknown(codec *c, int t, const plink_schema *sc)
+CODEC_COLD static void codec_unknown(codec *c, int t, const plink_schema *sc)
 {
     lua_State *L = c->L;
     size_t base = c->b->keys.len;
