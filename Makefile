@@ -12,8 +12,12 @@ BUILD       := build/$(LUA_VERSION)
 SANITIZE    ?=
 OPT         ?= -O2 -g
 
+# -fno-plt where the compiler has it: the module calls the Lua API a few
+# hundred times an encode, each through a PLT stub otherwise (bench-encode:
+# 1.5% of an encode's instructions on 5.4, 1% on LuaJIT).
+NOPLT       := $(shell $(CC) -fno-plt -x c -c /dev/null -o /dev/null 2>/dev/null && echo -fno-plt)
 CFLAGS_BASE := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -Wall -Wextra -Werror \
-               -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+               -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter $(NOPLT)
 CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl) \
                $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
@@ -69,7 +73,7 @@ LIBFLAG  ?= -shared
 rock:
 	rm -rf $(ROCK_DIR)
 	mkdir -p $(ROCK_DIR)/portone/link $(ROCK_DIR)/portone/cli
-	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) -I$(LUA_INC) -I$(CURL_INCDIR) $(LIBFLAG) \
+	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) $(NOPLT) -I$(LUA_INC) -I$(CURL_INCDIR) $(LIBFLAG) \
 	  -o $(ROCK_DIR)/portone/link/core.so $(SRCS) -L$(CURL_LIBDIR) -lcurl -lssl -lcrypto
 	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) -I$(LUA_INC) $(LIBFLAG) \
 	  -o $(ROCK_DIR)/portone/cli/signal.so src/cli/signal.c

@@ -60,6 +60,11 @@
  *  - payment_info is written already escaped as a JSON string
  *    (plink_buf_addstring2): the same bytes as writing it and escaping it
  *    again, in one buffer and one pass.
+ *  - only the fields present or required are visited (a bit mask); the
+ *    entries of a list share one stack check (made again only after
+ *    something that may run the collector); a pg that every entry
+ *    repeats passes its format once: the same string object, anchored
+ *    for the list, passes again without the scan.
  *
  * Memory: the output, path and scratch buffers live in a userdata (an
  * upvalue, reused between calls) whose __gc frees them, so a Lua memory
@@ -87,6 +92,13 @@
 #define CODEC_HOT static inline
 #endif
 
+/* the error paths, out of the way of the walk (layout and registers) */
+#if defined(__GNUC__)
+#define CODEC_COLD __attribute__((cold, noinline))
+#else
+#define CODEC_COLD
+#endif
+
 #define CODEC_MT "portone.link.codec_buffers"
 #define CODEC_KEEP (256 * 1024)   /* larger buffers are freed after a call */
 #define CODEC_MAXF 32             /* fields of a schema, at most */
@@ -107,6 +119,7 @@ typedef struct codec_bufs {
     plink_buf keys;    /* stack of key lists (codec_key) */
     plink_buf dups;    /* pay_methods keys seen (codec_dup) */
     int busy;
+    const struct codec_names *nm;   /* the shared one's: the names' index */
 } codec_bufs;
 
 typedef struct codec_key {
@@ -139,7 +152,25 @@ typedef struct codec_names {
     int byobj;
     const void *obj[CODEC_NH];
     signed char oat[CODEC_NH][PLINK_NSCHEMAS];
+    /* per schema: the fields codec_object visits even when absent
+     * (required, or one of a pair) */
+    unsigned long must[PLINK_NSCHEMAS];
 } codec_names;
+
+/* index of the lowest set bit of m (m != 0) */
+CODEC_HOT int codec_lowbit(unsigned long m)
+{
+#if defined(__GNUC__)
+    return __builtin_ctzl(m);
+#else
+    int i = 0;
+    while (!(m & 1)) {
+        m >>= 1;
+        i++;
+    }
+    return i;
+#endif
+}
 
 CODEC_HOT unsigned codec_hash(const void *p)
 {
@@ -147,9 +178,10 @@ CODEC_HOT unsigned codec_hash(const void *p)
 }
 
 /* one step of a field path */
-enum { FR_NAME, FR_KEY, FR_INDEX, FR_OTHER };
+enum { FR_NAME, FR_KEY, FR_INDEX, FR_OTHER, FR_FIELD };
 typedef struct codec_frame {
     const char *s;     /* FR_NAME, FR_KEY (anchored) */
+    const plink_field *fld;   /* FR_FIELD: named by fld->name */
     size_t n;
     long long i;       /* FR_INDEX */
     lua_Number num;    /* FR_OTHER */
@@ -176,7 +208,19 @@ typedef struct codec {
      * caller pops them */
     const char *dks[CODEC_MAXF];
     size_t dkn[CODEC_MAXF];
+    unsigned char dkfmt[CODEC_MAXF];   /* and passed their ASCII format */
     int fi;                 /* the field codec_object is checking */
+    /* a string that passed the ASCII format of field okfield and stays
+     * anchored while codec_list runs (the pg every entry repeats): the
+     * same object passes again without the check */
+    const char *okstr;
+    const plink_field *okfield;
+    /* stack slots up to `room` are checked already (codec_object), unless
+     * the collector may have run since (LuaJIT shrinks the stack of a
+     * running C function in a GC step): gen counts the calls that may
+     * allocate Lua objects, roomgen is gen at the check */
+    int room;
+    unsigned gen, roomgen;
     const void *anc[PLINK_MAX_DEPTH + 1];   /* tables on the custom_data path */
     codec_frame fr[CODEC_MAXFR];
 } codec;
@@ -239,9 +283,13 @@ static void codec_quote(lua_State *L, plink_buf *b, const char *s, size_t n)
             plink_buf_addc(L, b, '\\');
             plink_buf_addc(L, b, (char)ch);
         } else if (ch < 0x20 || ch == 0x7f || (ch >= 0x80 && !raw8)) {
-            char tmp[8];
-            int k = snprintf(tmp, sizeof tmp, "\\%u", (unsigned)ch);
-            plink_buf_add(L, b, tmp, (size_t)k);
+            /* \ddd without leading zeros, as "%u" would write it */
+            plink_buf_addc(L, b, '\\');
+            if (ch >= 100)
+                plink_buf_addc(L, b, (char)('0' + ch / 100));
+            if (ch >= 10)
+                plink_buf_addc(L, b, (char)('0' + ch / 10 % 10));
+            plink_buf_addc(L, b, (char)('0' + ch % 10));
         } else {
             plink_buf_addc(L, b, (char)ch);
         }
@@ -251,7 +299,7 @@ static void codec_quote(lua_State *L, plink_buf *b, const char *s, size_t n)
 
 /* The path of the frames: "key" at the top, ".key" below, ["odd key"]
  * when not an identifier, [3] for an index, [true] for other keys. */
-static void codec_render(codec *c)
+CODEC_COLD static void codec_render(codec *c)
 {
     lua_State *L = c->L;
     plink_buf *p = &c->b->path;
@@ -262,6 +310,11 @@ static void codec_render(codec *c)
         char tmp[48];
         int len;
         switch (f->kind) {
+        case FR_FIELD:
+            if (p->len)
+                plink_buf_addc(L, p, '.');
+            plink_buf_add(L, p, f->fld->name, f->fld->namelen);
+            break;
         case FR_NAME:
         case FR_KEY:
             if (f->kind == FR_NAME || codec_isident(f->s, f->n)) {
@@ -302,10 +355,11 @@ static void codec_render(codec *c)
  * the output: nothing written after an error is used (the buffer goes on
  * counting, for the size cap). The collector may run here, and with it
  * finalizers that edit the request. */
-static void codec_err(codec *c, const char *code, const char *fmt, ...)
+CODEC_COLD static void codec_err(codec *c, const char *code, const char *fmt, ...)
 {
     lua_State *L = c->L;
     va_list ap;
+    c->gen++;
     if (c->nerr == 0) {                     /* the list is made on demand */
         lua_newtable(L);
         lua_replace(L, CODEC_ERRS);
@@ -325,16 +379,17 @@ static void codec_err(codec *c, const char *code, const char *fmt, ...)
 }
 
 /* Adds suggestion = s to the last error. */
-static void codec_suggest(codec *c, const char *s)
+CODEC_COLD static void codec_suggest(codec *c, const char *s)
 {
     lua_State *L = c->L;
+    c->gen++;
     lua_rawgeti(L, CODEC_ERRS, c->nerr);
     lua_pushstring(L, s);
     lua_setfield(L, -2, "suggestion");
     lua_pop(L, 1);
 }
 
-static void codec_toolarge(codec *c)
+CODEC_COLD static void codec_toolarge(codec *c)
 {
     c->big = 1;
     codec_err(c, "too_large", "makes the body longer than %d bytes (max_body_bytes)",
@@ -344,16 +399,14 @@ static void codec_toolarge(codec *c)
 /* too_large once the body has passed the cap; 1 when it has */
 CODEC_HOT int codec_checksize(codec *c)
 {
-    if (c->big)
-        return 1;
-    if (c->b->out.len > c->limit) {
+    if (c->b->out.len <= c->limit)     /* the usual case, in one compare */
+        return c->big;
+    if (!c->big)
         codec_toolarge(c);
-        return 1;
-    }
-    return 0;
+    return 1;
 }
 
-static const char *codec_typename(lua_State *L, int idx)
+CODEC_COLD static const char *codec_typename(lua_State *L, int idx)
 {
     int t = lua_type(L, idx);
     if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL)
@@ -376,6 +429,13 @@ static const char *codec_lld(char *tmp, size_t size, long long v)
 
 enum { NUM_OK, NUM_NOTINT, NUM_RANGE };
 
+/* 1 when d (finite, below 9.2e18 in magnitude) has no fraction: floor(d)
+ * == d without the libm call (the cast is exact there) */
+CODEC_HOT int codec_whole(lua_Number d)
+{
+    return (lua_Number)(long long)d == d;
+}
+
 /* Integer value of the number at idx, exact (5.4 integers, integral floats
  * within +-2^53 - 1). NUM_RANGE for integral values beyond, or inf. */
 static int codec_integer(lua_State *L, int idx, long long *v)
@@ -393,7 +453,9 @@ static int codec_integer(lua_State *L, int idx, long long *v)
     }
 #endif
     d = lua_tonumber(L, idx);
-    if (d != d || (floor(d) != d && !isinf(d)))
+    /* NaN, or finite with a fraction (every double of 9.2e18 or more is
+     * whole; NaN fails both compares) */
+    if (d > -9.2e18 && d < 9.2e18 ? !codec_whole(d) : d != d)
         return NUM_NOTINT;
     if (d > (lua_Number)PLINK_MAX_SAFE_INT || d < -(lua_Number)PLINK_MAX_SAFE_INT) {
         *v = d < 0 ? -PLINK_MAX_SAFE_INT - 1 : PLINK_MAX_SAFE_INT + 1;
@@ -404,7 +466,7 @@ static int codec_integer(lua_State *L, int idx, long long *v)
 }
 
 /* The error of a bad UTF-8 scan result rc; 0. */
-static int codec_utf8_err(codec *c, int rc, const plink_utf8_info *info)
+CODEC_COLD static int codec_utf8_err(codec *c, int rc, const plink_utf8_info *info)
 {
     if (rc == PLINK_UTF8_CONTROL) {
         char cp[16];
@@ -418,11 +480,19 @@ static int codec_utf8_err(codec *c, int rc, const plink_utf8_info *info)
     return 0;
 }
 
-/* Checks the UTF-8 of s; 0 and an error when it is bad. */
+/* Checks the UTF-8 of s; 0 and an error when it is bad. Plain ASCII
+ * (most strings) is settled in line, without the call. */
 CODEC_HOT int codec_utf8(codec *c, const char *s, size_t n, int flags,
                          plink_utf8_info *info)
 {
-    int rc = plink_utf8_scan(s, n, flags, info);
+    size_t plain = plink_utf8_plain(s, n, flags);
+    int rc;
+    if (plain == n) {
+        info->chars = n;
+        info->esc = 0;
+        return 1;
+    }
+    rc = plink_utf8_scan_from(s, n, plain, flags, info);
     return rc == PLINK_UTF8_OK ? 1 : codec_utf8_err(c, rc, info);
 }
 
@@ -499,8 +569,11 @@ static void codec_string(codec *c, const plink_field *f, int idx)
         codec_put(c, s, n, 0);
         return;
     }
-    if ((f->flags & PLINK_F_ASCII) && f->format(s, n) == NULL) {
+    if ((f->flags & PLINK_F_ASCII)
+        && ((s == c->okstr && f == c->okfield) || f->format(s, n) == NULL)) {
         fmt_ok = 1;
+        if (f->flags & PLINK_F_DUPKEY)
+            c->dkfmt[c->fi] = 1;
         info.chars = n;
         info.esc = 0;
     } else if (!codec_utf8(c, s, n, PLINK_UTF8_NOCTRL, &info)) {
@@ -644,7 +717,12 @@ static int codec_keycmp(const void *pa, const void *pb)
         return ra - rb;
     if (ra == 0) {
         size_t m = a->n < b->n ? a->n : b->n;
-        int r = memcmp(a->s, b->s, m);
+        int r;
+        /* most keys differ in their first byte: memcmp's verdict without
+         * the call */
+        if (m && a->s[0] != b->s[0])
+            return (unsigned char)a->s[0] < (unsigned char)b->s[0] ? -1 : 1;
+        r = memcmp(a->s, b->s, m);
         if (r)
             return r;
         if (a->n != b->n)
@@ -662,6 +740,16 @@ static int codec_keycmp(const void *pa, const void *pb)
     return a->seq - b->seq;
 }
 
+/* codec_keycmp(a, b) > 0, string keys that differ in their first byte
+ * (the usual custom_data keys) in line */
+CODEC_HOT int codec_keyafter(const codec_key *a, const codec_key *b)
+{
+    if (a->type == LUA_TSTRING && b->type == LUA_TSTRING && a->n && b->n
+        && a->s[0] != b->s[0])
+        return (unsigned char)a->s[0] > (unsigned char)b->s[0];
+    return codec_keycmp(a, b) > 0;
+}
+
 /* Sorts n keys by codec_keycmp (a total order: seq breaks ties, so any
  * sort gives the same result); a few keys by insertion, without qsort's
  * setup. */
@@ -674,7 +762,7 @@ static void codec_sortkeys(codec_key *k, size_t n)
     }
     for (i = 1; i < n; i++) {
         codec_key t = k[i];
-        for (j = i; j > 0 && codec_keycmp(&k[j - 1], &t) > 0; j--)
+        for (j = i; j > 0 && codec_keyafter(&k[j - 1], &t); j--)
             k[j] = k[j - 1];
         k[j] = t;
     }
@@ -694,15 +782,15 @@ static int codec_anchor(codec *c)
     return c->nanc;
 }
 
-/* Records the key at idx (a negative index: left there by lua_next),
- * anchoring a string key when `anchor` (else the caller keeps it on the
- * stack). */
-static codec_key *codec_keys_push_at(codec *c, int idx, int seq, int anchor)
+/* Records the key at idx (a negative index: left there by lua_next) of
+ * lua_type `type`, anchoring a string key when `anchor` (else the caller
+ * keeps it on the stack). */
+static codec_key *codec_keys_push_at(codec *c, int idx, int type, int seq, int anchor)
 {
     lua_State *L = c->L;
     plink_buf *kb = &c->b->keys;
     codec_key *k = (codec_key *)(void *)plink_buf_room(L, kb, sizeof *k);
-    k->type = lua_type(L, idx);
+    k->type = type;
     k->s = NULL;
     k->n = 0;
     k->num = 0;
@@ -723,7 +811,7 @@ static codec_key *codec_keys_push_at(codec *c, int idx, int seq, int anchor)
     return k;
 }
 
-#define codec_keys_push(c, seq) codec_keys_push_at((c), -1, (seq), 1)
+#define codec_keys_push(c, seq) codec_keys_push_at((c), -1, lua_type((c)->L, -1), (seq), 1)
 
 /* ---- tables ------------------------------------------------------------- */
 
@@ -754,8 +842,19 @@ CODEC_HOT int codec_keyfield(codec *c, const plink_schema *sc)
         unsigned h = codec_hash(o);
         for (; nm->obj[h]; h = (h + 1) & (CODEC_NH - 1))
             if (nm->obj[h] == o) {
-                /* a light userdata may hold any address */
-                if (lua_type(L, -2) == LUA_TSTRING)
+                /* A light userdata may hold any address. Nothing else
+                 * can: lua_topointer of a table, function, thread, full
+                 * userdata (its memory block) or cdata is an object of
+                 * its own, never the live name string, and a light C
+                 * function is code; numbers, booleans give NULL. So a
+                 * key at this address that is no userdata is the name:
+                 * lua_isuserdata says so for less than lua_type on
+                 * LuaJIT (a third less); on 5.4 lua_type is the cheaper. */
+#if LUA_VERSION_NUM >= 503
+                if (lua_type(L, -2) == LUA_TSTRING)     /* cheaper on 5.4 */
+#else
+                if (!lua_isuserdata(L, -2))
+#endif
                     return nm->oat[h][sc->id];
                 return -1;
             }
@@ -767,11 +866,12 @@ CODEC_HOT int codec_keyfield(codec *c, const plink_schema *sc)
 }
 
 /* unknown_field for every key of t that sc does not name, sorted */
-static void codec_unknown(codec *c, int t, const plink_schema *sc)
+CODEC_COLD static void codec_unknown(codec *c, int t, const plink_schema *sc)
 {
     lua_State *L = c->L;
     size_t base = c->b->keys.len;
     int n = 0, i, nanc = c->nanc;
+    c->gen++;                               /* lua_pushlstring below */
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
@@ -831,9 +931,13 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
     plink_buf *out = &c->b->out;
     int nf = sc->nfields, base, key, i, unknown = 0, first = 1, g1 = 0;
     codec_frame *fr;
-    unsigned long seen = 0;
-    luaL_checkstack(L, 2 * nf + 8, "portone.link");
+    unsigned long seen = 0, todo;
     base = lua_gettop(L);
+    if (base + 2 * nf + 8 > c->room || c->gen != c->roomgen) {
+        luaL_checkstack(L, 2 * nf + 8, "portone.link");
+        c->room = base + 2 * nf + 8;        /* each entry of a list, once */
+        c->roomgen = c->gen;
+    }
     /* One walk: each value stays where lua_next put it, under a copy of
      * its key for the next step (the key is at `key`, its value above).
      * Nothing here allocates Lua objects, so no finalizer edits t during
@@ -854,18 +958,19 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
     }
     plink_buf_addc(L, out, '{');
     /* one frame for the fields, renamed for each */
-    fr_name(c, NULL, 0);
+    fr_push(c, FR_FIELD, NULL, 0, 0);
     fr = &c->fr[c->nfr - 1];
-    for (i = 0; i < nf; i++) {
-        const plink_field *f = &sc->fields[i];
-        int has = (int)((seen >> i) & 1);
-        if (!has) {
-            slot[i] = 0;
-            if (!(f->flags & (PLINK_F_REQUIRED | PLINK_F_GROUP1 | PLINK_F_GROUP2)))
-                continue;                   /* absent, and may be */
-        }
-        fr->s = f->name;
-        fr->n = f->namelen;
+    /* slot 0 for the absent fields; then in descriptor order the fields
+     * that are present or must be (the others are absent and may be) */
+    for (todo = nf ? ~seen & (~0UL >> (8 * sizeof todo - nf)) : 0; todo; todo &= todo - 1)
+        slot[codec_lowbit(todo)] = 0;
+    for (todo = seen | c->nm->must[sc->id]; todo; todo &= todo - 1) {
+        const plink_field *f;
+        int has;
+        i = codec_lowbit(todo);
+        f = &sc->fields[i];
+        has = (int)((seen >> i) & 1);
+        fr->fld = f;
         if (f->flags & PLINK_F_GROUP1)
             g1 = has;
         if (f->flags & PLINK_F_GROUP2) {
@@ -873,8 +978,7 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
                 codec_err(c, "conflict", "give either '%s' or '%s', not both",
                           f[-1].name, f->name);
             } else if (!has && !g1) {
-                fr->s = f[-1].name;                   /* named by the first */
-                fr->n = f[-1].namelen;
+                fr->fld = f - 1;                      /* named by the first */
                 codec_err(c, "required", "is required (or '%s')", f->name);
             }
         } else if (!has && (f->flags & PLINK_F_REQUIRED)) {
@@ -882,11 +986,12 @@ static int codec_object(codec *c, int t, const plink_schema *sc, int *slot)
         }
         if (has) {
             if (!(f->flags & PLINK_F_OUTER)) {
-                plink_buf_add(L, out, f->wire + first, (size_t)f->namelen + 6 - first);
+                plink_buf_add24(L, out, f->wire + first, (size_t)f->namelen + 6 - first);
                 first = 0;
             }
             if (f->flags & PLINK_F_DUPKEY) {
                 c->dks[i] = NULL;           /* stays NULL unless a string */
+                c->dkfmt[i] = 0;
                 c->fi = i;
             }
             codec_value(c, f, slot[i]);
@@ -952,6 +1057,7 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     int seq = 1, nanc = c->nanc, dk[CODEC_DUPKEYS], ndk, e;
     codec_frame *fr;
     size_t base = db->len, ndup = 0;
+    uint64_t sigs = 0;          /* bit sig % 64 of every entry recorded */
     lua_pushnil(L);
     while (lua_next(L, t)) {
         long long k;
@@ -998,12 +1104,15 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
             int slot[CODEC_MAXF];
             codec_object(c, e, sc, slot);
             if (codec_dupkey(c, slot, dk, ndk, &d)) {
-                size_t j;
+                size_t j = ndup;
+                uint64_t bit = (uint64_t)1 << (d.sig & 63);
                 /* db->p is NULL until the first entry is recorded */
                 codec_dup *seen = ndup ? (codec_dup *)(void *)(db->p + base) : NULL;
-                for (j = 0; j < ndup; j++)
-                    if (codec_dupeq(&seen[j], &d))
-                        break;
+                if (sigs & bit) {           /* else no entry has its sig */
+                    for (j = 0; j < ndup; j++)
+                        if (codec_dupeq(&seen[j], &d))
+                            break;
+                }
                 if (j < ndup) {
                     char a[32];
                     codec_err(c, "duplicate", "same pg/channelKey and pay_method as pay_methods[%s]",
@@ -1016,16 +1125,24 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                         const plink_field *f = &sc->fields[dk[k]];
                         const char *ds = d.s[k];
                         size_t q;
+                        if (!ds || (f->choices && codec_enum_hit(c->nm, f, ds)))
+                            continue;
+                        if (c->dkfmt[dk[k]]) {      /* kept below, until the end */
+                            c->okstr = ds;
+                            c->okfield = f;
+                        }
                         /* the same string as an earlier entry's (the pg
-                         * of each entry, mostly) is kept already */
+                         * of each entry, mostly: the last one's) is kept
+                         * already */
                         for (q = ndup; ds && q > 0; q--)
                             if (seen[q - 1].s[k] == ds)
                                 ds = NULL;
-                        if (ds && !(f->choices && codec_enum_hit(c->nm, f, ds))) {
+                        if (ds) {
                             lua_pushvalue(L, slot[dk[k]]);
                             codec_anchor(c);
                         }
                     }
+                    sigs |= bit;
                     d.index = i;
                     memcpy(plink_buf_room(L, db, sizeof d), &d, sizeof d);
                     db->len += sizeof d;
@@ -1038,7 +1155,9 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
     fr_pop(c);
     plink_buf_addc(L, out, ']');
     db->len = base;
-    c->nanc = nanc;
+    c->nanc = nanc;                     /* the anchors go: so does okstr */
+    c->okstr = NULL;
+    c->okfield = NULL;
 }
 
 /* ---- custom_data: any JSON value -------------------------------------- */
@@ -1061,7 +1180,7 @@ static void codec_json_number(codec *c, int idx)
         codec_err(c, "range", "NaN and infinity cannot be written as JSON");
         return;
     }
-    if (floor(d) == d && fabs(d) < 9.2e18)    /* exact in a long long */
+    if (fabs(d) < 9.2e18 && codec_whole(d))  /* exact in a long long */
         plink_buf_addint(L, out, (long long)d);
     else
         plink_buf_addfloat(L, out, d);
@@ -1099,7 +1218,9 @@ static void codec_json_table(codec *c, int t)
         if (kt == LUA_TSTRING) {
             if (++nstr == n) {
                 if (n <= CODEC_STACKKEYS) {
-                    codec_keys_push_at(c, -2, (int)n, 0)->val = -lua_gettop(L);
+                    /* the value is at base + 2n: every key so far
+                     * left its value and a copy of itself */
+                    codec_keys_push_at(c, -2, kt, (int)n, 0)->val = -(base + 2 * (int)n);
                     if (n % 8 == 0)
                         luaL_checkstack(L, 2 * 8 + 6, "portone.link");
                     lua_pushvalue(L, -2);
@@ -1125,8 +1246,8 @@ static void codec_json_table(codec *c, int t)
             fr_index(c, k);
             if (k > 1)
                 plink_buf_addc(L, out, ',');
-            lua_rawgeti(L, t, (int)k);
-            codec_json(c, lua_gettop(L));
+            lua_rawgeti(L, t, (int)k);       /* at base + 1: no key was kept */
+            codec_json(c, base + 1);
             lua_pop(L, 1);
             codec_checksize(c);
             fr_pop(c);
@@ -1302,6 +1423,7 @@ static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit
     c.now = now;
     lua_pushnil(L);                          /* 4: error list, once needed */
     b = (codec_bufs *)lua_touserdata(L, CODEC_UP_BUFS);
+    c.nm = b->nm;
     if (b->busy) {                           /* a finalizer calling us */
         lua_newtable(L);                     /* 5: anchors of our own */
         b = codec_newbufs(L);                /* 6: buffers of our own */
@@ -1313,7 +1435,6 @@ static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit
     b->out.off = !encode;
     c.L = L;
     c.b = b;
-    c.nm = (const codec_names *)lua_touserdata(L, CODEC_UP_INDEX);
     c.nerr = 0;
     c.nanc = c.maxanc = 0;
     c.amount = 0;
@@ -1323,6 +1444,10 @@ static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit
     c.big = 0;
     c.depth = 0;
     c.nfr = 0;
+    c.okstr = NULL;
+    c.okfield = NULL;
+    c.room = 0;
+    c.gen = c.roomgen = 0;
     /* payment_info is written already escaped (plink_buf_addstring2), so
      * the body is built in one buffer, in one pass */
     plink_buf_addlit(L, &b->out, "{\"payment_info\":\"");
@@ -1402,25 +1527,29 @@ static int codec_encode(lua_State *L)
 static int codec_link_encode(lua_State *L)
 {
     codec_bufs *b;
-    int nerr, common = 0;
+    int nerr, common = 0, hasnow = 0;
+    lua_Number now = 0;
     lua_settop(L, 2);
     if (lua_type(L, 1) == LUA_TTABLE) {
         int t2 = lua_type(L, 2);
         if (t2 == LUA_TNIL) {
-            lua_pushnil(L);                      /* 3: now, below */
             common = 1;
         } else if (t2 == LUA_TTABLE && !lua_getmetatable(L, 2)) {
             /* no metatable: a raw get by the interned names is what
              * lua_getfield would find, without interning them per call */
             lua_pushvalue(L, CODEC_UP_KMAX);
             lua_rawget(L, 2);                    /* 3 */
-            lua_pushvalue(L, CODEC_UP_KNOW);
-            lua_rawget(L, 2);                    /* 4 */
-            if (lua_isnil(L, 3)) {
-                int tn = lua_type(L, 4);
-                lua_Number now = lua_tonumber(L, 4);
-                common = tn == LUA_TNIL || (tn == LUA_TNUMBER && now == now);
-                lua_replace(L, 3);
+            if (lua_type(L, 3) == LUA_TNIL) {
+                int tn;
+                lua_pushvalue(L, CODEC_UP_KNOW);
+                lua_rawget(L, 2);                /* 4 */
+                tn = lua_type(L, 4);
+                if (tn == LUA_TNUMBER) {
+                    now = lua_tonumber(L, 4);
+                    hasnow = common = now == now;
+                } else {
+                    common = tn == LUA_TNIL;
+                }
             }
         }
     }
@@ -1431,7 +1560,8 @@ static int codec_link_encode(lua_State *L)
         lua_call(L, 2, LUA_MULTRET);
         return lua_gettop(L);
     }
-    if (lua_isnil(L, 3)) {                       /* now = os.time() */
+    lua_settop(L, 3);                            /* (req, opts, -) */
+    if (!hasnow) {                               /* now = os.time() */
         lua_pushvalue(L, CODEC_UP_TIME);
         lua_call(L, 0, 1);
         lua_replace(L, 3);
@@ -1441,9 +1571,9 @@ static int codec_link_encode(lua_State *L)
             nerr = codec_run(L, 1, &b);
             goto done;
         }
+        now = lua_tonumber(L, 3);
     }
-    lua_settop(L, 3);                            /* (req, opts, now) */
-    nerr = codec_walk(L, 1, lua_tonumber(L, 3), PLINK_MAX_BODY, &b);
+    nerr = codec_walk(L, 1, now, PLINK_MAX_BODY, &b);
 done:
     if (nerr == 0) {
         lua_pushlstring(L, b->out.p, b->out.len);
@@ -1494,21 +1624,31 @@ void plink_codec_open(lua_State *L)
 {
     static const luaL_Reg none[] = {{NULL, NULL}};
     codec_names *nm;
+    codec_bufs *bufs;
     int k, i, n = 0;
     for (k = 0; k < PLINK_NSCHEMAS; k++) {   /* codec_object's bit set */
         if (plink_schemas[k]->nfields > CODEC_MAXF)
             luaL_error(L, "portone.link.core: a schema has more than %d fields", CODEC_MAXF);
-        for (i = 0; i < plink_schemas[k]->nfields; i++)   /* codec_dupkey */
+        for (i = 0; i < plink_schemas[k]->nfields; i++) {
+            if (plink_schemas[k]->fields[i].namelen + 6 > PLINK_WIRE_COPY)  /* add24 */
+                luaL_error(L, "portone.link.core: a field name is too long");
             if ((plink_schemas[k]->fields[i].flags & PLINK_F_DUPKEY)
                 && plink_schemas[k]->fields[i].kind != PLINK_K_STRING)
                 luaL_error(L, "portone.link.core: a DUPKEY field must be a string field");
+        }
     }
     plink_setmeta(L, CODEC_MT, none, codec_gc, NULL);   /* never handed out */
-    codec_newbufs(L);                        /* shared by both functions */
+    bufs = codec_newbufs(L);                 /* shared by both functions */
     lua_newtable(L);                         /* the interned names */
     nm = (codec_names *)lua_newuserdata(L, sizeof *nm);
     memset(nm, 0, sizeof *nm);
+    bufs->nm = nm;                           /* kept alive by the upvalue */
     nm->byobj = 1;                           /* unless a name has no address */
+    for (k = 0; k < PLINK_NSCHEMAS; k++)
+        for (i = 0; i < plink_schemas[k]->nfields; i++)
+            if (plink_schemas[k]->fields[i].flags
+                & (PLINK_F_REQUIRED | PLINK_F_GROUP1 | PLINK_F_GROUP2))
+                nm->must[k] |= 1UL << i;
     lua_pushvalue(L, -2);                    /* the names table, on top */
     for (k = 0; k < PLINK_NSCHEMAS; k++) {
         const plink_schema *sc = plink_schemas[k];

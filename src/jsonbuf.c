@@ -1,4 +1,5 @@
 /* jsonbuf.c - growable buffer and JSON scalar writers (see jsonbuf.h). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "jsonbuf.h"
@@ -105,6 +106,11 @@ void plink_buf_addstring2(lua_State *L, plink_buf *b, const char *s, size_t n)
     b->len += n + extra + 4;
 }
 
+static const char jb_digits2[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 void plink_buf_addint(lua_State *L, plink_buf *b, long long v)
 {
     char tmp[24];
@@ -120,10 +126,30 @@ void plink_buf_addint(lua_State *L, plink_buf *b, long long v)
         b->len += k;
         return;
     }
-    do {
-        *--w = (char)('0' + (int)(u % 10));
-        u /= 10;
-    } while (u);
+    /* two digits a division, in 32 bits once the rest fits (most
+     * numbers: a cheaper division) */
+    while (u > 0xffffffffULL) {
+        unsigned d = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--w = jb_digits2[d + 1];
+        *--w = jb_digits2[d];
+    }
+    {
+        uint32_t u32 = (uint32_t)u;
+        while (u32 >= 100) {
+            unsigned d = (unsigned)(u32 % 100) * 2;
+            u32 /= 100;
+            *--w = jb_digits2[d + 1];
+            *--w = jb_digits2[d];
+        }
+        if (u32 >= 10) {
+            unsigned d = (unsigned)u32 * 2;
+            *--w = jb_digits2[d + 1];
+            *--w = jb_digits2[d];
+        } else {
+            *--w = (char)('0' + (int)u32);
+        }
+    }
     if (v < 0)
         *--w = '-';
     plink_buf_add(L, b, w, (size_t)(e - w));

@@ -13,6 +13,7 @@
  *  - label (pay_methods entry): required, 1-64 characters.
  *  - Optional strings may be empty unless a format or enum says otherwise.
  */
+#include <stdint.h>
 #include <string.h>
 #include "rules.h"
 
@@ -45,12 +46,14 @@ static int rules_digit(char c) { return c >= '0' && c <= '9'; }
 #define RC_DIGIT 1      /* 0-9 */
 #define RC_TEL   2      /* + - ( ) space */
 #define RC_PG    4      /* A-Z a-z 0-9 _ . - */
+#define RC_URLEND 8     /* / ? # end the authority of a URL */
+#define RC_URL   16     /* / ? # and @ : (rules_url looks at these) */
 static const unsigned char rules_class[256] = {   /* bytes >= 0x80: 0 */
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    2, 0, 0, 0, 0, 0, 0, 0, 2, 2, 0, 2, 0, 6, 4, 0,
-    5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 0, 0, 0, 0, 0, 0,
-    0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    2, 0, 0, 24, 0, 0, 0, 0, 2, 2, 0, 2, 0, 6, 4, 24,
+    5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 16, 0, 0, 0, 0, 24,
+    16, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
     4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 4,
     0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
     4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0,
@@ -121,25 +124,55 @@ static int rules_ieq(const char *a, const char *lower, size_t n)
     return 1;
 }
 
+/* The first 8 bytes of s (n >= 8) begin with http:// (n7) or https://
+ * (else), letters in any case: rules_ieq in one compare. Both sides are
+ * loaded the same way, so the byte order does not matter. */
+static int rules_scheme(const char *s, int n7)
+{
+    uint64_t w, lit, fold, mask;
+    memcpy(&w, s, 8);
+    if (n7) {
+        memcpy(&lit, "http://", 8);             /* and its NUL, masked */
+        memcpy(&fold, "\x20\x20\x20\x20\0\0\0\0", 8);
+        memcpy(&mask, "\xff\xff\xff\xff\xff\xff\xff\0", 8);
+    } else {
+        memcpy(&lit, "https://", 8);
+        memcpy(&fold, "\x20\x20\x20\x20\x20\0\0\0", 8);
+        mask = ~(uint64_t)0;
+    }
+    /* b | 0x20 is the letter exactly when b is it or its capital */
+    return (((w | fold) ^ lit) & mask) == 0;
+}
+
 static const char *rules_url(const char *s, size_t n)
 {
     static const char bad[] = "must be an absolute http(s) URL (e.g. https://example.com/hook)";
-    size_t i, start, end, host_start, host_end;
+    size_t i, start, end, host_start, host_end, at, colon;
     if (memchr(s, ' ', n))
         return "must not contain spaces";
-    if (n > 7 && rules_ieq(s, "http://", 7))
+    if (n > 7 && rules_scheme(s, 1))
         start = 7;
-    else if (n > 8 && rules_ieq(s, "https://", 8))
+    else if (n > 8 && rules_scheme(s, 0))
         start = 8;
     else
         return bad;
-    end = start;
-    while (end < n && s[end] != '/' && s[end] != '?' && s[end] != '#')
-        end++;
-    host_start = start;
-    for (i = start; i < end; i++)        /* user:info@host */
-        if (s[i] == '@')
-            host_start = i + 1;
+    /* one pass to the end of the authority: the last '@' (user:info@host)
+     * and the first ':' after it */
+    at = colon = 0;
+    for (end = start; end < n; end++) {
+        unsigned char k = rules_class[(unsigned char)s[end]];
+        if (!(k & RC_URL))
+            continue;
+        if (k & RC_URLEND)
+            break;
+        if (s[end] == '@') {
+            at = end + 1;
+            colon = 0;
+        } else if (!colon) {
+            colon = end;
+        }
+    }
+    host_start = at ? at : start;
     if (host_start < end && s[host_start] == '[') {     /* [v6]:port */
         for (i = host_start; i < end && s[i] != ']'; i++)
             ;
@@ -147,9 +180,7 @@ static const char *rules_url(const char *s, size_t n)
             return bad;
         host_end = i + 1;
     } else {
-        for (i = host_start; i < end && s[i] != ':'; i++)
-            ;
-        host_end = i;
+        host_end = colon ? colon : end;
     }
     if (host_end == host_start)
         return bad;

@@ -40,14 +40,20 @@ struct plink_schema;
 
 /* Pointers and 64-bit integers first, the small fields packed at the end
  * (rules.c fills it with designated initializers). */
+/* room for ,\"name\": padded with zeros: the writer copies it in whole
+ * words (PLINK_WIRE_COPY bytes from wire or wire + 1), names of up to
+ * PLINK_WIRE_COPY - 6 bytes (checked at load) */
+#define PLINK_WIRE_COPY 24
+#define PLINK_WIRE_SIZE 32
+
 typedef struct plink_field {
     const char *name;
-    const char *wire;            /* ,\"name\": as it reads in the body */
     long long min, max;          /* integers */
     const char *const *choices;  /* enum values, NULL-terminated, or NULL */
     const char *choices_text;    /* "ko, en" for the message */
     plink_format_fn format;      /* NULL or a checker */
     const struct plink_schema *sub;
+    char wire[PLINK_WIRE_SIZE];  /* ,\"name\": as it reads in the body */
     unsigned short maxlen;       /* strings: max code points, 0 = no cap */
     unsigned char namelen;
     unsigned char kind;          /* enum plink_kind */

@@ -4,25 +4,6 @@
 #include <string.h>
 #include "utf8.h"
 
-#define U8_ONES  0x0101010101010101ULL
-#define U8_HIGHS 0x8080808080808080ULL
-
-/* Nonzero when one of the 8 bytes of w is >= 0x80, < 0x20, '"', '\\' or
- * (noctrl) 0x7F: that block needs the byte-by-byte path. Each test is the
- * exact "some byte is zero / below n" bit trick, so a zero means none. */
-static uint64_t u8_special(uint64_t w, int noctrl)
-{
-    uint64_t q = w ^ (0x22ULL * U8_ONES), b = w ^ (0x5cULL * U8_ONES);
-    uint64_t m = w | ((w - 0x20ULL * U8_ONES) & ~w);          /* >= 0x80, < 0x20 */
-    m |= (q - U8_ONES) & ~q;                                  /* '"' */
-    m |= (b - U8_ONES) & ~b;                                  /* '\\' */
-    if (noctrl) {
-        uint64_t del = w ^ (0x7fULL * U8_ONES);
-        m |= (del - U8_ONES) & ~del;                          /* 0x7F */
-    }
-    return m & U8_HIGHS;
-}
-
 /* Byte k of the 8 bytes at s + i loaded into w, and the shape of two
  * 3-byte sequences (1110xxxx 10xxxxxx 10xxxxxx, twice) in the low six. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -87,110 +68,110 @@ static int u8_general(const unsigned char *s, size_t n, size_t i, int noctrl,
     return PLINK_UTF8_OK;
 }
 
-int plink_utf8_scan(const char *str, size_t n, int flags, plink_utf8_info *info)
+int plink_utf8_scan(const char *s, size_t n, int flags, plink_utf8_info *info)
+{
+    return plink_utf8_scan_from(s, n, 0, flags, info);
+}
+
+/* 1 when the 3-byte sequence led by c (E0..EF, continuations checked)
+ * whose first continuation is c1 is overlong (E0 80..9F) or a surrogate
+ * (ED A0..BF): bit (c & 15) * 2 + (c1 >= A0) of a mask. */
+#define u8_bad3(c, c1) ((0x08000001u >> ((((c) & 15u) << 1) | (((c1) >> 5) & 1u))) & 1u)
+
+/* u8_bad3 of the sequence at byte k of w: on little-endian machines
+ * two compares of the lead and the first continuation's bit 5 */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define u8_bad3at(w, k) u8_bad3(u8_byte((w), (k)), u8_byte((w), (k) + 1))
+#else
+#define u8_bad3at(w, k) (((((w) >> 8 * (k)) & 0x20ff) == 0x20ed) \
+                         | ((((w) >> 8 * (k)) & 0x20ff) == 0x00e0))
+#endif
+
+int plink_utf8_scan_from(const char *str, size_t n, size_t plain, int flags,
+                         plink_utf8_info *info)
 {
     const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0, chars = 0, esc = 0;
+    size_t i = plain, chars = plain, esc = 0;
     int noctrl = flags & PLINK_UTF8_NOCTRL;
     int rc = PLINK_UTF8_OK;
     unsigned long cp = 0;
+    uint64_t w;
 
     while (i < n) {
-        size_t stop;
-        if (s[i] < 0x80 && n - i >= 8) {    /* eight plain bytes at once */
-            uint64_t w;
+        unsigned char c = s[i];
+        if (c >= 0x80) {
+            /* Hangul and most scripts: 3-byte sequences, two at a time
+             * while eight bytes can be read (lead, cont, cont, lead,
+             * cont, cont in the low six), then one */
+            while (n - i >= 8) {
+                memcpy(&w, s + i, 8);
+                if ((w & U8_SHAPE2_MASK) != U8_SHAPE2)
+                    break;
+                /* leads E1..EC (most of Hangul) need no more checks */
+                if (((u8_byte(w, 0) - 0xe1) | (u8_byte(w, 3) - 0xe1)) >= 12
+                    && (u8_bad3at(w, 0) || u8_bad3at(w, 3)))
+                    break;
+                i += 6;
+                chars += 2;
+            }
+            if (i == n)
+                break;
+            c = s[i];
+            if ((c & 0xf0) == 0xe0 && n - i >= 3
+                && ((s[i + 1] & 0xc0) | ((s[i + 2] & 0xc0) >> 2)) == 0xa0
+                && ((unsigned)(c - 0xe1) < 12 || !u8_bad3(c, s[i + 1]))) {
+                i += 3;
+                chars++;
+                continue;
+            }
+            if (c < 0x80)
+                continue;           /* the pairs ended at ASCII */
+        } else if (n - i >= 8 && s[i + 7] < 0x80) {    /* eight plain bytes at once */
             memcpy(&w, s + i, 8);
-            if (!u8_special(w, noctrl)) {
+            if (!plink_utf8_special8(w, noctrl)) {
                 i += 8;
                 chars += 8;
                 continue;
             }
-            stop = i + 8;
-        } else {
-            stop = n - i >= 8 ? i + 8 : n;
         }
-        /* one character at a time past the block that had a special
-         * byte; the common well-formed sequences in a few compares */
-        while (i < stop) {
-            unsigned char c = s[i];
-            /* Hangul and most scripts: E1..EF lead bytes, whose
-             * continuations may be any of 80..BF, but ED's first only
-             * 80..9F (A0..BF would be a surrogate); Hangul from U+D000
-             * leads with ED, so it stays on this path */
-            if ((unsigned)(c - 0xe1) < 15 && (c != 0xed || (n - i >= 2 && s[i + 1] < 0xa0))) {
-                /* two of them in one 8-byte load: lead, cont, cont, lead,
-                 * cont, cont (the second lead checked the same way) */
-                if (n - i >= 8) {
-                    uint64_t w;
-                    unsigned c3;
-                    memcpy(&w, s + i, 8);
-                    c3 = u8_byte(w, 3);
-                    if ((w & U8_SHAPE2_MASK) == U8_SHAPE2 && c3 - 0xe1 < 15
-                        && (c3 != 0xed || u8_byte(w, 4) < 0xa0)) {
-                        i += 6;
-                        chars += 2;
-                        continue;
-                    }
-                }
-                if (n - i >= 3 && ((s[i + 1] & 0xc0) | ((s[i + 2] & 0xc0) >> 2)) == 0xa0) {
-                    i += 3;
-                    chars++;
-                    continue;
-                }
-            }
-            if (u8_class[c] == U8_PLAIN) {
-                size_t j = i + 1;
-                while (j < stop && u8_class[s[j]] == U8_PLAIN)
-                    j++;
-                chars += j - i;
-                i = j;
-                continue;
-            }
-            switch (u8_class[c]) {
-            case U8_PLAIN:
-                i++;
-                break;
-            case U8_ESC:
-                esc++;
-                i++;
-                break;
-            case U8_CTRL:
-                if (noctrl)
-                    goto general;
-                esc++;
-                i++;
-                break;
-            case U8_DEL:
-                if (noctrl)
-                    goto general;
-                i++;
-                break;
-            case U8_LEAD3:
-                if (n - i >= 3 && (s[i + 1] & 0xc0) == 0x80 && (s[i + 2] & 0xc0) == 0x80
-                    && (c != 0xe0 || s[i + 1] >= 0xa0) && (c != 0xed || s[i + 1] < 0xa0)) {
-                    i += 3;
-                    break;
-                }
+        /* one character the slow way */
+        switch (u8_class[c]) {
+        case U8_PLAIN:
+            i++;
+            break;
+        case U8_ESC:
+            esc++;
+            i++;
+            break;
+        case U8_CTRL:
+            if (noctrl)
                 goto general;
-            case U8_LEAD2:
-                if (n - i >= 2 && (s[i + 1] & 0xc0) == 0x80
-                    && !(noctrl && c == 0xc2 && s[i + 1] < 0xa0)) {
-                    i += 2;
-                    break;
-                }
+            esc++;
+            i++;
+            break;
+        case U8_DEL:
+            if (noctrl)
                 goto general;
-            default:
-            general: {
-                size_t len = 0;
-                rc = u8_general(s, n, i, noctrl, &len, &cp);
-                if (rc)
-                    goto done;
-                i += len;
+            i++;
+            break;
+        case U8_LEAD2:
+            if (n - i >= 2 && (s[i + 1] & 0xc0) == 0x80
+                && !(noctrl && c == 0xc2 && s[i + 1] < 0xa0)) {
+                i += 2;
                 break;
             }
-            }
-            chars++;
+            goto general;
+        default:
+        general: {
+            size_t len = 0;
+            rc = u8_general(s, n, i, noctrl, &len, &cp);
+            if (rc)
+                goto done;
+            i += len;
+            break;
         }
+        }
+        chars++;
     }
 done:
     info->chars = chars;
