@@ -74,7 +74,8 @@ if baseline then
   contenders[#contenders + 1] = { "core invalid", function() link.core.encode(bad, NOW) end }
 end
 
-local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 30   -- more, shorter rounds: more chances at a quiet slice on a shared host
+-- more, shorter rounds: more chances at a quiet slice on a shared host
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 30
 local best = {}
 for _, c in ipairs(contenders) do
   for _ = 1, 2000 do c[2]() end           -- warm up (and let LuaJIT trace)
