@@ -129,7 +129,7 @@ local DECODE = { create = protocol.create_result, deactivate = protocol.deactiva
 -- hook: the client's on_attempt.
 local function new_engine(multi, policy, x, hook)
   return setmetatable({
-    m = multi, policy = policy, scrub = x.scrub, x = x, hook = hook,
+    m = multi, policy = policy, x = x, hook = hook,
     by_id = {},        -- transfer id -> op
     timers = {},       -- heap of ops waiting for a retry
     n = 0,             -- ops not yet finished
@@ -142,7 +142,8 @@ function Engine:send(op)
   op.attempt = (op.attempt or 0) + 1
   op.sends = op.sends or 0
   if op.blind == nil then op.blind = 1 end
-  op.t0 = clock()
+  -- the clock is read only for the on_attempt event (as in client.lua's _run)
+  if self.hook then op.t0 = clock() end
   local r = op.r
   op.tid = self.m:add(r.method, r.url, r.headers, r.body, 1 + op.blind)
   if op.op == "warm" then self.m:fresh(op.tid) end
@@ -176,10 +177,14 @@ function Engine:complete(op, c)
   if c.err then
     err = protocol.transport_error(c.err)
   else
-    res, err = DECODE[op.op](c.status, c.body, c.headers, os.time())
+    -- now = nil: the decoder reads the clock only for a Retry-After date;
+    -- the sends so far fill a create's `attempts` in its one constructor
+    res, err = DECODE[op.op](c.status, c.body, c.headers, nil, op.sends)
   end
-  if err then self.scrub(err, op.token) end
-  x.report(self.hook, x.attempt_event(op.op, op.r, op.attempt, k, op.t0, c.status, err))
+  if err then x.scrub(err, op.token) end
+  -- no event (nor clock read) without a hook, as in client.lua's _run
+  local hook = self.hook
+  if hook then x.report(hook, x.attempt_event(op.op, op.r, op.attempt, k, op.t0, c.status, err)) end
   if res then
     if type(res) == "table" then res.attempts = op.sends end
     return op, res, nil
