@@ -122,8 +122,8 @@ Engine.__index = Engine
 -- A warm transfer succeeds on any HTTP answer: the connection is open and
 -- its certificate verified.
 local function warm_result() return true end
-local DECODE = { create = protocol.create_result, deactivate = protocol.deactivate_result,
-                 warm = warm_result }
+-- (create: the client's create_result, set by install)
+local DECODE = { deactivate = protocol.deactivate_result, warm = warm_result }
 
 -- x: the client's internals (scrub, sends_of, report, attempt_event);
 -- hook: the client's on_attempt.
@@ -310,10 +310,8 @@ M.in_nginx = in_nginx
 function M.install(Client, internals)
   local resolve_token = internals.resolve_token
   local closed_error = internals.closed_error
-  local create_request = internals.create_request or function(self, token, req, now)
-    return protocol.create_request(self:_cfg(token), req, now)
-  end
-  if internals.create_result then DECODE.create = internals.create_result end
+  local create_request = internals.create_request
+  DECODE.create = internals.create_result
 
   local function state(self)
     local a = rawget(self, "_async")
@@ -552,6 +550,14 @@ function M.install(Client, internals)
     return nil
   end
 
+  -- The error of create_many's entry `i` that is not a table (never sent).
+  local function not_a_table(i, req)
+    local err = errors.validation({ { field = "[" .. i .. "]", code = "type",
+      message = "request must be a table, got " .. type(req) } })
+    err.attempts = 0
+    return err
+  end
+
   -- create_many over ngx.thread light threads and the sync create.
   local function many_ngx(self, reqs, n, conc, progress)
     local results, nexti, done, failed = {}, 1, 0, 0
@@ -565,9 +571,7 @@ function M.install(Client, internals)
         if type(req) == "table" then
           res, err = self:create(req)
         else
-          err = errors.validation({ { field = "[" .. i .. "]", code = "type",
-            message = "request must be a table, got " .. type(req) } })
-          err.attempts = 0
+          err = not_a_table(i, req)
         end
         results[i] = res and { res = res } or { err = err }
         done = done + 1
@@ -622,9 +626,7 @@ function M.install(Client, internals)
           local req = reqs[i]
           local o, err
           if type(req) ~= "table" then
-            err = errors.validation({ { field = "[" .. i .. "]", code = "type",
-              message = "request must be a table, got " .. type(req) } })
-            err.attempts = 0
+            err = not_a_table(i, req)
           else
             o, err = prepare(self, "create", req)
           end
