@@ -394,9 +394,13 @@ end
 local PARTS = setmetatable({}, { __mode = "k" })
 local encode = core.encode
 
--- The create URL and header list for `token` ({url =, headers =}), or
--- nil, err (a bad header value).
-local function create_parts(self, token)
+-- The body of a create and its URL and header list for `token`
+-- ({url =, headers =}, built once per token): body, parts, or nil, err with
+-- protocol.create_request's errors in the same order (body, then header
+-- values).
+local function create_body(self, token, req, now)
+  local body, list = encode(req, now)
+  if not body then return nil, errors.validation(list) end
   local p = PARTS[self]
   if not p or p.token ~= token then
     local headers, err = protocol.headers(self:_cfg(token), true)
@@ -404,17 +408,13 @@ local function create_parts(self, token)
     p = { token = token, headers = headers, url = self._base_url .. protocol.PATH }
     PARTS[self] = p
   end
-  return p
+  return body, p
 end
 
--- The create request for `token` (the async layer's): what
--- protocol.create_request builds, with the same errors in the same order
--- (body, then header values).
+-- The create request for `token` (the async layer's).
 local function create_request(self, token, req, now)
-  local body, list = encode(req, now)
-  if not body then return nil, errors.validation(list) end
-  local p, err = create_parts(self, token)
-  if not p then return nil, err end
+  local body, p = create_body(self, token, req, now)
+  if not body then return nil, p end
   return { method = "POST", url = p.url, headers = p.headers, body = body }
 end
 
@@ -452,14 +452,8 @@ function Client:create(req, opts)
   if not ok then token.attempts = 0; return nil, token end
   -- the token function may have closed the client
   if self._closed then return nil, closed_error() end
-  local body, list = encode(req, opts and opts.now or os.time())
-  if not body then
-    local err = errors.validation(list)
-    err.attempts = 0
-    return nil, err
-  end
-  local p, err = create_parts(self, token)
-  if not p then err.attempts = 0; return nil, err end
+  local body, p = create_body(self, token, req, opts and opts.now or os.time())
+  if not body then p.attempts = 0; return nil, p end
   local h = self._h
   if h and not self._on_attempt then
     -- attempt 1 in one C call: the usual answer comes back as the result
