@@ -125,7 +125,7 @@ local function warm_result() return true end
 -- (create: the client's create_result, set by install)
 local DECODE = { deactivate = protocol.deactivate_result, warm = warm_result }
 
--- x: the client's internals (scrub, sends_of, report, attempt_event);
+-- x: the client's internals (scrub, sends_of, report, event);
 -- hook: the client's on_attempt.
 local function new_engine(multi, policy, x, hook)
   return setmetatable({
@@ -184,7 +184,10 @@ function Engine:complete(op, c)
   if err then x.scrub(err, op.token) end
   -- no event (nor clock read) without a hook, as in client.lua's _run
   local hook = self.hook
-  if hook then x.report(hook, x.attempt_event(op.op, op.r, op.attempt, k, op.t0, c.status, err)) end
+  if hook then
+    local r = op.r
+    x.report(hook, x.event(op.op, r.method, r.url, op.attempt, k, op.t0, c.status, err))
+  end
   if res then
     if type(res) == "table" then res.attempts = op.sends end
     return op, res, nil

@@ -319,11 +319,6 @@ local function event(op, method, url, attempt, sends, t0, status, err)
   }
 end
 
--- The same for a request table `r` (the async layer's).
-local function attempt_event(op, r, attempt, sends, t0, status, err)
-  return event(op, r.method, r.url, attempt, sends, t0, status, err)
-end
-
 -- Sends the request with retries; `decode(status, body, headers, now,
 -- sends)` turns an answer into a result (`now` nil: the decoder reads the
 -- clock if a Retry-After date needs it).
@@ -507,7 +502,7 @@ Client.__close = Client.close
 -- create_async, deactivate_async, poll, timeout, on_error, create_many
 require("portone.link.async").install(Client, {
   resolve_token = resolve_token, scrub = scrub, closed_error = closed_error,
-  sends_of = sends_of, report = report, attempt_event = attempt_event,
+  sends_of = sends_of, report = report, event = event,
   create_request = create_request, create_result = create_result })
 
 return M
