@@ -162,8 +162,11 @@ local function ms(s) return math.max(1, math.floor(s * 1000 + 0.5)) end
 local Reader = {}
 Reader.__index = Reader
 
+-- `buf` holds what was read and not yet taken from `pos` on: taking a line
+-- or a few bytes moves `pos`, it does not copy the rest of the buffer.
 local function new_reader(self, sock, deadline)
-  return setmetatable({ t = self, sock = sock, deadline = deadline, buf = "", got = false }, Reader)
+  return setmetatable({ t = self, sock = sock, deadline = deadline, buf = "", pos = 1, got = false },
+    Reader)
 end
 
 -- One read within the deadline: data, or nil, err.
@@ -177,23 +180,40 @@ function Reader:more(max)
   return data
 end
 
+-- Bytes read and not yet taken.
+function Reader:left()
+  return #self.buf - self.pos + 1
+end
+
+-- Takes every byte read and not yet taken.
+function Reader:rest()
+  local s = self.buf:sub(self.pos)
+  self.buf, self.pos = "", 1
+  return s
+end
+
 -- A line (LF-terminated; a CR before the LF dropped) of at most `limit`
--- bytes: line, or nil, err.
-function Reader:line(limit)
-  local parts, n = {}, 0
+-- bytes: line, or nil, err (`too_long` when the line passes `limit`).
+function Reader:line(limit, too_long)
+  local parts, n = nil, 0
   while true do
-    local buf = self.buf
-    local i = buf:find("\n", 1, true)
+    local buf, pos = self.buf, self.pos
+    local i = buf:find("\n", pos, true)
     if i then
-      if n + i - 1 > limit then return nil, "line too long" end
-      parts[#parts + 1] = buf:sub(1, i - 1)
-      self.buf = buf:sub(i + 1)
+      if n + i - pos > limit then return nil, too_long end
+      self.pos = i + 1
+      if not parts then
+        -- the usual case: the whole line is in the buffer
+        if i > pos and buf:byte(i - 1) == 13 then i = i - 1 end
+        return buf:sub(pos, i - 1)
+      end
+      parts[#parts + 1] = buf:sub(pos, i - 1)
       return (table.concat(parts):gsub("\r$", ""))
     end
-    n = n + #buf
-    if n > limit then return nil, "line too long" end
-    parts[#parts + 1] = buf
-    self.buf = ""
+    n = n + #buf - pos + 1
+    if n > limit then return nil, too_long end
+    parts = parts or {}
+    parts[#parts + 1] = self:rest()
     local data, err = self:more()
     if not data then return nil, err end
     self.buf = data
@@ -202,13 +222,13 @@ end
 
 -- Exactly n bytes: data, or nil, err.
 function Reader:bytes(n)
-  local buf = self.buf
-  if #buf >= n then
-    self.buf = buf:sub(n + 1)
-    return buf:sub(1, n)
+  local buf, pos = self.buf, self.pos
+  if #buf - pos + 1 >= n then
+    self.pos = pos + n
+    return buf:sub(pos, pos + n - 1)
   end
-  local parts, have = { buf }, #buf
-  self.buf = ""
+  local parts = { self:rest() }
+  local have = #parts[1]
   while have < n do
     -- receiveany(max) never returns more than max
     local data, err = self:more(math.min(n - have, 65536))
@@ -224,16 +244,14 @@ end
 -- The count and total size of the lines are capped.
 local MAX_HEADER_LINES = 100
 local function read_head(rd)
-  local line, err = rd:line(MAX_HEADER_BYTES)
-  if not line then return nil, err == "line too long" and "response header too large" or err, rd.got end
+  local line, err = rd:line(MAX_HEADER_BYTES, "response header too large")
+  if not line then return nil, err, rd.got end
   local version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
   if not version then return nil, "malformed HTTP status line", true end
   local headers, n = {}, #line
   for _ = 1, MAX_HEADER_LINES do
-    line, err = rd:line(MAX_HEADER_BYTES - n)
-    if not line then
-      return nil, err == "line too long" and "response header too large" or err, true
-    end
+    line, err = rd:line(MAX_HEADER_BYTES - n, "response header too large")
+    if not line then return nil, err, true end
     if line == "" then
       return { version = version, status = tonumber(status), headers = headers }
     end
@@ -271,10 +289,8 @@ local function read_length(self, rd, len)
 end
 
 local function read_chunk_line(rd)
-  local line, err = rd:line(1024)
-  if not line then
-    return nil, err == "line too long" and "malformed chunked body" or (err or "malformed chunked body")
-  end
+  local line, err = rd:line(1024, "malformed chunked body")
+  if not line then return nil, err or "malformed chunked body" end
   return line
 end
 
@@ -305,8 +321,8 @@ local function read_chunked(self, rd)
 end
 
 local function read_to_close(self, rd)
-  local parts, total = { rd.buf }, #rd.buf
-  rd.buf = ""
+  local parts = { rd:rest() }
+  local total = #parts[1]
   if total > self.max_response_bytes then return nil, too_large(self), true end
   while true do
     local data, err = rd:more()
@@ -445,7 +461,7 @@ local function exchange(self, sock, reused, req, deadline)
     return fail(big and "transport" or err_kind(keep), msg, true, { too_large = big and true or false })
   end
   -- bytes past the answer: the connection is out of step, do not pool it
-  if keep and rd.buf == "" and not wants_close(resp) then
+  if keep and rd:left() == 0 and not wants_close(resp) then
     local ok = sock:setkeepalive(ms(self.keepalive_timeout))
     if not ok then sock:close() end
   else
