@@ -51,11 +51,9 @@ local OPTS = {
   ["--imp-secret"] = "imp_secret", ["--forward-to"] = "forward_to",
 }
 
--- The sandbox posts only to loopback (it must never reach the internet).
-local function loopback_url(url)
-  local host = url:match("^https?://(%[[^%]]+%])") or url:match("^https?://([^/:?#@]+)")
-  return host == "localhost" or host == "[::1]" or (host or ""):match("^127%.%d+%.%d+%.%d+$") ~= nil
-end
+-- The sandbox posts only to loopback (it must never reach the internet):
+-- the sender's own rule, checked up front.
+local loopback_url = require("portone.sandbox.webhooks").loopback_url
 
 local function fail(msg)
   io.stderr:write("portone-link sandbox: ", msg, "\n")
