@@ -151,17 +151,9 @@ function M.main(args)
     host = o.host, port = o.port, daemon = false,
     tls = o.tls_cert and { cert = o.tls_cert, key = o.tls_key } or nil,
     imp_key = o.imp_key, imp_secret = o.imp_secret, latency_ms = o.latency,
-    announce = true,
+    forward_to = o.forward_to, announce = true,
   }
   if not plan then return fail(err) end
-  if o.forward_to then
-    -- read by portone.sandbox.webhooks where it sends a webhook
-    plan.server.forward_to = o.forward_to
-    plan.server.announce = plan.server.announce .. "\nwebhooks go to " .. o.forward_to
-    local cf = assert(io.open(plan.conf, "w"))
-    cf:write(sandbox.config(plan))
-    cf:close()
-  end
   local f = assert(io.open(plan.prefix .. "/run.sh", "w"))
   f:write(M.wrapper(plan), "\n")
   f:close()

@@ -358,7 +358,9 @@ local function my_pid()
 end
 
 --- Prepares a sandbox: prefix, config, port. Returns the plan (a table) or
--- nil, err. `opts.daemon` picks `daemon on` (start) or off (CLI foreground).
+-- nil, err. `opts.daemon` picks `daemon on` (start) or off (CLI foreground);
+-- `opts.forward_to` sends every webhook to that loopback URL (the CLI's
+-- `--forward-to`).
 function M.prepare(opts)
   opts = opts or {}
   local host = opts.host or "127.0.0.1"
@@ -433,6 +435,7 @@ function M.choose_ports(plan, opts)
     scheme = scheme, host = plan.host, port = plan.port, prefix = plan.prefix,
     imp_key = plan.imp_key, imp_secret = plan.imp_secret, keys_made_up = plan.keys_made_up,
     watch_pid = plan.watch_pid, cleanup_prefix = true, latency_ms = opts.latency_ms,
+    forward_to = opts.forward_to,   -- read by portone.sandbox.webhooks
   }
   if opts.announce then
     plan.server.announce = "sandbox listening on " .. plan.url
@@ -440,6 +443,7 @@ function M.choose_ports(plan, opts)
       .. "\nREST V1 keys: imp_key " .. plan.imp_key .. " imp_secret " .. plan.imp_secret
       .. (plan.keys_made_up and " (made up: pass --imp-key/--imp-secret to choose them)" or "")
       .. "\nstop it with Ctrl-C" .. (plan.watch_pid and " or kill -TERM " .. plan.watch_pid or "")
+      .. (opts.forward_to and "\nwebhooks go to " .. opts.forward_to or "")
   end
   return write_file(plan.conf, M.config(plan))
 end
