@@ -77,7 +77,8 @@ M.MAX_OPENING = 1
 M.POLL_BUDGET_MS = 0.5
 
 local clock = core.monotonic
-local unpack = table.unpack or unpack -- luacheck: ignore unpack
+-- What step returns when nothing finished (most poll(0) calls): no table.
+local NONE = {}
 
 -- ---------------------------------------------------------------------------
 -- A min-heap of {due = seconds, ...} (retry timers).
@@ -204,11 +205,12 @@ function Engine:complete(op, c)
   return op, nil, err
 end
 
---- Drives the transfers for at most timeout_ms; returns a list of finished
--- {op, res, err} (their callbacks not yet called).
+--- Drives the transfers for at most timeout_ms; returns the finished calls
+-- (their callbacks not yet called) as one flat list of op, res, err
+-- triples, and their count: no table per call, none when nothing finished.
 -- @local
 function Engine:step(timeout_ms)
-  local finished = {}
+  local finished, nf = NONE, 0
   local now = clock()
   self:fire_timers(now)
   local wait = timeout_ms
@@ -235,14 +237,16 @@ function Engine:step(timeout_ms)
           -- finished: a cancel from an earlier callback of this batch is too late
           fop.done = true
           self.n = self.n - 1
-          finished[#finished + 1] = { fop, res, err }
+          if nf == 0 then finished = {} end
+          finished[3 * nf + 1], finished[3 * nf + 2], finished[3 * nf + 3] = fop, res, err
+          nf = nf + 1
         end
       end
     end
     -- a retry that is due at once goes out now
     self:fire_timers(clock())
   end
-  return finished
+  return finished, nf
 end
 
 --- Milliseconds until step has work; -1 when nothing is pending.
@@ -457,12 +461,12 @@ function M.install(Client, internals)
     if self._closed or not a then return 0 end
     if a.polling then error("poll: called from inside a callback", 2) end
     a.polling = true
-    local ok, finished = pcall(a.engine.step, a.engine, timeout_ms or 0)
+    local ok, finished, nf = pcall(a.engine.step, a.engine, timeout_ms or 0)
     if not ok then a.polling = false; error(finished, 0) end
     local errs
-    for i = 1, #finished do
+    for i = 1, nf do
       if self._closed then break end   -- no callback after close
-      local o, res, err = unpack(finished[i], 1, 3)
+      local o, res, err = finished[3 * i - 2], finished[3 * i - 1], finished[3 * i]
       a.ops[o.handle] = nil
       local cok, cerr = pcall(o.cb, res, err)
       if not cok then
@@ -645,9 +649,9 @@ function M.install(Client, internals)
       while eng.n > 0 do
         if stop and not eng.stopping then halt() end
         if eng.n == 0 then break end
-        local finished = eng:step(1000)
-        for k = 1, #finished do
-          local o, res, err = unpack(finished[k], 1, 3)
+        local finished, nf = eng:step(1000)
+        for k = 1, nf do
+          local o, res, err = finished[3 * k - 2], finished[3 * k - 1], finished[3 * k]
           record(o.index, res, err)
         end
         feed()
