@@ -151,18 +151,8 @@ end)
 
 describe("secrets echoed in mixed encodings, nested, or cut", function()
   local TOKEN = "tokXq/en+Zr9w"
-  -- every string anywhere in v (keys too), depth first
-  local function strings(v, out, seen)
-    out, seen = out or {}, seen or {}
-    if type(v) == "string" then out[#out + 1] = v
-    elseif type(v) == "table" and not seen[v] then
-      seen[v] = true
-      for k, x in pairs(v) do strings(k, out, seen); strings(x, out, seen) end
-    end
-    return out
-  end
   local function assert_clean(err)
-    local all = strings(err)
+    local all = cases.strings(err)
     all[#all + 1] = tostring(err)
     for _, v in ipairs(all) do
       for _, part in ipairs({ "tokXq", "Zr9w" }) do

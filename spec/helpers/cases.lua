@@ -46,6 +46,18 @@ M.merge = merge
 
 local function now() return require("socket").gettime() end
 
+--- Every string reachable from v, keys too (metatables skipped), depth
+-- first: what a secret must be in none of.
+function M.strings(v, out, seen)
+  out, seen = out or {}, seen or {}
+  if type(v) == "string" then out[#out + 1] = v
+  elseif type(v) == "table" and not seen[v] then
+    seen[v] = true
+    for k, x in pairs(v) do M.strings(k, out, seen); M.strings(x, out, seen) end
+  end
+  return out
+end
+
 function M.run(name, make_client, run_opts)
   run_opts = run_opts or {}
   local skip = run_opts.skip or {}
@@ -308,9 +320,7 @@ function M.run(name, make_client, run_opts)
         local text = tostring(err)
         for _, form in ipairs({ "tok/en", "tok\\/en", "tok%2Fen" }) do
           assert.is_nil(text:find(form, 1, true), text)
-          for k, v in pairs(err) do
-            if type(v) == "string" then assert.is_nil(v:find(form, 1, true), k .. ": " .. v) end
-          end
+          for _, v in ipairs(M.strings(err)) do assert.is_nil(v:find(form, 1, true), v) end
         end
         assert.equal("[token]", err.code)
       end
