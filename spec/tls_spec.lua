@@ -292,5 +292,14 @@ describe("core.share_new", function()
     h:close(); m:close()
     h, m = nil, nil -- luacheck: ignore 311
     collectgarbage(); collectgarbage()
+    -- the other order: handles collected unclosed (their __gc drops the
+    -- share) while the share's userdata lives on, then the share. What
+    -- fails here is memory: the ASan and valgrind suites run this file.
+    sh = core.share_new()
+    core.http_new({ share = sh }); core.multi_new({ share = sh })   -- dropped at once
+    collectgarbage(); collectgarbage()
+    assert.truthy(core.http_new({ share = sh }))   -- the share still serves a new handle
+    sh = nil -- luacheck: ignore 311
+    collectgarbage(); collectgarbage()
   end)
 end)
