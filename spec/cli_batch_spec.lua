@@ -28,6 +28,12 @@ local function links_by_uid(sb)
   return n
 end
 
+local function link_count(sb)
+  local n = 0
+  for _ in pairs(sb:admin("GET", "links")) do n = n + 1 end
+  return n
+end
+
 local function count_state(text, state)
   local n = 0
   for _, r in ipairs(C.records(text)) do if r.state == state then n = n + 1 end end
@@ -86,11 +92,18 @@ describe("portone-link batch, kills and resumes #lua54", function()
 
   local env = { PORTONE_LINK_PROGRESS = "0" }
 
+  -- `batch FLAGS --base-url URL --out OUT INP`, progress off: run in the
+  -- foreground (code, stdout, stderr) or spawned (a job)
+  local function batch_cmd(flags, out, inp)
+    return "batch " .. flags .. " " .. base .. " --out " .. quote(out) .. " " .. quote(inp)
+  end
+  local function run_batch(flags, out, inp) return C.run(t, batch_cmd(flags, out, inp), { env = env }) end
+  local function spawn_batch(flags, out, inp) return C.spawn(t, batch_cmd(flags, out, inp), { env = env }) end
+
   it("writes and flushes each result as it arrives, before the batch ends", function()
     local inp, out = input(t, 6, "flush"), t:path("flush.jsonl")
     hold_after(sb, 5, 1, 3000)
-    local job = C.spawn(t, "batch --concurrency 1 " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
-      { env = env })
+    local job = spawn_batch("--concurrency 1", out, inp)
     -- five results are on disk while the sixth request is still held
     C.wait_for("5 results", function() return count_state(C.slurp(out), "created") == 5 end, 10)
     assert.is_nil(job.wait(0.1))
@@ -111,8 +124,7 @@ describe("portone-link batch, kills and resumes #lua54", function()
     local N = 30
     local inp, out = input(t, N, "int"), t:path("int.jsonl")
     hold_after(sb, 8, 4, 1500)
-    local job = C.spawn(t, "batch --concurrency 4 " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
-      { env = env })
+    local job = spawn_batch("--concurrency 4", out, inp)
     wait_in_flight(sb, out, 12)
     job.kill("INT")
     assert.equal(130, job.wait(15))
@@ -124,8 +136,7 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert.equal(12, count_state(C.slurp(out), "created"))
     assert.equal(12, sb:stats().requests) -- nothing started after the signal
 
-    local code, _, rerr = C.run(t, "batch --resume --concurrency 4 " .. base .. " --out " .. quote(out)
-      .. " " .. quote(inp), { env = env })
+    local code, _, rerr = run_batch("--resume --concurrency 4", out, inp)
     assert.equal(0, code)
     assert.truthy(rerr:find("18 created, 0 failed (0 invalid), 12 skipped (created before)", 1, true))
     assert.equal(N, count_state(C.slurp(out), "created"))
@@ -135,8 +146,7 @@ describe("portone-link batch, kills and resumes #lua54", function()
   it("SIGTERM does the same and exits 143", function()
     local inp, out = input(t, 10, "term"), t:path("term.jsonl")
     hold_after(sb, 0, 2, 1000)
-    local job = C.spawn(t, "batch --concurrency 2 " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
-      { env = env })
+    local job = spawn_batch("--concurrency 2", out, inp)
     wait_in_flight(sb, out, 2)
     job.kill("TERM")
     assert.equal(143, job.wait(15))
@@ -147,8 +157,7 @@ describe("portone-link batch, kills and resumes #lua54", function()
   it("a second Ctrl-C abandons the requests in flight, records and names them, exits 130", function()
     local inp, out = input(t, 10, "twice"), t:path("twice.jsonl")
     hold_after(sb, 0, 3, 3000)
-    local job = C.spawn(t, "batch --concurrency 3 " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
-      { env = env })
+    local job = spawn_batch("--concurrency 3", out, inp)
     wait_in_flight(sb, out, 3)
     job.kill("INT")
     C.wait_for("the stopping message", function() return job.stderr():find("stopping", 1, true) end)
@@ -159,13 +168,8 @@ describe("portone-link batch, kills and resumes #lua54", function()
       .. " line 2 (merchant_uid twice-2), line 3 (merchant_uid twice-3)", 1, true))
     assert.equal(3, count_state(C.slurp(out), "unknown"))
     -- a rerun sends none of them again (they may exist), creates the rest
-    C.wait_for("the held links", function()
-      local n = 0
-      for _ in pairs(sb:admin("GET", "links")) do n = n + 1 end
-      return n == 3
-    end)
-    local code, _, rerr = C.run(t, "batch --resume " .. base .. " --out " .. quote(out) .. " "
-      .. quote(inp), { env = env })
+    C.wait_for("the held links", function() return link_count(sb) == 3 end)
+    local code, _, rerr = run_batch("--resume", out, inp)
     assert.equal(1, code)
     assert.truthy(rerr:find("7 created", 1, true))
     assert.truthy(rerr:find("these links may exist (not sent again): line 1 (merchant_uid twice-1)", 1, true))
@@ -176,20 +180,14 @@ describe("portone-link batch, kills and resumes #lua54", function()
     local N = 40
     local inp, out = input(t, N, "kill"), t:path("kill.jsonl")
     hold_after(sb, 8, 4, 2000)
-    local job = C.spawn(t, "batch --concurrency 4 " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
-      { env = env })
+    local job = spawn_batch("--concurrency 4", out, inp)
     wait_in_flight(sb, out, 12)
     job.kill("KILL")
     assert.equal(137, job.wait(5))
     assert.equal(8, count_state(C.slurp(out), "created"))
     -- the held requests complete at the sandbox though nobody reads the answers
-    C.wait_for("the 12 links", function()
-      local n = 0
-      for _ in pairs(sb:admin("GET", "links")) do n = n + 1 end
-      return n == 12
-    end)
-    local code, _, err = C.run(t, "batch --resume --concurrency 4 " .. base .. " --out " .. quote(out)
-      .. " " .. quote(inp), { env = env })
+    C.wait_for("the 12 links", function() return link_count(sb) == 12 end)
+    local code, _, err = run_batch("--resume --concurrency 4", out, inp)
     assert.equal(1, code) -- four lines may exist: the user must look
     assert.truthy(err:find("28 created, 0 failed (0 invalid), 8 skipped (created before), 4 may exist",
       1, true))
@@ -198,7 +196,7 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert_one_link_each(sb, N, "kill")
     -- a second --resume sends nothing at all
     local before = sb:stats().requests
-    code = C.run(t, "batch --resume " .. base .. " --out " .. quote(out) .. " " .. quote(inp), { env = env })
+    code = run_batch("--resume", out, inp)
     assert.equal(1, code)
     assert.equal(before, sb:stats().requests)
   end)
@@ -207,8 +205,7 @@ describe("portone-link batch, kills and resumes #lua54", function()
     local inp, out = input(t, 3, "half"), t:path("half.jsonl")
     C.write(out, '{"line":1,"merchant_uid":"half-1","state":"created","ok":true,"url":"x","id":"x"}\n'
       .. '{"line":2,"mer')
-    local code, _, err = C.run(t, "batch --resume " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
-      { env = env })
+    local code, _, err = run_batch("--resume", out, inp)
     assert.equal(0, code)
     assert.truthy(err:find("1 unreadable line ignored", 1, true))
     assert.truthy(err:find("2 created", 1, true))
@@ -244,13 +241,11 @@ describe("portone-link batch, kills and resumes #lua54", function()
   it("--retry-failed sends only the lines that failed", function()
     local inp, out = input(t, 6, "rf"), t:path("rf.jsonl")
     sb:faults("create", { { delay_ms = 0 }, { status = 422 }, { delay_ms = 0 }, { status = 400 } })
-    local code = C.run(t, "batch --concurrency 1 " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
-      { env = env })
+    local code = run_batch("--concurrency 1", out, inp)
     assert.equal(1, code)
     assert.equal(2, count_state(C.slurp(out), "failed"))
     local _, err
-    code, _, err = C.run(t, "batch --retry-failed " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
-      { env = env })
+    code, _, err = run_batch("--retry-failed", out, inp)
     assert.equal(0, code)
     assert.truthy(err:find("2 created, 0 failed (0 invalid), 4 skipped (created before)", 1, true))
     assert.equal(8, sb:stats().requests)
@@ -264,8 +259,7 @@ describe("portone-link batch, kills and resumes #lua54", function()
     .. " --retry-unknown", function()
     local inp, out = input(t, 4, "unk"), t:path("unk.jsonl")
     sb:faults("create", { { delay_ms = 0 }, { delay_ms = 1500 }, { status = 500 }, { delay_ms = 0 } })
-    local code, _, err = C.run(t, "batch --concurrency 1 --timeout 0.5 " .. base .. " --out " .. quote(out)
-      .. " " .. quote(inp), { env = env })
+    local code, _, err = run_batch("--concurrency 1 --timeout 0.5", out, inp)
     assert.equal(1, code)
     assert.equal(2, count_state(C.slurp(out), "created"))
     assert.equal(2, count_state(C.slurp(out), "unknown"))
@@ -276,15 +270,13 @@ describe("portone-link batch, kills and resumes #lua54", function()
     -- neither --resume nor --retry-failed sends them again
     C.wait_for("the timed-out create", function() return links_by_uid(sb)["unk-2"] == 1 end)
     for _, how in ipairs({ "--resume", "--retry-failed" }) do
-      code = C.run(t, "batch " .. how .. " " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
-        { env = env })
+      code = run_batch(how, out, inp)
       assert.equal(1, code)
       assert.equal(4, sb:stats().requests)
     end
     -- the user checked: unk-2 exists (the sandbox made it), unk-3 does not
     assert.is_nil(links_by_uid(sb)["unk-3"])
-    code = C.run(t, "batch --resume --retry-unknown " .. base .. " --out " .. quote(out) .. " " .. quote(inp),
-      { env = env })
+    code = run_batch("--resume --retry-unknown", out, inp)
     assert.equal(0, code)
     assert.equal(6, sb:stats().requests)
   end)

@@ -3,57 +3,27 @@
 local helper = require "helpers.sandbox"
 local cjson = require "cjson"
 
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+-- the runner, temp files and request maker are helpers/cli's, shared with
+-- the cli_batch and cli_more specs
+local C = require "helpers.cli"
+local quote, write, slurp, request_json = C.quote, C.write, C.slurp, C.request_json
 
-local tmpdir
-local function tmp(name) return tmpdir .. "/" .. name end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb")); f:write(text); f:close()
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a"); f:close()
-  return s
-end
+local t -- C.tmpdir(), made in setup
+local function tmp(name) return t:path(name) end
 
 -- Runs the command; returns exit code, stdout, stderr.
-local function cli(args, opts)
-  opts = opts or {}
-  local env = ""
-  for k, v in pairs(opts.env or {}) do env = env .. k .. "=" .. quote(v) .. " " end
-  local cmd = env .. (os.getenv("PLINK_LUA") or "lua5.4") .. " bin/portone-link " .. args
-    .. (opts.stdin and (" < " .. quote(opts.stdin)) or " < /dev/null")
-    .. " > " .. quote(tmp("out")) .. " 2> " .. quote(tmp("err"))
-  local ok, how, code = os.execute(cmd)
-  if how ~= "exit" then code = ok and 0 or 99 end
-  return code, slurp(tmp("out")), slurp(tmp("err"))
-end
-
-local function request_json(i, over)
-  local r = {
-    title = "CLI " .. i, user_code = "imp12345678", amount = 1000,
-    merchant_uid = "cli-" .. i, name = "Item", currency = "KRW",
-    buyer_tel = "010-1234-5678", expired_at = os.time() + 3600,
-    pay_methods = { { pg = "INIpayTest", pay_method = "card", label = "Card" } },
-  }
-  for k, v in pairs(over or {}) do r[k] = v end
-  return cjson.encode(r)
-end
+local function cli(args, opts) return C.run(t, args, opts) end
 
 describe("portone-link CLI #lua54", function()
   local sb, base
   setup(function()
-    local p = io.popen("mktemp -d \"${TMPDIR:-/tmp}/portone-cli.XXXXXXXX\"")
-    tmpdir = p:read("*l"); p:close()
+    t = C.tmpdir()
     sb = helper.start()
     base = "--base-url " .. sb.url
   end)
   teardown(function()
     if sb then sb:stop() end
-    if tmpdir then os.execute("rm -rf " .. quote(tmpdir)) end
+    if t then t:cleanup() end
   end)
   before_each(function() sb:reset() end)
 

@@ -33,30 +33,29 @@ describe("scripts/check-doc-links", function()
     return p
   end
 
+  -- the checker exits 1 on the sound tree with `over`'s pages, saying `what`
+  local function fails_saying(over, what)
+    local code, err = site(t, with(over))
+    assert.equal(1, code)
+    assert.truthy(err:find(what, 1, true), err)
+  end
+
   it("passes a sound tree", function()
     assert.equal(0, (site(t, sound)))
   end)
 
   it("fails on a missing page, a missing anchor, a link out of the tree", function()
-    local code, err = site(t, with({ ["modules/m.html"] = '<a name="f"></a><a href="../nope.html">x</a>' }))
-    assert.equal(1, code)
-    assert.truthy(err:find("modules/m.html: broken link '../nope.html'", 1, true))
-    code, err = site(t, with({
-      ["topics/a.md.html"] = '<a href="../modules/m.html#g">g</a><link href="../style.css">' }))
-    assert.equal(1, code)
-    assert.truthy(err:find("no anchor 'g' in modules/m.html", 1, true))
-    code, err = site(t, with({ ["modules/m.html"] = '<a name="f"></a><a href="../../README.md">r</a>' }))
-    assert.equal(1, code)
-    assert.truthy(err:find("leaves", 1, true))
+    fails_saying({ ["modules/m.html"] = '<a name="f"></a><a href="../nope.html">x</a>' },
+      "modules/m.html: broken link '../nope.html'")
+    fails_saying({ ["topics/a.md.html"] = '<a href="../modules/m.html#g">g</a><link href="../style.css">' },
+      "no anchor 'g' in modules/m.html")
+    fails_saying({ ["modules/m.html"] = '<a name="f"></a><a href="../../README.md">r</a>' }, "leaves")
   end)
 
   it("fails on a page no link reaches, and on the contributors' DESIGN notes", function()
-    local code, err = site(t, with({ ["modules/orphan.html"] = "<p>alone</p>" }))
-    assert.equal(1, code)
-    assert.truthy(err:find("modules/orphan.html: not reachable from index.html", 1, true))
-    code, err = site(t, with({
-      ["modules/m.html"] = '<a name="f"></a><a href="../index.html">h</a> see DESIGN §4' }))
-    assert.equal(1, code)
-    assert.truthy(err:find("mentions 'DESIGN'", 1, true))
+    fails_saying({ ["modules/orphan.html"] = "<p>alone</p>" },
+      "modules/orphan.html: not reachable from index.html")
+    fails_saying({ ["modules/m.html"] = '<a name="f"></a><a href="../index.html">h</a> see DESIGN §4' },
+      "mentions 'DESIGN'")
   end)
 end)

@@ -209,6 +209,7 @@ describe("client inside nginx (ngx cosocket transport)", function()
 
     it("TLS: an untrusted certificate fails the handshake, nothing sent, permanent", function()
       local r = transport { url = up.rogue .. "/echo", n = 3 }
+      assert.equal(3, #r.results)
       for _, res in ipairs(r.results) do
         local info = res.info
         assert.equal("transport", info.kind)
@@ -221,6 +222,7 @@ describe("client inside nginx (ngx cosocket transport)", function()
 
     it("TLS: a host-name mismatch fails cleanly (no raise), nothing sent, permanent", function()
       local r = transport { url = up.other .. "/echo", n = 3 }
+      assert.equal(3, #r.results)
       for _, res in ipairs(r.results) do
         local info = res.info
         assert.equal("transport", info.kind)
@@ -234,6 +236,7 @@ describe("client inside nginx (ngx cosocket transport)", function()
       for _, u in ipairs({ up.rogue, up.other }) do
         local r = post("/t/client", { opts = { base_url = u, retries = 2, retry_base = 0.01 },
           calls = { { op = "create" }, { op = "create" } } })
+        assert.equal(2, #r.results, u)
         for _, res in ipairs(r.results) do
           local err = res.err
           assert.equal("transport", err.kind, u)

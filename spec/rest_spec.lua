@@ -88,15 +88,7 @@ local function client(opts)
 end
 
 -- Every string reachable from v (keys, values, metatables skipped).
-local function strings_in(v, out, seen)
-  out, seen = out or {}, seen or {}
-  if type(v) == "string" then out[#out + 1] = v
-  elseif type(v) == "table" and not seen[v] then
-    seen[v] = true
-    for k, x in pairs(v) do strings_in(k, out, seen); strings_in(x, out, seen) end
-  end
-  return out
-end
+local strings_in = require("helpers.cases").strings
 
 describe("link.rest", function()
   it("is reachable as link.rest", function()
