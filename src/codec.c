@@ -1496,10 +1496,10 @@ static int codec_validate(lua_State *L)
     return 2;
 }
 
-static int codec_encode(lua_State *L)
+/* The results of an encode walk: the body, or nil and the error list (at
+ * CODEC_ERRS); the buffers are released after the body is copied. */
+static int codec_encode_result(lua_State *L, codec_bufs *b, int nerr)
 {
-    codec_bufs *b;
-    int nerr = codec_run(L, 1, &b);
     if (nerr == 0) {
         lua_pushlstring(L, b->out.p, b->out.len);
         codec_done(b);
@@ -1509,6 +1509,13 @@ static int codec_encode(lua_State *L)
     lua_pushnil(L);
     lua_pushvalue(L, CODEC_ERRS);
     return 2;
+}
+
+static int codec_encode(lua_State *L)
+{
+    codec_bufs *b;
+    int nerr = codec_run(L, 1, &b);
+    return codec_encode_result(L, b, nerr);
 }
 
 /* link.encode(req [, opts]) itself (made by core.bind_encode): the common
@@ -1575,15 +1582,11 @@ static int codec_link_encode(lua_State *L)
     }
     nerr = codec_walk(L, 1, now, PLINK_MAX_BODY, &b);
 done:
-    if (nerr == 0) {
-        lua_pushlstring(L, b->out.p, b->out.len);
-        codec_done(b);
+    if (codec_encode_result(L, b, nerr) == 1)
         return 1;
-    }
-    codec_done(b);
-    lua_pushnil(L);
+    /* nil, errors.validation(list) */
     lua_pushvalue(L, CODEC_UP_TOERR);
-    lua_pushvalue(L, CODEC_ERRS);
+    lua_insert(L, -2);
     lua_call(L, 1, 1);
     return 2;
 }
