@@ -556,7 +556,7 @@ static void multi_push_result(lua_State *L, multi_handle *m, xfer *x)
             lua_setfield(L, -2, "sends");
         }
         else
-            plink_push_curl_info(L, x->easy, x->rc, &x->resp);
+            plink_push_curl_info(L, x->rc, &x->resp);
         lua_setfield(L, -2, "err");
         return;
     }
