@@ -70,8 +70,9 @@
  * upvalue, reused between calls) whose __gc frees them, so a Lua memory
  * error raised anywhere in the walk leaks nothing. If a call begins while
  * another is running (a __gc finalizer calling encode), it uses a fresh
- * userdata and anchor table of its own. Arguments are checked before
- * anything is allocated.
+ * userdata and anchor table of its own; a call that finds the shared ones
+ * marked in use by a walk that raised instead takes them back
+ * (codec_inuse). Arguments are checked before anything is allocated.
  */
 #include <math.h>
 #include <stdint.h>
@@ -119,6 +120,7 @@ typedef struct codec_bufs {
     plink_buf keys;    /* stack of key lists (codec_key) */
     plink_buf dups;    /* pay_methods keys seen (codec_dup) */
     int busy;
+    lua_State *owner;  /* the thread of the walk that set busy (compared only) */
     const struct codec_names *nm;   /* the shared one's: the names' index */
 } codec_bufs;
 
@@ -1412,6 +1414,49 @@ static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
     return codec_walk(L, encode, now, limit, bufs);
 }
 
+static int codec_validate(lua_State *L);
+static int codec_encode(lua_State *L);
+static int codec_link_encode(lua_State *L);
+
+/* Called when b->busy is found set: 1 when a walk on the shared buffers
+ * may really be running below this call (a __gc finalizer calling us),
+ * else 0. A raise inside a walk (out of memory; on 5.1 and LuaJIT also an
+ * error in a finalizer its allocations ran) leaves busy set, and every
+ * later call would take the fresh-buffers path for good. A running walk is
+ * a frame of one of the codec's functions on its thread: one on another
+ * thread (a coroutine a finalizer resumed) is never cleared, which is
+ * safe; on the same thread, no such frame below this one means the flag
+ * is stale. Rare path: the stack is only walked when busy is set. */
+static int codec_inuse(lua_State *L, const codec_bufs *b)
+{
+    lua_Debug ar;
+    int level;
+    if (b->owner != L)
+        return 1;
+    for (level = 1; lua_getstack(L, level, &ar); level++) {
+        lua_CFunction f;
+        lua_getinfo(L, "f", &ar);          /* pushes the function */
+        f = lua_tocfunction(L, -1);
+        lua_pop(L, 1);
+        if (f == codec_validate || f == codec_encode || f == codec_link_encode)
+            return 1;
+    }
+    return 0;
+}
+
+/* Empties the anchor table at CODEC_ANCHORS (clearing existing fields
+ * during a traversal is allowed, and allocates nothing). */
+static void codec_unanchor_all(lua_State *L)
+{
+    lua_pushnil(L);
+    while (lua_next(L, CODEC_ANCHORS)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, CODEC_ANCHORS);
+    }
+}
+
 /* The walk itself: the request at 1, slots 2 and 3 free to use, the
  * arguments checked (now not NaN, limit >= 64). */
 static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit,
@@ -1424,13 +1469,16 @@ static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit
     lua_pushnil(L);                          /* 4: error list, once needed */
     b = (codec_bufs *)lua_touserdata(L, CODEC_UP_BUFS);
     c.nm = b->nm;
-    if (b->busy) {                           /* a finalizer calling us */
+    if (b->busy && codec_inuse(L, b)) {     /* a finalizer calling us */
         lua_newtable(L);                     /* 5: anchors of our own */
         b = codec_newbufs(L);                /* 6: buffers of our own */
     } else {
         lua_pushvalue(L, CODEC_UP_ANCHORS);  /* 5 */
+        if (b->busy)                         /* stale: let go what it anchored */
+            codec_unanchor_all(L);
     }
     b->busy = 1;
+    b->owner = L;
     b->out.len = b->path.len = b->keys.len = b->dups.len = 0;
     b->out.off = !encode;
     c.L = L;
@@ -1496,10 +1544,10 @@ static int codec_validate(lua_State *L)
     return 2;
 }
 
-static int codec_encode(lua_State *L)
+/* The results of an encode walk: the body, or nil and the error list (at
+ * CODEC_ERRS); the buffers are released after the body is copied. */
+static int codec_encode_result(lua_State *L, codec_bufs *b, int nerr)
 {
-    codec_bufs *b;
-    int nerr = codec_run(L, 1, &b);
     if (nerr == 0) {
         lua_pushlstring(L, b->out.p, b->out.len);
         codec_done(b);
@@ -1509,6 +1557,13 @@ static int codec_encode(lua_State *L)
     lua_pushnil(L);
     lua_pushvalue(L, CODEC_ERRS);
     return 2;
+}
+
+static int codec_encode(lua_State *L)
+{
+    codec_bufs *b;
+    int nerr = codec_run(L, 1, &b);
+    return codec_encode_result(L, b, nerr);
 }
 
 /* link.encode(req [, opts]) itself (made by core.bind_encode): the common
@@ -1575,15 +1630,11 @@ static int codec_link_encode(lua_State *L)
     }
     nerr = codec_walk(L, 1, now, PLINK_MAX_BODY, &b);
 done:
-    if (nerr == 0) {
-        lua_pushlstring(L, b->out.p, b->out.len);
-        codec_done(b);
+    if (codec_encode_result(L, b, nerr) == 1)
         return 1;
-    }
-    codec_done(b);
-    lua_pushnil(L);
+    /* nil, errors.validation(list) */
     lua_pushvalue(L, CODEC_UP_TOERR);
-    lua_pushvalue(L, CODEC_ERRS);
+    lua_insert(L, -2);
     lua_call(L, 1, 1);
     return 2;
 }

@@ -451,61 +451,47 @@ void plink_push_info(lua_State *L, const char *kind, const char *msg, int code, 
     lua_setfield(L, -2, "sent");
 }
 
-static void plink_set_sends(lua_State *L, int sends)
-{
-    lua_pushinteger(L, sends);
-    lua_setfield(L, -2, "sends");
-}
-
-void plink_push_curl_info(lua_State *L, CURL *c, CURLcode rc, const plink_resp *r)
+void plink_push_curl_info(lua_State *L, CURLcode rc, const plink_resp *r)
 {
     char msg[CURL_ERROR_SIZE + 160];
+    const char *kind = "transport";
     /* The prereq callback sees every send: none means the request never
      * left (DNS, connect, TLS, a timeout before it), whatever rc says. */
-    int sent = r->sends > 0;
-    (void)c;
-    if (r->too_large || r->hdr_too_large) {
-        if (r->too_large)
-            snprintf(msg, sizeof msg, "response body larger than %lu bytes",
-                     (unsigned long)r->max_bytes);
-        else
-            snprintf(msg, sizeof msg, "response headers larger than %d bytes",
-                     PLINK_HTTP_HEADER_MAX);
-        plink_push_info(L, "transport", msg, (int)rc, 1);
-        lua_pushboolean(L, 1);
-        lua_setfield(L, -2, "too_large");
-        plink_set_sends(L, r->sends);
-        return;
-    }
-    if (r->capped) {
+    int sent = r->sends > 0, too_large = 0;
+    if (r->too_large) {
+        snprintf(msg, sizeof msg, "response body larger than %lu bytes",
+                 (unsigned long)r->max_bytes);
+        sent = too_large = 1;
+    } else if (r->hdr_too_large) {
+        snprintf(msg, sizeof msg, "response headers larger than %d bytes",
+                 PLINK_HTTP_HEADER_MAX);
+        sent = too_large = 1;
+    } else if (r->capped) {
         snprintf(msg, sizeof msg, "the connection closed before any response after "
                  "the request was sent %d time%s (a reused keep-alive connection "
                  "died); not sent again", r->sends, r->sends == 1 ? "" : "s");
-        plink_push_info(L, "transport", msg, (int)rc, 1);
-        plink_set_sends(L, r->sends);
-        return;
-    }
-    if (r->oom) {
-        plink_push_info(L, "transport", "out of memory reading the response", (int)rc, sent);
-        plink_set_sends(L, r->sends);
-        return;
-    }
-    if (rc == CURLE_OUT_OF_MEMORY && r->hdr.len > 0) {
+        sent = 1;
+    } else if (r->oom) {
+        snprintf(msg, sizeof msg, "out of memory reading the response");
+    } else if (rc == CURLE_OUT_OF_MEMORY && r->hdr.len > 0) {
         /* libcurl refuses a header line over 100 KB (CURL_MAX_HTTP_HEADER)
          * with CURLE_OUT_OF_MEMORY and no message, after the status line
          * came in: say what it most likely is. */
         snprintf(msg, sizeof msg, "response header too large (a header line over "
                  "libcurl's 100 KB limit)");
-        plink_push_info(L, "transport", msg, (int)rc, sent);
+        too_large = 1;
+    } else {
+        snprintf(msg, sizeof msg, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
+        if (rc == CURLE_OPERATION_TIMEDOUT)
+            kind = "timeout";
+    }
+    plink_push_info(L, kind, msg, (int)rc, sent);
+    if (too_large) {
         lua_pushboolean(L, 1);
         lua_setfield(L, -2, "too_large");
-        plink_set_sends(L, r->sends);
-        return;
     }
-    snprintf(msg, sizeof msg, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
-    plink_push_info(L, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "transport",
-                    msg, (int)rc, sent);
-    plink_set_sends(L, r->sends);
+    lua_pushinteger(L, r->sends);
+    lua_setfield(L, -2, "sends");
 }
 
 void plink_push_headers(lua_State *L, const plink_hbuf *hdr)

@@ -152,7 +152,7 @@ void plink_easy_clear_request(CURL *c);
 /* Pushes the info table for a failed transfer: {kind, message, curl_code,
  * sent, sends[, too_large]} from rc and the response state. `sent` is
  * whether the request went out at all (sends > 0). */
-void plink_push_curl_info(lua_State *L, CURL *c, CURLcode rc, const plink_resp *r);
+void plink_push_curl_info(lua_State *L, CURLcode rc, const plink_resp *r);
 /* Pushes an info table made by hand (code < 0: no curl_code). */
 void plink_push_info(lua_State *L, const char *kind, const char *msg, int code, int sent);
 

@@ -165,7 +165,7 @@ static int http_report(lua_State *L)
     long status = (long)lua_tointeger(L, 3);
     plink_answer a;
     if (!lua_isnil(L, 2)) {
-        plink_push_curl_info(L, h->curl, (CURLcode)lua_tointeger(L, 2), &h->resp);
+        plink_push_curl_info(L, (CURLcode)lua_tointeger(L, 2), &h->resp);
         lua_pushnil(L);
         return 2;
     }

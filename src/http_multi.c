@@ -384,6 +384,20 @@ static multi_handle *multi_check(lua_State *L)
 
 /* ---- Lua API ----------------------------------------------------------- */
 
+/* Integer option `name` of the options table at 1, in [lo,
+ * MULTI_MAX_CONCURRENT]; def when absent. Raises; allocates nothing. */
+static int multi_opt_int(lua_State *L, const char *name, int lo, int def)
+{
+    long long v = def;
+    lua_getfield(L, 1, name);
+    if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TNUMBER || !plink_tointeger53(L, -1, &v) ||
+                              v < lo || v > MULTI_MAX_CONCURRENT))
+        luaL_error(L, "multi_new: option '%s' must be an integer in [%d, %d]", name, lo,
+                   MULTI_MAX_CONCURRENT);
+    lua_pop(L, 1);
+    return (int)v;
+}
+
 /* core.multi_new(opts) */
 static int multi_new(lua_State *L)
 {
@@ -397,26 +411,8 @@ static int multi_new(lua_State *L)
     lua_settop(L, 1);
     plink_http_opts_read(L, 1, "multi_new", &o);
     if (lua_istable(L, 1)) {
-        lua_getfield(L, 1, "max_concurrent");
-        if (!lua_isnil(L, -1)) {
-            long long v;
-            if (lua_type(L, -1) != LUA_TNUMBER || !plink_tointeger53(L, -1, &v) ||
-                v < 1 || v > MULTI_MAX_CONCURRENT)
-                return luaL_error(L, "multi_new: option 'max_concurrent' must be an "
-                                     "integer in [1, %d]", MULTI_MAX_CONCURRENT);
-            maxc = (int)v;
-        }
-        lua_pop(L, 1);
-        lua_getfield(L, 1, "max_opening");
-        if (!lua_isnil(L, -1)) {
-            long long v;
-            if (lua_type(L, -1) != LUA_TNUMBER || !plink_tointeger53(L, -1, &v) ||
-                v < 0 || v > MULTI_MAX_CONCURRENT)
-                return luaL_error(L, "multi_new: option 'max_opening' must be an "
-                                     "integer in [0, %d]", MULTI_MAX_CONCURRENT);
-            max_opening = (int)v;
-        }
-        lua_pop(L, 1);
+        maxc = multi_opt_int(L, "max_concurrent", 1, maxc);
+        max_opening = multi_opt_int(L, "max_opening", 0, max_opening);
         lua_getfield(L, 1, "budget_ms");
         if (!lua_isnil(L, -1)) {
             lua_Number v = lua_tonumber(L, -1);
@@ -560,7 +556,7 @@ static void multi_push_result(lua_State *L, multi_handle *m, xfer *x)
             lua_setfield(L, -2, "sends");
         }
         else
-            plink_push_curl_info(L, x->easy, x->rc, &x->resp);
+            plink_push_curl_info(L, x->rc, &x->resp);
         lua_setfield(L, -2, "err");
         return;
     }

@@ -30,16 +30,21 @@ static void on_signal(int signo)
     if (sig_count < 1000) sig_count = sig_count + 1;
 }
 
-static int set_handlers(void (*fn)(int))
+/* Installs fn for SIGINT and SIGTERM; pushes true, or nil and a message. */
+static int set_handlers(lua_State *L, void (*fn)(int))
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = fn;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0) return -1;
-    if (sigaction(SIGTERM, &sa, NULL) != 0) return -1;
-    return 0;
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, "sigaction failed");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 /* catch() --> true: count SIGINT and SIGTERM from now on (resets the count). */
@@ -47,13 +52,7 @@ static int sg_catch(lua_State *L)
 {
     sig_count = 0;
     sig_first = 0;
-    if (set_handlers(on_signal) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, "sigaction failed");
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    return set_handlers(L, on_signal);
 }
 
 /* count() --> signals received since catch(), the first one's number (0: none). */
@@ -67,13 +66,7 @@ static int sg_count(lua_State *L)
 /* release() --> true: default dispositions for SIGINT and SIGTERM again. */
 static int sg_release(lua_State *L)
 {
-    if (set_handlers(SIG_DFL) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, "sigaction failed");
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
+    return set_handlers(L, SIG_DFL);
 }
 
 static const luaL_Reg sg_funcs[] = {
