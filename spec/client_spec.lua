@@ -166,6 +166,10 @@ describe("core.http_new and finalizers during request", function()
     collectgarbage()
     assert.is_true(hits > 0, "no finalizer ran inside request")
   end
+  -- LuaJIT never runs finalizers while a trace runs (lj_gc_step): in the
+  -- interpreter the loop's collector steps land where this spec wants them
+  -- (a CI run once went 30 s without one inside request).
+  if jit then jit.off(rounds, true) end -- luacheck: ignore 113
 
   it("close from a finalizer frees the handle once request is done with it", function()
     local after
