@@ -26,15 +26,26 @@ local core = require "portone.link.core"
 local sandbox = require "portone.sandbox"
 local cjson = require "cjson"
 
-local N = tonumber(arg and arg[1]) or 2000
-local ROUNDS = tonumber(arg and arg[2]) or 7
-local LS_N = tonumber(arg and arg[3]) or 100
+local N = tonumber(arg and arg[1]) or 250
+local ROUNDS = tonumber(arg and arg[2]) or 40
+local LS_N = tonumber(arg and arg[3]) or 10
+local CPU = os.getenv("BENCH_CPU") or "0"
 local RAW = os.getenv("RAW_CURL") or "build/raw_curl"
 local PATH = "/api/supplements/v1/link/payment"
 
 local function sh(cmd)
   local r = os.execute(cmd)
   return r == true or r == 0
+end
+
+-- Every process of the bench on one CPU (children inherit it): the sandbox,
+-- the raw loops and this one. Unpinned, each request's time is mostly the
+-- VM's wake-up of the other process on the other CPU, and where the
+-- scheduler happens to put each process moved a contender's time by a
+-- third from one run to the next.
+if CPU ~= "none" then
+  local pid = io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
+  assert(sh(("taskset -pc %s %s >/dev/null"):format(CPU, pid)), "taskset failed (BENCH_CPU=none runs unpinned)")
 end
 
 local dir = io.popen("mktemp -d \"${TMPDIR:-/tmp}/portone-bench-http.XXXXXXXX\""):read("*l")
@@ -92,17 +103,36 @@ local function contenders(url, tls)
   local bodyf, samef, onef = dir .. "/body.json", dir .. "/same.txt", dir .. "/one.txt"
   write(bodyf, body)
   write(samef, table.concat(heads, "\n") .. "\n")
-  write(onef, "Content-Type: application/json;charset=UTF-8\n")
+  for _, h in ipairs(heads) do
+    if h:find("^Content%-Type:") then write(onef, h .. "\n") end
+  end
 
-  local function raw(headerf)
+  -- one raw_curl process a header set, alive for the whole run: its
+  -- connection stays open like the client's, and a round is one line on
+  -- its stdin, so raw rounds are as short as the client's
+  local procs = {}
+  local function raw(headerf, name)
+    local fifo = ("%s/%s-%s.out"):format(dir, name, tls and "https" or "http")
+    assert(sh("mkfifo " .. fifo), "mkfifo failed")
+    local cmd = ("%s %s %s %s %s > %s"):format(RAW, url .. PATH, bodyf, headerf,
+      tls and cert or "", fifo)
+    local w = assert(io.popen(cmd, "w"))
+    local r = assert(io.open(fifo, "r"))
+    procs[#procs + 1] = { w = w, r = r }
+    assert(r:read("*l") == "ready", "raw_curl failed to start: " .. cmd)
     return function()
-      local cmd = ("%s %s %d %s %s"):format(RAW, url .. PATH .. " " .. bodyf, N, headerf, tls and cert or "")
-      local p = io.popen(cmd)
-      local out = p:read("*a")
-      p:close()
+      w:write(N, "\n")
+      w:flush()
+      local out = r:read("*l") or ""
       local s, cpu = tonumber(out:match("seconds=([%d.]+)")), tonumber(out:match("cpu=([%d.]+)"))
       assert(s, "raw_curl failed: " .. cmd .. "\n" .. out)
       return s / N * 1e6, cpu / N * 1e6
+    end
+  end
+  local function stop_raw()
+    for _, p in ipairs(procs) do
+      p.w:close()
+      p.r:close()
     end
   end
 
@@ -154,15 +184,15 @@ local function contenders(url, tls)
 
   local list = {
     { name = "client", fn = client_run },
-    { name = "raw-same", fn = raw(samef) },
-    { name = "raw-one", fn = raw(onef) },
+    { name = "raw-same", fn = raw(samef, "same") },
+    { name = "raw-one", fn = raw(onef, "one") },
   }
   if luasec then list[#list + 1] = { name = "luasec", fn = luasec } end
-  return list, client, okreq or http
+  return list, client, okreq or http, stop_raw
 end
 
 local function run(url, tls)
-  local list, client, why = contenders(url, tls)
+  local list, client, why, stop_raw = contenders(url, tls)
   local times, cpus = {}, {}
   for _, c in ipairs(list) do times[c.name], cpus[c.name] = {}, {} end
   for r = 1, ROUNDS do
@@ -175,6 +205,7 @@ local function run(url, tls)
     end
   end
   client:close()
+  stop_raw()
   local scheme = tls and "HTTPS" or "HTTP"
   print(("%s (%d requests a round, %d rounds; luasec %d a round)"):format(scheme, N, ROUNDS, LS_N))
   for _, c in ipairs(list) do
@@ -200,7 +231,8 @@ end
 local sbs = assert(sandbox.start({ port = 0, tls = { cert = cert, key = key } }))
 local sbp = assert(sandbox.start({ port = 0 }))
 local ok, err = pcall(function()
-  print(("bench-http: libcurl %s, %s"):format(core.curl_version, _VERSION))
+  print(("bench-http: libcurl %s, %s, %s"):format(core.curl_version, _VERSION,
+    CPU == "none" and "unpinned" or "every process on CPU " .. CPU))
   run(sbs.url, true)
   run(sbp.url, false)
 end)

@@ -1,12 +1,15 @@
 /* bench/raw_curl.c - the limit for bench-http: the same POSTs client:create
  * makes, on one raw libcurl easy handle (keep-alive), nothing else.
  *
- *   raw_curl URL BODY_FILE N HEADERS_FILE [CAINFO]
+ *   raw_curl URL BODY_FILE HEADERS_FILE [CAINFO]
  *
  * HEADERS_FILE holds one request header a line (the bench writes either
  * only Content-Type, or exactly the client's headers). One untimed request
- * opens the connection; then N requests are timed. Prints
- * "seconds=S cpu=C status=CODE" (wall and process CPU time of the N).
+ * opens the connection, then it prints "ready". After that each line read
+ * from stdin is a count N: it makes N requests on the same connection and
+ * prints "seconds=S cpu=C status=CODE" (wall and process CPU time of the
+ * N), until end of input. The process lives for the whole bench, so its
+ * rounds can be as short as the client's and interleave with them.
  * Exits 1 on any failure or non-2xx answer.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -53,23 +56,37 @@ static double now(clockid_t id)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* n POSTs on c; 0, or 1 after the first failure or non-2xx answer */
+static int post(CURL *c, long n, long *status)
+{
+    long i;
+    for (i = 0; i < n; i++) {
+        CURLcode rc = curl_easy_perform(c);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+        if (rc != CURLE_OK || *status < 200 || *status > 299) {
+            fprintf(stderr, "raw_curl: %s, HTTP %ld\n", curl_easy_strerror(rc), *status);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     size_t blen = 0, hlen = 0;
     char *body, *hdrs, *line, *save = NULL;
     struct curl_slist *list = NULL;
-    long n, i, status = 0;
-    double t0 = 0, c0 = 0;
+    long n, status = 0;
+    char cmd[64];
     CURL *c;
 
-    if (argc < 5) {
-        fprintf(stderr, "usage: raw_curl URL BODY_FILE N HEADERS_FILE [CAINFO]\n");
+    if (argc < 4) {
+        fprintf(stderr, "usage: raw_curl URL BODY_FILE HEADERS_FILE [CAINFO]\n");
         return 2;
     }
     body = slurp(argv[2], &blen);
-    hdrs = slurp(argv[4], &hlen);
-    n = atol(argv[3]);
-    if (!body || !hdrs || n < 1)
+    hdrs = slurp(argv[3], &hlen);
+    if (!body || !hdrs)
         return 2;
     for (line = strtok_r(hdrs, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
         list = curl_slist_append(list, line);
@@ -82,24 +99,21 @@ int main(int argc, char **argv)
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    if (argc > 5 && argv[5][0])
-        curl_easy_setopt(c, CURLOPT_CAINFO, argv[5]);
+    if (argc > 4 && argv[4][0])
+        curl_easy_setopt(c, CURLOPT_CAINFO, argv[4]);
 
-    for (i = -1; i < n; i++) {
-        CURLcode rc;
-        if (i == 0) {
-            t0 = now(CLOCK_MONOTONIC);
-            c0 = now(CLOCK_PROCESS_CPUTIME_ID);
-        }
-        rc = curl_easy_perform(c);
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        if (rc != CURLE_OK || status < 200 || status > 299) {
-            fprintf(stderr, "raw_curl: %s, HTTP %ld\n", curl_easy_strerror(rc), status);
+    if (post(c, 1, &status) != 0)
+        return 1;
+    printf("ready\n");
+    fflush(stdout);
+    while (fgets(cmd, sizeof cmd, stdin) && (n = atol(cmd)) > 0) {
+        double t0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
+        if (post(c, n, &status) != 0)
             return 1;
-        }
+        printf("seconds=%.6f cpu=%.6f status=%ld\n", now(CLOCK_MONOTONIC) - t0,
+               now(CLOCK_PROCESS_CPUTIME_ID) - c0, status);
+        fflush(stdout);
     }
-    printf("seconds=%.6f cpu=%.6f status=%ld\n", now(CLOCK_MONOTONIC) - t0,
-           now(CLOCK_PROCESS_CPUTIME_ID) - c0, status);
     curl_easy_cleanup(c);
     curl_slist_free_all(list);
     curl_global_cleanup();

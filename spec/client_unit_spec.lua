@@ -5,7 +5,7 @@ local errors = require "portone.link.errors"
 
 local cfg = {
   base_url = "https://api.iamport.co",
-  user_agent = "portone-link/0.1.0 Lua/5.4 libcurl/7.88.1",
+  user_agent = "portone-link/0.1.0",
   token = "tok-SECRET",
   encode = function(req) return req.body end,
 }
@@ -54,7 +54,6 @@ describe("protocol requests", function()
     assert.equal("https://api.iamport.co/api/supplements/v1/link/payment", r.url)
     assert.equal("{}", r.body)
     assert.same({
-      "Accept: application/json",
       "Content-Type: application/json;charset=UTF-8",
       "User-Agent: " .. cfg.user_agent,
       "Authorization: Bearer tok-SECRET",
@@ -76,7 +75,7 @@ describe("protocol requests", function()
   end)
   it("omits Authorization without a token", function()
     local r = assert(protocol.deactivate_request({ base_url = "http://127.0.0.1:1" }, "x"))
-    assert.same({ "Accept: application/json" }, r.headers)
+    assert.same({}, r.headers)
   end)
   it("rejects CR/LF in header values without quoting them", function()
     for _, field in ipairs({ "token", "user_agent" }) do

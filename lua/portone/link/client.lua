@@ -54,17 +54,9 @@ M.DEFAULTS = {
   retry_after_max = retry.DEFAULTS.retry_after_max,
 }
 
-local function lua_version()
-  local v = "Lua/" .. (_VERSION:match("%d+%.%d+") or "?")
-  if type(jit) == "table" and jit.version then -- luacheck: ignore jit
-    v = v .. " " .. jit.version:gsub(" ", "/", 1)
-  end
-  return v
-end
-
---- The User-Agent prefix: `portone-link/VERSION Lua/VERSION libcurl/VERSION`.
-M.USER_AGENT = ("portone-link/%s %s libcurl/%s"):format(core.version, lua_version(),
-  core.curl_version)
+--- The User-Agent prefix: `portone-link/VERSION`. Kept short: libcurl
+-- formats every header byte into every request.
+M.USER_AGENT = "portone-link/" .. core.version
 
 local function opt_error(name, msg)
   error(("portone.link.new: option '%s' %s"):format(name, msg), 4)
@@ -201,7 +193,7 @@ Client.__index = Client
 -- @tparam[opt=1048576] int opts.max_response_bytes cap on a response body
 --   (1 MiB), enforced while reading; a positive integer
 -- @tparam[opt] string opts.user_agent appended to the User-Agent
---   `portone-link/VERSION Lua/VERSION libcurl/VERSION`; no control characters
+--   `portone-link/VERSION`; no control characters
 -- @tparam[opt] string|table opts.transport `"curl"` (blocking libcurl easy
 --   handle), `"ngx"` (nginx cosockets), or an object with a `request` method
 --   (the transport interface). Default: `"ngx"` inside nginx, else `"curl"`

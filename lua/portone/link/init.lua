@@ -117,7 +117,7 @@ M.encode = core.bind_encode(encode_checked, errors.validation, os.time)
 -- @tparam[opt=1048576] int opts.max_response_bytes cap on a response body
 --   (1 MiB), enforced while reading; a positive integer
 -- @tparam[opt] string opts.user_agent appended to the User-Agent
---   `portone-link/VERSION Lua/VERSION libcurl/VERSION`; no control characters
+--   `portone-link/VERSION`; no control characters
 -- @tparam[opt] string|table opts.transport `"curl"` (blocking libcurl easy
 --   handle), `"ngx"` (nginx cosockets), or an object with a `request` method
 --   (the transport interface). Default: `"ngx"` inside nginx, else `"curl"`

@@ -95,13 +95,16 @@ function M.link_id(url_or_id, hosts)
 end
 
 --- The request headers, as `"Name: value"` strings.
+-- No Accept: the API answers JSON whatever it says (the published clients
+-- send none or `*/*`, as libcurl does), and each header is work for libcurl
+-- on every request (README "Performance").
 -- @tparam table cfg the client configuration
 -- @tparam boolean with_body add Content-Type (create; a deactivate has no body)
 -- @return the list, or `nil, err` when a value carries CR/LF
 function M.headers(cfg, with_body)
-  local h = { "Accept: application/json" }
+  local h = {}
   if with_body then
-    h[#h + 1] = "Content-Type: application/json;charset=UTF-8"
+    h[1] = "Content-Type: application/json;charset=UTF-8"
   end
   if cfg.user_agent then
     if bad_header_value(cfg.user_agent) then
