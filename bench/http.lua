@@ -4,21 +4,28 @@
 --   make bench-http     (or: lua5.4 bench/http.lua [N [rounds [luasec_n]]])
 --
 -- Contenders, each making the same create POSTs to the sandbox, in
--- alternating order over `rounds` rounds of one run (default 7 rounds of
--- N = 2000 requests):
+-- alternating order over `rounds` rounds of one run (default 40 rounds of
+-- N = 250 requests):
 --   client    client:create(req) (validate + encode + send + decode)
 --   raw-same  bench/raw_curl.c: one raw libcurl easy handle, the body
 --             encoded once, exactly the client's request headers
---   raw-one   the same loop sending only Content-Type
+--   raw-one   the same loop sending only the client's Content-Type
 --   luasec    LuaSec ssl.https (LuaSocket's socket.http over plain HTTP)
---             + lua-cjson, what a plain-Lua user writes (luasec_n = 100
+--             + lua-cjson, what a plain-Lua user writes (luasec_n = 10
 --             requests a round: it opens a connection per request)
--- over HTTPS (a certificate the bench makes, passed as cainfo, verified)
--- and over plain HTTP. Per contender: best and median microseconds per
--- request; ratios are raw time / client time (1.0 = as fast as raw). The
--- targets are on wall time; the CPU time of the process (os.clock, raw's
--- CLOCK_PROCESS_CPUTIME_ID) is shown too, which a busy machine disturbs less
--- (the sandbox's own work is in neither).
+-- and, as a diagnostic without a target, c-path: the client's C call with
+-- a body encoded once (client:create minus validate, encode and Lua glue).
+-- Over HTTPS (a certificate the bench makes, passed as cainfo, verified)
+-- and over plain HTTP. Each raw loop is one process for the whole run (its
+-- connection stays open, as the client's does); a round is a line on its
+-- stdin. Every process runs on one CPU (BENCH_CPU, default 0; "none" leaves
+-- placement to the scheduler), so a request's time is the client's and
+-- the sandbox's work, not the VM's cross-CPU wake-ups.
+-- Per contender: best and median microseconds per request; ratios are raw
+-- time / client time (1.0 = as fast as raw). The targets are on wall time
+-- (medians); the CPU time of the process (os.clock, raw's
+-- CLOCK_PROCESS_CPUTIME_ID) is shown too (the sandbox's own work is in
+-- neither).
 -- Targets (issue [tls-speed]), HTTPS: client >= 0.9x raw-same, >= 0.85x
 -- raw-one, >= 50x luasec. Needs build/raw_curl (make bench-http builds it).
 local link = require "portone.link"
@@ -45,7 +52,8 @@ end
 -- third from one run to the next.
 if CPU ~= "none" then
   local pid = io.open("/proc/self/stat"):read("*l"):match("^(%d+)")
-  assert(sh(("taskset -pc %s %s >/dev/null"):format(CPU, pid)), "taskset failed (BENCH_CPU=none runs unpinned)")
+  assert(sh(("taskset -pc %s %s >/dev/null"):format(CPU, pid)),
+    "taskset failed (BENCH_CPU=none runs unpinned)")
 end
 
 local dir = io.popen("mktemp -d \"${TMPDIR:-/tmp}/portone-bench-http.XXXXXXXX\""):read("*l")
@@ -97,7 +105,8 @@ local function contenders(url, tls)
   -- exactly the headers client:create hands to libcurl (Expect: is the C
   -- layer's), and the body it sends
   local cfg = client:_cfg(nil)
-  local heads = require("portone.link.protocol").headers(cfg, true)
+  local heads0 = require("portone.link.protocol").headers(cfg, true)
+  local heads = { table.unpack(heads0) }
   heads[#heads + 1] = "Expect:"
   local body = assert(link.encode(request()))
   local bodyf, samef, onef = dir .. "/body.json", dir .. "/same.txt", dir .. "/one.txt"
@@ -182,8 +191,20 @@ local function contenders(url, tls)
     return (core.monotonic() - t0) / N * 1e6, (os.clock() - c0) / N * 1e6
   end
 
+  -- not a contender, a diagnostic: the client's C call alone (h:create with
+  -- the body encoded once, from a Lua loop), i.e. client:create without
+  -- validate + encode and the Lua glue, to show where the gap to raw is
+  local url_, hc, hh = url .. PATH, client._h_create, client._h
+  local function c_path()
+    collectgarbage()
+    local t0, c0 = core.monotonic(), os.clock()
+    for _ = 1, N do assert(type(hc(hh, "POST", url_, heads0, body, 2)) == "table") end
+    return (core.monotonic() - t0) / N * 1e6, (os.clock() - c0) / N * 1e6
+  end
+
   local list = {
     { name = "client", fn = client_run },
+    { name = "c-path", fn = c_path },
     { name = "raw-same", fn = raw(samef, "same") },
     { name = "raw-one", fn = raw(onef, "one") },
   }
@@ -224,6 +245,9 @@ local function run(url, tls)
       or ("target: >= %sx -> %s"):format(target, v >= target and "met" or "MISSED")))
   end
   ratio("raw-same", tls and 0.9 or nil)
+  local cp = median(times["raw-same"]) / median(times["c-path"])
+  print(("  c-path vs raw-same %6.2fx median (no target: client:create without validate,"
+    .. " encode and Lua glue)"):format(cp))
   ratio("raw-one", tls and 0.85 or nil)
   ratio("luasec", tls and 50 or nil)
 end

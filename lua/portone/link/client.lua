@@ -225,7 +225,10 @@ function M.new(opts)
   -- the usual answer in C and returns the result (no body string, no
   -- decoding in Lua). Only a transport opened here: an object passed in is
   -- always called through its request method.
-  if type(o.transport) ~= "table" and transport.handle then self._h = transport:handle() end
+  if type(o.transport) ~= "table" and transport.handle then
+    self._h = transport:handle()
+    self._h_create = self._h.create      -- no method lookup per call
+  end
   -- Private state lives in a closure-free table keyed off the client, so that
   -- pairs(client) / inspect(client) shows no token.
   self._t = transport
@@ -435,16 +438,20 @@ function Client:create(req, opts)
     error("bad argument #2 to 'create' (table {now = number} expected)", 2)
   end
   if self._closed then return nil, closed_error() end
-  local ok, token = resolve_token(self)
-  if not ok then token.attempts = 0; return nil, token end
-  -- the token function may have closed the client
-  if self._closed then return nil, closed_error() end
+  local token = self._token()
+  if type(token) == "function" then      -- a static token skips this call
+    local ok
+    ok, token = resolve_token(self)
+    if not ok then token.attempts = 0; return nil, token end
+    -- the token function may have closed the client
+    if self._closed then return nil, closed_error() end
+  end
   local body, p = create_body(self, token, req, opts and opts.now or os.time())
   if not body then p.attempts = 0; return nil, p end
   local h = self._h
   if h and not self._on_attempt then
     -- attempt 1 in one C call: the usual answer comes back as the result
-    local s, b, hd, n = h:create("POST", p.url, p.headers, body, 2)
+    local s, b, hd, n = self._h_create(h, "POST", p.url, p.headers, body, 2)
     if type(s) == "table" then return s end
     return self:_run("create", "POST", p.url, p.headers, body, create_result, token, s, b, hd, n)
   end
