@@ -95,9 +95,9 @@ function M.link_id(url_or_id, hosts)
 end
 
 --- The request headers, as `"Name: value"` strings.
--- No Accept: the API answers JSON whatever it says (the published clients
--- send none or `*/*`, as libcurl does), and each header is work for libcurl
--- on every request (README "Performance").
+-- No Accept: the API's spec names only Content-Type, the published PortOne
+-- clients send none or `*/*` (libcurl's default), and each header line is
+-- work for libcurl on every request (README "Performance").
 -- @tparam table cfg the client configuration
 -- @tparam boolean with_body add Content-Type (create; a deactivate has no body)
 -- @return the list, or `nil, err` when a value carries CR/LF
