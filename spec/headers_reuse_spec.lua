@@ -100,6 +100,26 @@ describe("request header lists of the C transports", function()
     h:close()
   end)
 
+  it("http_new sends the URL it was given, parsed once or by libcurl", function()
+    local h = core.http_new()
+    -- the parsed-once path: a query, escapes and dot segments as libcurl
+    -- sends them from CURLOPT_URL; then a URL without a scheme, which only
+    -- libcurl's own parse takes (it guesses http), then the first again
+    local calls = {
+      { url .. "/q?x=1&y=%20z", "/q?x=1&y=%20z" },
+      { url .. "/p/./r/../s", "/p/s" },
+      { url:gsub("^http://", ""), "/" },
+      { url:gsub("^http://", "") .. "/t", "/t" },
+      { url .. "/q?x=1&y=%20z", "/q?x=1&y=%20z" },
+    }
+    for i, c in ipairs(calls) do
+      local status, body = h:request("POST", c[1], nil, "b")
+      assert.equal(200, status, "call " .. i)
+      assert.equal("Request-Line: POST " .. c[2] .. " HTTP/1.1", body:match("^[^\n]*"), "call " .. i)
+    end
+    h:close()
+  end)
+
   it("http_new still refuses bad headers and URLs after a good list and URL were kept", function()
     local h = core.http_new()
     local good = { "X-A: 1", "X-B: 2" }
