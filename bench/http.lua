@@ -4,7 +4,7 @@
 --   make bench-http     (or: lua5.4 bench/http.lua [N [rounds [luasec_n]]])
 --
 -- Contenders, each making the same create POSTs to the sandbox, in
--- alternating order over `rounds` rounds of one run (default 40 rounds of
+-- alternating order over `rounds` rounds of one run (default 60 rounds of
 -- N = 250 requests):
 --   client    client:create(req) (validate + encode + send + decode)
 --   raw-same  bench/raw_curl.c: one raw libcurl easy handle, the body
@@ -21,11 +21,12 @@
 -- stdin. Every process runs on one CPU (BENCH_CPU, default 0; "none" leaves
 -- placement to the scheduler), so a request's time is the client's and
 -- the sandbox's work, not the VM's cross-CPU wake-ups.
--- Per contender: best and median microseconds per request; ratios are raw
--- time / client time (1.0 = as fast as raw). The targets are on wall time
--- (medians); the CPU time of the process (os.clock, raw's
--- CLOCK_PROCESS_CPUTIME_ID) is shown too (the sandbox's own work is in
--- neither).
+-- Per contender: best and median microseconds per request. Ratios are raw
+-- time / client time (1.0 = as fast as raw), on wall time: the median of
+-- the rounds' ratios (each round's raw time over the client's time in the
+-- same alternation) is the verdict; the ratios of the medians, of the bests
+-- and of the CPU time (os.clock, raw's CLOCK_PROCESS_CPUTIME_ID; the
+-- sandbox's own work is in neither) are shown beside it.
 -- Targets (issue [tls-speed]), HTTPS: client >= 0.9x raw-same, >= 0.85x
 -- raw-one, >= 50x luasec. Needs build/raw_curl (make bench-http builds it).
 local link = require "portone.link"
@@ -34,7 +35,7 @@ local sandbox = require "portone.sandbox"
 local cjson = require "cjson"
 
 local N = tonumber(arg and arg[1]) or 250
-local ROUNDS = tonumber(arg and arg[2]) or 40
+local ROUNDS = tonumber(arg and arg[2]) or 60
 local LS_N = tonumber(arg and arg[3]) or 10
 local CPU = os.getenv("BENCH_CPU") or "0"
 local RAW = os.getenv("RAW_CURL") or "build/raw_curl"
@@ -234,20 +235,31 @@ local function run(url, tls)
       best(times[c.name]), median(times[c.name]), median(cpus[c.name])))
   end
   if type(why) == "string" then print("  luasec    skipped: " .. why:match("[^\n]*")) end
-  local cm = median(times.client)
-  local function ratio(name, target)
+  -- The verdict: the median over rounds of raw's time / the client's time
+  -- in the same round (both ran within a second of each other). The host's
+  -- speed drifts over seconds, which a ratio of the two medians keeps: two
+  -- copies of the same raw loop came out 1.00-1.03x that way, 0.995-1.008x
+  -- paired (80 rounds, four runs).
+  local function paired(name, of)
+    local q = {}
+    for r = 1, #times[name] do q[r] = times[name][r] / times[of][r] end
+    return median(q)
+  end
+  local function ratio(name, target, of)
+    of = of or "client"
     if not times[name] then return end
-    local v = median(times[name]) / cm
-    local b = best(times[name]) / best(times.client)
-    local cpu = median(cpus[name]) / median(cpus.client)
-    print(("  client vs %-8s %6.2fx median, %6.2fx best (CPU %5.2fx)   %s"):format(name, v, b, cpu,
-      not target and "(no target over plain HTTP)"
+    local v = paired(name, of)
+    local m = median(times[name]) / median(times[of])
+    local b = best(times[name]) / best(times[of])
+    local cpu = median(cpus[name]) / median(cpus[of])
+    print(("  %-6s vs %-8s %6.2fx  (medians %5.2fx, bests %5.2fx, CPU %5.2fx)   %s"):format(of, name,
+      v, m, b, cpu, target == false and "(no target: client:create without validate, encode, glue)"
+      or not target and "(no target over plain HTTP)"
       or ("target: >= %sx -> %s"):format(target, v >= target and "met" or "MISSED")))
   end
+  print("  ratios: raw / client, median of the rounds' ratios; then of the medians, the bests, CPU")
   ratio("raw-same", tls and 0.9 or nil)
-  local cp = median(times["raw-same"]) / median(times["c-path"])
-  print(("  c-path vs raw-same %6.2fx median (no target: client:create without validate,"
-    .. " encode and Lua glue)"):format(cp))
+  ratio("raw-same", false, "c-path")
   ratio("raw-one", tls and 0.85 or nil)
   ratio("luasec", tls and 50 or nil)
 end
