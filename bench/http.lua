@@ -252,7 +252,7 @@ local function run(url, tls)
     local m = median(times[name]) / median(times[of])
     local b = best(times[name]) / best(times[of])
     local cpu = median(cpus[name]) / median(cpus[of])
-    print(("  %-6s vs %-8s %6.2fx  (medians %5.2fx, bests %5.2fx, CPU %5.2fx)   %s"):format(of, name,
+    print(("  %-6s vs %-8s %7.3fx  (medians %5.2fx, bests %5.2fx, CPU %5.2fx)   %s"):format(of, name,
       v, m, b, cpu, target == false and "(no target: client:create without validate, encode, glue)"
       or not target and "(no target over plain HTTP)"
       or ("target: >= %sx -> %s"):format(target, v >= target and "met" or "MISSED")))
