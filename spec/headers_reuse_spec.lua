@@ -136,6 +136,27 @@ describe("request header lists of the C transports", function()
     h:close()
   end)
 
+  it("multi_new sends each transfer's own URL on a pooled handle, parsed once or by libcurl", function()
+    local m = core.multi_new({ max_concurrent = 1 })
+    local calls = {
+      { url .. "/a", "/a" }, { url .. "/a", "/a" }, { url .. "/q?x=1&y=%20z", "/q?x=1&y=%20z" },
+      { url:gsub("^http://", "") .. "/t", "/t" }, { url .. "/p/./r/../s", "/p/s" }, { url .. "/a", "/a" },
+    }
+    for i, c in ipairs(calls) do
+      local id = m:add("POST", c[1], nil, "b")
+      local got
+      for _ = 1, 100 do
+        local list = m:perform(100)
+        if list[1] then got = list[1]; break end
+      end
+      assert.equal(id, got.id)
+      assert.equal(200, got.status, "call " .. i)
+      assert.equal("Request-Line: POST " .. c[2] .. " HTTP/1.1", got.body:match("^[^\n]*"), "call " .. i)
+    end
+    assert.equal(1, m:info().pooled)
+    m:close()
+  end)
+
   it("multi_new sends each transfer's own headers on pooled handles", function()
     local m = core.multi_new({ max_concurrent = 1 })
     for i, c in ipairs(CALLS) do

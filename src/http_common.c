@@ -395,15 +395,49 @@ int plink_http_want_headers(int error_headers_only, long status)
     return !error_headers_only || status < 200 || status > 299;
 }
 
-CURLcode plink_easy_set_request(CURL *c, int method, const char *url,
+CURLcode plink_easy_set_url(CURL *c, const char *url, CURLU **held)
+{
+    CURLU *u = curl_url();
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_easy_setopt(c, CURLOPT_CURLU, u) == CURLE_OK) {
+        curl_url_cleanup(*held);          /* replaced on the handle above */
+        *held = u;
+        return CURLE_OK;
+    }
+    curl_url_cleanup(u);
+    curl_easy_setopt(c, CURLOPT_CURLU, (CURLU *)NULL);
+    curl_url_cleanup(*held);
+    *held = NULL;
+    return curl_easy_setopt(c, CURLOPT_URL, url);
+}
+
+CURLcode plink_easy_set_request(CURL *c, int method, const char *url, plink_url_held *held,
                                 struct curl_slist *list, const char *body, size_t len)
 {
     /* Every per-request option is set each time, so nothing leaks from the
-     * previous request on a reused handle. URL is copied (it can fail); the
+     * previous request on a reused handle, except the URL handle of an
+     * unchanged URL, which stays set. The URL is parsed (it can fail); the
      * others only store a value. */
-    PLINK_SET(CURLOPT_URL, url);
+    if (!(held->url && held->u && strcmp(held->url, url) == 0)) {
+        CURLcode rc;
+        free(held->url);
+        held->url = NULL;
+        rc = plink_easy_set_url(c, url, &held->u);
+        if (rc != CURLE_OK)
+            return rc;
+        if (held->u)        /* no copy (out of memory): parsed again next time */
+            held->url = strdup(url);
+    }
     PLINK_SET(CURLOPT_HTTPHEADER, list);
     return plink_easy_set_method(c, method, body, len);
+}
+
+void plink_url_held_free(plink_url_held *held)
+{
+    curl_url_cleanup(held->u);
+    held->u = NULL;
+    free(held->url);
+    held->url = NULL;
 }
 
 CURLcode plink_easy_set_method(CURL *c, int method, const char *body, size_t len)

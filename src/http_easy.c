@@ -63,7 +63,7 @@ typedef struct {
      * not set again. url is our malloc'd copy, or NULL: unknown, set it. */
     char *url;
     size_t url_len;
-    /* The URL parsed once (CURLOPT_CURLU), or NULL: libcurl parses
+    /* The URL parsed once (plink_easy_set_url), or NULL: libcurl parses
      * CURLOPT_URL itself then, on every request. */
     CURLU *curlu;
     const struct curl_slist *hlist_set;
@@ -128,28 +128,6 @@ static void http_free(http_handle *h)
     h->closed = 1;
 }
 
-/* Sets url on the handle as a URL handle libcurl does not parse again:
- * given CURLOPT_URL, libcurl parses the string at the start of every
- * request (~14,000 instructions a request with 7.88, a sixth of its work
- * on a kept-alive HTTPS POST); given CURLOPT_CURLU, it reads the parts.
- * A URL curl_url_set refuses goes to CURLOPT_URL, so libcurl reports it
- * as it always did. */
-static CURLcode http_set_url(http_handle *h, const char *url)
-{
-    CURLU *u = curl_url();
-    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-        curl_easy_setopt(h->curl, CURLOPT_CURLU, u) == CURLE_OK) {
-        curl_url_cleanup(h->curlu);       /* replaced on the handle above */
-        h->curlu = u;
-        return CURLE_OK;
-    }
-    curl_url_cleanup(u);
-    curl_easy_setopt(h->curl, CURLOPT_CURLU, (CURLU *)NULL);
-    curl_url_cleanup(h->curlu);
-    h->curlu = NULL;
-    return curl_easy_setopt(h->curl, CURLOPT_URL, url);
-}
-
 /* Sets the request on the handle; the URL and header list only when they
  * differ from what the handle holds (libcurl keeps both between transfers,
  * as a raw libcurl loop does). Any failure forgets what is held, so the next
@@ -161,7 +139,7 @@ static CURLcode http_set_request(http_handle *h, const plink_http_req *r,
     if (!h->url || h->url_len != r->url_len || memcmp(h->url, r->url, r->url_len) != 0) {
         free(h->url);
         h->url = NULL;
-        rc = http_set_url(h, r->url);
+        rc = plink_easy_set_url(h->curl, r->url, &h->curlu);
         if (rc == CURLE_OK && (h->url = malloc(r->url_len + 1)) != NULL) {
             memcpy(h->url, r->url, r->url_len + 1);
             h->url_len = r->url_len;

@@ -89,6 +89,7 @@ typedef struct xfer {
     int has_body;
     int warm;                     /* a warm transfer: a fresh connection */
     struct curl_slist *headers;
+    plink_url_held url;           /* kept with the easy handle, like headers */
     CURLcode rc;                  /* result, once done */
     int unsent;                   /* failed before it could be sent */
     int max_sends;
@@ -164,6 +165,7 @@ static void xfer_destroy(xfer *x)
     x->headers = NULL;
     if (x->easy)
         curl_easy_cleanup(x->easy);
+    plink_url_held_free(&x->url);        /* after the handle that used it */
     plink_resp_free(&x->resp);
     free(x);
 }
@@ -209,7 +211,7 @@ static void xfer_start(multi_handle *m, xfer *x)
     plink_resp_reset(&x->resp);
     x->resp.max_sends = x->max_sends;
     x->unsent = 0;
-    x->rc = plink_easy_set_request(x->easy, x->method, x->data, x->headers,
+    x->rc = plink_easy_set_request(x->easy, x->method, x->data, &x->url, x->headers,
                                    x->has_body ? x->data + strlen(x->data) + 1 : NULL,
                                    x->body_len);
     if (x->rc != CURLE_OK) {            /* half set: must not run */
