@@ -197,6 +197,8 @@ static void xfer_start(multi_handle *m, xfer *x)
             xl_move(m, x, X_DONE);
             return;
         }
+        /* A new handle holds no URL yet, whatever x->url says. */
+        plink_url_held_free(&x->url);
         /* The duplicate points at the template's buffers: rebind. It does
          * not inherit the share handle either. */
         plink_easy_setup_tls(x->easy, m->ca, m->share);
