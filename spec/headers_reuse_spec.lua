@@ -62,6 +62,19 @@ local function sent(body)
   return t
 end
 
+-- Adds one transfer to m (nothing else in flight) and returns its result.
+local function one_transfer(m, method, u, headers, body)
+  local id = m:add(method, u, headers, body)
+  for _ = 1, 100 do
+    local list = m:perform(100)
+    if list[1] then
+      assert.equal(id, list[1].id)
+      return list[1]
+    end
+  end
+  error("transfer " .. id .. " did not finish")
+end
+
 describe("request header lists of the C transports", function()
   local url, stop
   lazy_setup(function() url, stop = start_echo() end)
@@ -143,13 +156,7 @@ describe("request header lists of the C transports", function()
       { url:gsub("^http://", "") .. "/t", "/t" }, { url .. "/p/./r/../s", "/p/s" }, { url .. "/a", "/a" },
     }
     for i, c in ipairs(calls) do
-      local id = m:add("POST", c[1], nil, "b")
-      local got
-      for _ = 1, 100 do
-        local list = m:perform(100)
-        if list[1] then got = list[1]; break end
-      end
-      assert.equal(id, got.id)
+      local got = one_transfer(m, "POST", c[1], nil, "b")
       assert.equal(200, got.status, "call " .. i)
       assert.equal("Request-Line: POST " .. c[2] .. " HTTP/1.1", got.body:match("^[^\n]*"), "call " .. i)
     end
@@ -160,13 +167,7 @@ describe("request header lists of the C transports", function()
   it("multi_new sends each transfer's own headers on pooled handles", function()
     local m = core.multi_new({ max_concurrent = 1 })
     for i, c in ipairs(CALLS) do
-      local id = m:add(c[1], url .. "/", c[2], c[3])
-      local got
-      for _ = 1, 100 do
-        local list = m:perform(100)
-        if list[1] then got = list[1]; break end
-      end
-      assert.equal(id, got.id)
+      local got = one_transfer(m, c[1], url .. "/", c[2], c[3])
       assert.equal(200, got.status, "call " .. i)
       assert.same(want(c), sent(got.body), "call " .. i)
     end

@@ -395,49 +395,66 @@ int plink_http_want_headers(int error_headers_only, long status)
     return !error_headers_only || status < 200 || status > 299;
 }
 
-CURLcode plink_easy_set_url(CURL *c, const char *url, CURLU **held)
+/* Sets url on c as a URL handle (CURLOPT_CURLU); *u is the one set on c
+ * now, or NULL, and is replaced (the old one freed once c no longer points
+ * at it). A URL curl_url_set refuses goes to CURLOPT_URL instead (*u NULL),
+ * so libcurl reports it as it always did. */
+static CURLcode plink_easy_set_url(CURL *c, const char *url, CURLU **u)
 {
-    CURLU *u = curl_url();
-    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-        curl_easy_setopt(c, CURLOPT_CURLU, u) == CURLE_OK) {
-        curl_url_cleanup(*held);          /* replaced on the handle above */
-        *held = u;
+    CURLU *nu = curl_url();
+    if (nu && curl_url_set(nu, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_easy_setopt(c, CURLOPT_CURLU, nu) == CURLE_OK) {
+        curl_url_cleanup(*u);             /* replaced on the handle above */
+        *u = nu;
         return CURLE_OK;
     }
-    curl_url_cleanup(u);
+    curl_url_cleanup(nu);
     curl_easy_setopt(c, CURLOPT_CURLU, (CURLU *)NULL);
-    curl_url_cleanup(*held);
-    *held = NULL;
+    curl_url_cleanup(*u);
+    *u = NULL;
     return curl_easy_setopt(c, CURLOPT_URL, url);
+}
+
+CURLcode plink_url_hold(CURL *c, const char *url, size_t len, plink_url_held *held)
+{
+    CURLcode rc;
+    if (held->url && held->len == len && memcmp(held->url, url, len) == 0)
+        return CURLE_OK;                  /* still set on c */
+    plink_url_forget(held);
+    rc = plink_easy_set_url(c, url, &held->u);
+    /* without a copy (out of memory) the URL is only set again next time */
+    if (rc == CURLE_OK && (held->url = malloc(len + 1)) != NULL) {
+        memcpy(held->url, url, len + 1);
+        held->len = len;
+    }
+    return rc;
+}
+
+void plink_url_forget(plink_url_held *held)
+{
+    free(held->url);
+    held->url = NULL;
+}
+
+void plink_url_held_free(plink_url_held *held)
+{
+    plink_url_forget(held);
+    curl_url_cleanup(held->u);
+    held->u = NULL;
 }
 
 CURLcode plink_easy_set_request(CURL *c, int method, const char *url, plink_url_held *held,
                                 struct curl_slist *list, const char *body, size_t len)
 {
     /* Every per-request option is set each time, so nothing leaks from the
-     * previous request on a reused handle, except the URL handle of an
-     * unchanged URL, which stays set. The URL is parsed (it can fail); the
-     * others only store a value. */
-    if (!(held->url && held->u && strcmp(held->url, url) == 0)) {
-        CURLcode rc;
-        free(held->url);
-        held->url = NULL;
-        rc = plink_easy_set_url(c, url, &held->u);
-        if (rc != CURLE_OK)
-            return rc;
-        if (held->u)        /* no copy (out of memory): parsed again next time */
-            held->url = strdup(url);
-    }
+     * previous request on a reused handle, except an unchanged URL, which
+     * stays set. The URL is parsed (it can fail); the others only store a
+     * value. */
+    CURLcode rc = plink_url_hold(c, url, strlen(url), held);
+    if (rc != CURLE_OK)
+        return rc;
     PLINK_SET(CURLOPT_HTTPHEADER, list);
     return plink_easy_set_method(c, method, body, len);
-}
-
-void plink_url_held_free(plink_url_held *held)
-{
-    curl_url_cleanup(held->u);
-    held->u = NULL;
-    free(held->url);
-    held->url = NULL;
 }
 
 CURLcode plink_easy_set_method(CURL *c, int method, const char *body, size_t len)

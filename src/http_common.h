@@ -136,22 +136,23 @@ struct curl_slist *plink_http_headers_cached(lua_State *L, int idx, size_t n,
  * reads the headers of a success). */
 int plink_http_want_headers(int error_headers_only, long status);
 
-/* Sets url on c as a URL handle libcurl does not parse again: given
- * CURLOPT_URL, libcurl parses the string at the start of every request
- * (~14,000 instructions a request with 7.88, a sixth of its work on a
- * kept-alive HTTPS POST); given CURLOPT_CURLU, it reads the parts. *held is
- * the URL handle set on c now, or NULL; it is replaced (the old one freed
- * once c no longer points at it). A URL curl_url_set refuses goes to
- * CURLOPT_URL instead (*held NULL), so libcurl reports it as it always
- * did. The caller frees *held after the easy handle. */
-CURLcode plink_easy_set_url(CURL *c, const char *url, CURLU **held);
-
-/* A pooled easy handle's URL handle and the URL it was parsed from, kept
- * while the next request goes to the same URL. */
+/* The URL an easy handle holds, as a URL handle libcurl does not parse
+ * again: given CURLOPT_URL, libcurl parses the string at the start of
+ * every request (~14,000 instructions a request with 7.88, a sixth of its
+ * work on a kept-alive HTTPS POST); given CURLOPT_CURLU, it reads the
+ * parts. u is the URL handle set on the easy handle (NULL when libcurl got
+ * CURLOPT_URL: a URL curl_url_set refuses, which libcurl then reports as it
+ * always did); url (len bytes) is a copy of what is set, or NULL: unknown,
+ * set it. Zeroed to start; freed after the easy handle. */
 typedef struct {
     CURLU *u;
     char *url;
+    size_t len;
 } plink_url_held;
+/* Sets url on c unless held says c holds it already. */
+CURLcode plink_url_hold(CURL *c, const char *url, size_t len, plink_url_held *held);
+/* Forgets what is set (the next plink_url_hold sets the URL again). */
+void plink_url_forget(plink_url_held *held);
 void plink_url_held_free(plink_url_held *held);
 
 /* Per-request settings; body may be NULL (an empty body for non-GET). The

@@ -58,14 +58,9 @@ typedef struct {
     plink_resp resp;       /* buffers of the current response */
     void *ca;              /* shared CA store (http_tls.c), or NULL */
     struct curl_slist *hlist;  /* request headers of the last call, reused */
-    /* What CURLOPT_URL and CURLOPT_HTTPHEADER hold, so that an unchanged
-     * URL (libcurl copies it: a strdup and free per request) and list are
-     * not set again. url is our malloc'd copy, or NULL: unknown, set it. */
-    char *url;
-    size_t url_len;
-    /* The URL parsed once (plink_easy_set_url), or NULL: libcurl parses
-     * CURLOPT_URL itself then, on every request. */
-    CURLU *curlu;
+    /* What the handle holds, so that an unchanged URL (parsed once) and
+     * header list are not set again. */
+    plink_url_held url;
     const struct curl_slist *hlist_set;
     int error_headers_only;    /* no response-header table on 2xx */
     plink_share *share;    /* the client's share handle, or NULL */
@@ -120,10 +115,7 @@ static void http_free(http_handle *h)
     curl_slist_free_all(h->hlist);
     h->hlist = NULL;
     h->hlist_set = NULL;
-    free(h->url);
-    h->url = NULL;
-    curl_url_cleanup(h->curlu);           /* after the handle that used it */
-    h->curlu = NULL;
+    plink_url_held_free(&h->url);         /* after the handle that used it */
     plink_resp_free(&h->resp);
     h->closed = 1;
 }
@@ -135,16 +127,7 @@ static void http_free(http_handle *h)
 static CURLcode http_set_request(http_handle *h, const plink_http_req *r,
                                  struct curl_slist *list)
 {
-    CURLcode rc = CURLE_OK;
-    if (!h->url || h->url_len != r->url_len || memcmp(h->url, r->url, r->url_len) != 0) {
-        free(h->url);
-        h->url = NULL;
-        rc = plink_easy_set_url(h->curl, r->url, &h->curlu);
-        if (rc == CURLE_OK && (h->url = malloc(r->url_len + 1)) != NULL) {
-            memcpy(h->url, r->url, r->url_len + 1);
-            h->url_len = r->url_len;
-        }
-    }
+    CURLcode rc = plink_url_hold(h->curl, r->url, r->url_len, &h->url);
     if (rc == CURLE_OK && h->hlist_set != list) {
         rc = curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, list);
         h->hlist_set = rc == CURLE_OK ? list : NULL;
@@ -152,8 +135,7 @@ static CURLcode http_set_request(http_handle *h, const plink_http_req *r,
     if (rc == CURLE_OK)
         rc = plink_easy_set_method(h->curl, r->method, r->body, r->body_len);
     if (rc != CURLE_OK) {
-        free(h->url);
-        h->url = NULL;
+        plink_url_forget(&h->url);
         h->hlist_set = NULL;
     }
     return rc;
@@ -209,7 +191,7 @@ static int http_perform(lua_State *L, int usual)
     int prc, unsent = 0, max_sends;
 
     /* the URL and headers the handle holds were checked when they were set */
-    plink_http_check_request_known(L, "request", &r, h->url, h->url_len, h->hlist);
+    plink_http_check_request_known(L, "request", &r, h->url.url, h->url.len, h->hlist);
     max_sends = plink_http_check_sends(L, 6);
     if (h->closed || !h->curl || h->busy) {
         lua_pushnil(L);

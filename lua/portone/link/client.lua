@@ -252,13 +252,10 @@ function Client.__tostring(self)
   return ("portone.link client (%s%s)"):format(self._base_url, self._closed and ", closed" or "")
 end
 
--- Resolves the token for one call: a string, or what a function returns.
--- A function may return `nil, err` (err passed on if it is an error object),
+-- Calls a token function for one call's token. It may return `nil, err` (err passed on if it is an error object),
 -- return nil (no Authorization header), or raise (kind transport, with its
 -- message: the token is not known then, so a function must not put it there).
-local function resolve_token(self)
-  local t = self._token()
-  if type(t) ~= "function" then return true, t end
+local function call_token(t)
   local ok, v, e = pcall(t)
   if not ok then
     return false, errors.new("transport", "token function failed: " .. tostring(v), { sent = false })
@@ -272,6 +269,13 @@ local function resolve_token(self)
       errors = { { field = "token", code = "type", message = "token function must return a string" } } })
   end
   return true, v
+end
+
+-- Resolves the token for one call: a string, or what a function returns.
+local function resolve_token(self)
+  local t = self._token()
+  if type(t) ~= "function" then return true, t end
+  return call_token(t)
 end
 
 -- Removes the token from every field of the error, in every form the server
@@ -439,9 +443,9 @@ function Client:create(req, opts)
   end
   if self._closed then return nil, closed_error() end
   local token = self._token()
-  if type(token) == "function" then      -- a static token skips this call
+  if type(token) == "function" then
     local ok
-    ok, token = resolve_token(self)
+    ok, token = call_token(token)
     if not ok then token.attempts = 0; return nil, token end
     -- the token function may have closed the client
     if self._closed then return nil, closed_error() end
