@@ -252,9 +252,10 @@ function Client.__tostring(self)
   return ("portone.link client (%s%s)"):format(self._base_url, self._closed and ", closed" or "")
 end
 
--- Calls a token function for one call's token. It may return `nil, err` (err passed on if it is an error object),
--- return nil (no Authorization header), or raise (kind transport, with its
--- message: the token is not known then, so a function must not put it there).
+-- Calls a token function for one call's token. It may return `nil, err`
+-- (err passed on if it is an error object), return nil (no Authorization
+-- header), or raise (kind transport, with its message: the token is not
+-- known then, so a function must not put it there).
 local function call_token(t)
   local ok, v, e = pcall(t)
   if not ok then
