@@ -113,6 +113,7 @@
 /* stack of a call */
 #define CODEC_ERRS    4   /* the error list, made on the first error */
 #define CODEC_ANCHORS 5   /* the anchor table of this call */
+#define CODEC_OWNBUFS 6   /* the buffers of a nested call (codec_walk) */
 
 typedef struct codec_bufs {
     plink_buf out;     /* the body, payment_info written escaped */
@@ -1417,6 +1418,7 @@ static int codec_run(lua_State *L, int encode, codec_bufs **bufs)
 static int codec_validate(lua_State *L);
 static int codec_encode(lua_State *L);
 static int codec_link_encode(lua_State *L);
+static int codec_encode_held(lua_State *L);
 
 /* Called when b->busy is found set: 1 when a walk on the shared buffers
  * may really be running below this call (a __gc finalizer calling us),
@@ -1438,7 +1440,12 @@ static int codec_inuse(lua_State *L, const codec_bufs *b)
         lua_getinfo(L, "f", &ar);          /* pushes the function */
         f = lua_tocfunction(L, -1);
         lua_pop(L, 1);
-        if (f == codec_validate || f == codec_encode || f == codec_link_encode)
+        if (f == codec_validate || f == codec_encode || f == codec_link_encode
+            || f == codec_encode_held)
+            return 1;
+        /* a fused create holding the body while it sends it; not the one
+         * that called us (level 1), which holds nothing yet */
+        if (level > 1 && f == plink_http_encode_create)
             return 1;
     }
     return 0;
@@ -1471,7 +1478,7 @@ static int codec_walk(lua_State *L, int encode, lua_Number now, lua_Number limit
     c.nm = b->nm;
     if (b->busy && codec_inuse(L, b)) {     /* a finalizer calling us */
         lua_newtable(L);                     /* 5: anchors of our own */
-        b = codec_newbufs(L);                /* 6: buffers of our own */
+        b = codec_newbufs(L);                /* 6 (CODEC_OWNBUFS) */
     } else {
         lua_pushvalue(L, CODEC_UP_ANCHORS);  /* 5 */
         if (b->busy)                         /* stale: let go what it anchored */
@@ -1564,6 +1571,42 @@ static int codec_encode(lua_State *L)
     codec_bufs *b;
     int nerr = codec_run(L, 1, &b);
     return codec_encode_result(L, b, nerr);
+}
+
+/* The walk of encode for the fused create of the blocking handle
+ * (plink_http_encode_create, http_easy.c): the body is left in the
+ * buffers, not copied into a string. Returns the buffers (a userdata,
+ * which the caller keeps on its stack while it reads the body: the shared
+ * ones, or a nested call's own) or false and the error list. The buffers
+ * stay busy until plink_codec_release; while they are held, codec_inuse
+ * sees the caller's frame, so a nested walk takes buffers of its own. */
+static int codec_encode_held(lua_State *L)
+{
+    codec_bufs *b;
+    int nerr = codec_run(L, 1, &b);
+    if (nerr != 0) {
+        codec_done(b);
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, CODEC_ERRS);
+        return 2;
+    }
+    if (b == lua_touserdata(L, CODEC_UP_BUFS))
+        lua_pushvalue(L, CODEC_UP_BUFS);
+    else
+        lua_pushvalue(L, CODEC_OWNBUFS);
+    return 1;
+}
+
+const char *plink_codec_body(lua_State *L, int idx, size_t *len)
+{
+    codec_bufs *b = (codec_bufs *)lua_touserdata(L, idx);
+    *len = b->out.len;
+    return b->out.p;
+}
+
+void plink_codec_release(lua_State *L, int idx)
+{
+    codec_done((codec_bufs *)lua_touserdata(L, idx));
 }
 
 /* link.encode(req [, opts]) itself (made by core.bind_encode): the common
@@ -1758,5 +1801,6 @@ void plink_codec_open(lua_State *L)
         lua_pushcclosure(L, fn[k], 4);
         lua_setfield(L, -6, fname[k]);
     }
-    lua_pop(L, 4);
+    lua_pushcclosure(L, codec_encode_held, 4);   /* for http_easy.c */
+    lua_setfield(L, LUA_REGISTRYINDEX, PLINK_CODEC_HELD);
 }

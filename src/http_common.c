@@ -287,22 +287,24 @@ static int plink_headers_equal(lua_State *L, int idx, size_t n, int bodyless,
 
 void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r)
 {
-    plink_http_check_request_known(L, fname, r, NULL, 0, NULL);
+    plink_http_check_request_known(L, fname, r, NULL, 0, NULL, 1);
 }
 
 void plink_http_check_request_known(lua_State *L, const char *fname, plink_http_req *r,
                                     const char *known_url, size_t known_len,
-                                    const struct curl_slist *known_list)
+                                    const struct curl_slist *known_list, int body_at_5)
 {
     r->method = luaL_checkoption(L, 2, NULL, plink_http_methods);
     r->url = luaL_checklstring(L, 3, &r->url_len);
     if (!(known_url && known_len == r->url_len && memcmp(known_url, r->url, known_len) == 0) &&
         (strlen(r->url) != r->url_len || strpbrk(r->url, "\r\n \t")))
         luaL_argerror(L, 3, "URL contains white space, CR/LF or NUL");
-    r->body = NULL;
-    r->body_len = 0;
-    if (!lua_isnoneornil(L, 5))
-        r->body = luaL_checklstring(L, 5, &r->body_len);
+    if (body_at_5) {
+        r->body = NULL;
+        r->body_len = 0;
+        if (!lua_isnoneornil(L, 5))
+            r->body = luaL_checklstring(L, 5, &r->body_len);
+    }
     r->headers_known = 0;
     if (known_list && lua_type(L, 4) == LUA_TTABLE) {
         size_t n = plink_rawlen(L, 4);

@@ -112,10 +112,12 @@ void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r
 /* The same, but a url equal to known_url, and headers that make exactly the
  * list known_list (both checked when they were set), are not checked again;
  * r->headers_known then says known_list can be sent as it is (http_easy.c:
- * a client sends the same URL and headers on every create). */
+ * a client sends the same URL and headers on every create). With
+ * body_at_5 0, argument 5 is not read: the caller has set r->body (not
+ * NULL) and r->body_len. */
 void plink_http_check_request_known(lua_State *L, const char *fname, plink_http_req *r,
                                     const char *known_url, size_t known_len,
-                                    const struct curl_slist *known_list);
+                                    const struct curl_slist *known_list, int body_at_5);
 
 /* Builds the curl_slist of the (checked) headers at idx plus "Expect:", and
  * for a request with a method but no body (deactivate's PUT) "Content-Type:",

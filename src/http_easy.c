@@ -12,6 +12,11 @@
  *       --> as request, but a 2xx whose body is the usual create answer
  *       (answer.c) returns only {url =, id =, status =, attempts = sends},
  *       the client's result, read from the buffer: the client's fast path
+ *   h:encode_create(method, url, headers, req, max_sends, now)
+ *       --> as create, with the request table validated and encoded into
+ *       the codec's buffer and sent from there (no body string); false,
+ *       list for an invalid request; results other than the usual table
+ *       end with the wire body (see plink_http_encode_create)
  *   h:connections()  --> connections libcurl opened so far (sum of NUM_CONNECTS)
  *   h:close()        --> frees the curl handle; later requests return nil, info
  *   core.sleep(seconds)   nanosleep, for the retry back-off of the curl transport
@@ -177,43 +182,56 @@ static int http_report(lua_State *L)
     return 2;
 }
 
-/* h:request(method, url, headers, body[, max_sends]); with `usual` (h:create,
- * the same arguments) a usual create answer comes back as the client's
- * result table alone (see http_report). */
-static int http_perform(lua_State *L, int usual)
+/* With `held` (the fused create, below): every result but the usual
+ * answer's table gets the wire body as a fifth value (after nils up to
+ * four), for the client's retries; then the codec's buffers are let go.
+ * Without: the n results as they are. */
+static int http_wire(lua_State *L, int n, int held)
 {
-    http_handle *h = http_check(L);
-    plink_http_req r;
+    const char *p;
+    size_t len;
+    if (!held)
+        return n;
+    for (; n < 4; n++)
+        lua_pushnil(L);
+    p = plink_codec_body(L, held, &len);
+    lua_pushlstring(L, p, len);
+    plink_codec_release(L, held);
+    return 5;
+}
+
+/* The transfer of the checked request r, and its results (http_report).
+ * The arguments' slots up to `top` stay on the stack until the end: they
+ * keep the body referenced (a string, or the codec's buffers at `held`). */
+static int http_transfer(lua_State *L, http_handle *h, const plink_http_req *r,
+                         int max_sends, int usual, int top, int held)
+{
     struct curl_slist *list;
     CURLcode rc;
     long status = 0, nconn = 0;
     int sends;
-    int prc, unsent = 0, max_sends;
+    int prc, unsent = 0;
 
-    /* the URL and headers the handle holds were checked when they were set */
-    plink_http_check_request_known(L, "request", &r, h->url.url, h->url.len, h->hlist);
-    max_sends = plink_http_check_sends(L, 6);
     if (h->closed || !h->curl || h->busy) {
         lua_pushnil(L);
         plink_push_info(L, "transport", h->busy ? "the HTTP handle is in use "
                         "(a request from a finalizer during a request)"
                         : "the HTTP handle is closed", -1, 0);
-        return 2;
+        return http_wire(L, 2, held);
     }
 
     /* No Lua errors from here until the transfer is over. The list is the
      * handle's (reused while the headers stay the same, freed by __gc). */
-    list = r.headers_known ? h->hlist
-         : plink_http_headers_cached(L, 4, r.nheaders, r.method != 0 && !r.body, &h->hlist);
+    list = r->headers_known ? h->hlist
+         : plink_http_headers_cached(L, 4, r->nheaders, r->method != 0 && !r->body, &h->hlist);
     if (!list) {
         lua_pushnil(L);
         plink_push_info(L, "transport", "out of memory building headers", -1, 0);
-        return 2;
+        return http_wire(L, 2, held);
     }
     plink_resp_reset(&h->resp);
     h->resp.max_sends = max_sends;
-    /* The body string stays on the Lua stack for the whole transfer. */
-    rc = http_set_request(h, &r, list);
+    rc = http_set_request(h, r, list);
     if (rc == CURLE_OK) {
         rc = curl_easy_perform(h->curl);
         if (curl_easy_getinfo(h->curl, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK)
@@ -221,18 +239,18 @@ static int http_perform(lua_State *L, int usual)
     } else {
         unsent = 1;           /* half set: must not run (a PUT as a POST) */
     }
-    /* The body is the caller's string: libcurl must not keep it. The header
-     * list is the handle's own and stays set (freed after the handle). */
+    /* The body is the caller's: libcurl must not keep it. The header list
+     * is the handle's own and stays set (freed after the handle). */
     curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, (char *)NULL);
     if (unsent) {
         lua_pushnil(L);
         plink_push_info(L, "transport", curl_easy_strerror(rc), (int)rc, 0);
-        return 2;
+        return http_wire(L, 2, held);
     }
     sends = h->resp.sends;
 
     /* Only Lua-owned memory from here on (buffers live in the userdata). */
-    lua_settop(L, 5);
+    lua_settop(L, top);
     if (rc == CURLE_OK)
         curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
     /* Nothing below allocates before the protected call (http_report is
@@ -246,7 +264,7 @@ static int http_perform(lua_State *L, int usual)
         lua_pushnil(L);
     lua_pushinteger(L, (lua_Integer)status);
     lua_pushboolean(L, usual);
-    prc = lua_pcall(L, 4, 2, 0);                /* 6, 7 */
+    prc = lua_pcall(L, 4, 2, 0);                /* top + 1, top + 2 */
     h->busy = 0;
     if (h->closed)                       /* by a finalizer, while busy */
         http_free(h);
@@ -255,17 +273,70 @@ static int http_perform(lua_State *L, int usual)
     if (prc != LUA_OK)
         return lua_error(L);
     if (rc != CURLE_OK) {                /* info, nil -> nil, info */
-        lua_insert(L, 6);
-        return 2;
+        lua_insert(L, top + 1);
+        return http_wire(L, 2, held);
     }
-    if (lua_istable(L, 6)) {             /* the usual answer's result */
-        lua_settop(L, 6);
+    if (lua_istable(L, top + 1)) {       /* the usual answer's result */
+        lua_settop(L, top + 1);
+        if (held)
+            plink_codec_release(L, held);
         return 1;
     }
     lua_pushinteger(L, (lua_Integer)status);
-    lua_insert(L, 6);
+    lua_insert(L, top + 1);
     lua_pushinteger(L, sends);
-    return 4;                            /* status, body, headers, sends */
+    return http_wire(L, 4, held);        /* status, body, headers, sends */
+}
+
+/* h:request(method, url, headers, body[, max_sends]); with `usual`
+ * (h:create, the same arguments) a usual create answer comes back as the
+ * client's result table alone (see http_report). */
+static int http_perform(lua_State *L, int usual)
+{
+    http_handle *h = http_check(L);
+    plink_http_req r;
+    int max_sends;
+    /* the URL and headers the handle holds were checked when they were set */
+    plink_http_check_request_known(L, "request", &r, h->url.url, h->url.len, h->hlist, 1);
+    max_sends = plink_http_check_sends(L, 6);
+    return http_transfer(L, h, &r, max_sends, usual, 5, 0);
+}
+
+/* h:encode_create(method, url, headers, req, max_sends, now): h:create
+ * with the request table in place of the body. The request is validated
+ * and encoded first (the walk of core.encode, into the codec's buffers)
+ * and the body sent from there: it becomes a string only when the client
+ * needs it again. Returns false, list for a request that is not valid
+ * (nothing sent); the usual answer's result table; else what h:create
+ * returns, then the wire body: nil, info, nil, nil, body or status, body,
+ * headers, sends, body.
+ * The other arguments are checked after the walk: it allocates, so a
+ * finalizer may run during it (and change a headers table, or this
+ * handle's list through a request of its own); nothing runs Lua code
+ * between the check and the transfer. A raise while the buffers are held
+ * leaves them busy for the next walk to take back (codec.c). */
+int plink_http_encode_create(lua_State *L)
+{
+    http_handle *h = http_check(L);
+    plink_http_req r;
+    lua_Number now;
+    int max_sends;
+    lua_settop(L, 7);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    max_sends = plink_http_check_sends(L, 6);
+    now = luaL_checknumber(L, 7);
+    luaL_argcheck(L, now == now, 7, "now must not be NaN");
+    lua_pushvalue(L, lua_upvalueindex(2));       /* the walk (codec.c) */
+    lua_pushvalue(L, 5);
+    lua_pushvalue(L, 7);
+    lua_call(L, 2, 2);                           /* 8, 9 */
+    if (!lua_toboolean(L, 8))
+        return 2;                                /* false, list */
+    lua_settop(L, 8);                            /* the buffers, held */
+    r.body = plink_codec_body(L, 8, &r.body_len);
+    plink_http_check_request_known(L, "encode_create", &r, h->url.url, h->url.len,
+                                   h->hlist, 0);
+    return http_transfer(L, h, &r, max_sends, 1, 8, 8);
 }
 
 static int http_request(lua_State *L)
@@ -347,6 +418,10 @@ void plink_http_easy_open(lua_State *L)
     lua_pushcfunction(L, http_report);
     lua_pushcclosure(L, http_create, 1);
     lua_setfield(L, -2, "create");
+    lua_pushcfunction(L, http_report);
+    lua_getfield(L, LUA_REGISTRYINDEX, PLINK_CODEC_HELD);   /* codec.c, opened first */
+    lua_pushcclosure(L, plink_http_encode_create, 2);
+    lua_setfield(L, -2, "encode_create");
     lua_pop(L, 1);
     lua_pushcfunction(L, http_new);
     lua_setfield(L, -2, "http_new");

@@ -19,6 +19,17 @@ void plink_codec_open(lua_State *L);
 void plink_http_easy_open(lua_State *L);
 void plink_http_multi_open(lua_State *L);
 void plink_answer_open(lua_State *L);
+/* The fused create (h:encode_create, http_easy.c) sends the body from the
+ * codec's buffers (codec.c). PLINK_CODEC_HELD names, in the registry, the
+ * walk of encode that leaves the body there: f(req, now) --> buffers
+ * (a userdata) | false, list. The body is read with plink_codec_body and
+ * the buffers let go with plink_codec_release (idx: where the userdata
+ * is); a raise in between leaves them busy until a later walk finds no
+ * frame of plink_http_encode_create holding them. */
+#define PLINK_CODEC_HELD "portone.link.codec_encode_held"
+const char *plink_codec_body(lua_State *L, int idx, size_t *len);
+void plink_codec_release(lua_State *L, int idx);
+int plink_http_encode_create(lua_State *L);
 /* The usual create answer, read in place (answer.c): the URL's pieces in the
  * body (esc: a slash was written "\/", so the URL is rebuilt decoded). */
 typedef struct {

@@ -221,13 +221,15 @@ function M.new(opts)
   local transport = o.transport
   if type(transport) ~= "table" then transport = transports.open(transport, o) end
   local self = setmetatable({}, Client)
-  -- The curl transport's C handle, for create's first send: h:create reads
-  -- the usual answer in C and returns the result (no body string, no
-  -- decoding in Lua). Only a transport opened here: an object passed in is
-  -- always called through its request method.
+  -- The curl transport's C handle, for create's first send:
+  -- h:encode_create validates and encodes the request into the codec's
+  -- buffer, sends it from there and reads the usual answer in C into the
+  -- result (no body string unless a retry needs one, no decoding in Lua).
+  -- Only a transport opened here: an object passed in is always called
+  -- through its request method.
   if type(o.transport) ~= "table" and transport.handle then
     self._h = transport:handle()
-    self._h_create = self._h.create      -- no method lookup per call
+    self._h_create = self._h.encode_create   -- no method lookup per call
   end
   -- Private state lives in a closure-free table keyed off the client, so that
   -- pairs(client) / inspect(client) shows no token.
@@ -389,13 +391,9 @@ end
 local PARTS = setmetatable({}, { __mode = "k" })
 local encode = core.encode
 
--- The body of a create and its URL and header list for `token`
--- ({url =, headers =}, built once per token): body, parts, or nil, err with
--- protocol.create_request's errors in the same order (body, then header
--- values).
-local function create_body(self, token, req, now)
-  local body, list = encode(req, now)
-  if not body then return nil, errors.validation(list) end
+-- The URL and header list of a create for `token` ({url =, headers =},
+-- built once per token), or nil, err for a bad header value.
+local function create_parts(self, token)
   local p = PARTS[self]
   if not p or p.token ~= token then
     local headers, err = protocol.headers(self:_cfg(token), true)
@@ -403,6 +401,17 @@ local function create_body(self, token, req, now)
     p = { token = token, headers = headers, url = self._base_url .. protocol.PATH }
     PARTS[self] = p
   end
+  return p
+end
+
+-- The body of a create and its parts: body, parts, or nil, err with
+-- protocol.create_request's errors in the same order (body, then header
+-- values).
+local function create_body(self, token, req, now)
+  local body, list = encode(req, now)
+  if not body then return nil, errors.validation(list) end
+  local p, err = create_parts(self, token)
+  if not p then return nil, err end
   return body, p
 end
 
@@ -439,8 +448,12 @@ function Client:create(req, opts)
   if type(req) ~= "table" then
     error(("bad argument #1 to 'create' (table expected, got %s)"):format(type(req)), 2)
   end
-  if opts ~= nil and (type(opts) ~= "table" or (opts.now ~= nil and type(opts.now) ~= "number")) then
-    error("bad argument #2 to 'create' (table {now = number} expected)", 2)
+  if opts ~= nil then
+    -- false: not a table, or now = false; NaN would pass every expiry check
+    local on = type(opts) == "table" and opts.now
+    if on == false or (on ~= nil and (type(on) ~= "number" or on ~= on)) then
+      error("bad argument #2 to 'create' (table {now = number} expected)", 2)
+    end
   end
   if self._closed then return nil, closed_error() end
   local token = self._token()
@@ -451,15 +464,26 @@ function Client:create(req, opts)
     -- the token function may have closed the client
     if self._closed then return nil, closed_error() end
   end
-  local body, p = create_body(self, token, req, opts and opts.now or os.time())
-  if not body then p.attempts = 0; return nil, p end
+  local now = opts and opts.now or os.time()
   local h = self._h
-  if h and not self._on_attempt then
-    -- attempt 1 in one C call: the usual answer comes back as the result
-    local s, b, hd, n = self._h_create(h, "POST", p.url, p.headers, body, 2)
+  local p = h and not self._on_attempt and create_parts(self, token)
+  if p then
+    -- validation and attempt 1 in one C call: the usual answer comes back
+    -- as the result; any other outcome of the send with the wire body
+    local s, b, hd, n, body = self._h_create(h, "POST", p.url, p.headers, req, 2, now)
     if type(s) == "table" then return s end
+    if s == false then
+      local err = errors.validation(b)
+      err.attempts = 0
+      return nil, err
+    end
     return self:_run("create", "POST", p.url, p.headers, body, create_result, token, s, b, hd, n)
   end
+  -- the general path (also a bad header value, reported after the body's
+  -- errors)
+  local body
+  body, p = create_body(self, token, req, now)
+  if not body then p.attempts = 0; return nil, p end
   return self:_run("create", "POST", p.url, p.headers, body, create_result, token)
 end
 
