@@ -108,7 +108,7 @@ local function contenders(url, tls)
   -- layer's), and the body it sends
   local cfg = client:_cfg(nil)
   local heads0 = require("portone.link.protocol").headers(cfg, true)
-  local heads = { table.unpack(heads0) }
+  local heads = { (table.unpack or unpack)(heads0) }   -- LuaJIT too
   heads[#heads + 1] = "Expect:"
   local body = assert(link.encode(request()))
   local bodyf, samef, onef = dir .. "/body.json", dir .. "/same.txt", dir .. "/one.txt"
