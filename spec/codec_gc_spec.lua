@@ -9,16 +9,8 @@ local requests = require "helpers.requests"
 
 local NOW = requests.DOCS_NOW
 
--- An object whose finalizer calls f: a table with __gc on 5.2+, a newproxy
--- userdata on 5.1 / LuaJIT (which ignore __gc on tables).
-local function finalized(f)
-  if newproxy then -- luacheck: ignore 113
-    local u = newproxy(true) -- luacheck: ignore 113
-    getmetatable(u).__gc = f
-    return u
-  end
-  return setmetatable({}, { __gc = f })
-end
+local gc = require "helpers.gc"
+local finalized = gc.finalized
 
 -- Every key the spec puts in a request has this shape (and nothing else
 -- keeps the strings alive): an unknown_field error must name such a key,
@@ -214,14 +206,7 @@ if newproxy then -- luacheck: ignore 113
   describe("the codec after a raise inside its walk", function()
     local function bytes_per_encode(n)
       local req = requests.bench()
-      core.encode(req, NOW)
-      collectgarbage("collect")
-      collectgarbage("stop")
-      local before = collectgarbage("count")
-      for _ = 1, n do core.encode(req, NOW) end
-      local kb = collectgarbage("count") - before
-      collectgarbage("restart")
-      return kb * 1024 / n
+      return gc.bytes_per_call(n, function() core.encode(req, NOW) end)
     end
 
     it("takes its shared buffers back: later calls allocate no more than before", function()

@@ -177,14 +177,7 @@ if newproxy then -- luacheck: ignore 113
 
     local function bytes_per_encode(n)
       local req, now = cases.request(), os.time()
-      assert(core.encode(req, now))
-      collectgarbage("collect")
-      collectgarbage("stop")
-      local before = collectgarbage("count")
-      for _ = 1, n do core.encode(req, now) end
-      local kb = collectgarbage("count") - before
-      collectgarbage("restart")
-      return kb * 1024 / n
+      return gc.bytes_per_call(n, function() assert(core.encode(req, now)) end)
     end
 
     -- Creates whose result building (a 503) runs finalizers that raise,
@@ -205,15 +198,9 @@ if newproxy then -- luacheck: ignore 113
 
     local function bytes_per_create(h, url, n)
       local req = cases.request()
-      collectgarbage("collect")
-      collectgarbage("stop")
-      local before = collectgarbage("count")
-      for _ = 1, n do
+      return gc.bytes_per_call(n, function()
         assert(type(h:encode_create("POST", url, HEADERS, req, 2, os.time())) == "table")
-      end
-      local kb = collectgarbage("count") - before
-      collectgarbage("restart")
-      return kb * 1024 / n
+      end)
     end
 
     it("takes the shared buffers back", function()

@@ -64,4 +64,17 @@ function M.eager_gc(fn)
   if not ok then error(err, 0) end
 end
 
+--- Bytes Lua allocates per call of fn(), over n calls with the collector
+-- stopped (after one call outside the count).
+function M.bytes_per_call(n, fn)
+  fn()
+  collectgarbage("collect")
+  collectgarbage("stop")
+  local before = collectgarbage("count")
+  for _ = 1, n do fn() end
+  local kb = collectgarbage("count") - before
+  collectgarbage("restart")
+  return kb * 1024 / n
+end
+
 return M
