@@ -50,12 +50,18 @@ local function read(path)
 end
 M.read = read
 
---- A free TCP port on loopback (bind to 0, read it back, close).
-function M.free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
+--- n free TCP ports on loopback (default 1), all different: each socket
+-- stays bound until all are read, so the kernel cannot hand out one port
+-- twice (a config that listened twice on one port once failed CI).
+function M.free_port(n)
+  local socks, ports = {}, {}
+  for i = 1, n or 1 do
+    socks[i] = assert(socket.bind("127.0.0.1", 0))
+    local _, port = socks[i]:getsockname()
+    ports[i] = tonumber(port)
+  end
+  for _, s in ipairs(socks) do s:close() end
+  return (table.unpack or unpack)(ports) -- luacheck: ignore 113 (5.1)
 end
 
 --- Makes a test PKI in `dir` with the openssl CLI: a CA, a leaf for
@@ -251,10 +257,11 @@ function M.start(opts)
   -- When run as root the workers run as nobody: let them read the prefix
   -- (test keys only) and write the temp paths.
   sh("chmod -R a+rX " .. q(prefix) .. " && chmod a+rwx " .. q(prefix .. "/tmp"))
+  local port, up_port, up_tls_port, rogue_port, other_port = M.free_port(5)
   local self = setmetatable({
     prefix = prefix, certs = certs,
-    port = M.free_port(), up_port = M.free_port(), up_tls_port = M.free_port(),
-    rogue_port = M.free_port(), other_port = M.free_port(),
+    port = port, up_port = up_port, up_tls_port = up_tls_port,
+    rogue_port = rogue_port, other_port = other_port,
   }, Server)
   self.url = "http://127.0.0.1:" .. self.port
   self.upstream = {
