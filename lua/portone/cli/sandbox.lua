@@ -117,14 +117,18 @@ M.CLEAN_ENV = "env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_1 -u LUA_CPATH_5_1 -u 
   .. " -u LUA_INIT_5_1 "
 
 --- The /bin/sh wrapper that runs nginx in the foreground for a plan.
+-- A trapped signal ends `wait` early with 128 + its number, whether or not
+-- nginx is still running (Ctrl-C reaches nginx too, which then exits at
+-- once): so after a signal it waits again, for nginx's own status. A wait
+-- for a status already collected says 127 and keeps the one it had.
 function M.wrapper(plan)
   local P = quote(plan.prefix)
   return table.concat({
     M.CLEAN_ENV .. sandbox.command(plan) .. " </dev/null &",
     "pid=$!",
-    "trap 'kill -TERM $pid 2>/dev/null' INT TERM HUP",
-    "wait $pid; rc=$?",
-    "while kill -0 $pid 2>/dev/null; do wait $pid; rc=$?; done",
+    "trap 'sig=1; kill -TERM $pid 2>/dev/null' INT TERM HUP",
+    "rc=127",
+    "while :; do sig=; wait $pid; r=$?; [ $r -ne 127 ] && rc=$r; [ -z \"$sig\" ] && break; done",
     "if [ $rc -ne 0 ] && [ -f " .. P .. "/error.log ]; then tail -n 15 " .. P .. "/error.log >&2; fi",
     "rm -rf " .. P,
     "exit $rc",
