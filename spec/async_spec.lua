@@ -688,11 +688,8 @@ end)
 -- tables (they allocate). It must not free or recycle the transfer being
 -- reported. The transfers fail fast (a closed loopback port), so no server.
 describe("core.multi_new and finalizers during perform", function()
-  local make = newproxy and function(f)           -- LuaJIT / 5.1
-    local p = newproxy(true)
-    getmetatable(p).__gc = f
-    return p
-  end or function(f) return setmetatable({}, { __gc = f }) end
+  local gc = require "helpers.gc"
+  local make = gc.finalized
 
   local function closed_port()
     local s = assert(socket.bind("127.0.0.1", 0))
@@ -708,45 +705,41 @@ describe("core.multi_new and finalizers during perform", function()
   -- after each round that had one.
   local function rounds(act, check)
     local N, url, hits = 256, closed_port(), 0
-    pcall(collectgarbage, "incremental")
-    local pause = collectgarbage("setpause", 0)        -- GC steps all the time
-    local stepmul = collectgarbage("setstepmul", 1000)
-    local deadline = now() + 30
-    while hits < 2 and now() < deadline do
-      local m = core.multi_new({ max_concurrent = N })
-      local ids, seen, twice, other, hit = {}, {}, 0, 0, false
-      local state = {}
-      for i = 1, N do ids[i] = m:add("POST", url, JSON, "{}") end
-      local fin
-      fin = function()
-        local ok, info = pcall(m.info, m)
-        if not ok or info.closed or hit then return end
-        if info.done > 0 then
-          hits, hit = hits + 1, true
-          pcall(act, m, state)
-        else
-          make(fin)
+    gc.eager_gc(function()                             -- GC steps all the time
+      local deadline = now() + 30
+      while hits < 2 and now() < deadline do
+        local m = core.multi_new({ max_concurrent = N })
+        local ids, seen, twice, other, hit = {}, {}, 0, 0, false
+        local state = {}
+        for i = 1, N do ids[i] = m:add("POST", url, JSON, "{}") end
+        local fin
+        fin = function()
+          local ok, info = pcall(m.info, m)
+          if not ok or info.closed or hit then return end
+          if info.done > 0 then
+            hits, hit = hits + 1, true
+            pcall(act, m, state)
+          else
+            make(fin)
+          end
         end
-      end
-      for _ = 1, 20 do make(fin) end
-      local running = 1
-      while running > 0 and now() < deadline do
-        local list
-        list, running = m:perform(100)
-        for _, c in ipairs(list) do
-          if seen[c.id] then twice = twice + 1 end
-          seen[c.id] = true
-          if not (c.err and c.err.kind == "transport") then other = other + 1 end
+        for _ = 1, 20 do make(fin) end
+        local running = 1
+        while running > 0 and now() < deadline do
+          local list
+          list, running = m:perform(100)
+          for _, c in ipairs(list) do
+            if seen[c.id] then twice = twice + 1 end
+            seen[c.id] = true
+            if not (c.err and c.err.kind == "transport") then other = other + 1 end
+          end
         end
+        assert.equal(0, twice, "a completion reported twice")
+        assert.equal(0, other, "a completion that is not a transport error")
+        if hit then check(m, seen, ids, state) end
+        m:close()
       end
-      assert.equal(0, twice, "a completion reported twice")
-      assert.equal(0, other, "a completion that is not a transport error")
-      if hit then check(m, seen, ids, state) end
-      m:close()
-    end
-    collectgarbage("setpause", pause)
-    collectgarbage("setstepmul", stepmul)
-    collectgarbage()
+    end)
     assert.is_true(hits > 0, "no finalizer ran while perform reported")
   end
 

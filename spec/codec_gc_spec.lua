@@ -218,8 +218,7 @@ if newproxy then -- luacheck: ignore 113
         collectgarbage("setpause", 1)
         collectgarbage("setstepmul", 1000)
         for _ = 1, 20 do
-          local u = newproxy(true) -- luacheck: ignore 113
-          getmetatable(u).__gc = function() if inside then error("finalizer failed") end end
+          finalized(function() if inside then error("finalizer failed") end end)
         end
         inside = true
         local ok, e = pcall(core.encode, req, NOW)
