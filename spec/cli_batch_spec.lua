@@ -238,6 +238,42 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert.equal(3, sb:stats().requests)
   end)
 
+  it("--resume --allow-duplicates skips the lines already created (the line numbers read back"
+    .. " as numbers match the input's)", function()
+    local inp = t:path("rdup.jsonl")
+    C.write(inp, table.concat({ C.request_json(1, nil, "rdup"), C.request_json(1, nil, "rdup"),
+      C.request_json(2, nil, "rdup") }, "\n") .. "\n")
+    local out = t:path("rdup.out")
+    assert.equal(0, run_batch("--allow-duplicates", out, inp))
+    assert.equal(3, sb:stats().requests)
+    local code, _, err = run_batch("--resume --allow-duplicates", out, inp)
+    assert.equal(0, code)
+    assert.truthy(err:find("0 created, 0 failed (0 invalid), 3 skipped (created before)", 1, true), err)
+    assert.equal(3, sb:stats().requests)
+    assert.equal(3, count_state(C.slurp(out), "created"))
+  end)
+
+  it("a merchant_uid that looks like a line's key never takes the record of a bad line", function()
+    -- line 3 is not JSON: it was never sent, and its record must not stand
+    -- for the merchant_uid "#3" (or "#3.0") of line 1, which was created
+    for _, uid in ipairs({ "#3", "#3.0" }) do
+      sb:reset()
+      local inp, out = t:path("bk.jsonl"), t:path("bk-" .. uid:sub(2) .. ".out")
+      C.write(inp, table.concat({ C.request_json(1, { merchant_uid = uid }),
+        C.request_json(2, nil, "bk"), "{not json" }, "\n") .. "\n")
+      assert.equal(1, run_batch("", out, inp))
+      assert.equal(2, sb:stats().requests)
+      for _ = 1, 2 do
+        local code, _, err = run_batch("--resume", out, inp)
+        assert.equal(1, code)   -- line 3 is still bad
+        assert.truthy(err:find("0 created, 1 failed (1 invalid), 2 skipped (created before)", 1, true),
+          err)
+      end
+      assert.equal(2, sb:stats().requests)
+      assert.equal(1, links_by_uid(sb)[uid])
+    end
+  end)
+
   it("--retry-failed sends only the lines that failed", function()
     local inp, out = input(t, 6, "rf"), t:path("rf.jsonl")
     sb:faults("create", { { delay_ms = 0 }, { status = 422 }, { delay_ms = 0 }, { status = 400 } })

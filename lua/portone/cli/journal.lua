@@ -27,10 +27,20 @@ local ORDER = { "line", "merchant_uid", "state", "ok", "url", "id", "status", "e
 -- or with `--allow-duplicates` (where one merchant_uid may be on several
 -- lines) the merchant_uid and the line number. A line without a
 -- merchant_uid (bad JSON) is keyed by its number: it was never sent.
+-- The line number is written as an integer (lua-cjson reads `"line":1`
+-- back as 1.0 on Lua 5.4, and "1.0" would match no input line), and a
+-- merchant_uid's key starts with "$", a bare line's with "#", so no
+-- merchant_uid can take the record of a bad line.
 function M.key(line, uid, by_line)
-  if type(uid) ~= "string" then return "#" .. line end
-  if by_line then return uid .. "#" .. line end
-  return uid
+  local n = ("%d"):format(line)
+  if type(uid) ~= "string" then return "#" .. n end
+  if by_line then return "$" .. uid .. "#" .. n end
+  return "$" .. uid
+end
+
+-- a line number as a results file can hold it: a positive integer
+local function is_line(v)
+  return type(v) == "number" and v >= 1 and v < 2^53 and v % 1 == 0
 end
 
 --- Reads a results file. Returns states (key -> last record), a count of
@@ -46,7 +56,7 @@ function M.read(path, by_line)
   local states, bad = {}, 0
   for line in text:gmatch("[^\n]+") do
     local r = cjson.decode(line)
-    if type(r) == "table" and type(r.line) == "number" and type(r.state) == "string" then
+    if type(r) == "table" and is_line(r.line) and type(r.state) == "string" then
       states[M.key(r.line, r.merchant_uid, by_line)] = r
     else
       bad = bad + 1
