@@ -498,6 +498,41 @@ describe("client async calls", function()
     c:close()
   end)
 
+  it("sends: a 503 after a send that got no answer ends a create: the link may exist", function()
+    local c = client({ retries = 2 })
+    warm(c, 3)
+    assert(sb:faults("create", { { reset_after = true }, { status = 503 } }))
+    local got
+    c:create_async(request(), function(res, err) got = { res = res, err = err } end)
+    run(c)
+    assert.is_nil(got.res)
+    assert.equal(503, got.err.status, tostring(got.err))
+    assert.equal(1, got.err.unanswered)
+    assert.is_false(got.err.retryable)
+    assert.equal(2, got.err.attempts)
+    assert.equal(2, sb:stats().requests - 3)   -- the three warm HEADs before
+    assert.equal(1, sb:stats().creates)        -- the reset one made its link
+    c:close()
+  end)
+
+  it("sends: the one re-send is per call, not per retry (a deactivate: 503 between two resets)",
+      function()
+    local c = client({ retries = 1 })
+    warm(c, 3)
+    assert(sb:faults("deactivate", { { reset_after = true }, { status = 503 },
+      { reset_after = true }, { reset_after = true } }))
+    local got
+    c:deactivate_async("abcdefgh", function(ok, err) got = { ok = ok, err = err } end)
+    run(c)
+    assert.is_nil(got.ok)
+    assert.equal("transport", got.err.kind, tostring(got.err))
+    -- reset, 503, then reset with no second re-send; with one it would be 4
+    assert.equal(3, got.err.attempts, tostring(got.err))
+    assert.equal(2, got.err.unanswered)
+    assert.equal(3, sb:stats().requests - 3)
+    c:close()
+  end)
+
   it("core: m:add(..., max_sends) bounds libcurl's re-sends and reports sends", function()
     local m = core.multi_new({ max_concurrent = 4 })
     sb:latency(150)

@@ -317,6 +317,27 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert.equal(6, sb:stats().requests)
   end)
 
+  it("a 503 after a send that got no answer may exist: recorded unknown, not resent by"
+    .. " --retry-failed", function()
+    local inp, out = input(t, 3, "una"), t:path("una.jsonl")
+    -- line 2: its send on the kept-alive connection is reset after the
+    -- sandbox made the link, libcurl's re-send gets a 503
+    sb:faults("create", { { delay_ms = 0 }, { reset_after = true }, { status = 503 } })
+    local code, _, err = run_batch("--concurrency 1", out, inp)
+    assert.equal(1, code)
+    local recs = C.records(C.slurp(out))
+    local last = {}
+    for _, r in ipairs(recs) do last[r.merchant_uid] = r end
+    assert.equal("unknown", last["una-2"].state)
+    assert.equal(1, last["una-2"].error.unanswered)
+    assert.truthy(err:find("these links may exist: line 2 (merchant_uid una-2)", 1, true), err)
+    local before = sb:stats().requests
+    code = run_batch("--retry-failed", out, inp)
+    assert.equal(1, code)
+    assert.equal(before, sb:stats().requests)
+    assert.equal(1, links_by_uid(sb)["una-2"])
+  end)
+
   it("a result that cannot be written goes to stderr, and no new create starts", function()
     local inp = input(t, 5, "full")
     local code = C.exit_code(os.execute("env PORTONE_LINK_PROGRESS=0 " .. (os.getenv("PLINK_LUA") or "lua5.4")

@@ -86,6 +86,10 @@ describe("sends per call (transport double)", function()
     assert.is_nil(res)
     assert.equal(503, err.status)
     assert.equal(2, err.attempts)       -- 0 + 0 + 2
+    -- the first of the two sends got no answer: the link may exist
+    assert.equal(1, err.unanswered)
+    assert.is_false(err.retryable)
+    assert.equal(3, #t.calls)           -- and no retry after it
   end)
 end)
 

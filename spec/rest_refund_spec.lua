@@ -126,6 +126,22 @@ describe("link.rest against the sandbox", function()
       p = assert(rest:cancel{ imp_uid = imp, amount = 1000, checksum = 9000 })
       assert.equal(2000, p.cancel_amount)     -- the cut one and this one, nothing else
     end)
+
+    it("a 503 to the silent re-send of a cancel whose first send got no answer is not retryable",
+        function()
+      local imp = paid{ amount = 10000 }
+      assert(rest:payment(imp))               -- the connection is kept alive
+      -- the cancel is done, then the connection is reset; libcurl sends it
+      -- again on a new one, which is refused with a 503
+      assert(sb:faults("cancel", { { reset_after = true }, { status = 503 } }))
+      local p, err = rest:cancel{ imp_uid = imp, amount = 1000 }
+      assert.is_nil(p)
+      assert.equal("http", err.kind, tostring(err))
+      assert.equal(503, err.status)
+      assert.equal(1, err.unanswered)
+      assert.is_false(err.retryable)          -- the refund went through
+      assert.equal(1000, assert(rest:payment(imp)).cancel_amount)
+    end)
   end)
 
   describe("find", function()

@@ -297,16 +297,47 @@ function M.run(name, make_client, run_opts)
       assert.equal(3, stats().creates)
     end)
 
-    case("sends: the one re-send is per call, not per retry (503 between two resets)", function()
+    case("sends: a 503 after a send that got no answer ends a create: the link may exist", function()
       local c = client({ retries = 2 })
       assert(c:create(M.request()))
-      assert(sb:faults("create", { { reset_after = true }, { status = 503 }, { reset_after = true },
-        { reset_after = true } }))
+      assert(sb:faults("create", { { reset_after = true }, { status = 503 } }))
       local res, err = c:create(M.request())
       assert.is_nil(res)
+      assert.equal("http", err.kind, tostring(err))
+      assert.equal(503, err.status)
+      assert.equal(1, err.unanswered)     -- the reset one: the sandbox made its link
+      assert.is_false(err.retryable)      -- retrying could make a second link
+      assert.equal(2, err.attempts, tostring(err))
+      assert.equal(1 + 2, stats().requests)
+      assert.equal(1 + 1, stats().creates)   -- the first create and the reset one
+    end)
+
+    case("sends: an answered retry carries no unanswered count", function()
+      local c = client({ retries = 1 })
+      assert(c:create(M.request()))
+      assert(sb:faults("create", { { status = 503 }, { status = 503 } }))
+      local res, err = c:create(M.request())
+      assert.is_nil(res)
+      assert.equal(503, err.status)
+      assert.is_nil(err.unanswered)
+      assert.is_true(err.retryable)
+      assert.equal(2, err.attempts)
+    end)
+
+    case("sends: the one re-send is per call, not per retry (503 between two resets)", function()
+      -- a deactivate (idempotent) is retried after an unanswered send; one
+      -- retry, so a second re-send would show as a 4th send
+      local c = client({ retries = 1 })
+      local made = assert(c:create(M.request()))
+      assert(sb:faults("deactivate", { { reset_after = true }, { status = 503 }, { reset_after = true },
+        { reset_after = true } }))
+      local before = stats().requests
+      local ok, err = c:deactivate(made.id)
+      assert.is_nil(ok)
       assert.equal("transport", err.kind, tostring(err))
       assert.equal(3, err.attempts, tostring(err))   -- reset, 503, reset: not sent a 4th time
-      assert.equal(1 + 3, stats().requests)
+      assert.equal(2, err.unanswered)
+      assert.equal(before + 3, stats().requests)
     end)
 
     -- ------------------------------------------------------------- secrets

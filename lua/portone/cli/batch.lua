@@ -127,18 +127,7 @@ local function plan(items, states, o)
   return work, skipped, maybe, untried
 end
 
--- True when a failed create may still have made a link: the request left
--- and no clear refusal came back (a timeout or a connection lost after
--- sending, an answer too large or unreadable, a 5xx other than 503). The
--- same cases the retry rules refuse to re-send a create for.
-local function may_exist(err)
-  local k = err.kind
-  if k == "timeout" or k == "transport" then return err.sent ~= false end
-  if k == "decode" then return true end
-  if k == "http" then return (tonumber(err.status) or 0) >= 500 and err.status ~= 503 end
-  return false
-end
-M.may_exist = may_exist
+local may_exist = common.may_exist
 
 local function check_flags(o, pos)
   if #pos ~= 1 then return "expects one FILE.jsonl or -" end

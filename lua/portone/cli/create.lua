@@ -33,8 +33,20 @@ function M.main(args)
     else io.stdout:write(res.url, "\n") end
     return common.OK
   end
-  if o.json then common.json_line({ error = common.error_table(err) })
-  else io.stderr:write("portone-link create: ", common.describe_error(err), "\n") end
+  -- sent with no clear answer: running the command again could make a
+  -- second link, so say so (the link API has no lookup by merchant_uid)
+  local maybe = common.may_exist(err)
+  if o.json then
+    local e = common.error_table(err)
+    e.may_exist = maybe
+    common.json_line({ error = e })
+  else
+    io.stderr:write("portone-link create: ", common.describe_error(err), "\n")
+    if maybe then
+      io.stderr:write("portone-link create: the request was sent and no clear answer came back:"
+        .. " the link may exist; check before you create it again\n")
+    end
+  end
   return err.kind == "validation" and common.USAGE or common.FAILED
 end
 

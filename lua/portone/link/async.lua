@@ -175,6 +175,8 @@ function Engine:complete(op, c)
   local k = x.sends_of(c.status, c.err, c.sends)
   op.sends = op.sends + k
   if k > 1 then op.blind = 0 end
+  -- as in client.lua's _run: sends with no answer make a create's error final
+  op.unanswered = (op.unanswered or 0) + x.unanswered_of(c.status, k)
   if c.err then
     err = protocol.transport_error(c.err)
   else
@@ -193,6 +195,7 @@ function Engine:complete(op, c)
     if type(res) == "table" then res.attempts = op.sends end
     return op, res, nil
   end
+  if op.unanswered > 0 then err.unanswered = op.unanswered end
   -- a warm is a probe: its error is the answer, never retried
   local wait = op.op ~= "warm" and retry.delay(op.op, err, op.attempt, self.policy)
   if wait and not self.stopping then

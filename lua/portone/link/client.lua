@@ -293,15 +293,7 @@ local function closed_error()
   return errors.new("transport", "client is closed", { sent = false, retryable = false, attempts = 0 })
 end
 
--- How many times one transport call sent the request: what the transport
--- says, else (a transport without the count) once when it got an answer or
--- did not say it sent nothing.
-local function sends_of(status, info, n)
-  if status then return type(n) == "number" and n or 1 end
-  if type(info) == "table" and type(info.sends) == "number" then return info.sends end
-  if type(info) == "table" and info.sent == false then return 0 end
-  return 1
-end
+local sends_of, unanswered_of = protocol.sends_of, protocol.unanswered_of
 
 -- Calls the user's on_attempt hook; whatever it does (raise, yield an
 -- error, close the client) never changes the call's result.
@@ -336,12 +328,17 @@ end
 -- max_sends = 1. Our own retries of a create follow only an unsent failure
 -- or a 429/503 answer (portone.link.retry).
 --
+-- A send that got no answer (one before a blind re-send, or every send of
+-- a failed transfer) may have been acted on: `err.unanswered` counts them,
+-- and a create error with any is never retried (portone.link.retry), even
+-- when the last send was answered 429 or 503.
+--
 -- `status, rbody, rheaders, n` (optional): what the transport answered to a
 -- first send made by the caller (create's fast call, made only without a
 -- hook), taken as attempt 1.
 function Client:_run(op, method, url, headers, body, decode, token, status, rbody, rheaders, n)
   local t, hook = self._t, self._on_attempt
-  local attempt, sends, blind = 0, 0, 1
+  local attempt, sends, blind, unanswered = 0, 0, 1, 0
   local sent = rbody ~= nil
   while true do
     attempt = attempt + 1
@@ -354,6 +351,7 @@ function Client:_run(op, method, url, headers, body, decode, token, status, rbod
     local k = sends_of(status, rbody, n)
     sends = sends + k
     if k > 1 then blind = 0 end
+    unanswered = unanswered + unanswered_of(status, k)
     local res, err
     if status then
       res, err = decode(status, rbody, rheaders, nil, sends)
@@ -366,6 +364,7 @@ function Client:_run(op, method, url, headers, body, decode, token, status, rbod
       if type(res) == "table" then res.attempts = sends end
       return res
     end
+    if unanswered > 0 then err.unanswered = unanswered end
     local wait = retry.delay(op, err, attempt, self._policy)
     if not wait or self._closed then
       err.attempts = sends
@@ -530,7 +529,7 @@ Client.__close = Client.close
 -- create_async, deactivate_async, poll, timeout, on_error, create_many
 require("portone.link.async").install(Client, {
   resolve_token = resolve_token, scrub = scrub, closed_error = closed_error,
-  sends_of = sends_of, report = report, event = event,
+  sends_of = sends_of, unanswered_of = unanswered_of, report = report, event = event,
   create_request = create_request, create_result = create_result })
 
 return M

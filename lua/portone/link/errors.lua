@@ -7,7 +7,10 @@
 -- Fields an error may carry: `kind` and `message` (always); `retryable`
 -- (always: whether the failure itself may be retried); `attempts` (client
 -- calls: how many times the request went out over the whole call, the
--- transports' silent re-sends included; 0 when nothing was sent); `errors`
+-- transports' silent re-sends included; 0 when nothing was sent);
+-- `unanswered` (client calls, absent when 0: the sends that got no answer;
+-- a create error with it may have made the link and is not `retryable`);
+-- `errors`
 -- (validation: the list of `{field, code, message}`, plus `suggestion` for
 -- `unknown_field` and `enum`);
 -- `status` (the HTTP status of an answer); `code` (PortOne's non-zero `code`);

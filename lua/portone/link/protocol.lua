@@ -314,6 +314,23 @@ function M.deactivate_result(status, body, headers, now)
   return true
 end
 
+--- How many times one transport call sent the request: what the transport
+-- says, else (a transport without the count) once when it got an answer or
+-- did not say it sent nothing.
+function M.sends_of(status, info, n)
+  if status then return type(n) == "number" and n or 1 end
+  if type(info) == "table" and type(info.sends) == "number" then return info.sends end
+  if type(info) == "table" and info.sent == false then return 0 end
+  return 1
+end
+
+--- How many of a transport call's k sends got no answer: all of them after
+-- a failure, all but the answered last one after an answer.
+function M.unanswered_of(status, k)
+  if status then return k - 1 end
+  return k
+end
+
 --- An error object from a transport failure.
 -- @param info what the transport returned after `nil`: a table
 --   `{kind = "transport"|"timeout", message =, curl_code =, sent =, too_large =, permanent =}`

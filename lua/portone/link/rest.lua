@@ -181,39 +181,50 @@ local function http_error(what, status, message, fields)
 end
 
 -- Sends one request; returns the decoded envelope's `response`, or nil, err.
--- `status` of the HTTP answer is returned second either way.
+-- `status` of the HTTP answer is returned second either way. An error
+-- carries `unanswered` when a send got no answer (the transport's silent
+-- re-send): a refund with it may have gone through (portone.link.retry).
 function Rest:_call(method, path, headers, body, what)
+  local r, err, status, unanswered = self:_call1(method, path, headers, body, what)
+  if err and unanswered > 0 then err.unanswered = unanswered end
+  return r, err, status
+end
+
+function Rest:_call1(method, path, headers, body, what)
   headers[#headers + 1] = "Accept: application/json"
   headers[#headers + 1] = "User-Agent: " .. self.user_agent
-  local status, rbody = self.transport:request(method, self.base_url .. path, headers, body)
-  if not status then return nil, transport_error(self, rbody, what) end
+  local status, rbody, _, n = self.transport:request(method, self.base_url .. path, headers, body)
+  local unanswered = protocol.unanswered_of(status, protocol.sends_of(status, rbody, n))
+  if not status then return nil, transport_error(self, rbody, what), nil, unanswered end
   local t = type(rbody) == "string" and decode(rbody) or nil
   -- scrub, then cut: a cut first could leave the start of an echoed secret
   local cut = errors.cut(scrub(self, rbody))
   if status == 401 then
-    return nil, errors.new("auth", what .. ": unauthorized", { status = status, body = cut }), status
+    return nil, errors.new("auth", what .. ": unauthorized", { status = status, body = cut }), status,
+      unanswered
   end
   if type(t) ~= "table" then
     if status < 200 or status > 299 then
-      return nil, http_error(what, status, nil, { status = status, body = cut }), status
+      return nil, http_error(what, status, nil, { status = status, body = cut }), status, unanswered
     end
     return nil, errors.new("decode", what .. ": the answer is not a JSON object",
-      { status = status, body = cut }), status
+      { status = status, body = cut }), status, unanswered
   end
   local code = tonumber(t.code)
   local message = type(t.message) == "string" and scrub(self, t.message) or nil
   if status < 200 or status > 299 then
     return nil, http_error(what, status, message,
-      { status = status, code = scrub(self, code), body = cut }), status
+      { status = status, code = scrub(self, code), body = cut }), status, unanswered
   end
   if code ~= 0 then
     return nil, errors.new("api", what .. ": " .. (message or "non-zero code"),
-      { status = status, code = scrub(self, t.code), body = cut }), status
+      { status = status, code = scrub(self, t.code), body = cut }), status, unanswered
   end
   if type(t.response) ~= "table" then
-    return nil, errors.new("decode", what .. ": no response object", { status = status, body = cut }), status
+    return nil, errors.new("decode", what .. ": no response object", { status = status, body = cut }), status,
+      unanswered
   end
-  return t.response, nil, status
+  return t.response, nil, status, unanswered
 end
 
 function Rest:_fetch_token()
@@ -457,8 +468,9 @@ end
 --   balance refused, no such payment), `validation`, `auth`, `http`,
 --   `transport`, `timeout`, `decode`. A cancel is not idempotent:
 --   `err.retryable` follows the rules of a create (retry only when the
---   request surely did not reach PortOne, or on 429/503); after any other
---   failure, look the payment up before trying again. libcurl itself may
+--   request surely did not reach PortOne, or on a 429/503 to its only
+--   send: with `err.unanswered` it is false); after any other failure,
+--   look the payment up before trying again. libcurl itself may
 --   send the request a second time when a reused connection dies before
 --   any answer (once per call: see "Sends per call" in the errors guide):
 --   pass `checksum`, and PortOne refuses the copy.

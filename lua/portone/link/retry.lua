@@ -41,6 +41,9 @@ local PERMANENT_CURL = { [1] = true, [3] = true, [58] = true, [59] = true, [60] 
 -- lookup) gets the idempotent rules.
 function M.retryable(op, err)
   local kind = err.kind
+  -- a send of this call got no answer: PortOne may have made the link, so
+  -- a 429 or 503 to a later send of it says nothing about that one
+  if op == "create" and (err.unanswered or 0) > 0 then return false end
   if kind == "transport" or kind == "timeout" then
     if err.too_large or err.permanent or PERMANENT_CURL[err.curl_code] then return false end
     if err.sent == false then return true end
