@@ -33,6 +33,22 @@ local function request(over)
   return cases.request(cases.merge({ title = "Async test", merchant_uid = "order-1" }, over))
 end
 
+-- calls f until it returns true; the 10 s only stop a loop that never ends
+local function wait_until(f)
+  local t0 = now()
+  while not f() do
+    assert(now() - t0 < 10, "waited 10 s")
+    socket.sleep(0.005)
+  end
+end
+
+-- merchant_uid -> number of links the sandbox holds for it
+local function links_of(sb)
+  local n = {}
+  for _, l in pairs(sb:admin("GET", "links")) do n[l.merchant_uid] = (n[l.merchant_uid] or 0) + 1 end
+  return n
+end
+
 describe("core.multi_new", function()
   local sb
   setup(function() sb = helper.start() end)
@@ -170,8 +186,12 @@ describe("core.multi_new", function()
     local b = m:add("POST", sb.url .. API, JSON, helper.create_body({ merchant_uid = "b" }))
     local c = m:add("POST", sb.url .. API, JSON, helper.create_body({ merchant_uid = "c" }))
     m:perform(0)                       -- a is in flight, b and c queued
-    assert.is_true(m:cancel(a))
-    assert.is_true(m:cancel(c))
+    local ok, started = m:cancel(a)
+    assert.is_true(ok)
+    assert.is_true(started)            -- it may have been sent
+    ok, started = m:cancel(c)
+    assert.is_true(ok)
+    assert.is_false(started)           -- never left the queue
     assert.is_false(m:cancel(c))
     assert.is_false(m:cancel(12345))
     local done = drain(m)
@@ -650,6 +670,45 @@ describe("client async calls", function()
     core.multi_new = real
     c:close()
     assert(ok, err)
+  end)
+
+  it("cancel says whether the call may have reached PortOne", function()
+    sb:latency(300)
+    local c = client({ max_concurrent = 1 })
+    local called = 0
+    local a = c:create_async(request({ merchant_uid = "ca1" }), function() called = called + 1 end)
+    local b = c:create_async(request({ merchant_uid = "ca2" }), function() called = called + 1 end)
+    wait_until(function() c:poll(10); return sb:stats().requests >= 1 end)   -- a is at the sandbox
+    local ok, maybe = c:cancel(b)
+    assert.is_true(ok)
+    assert.is_false(maybe)             -- queued behind a: never sent
+    ok, maybe = c:cancel(a)
+    assert.is_true(ok)
+    assert.is_true(maybe)              -- sent: its link may exist
+    wait_until(function() return sb:stats().creates == 1 end)
+    assert.equal(0, called)
+    assert.is_nil(links_of(sb)["ca2"])
+    c:close()
+  end)
+
+  it("close returns the handles of the cancelled calls that may have reached PortOne", function()
+    sb:latency(300)
+    local c = client({ max_concurrent = 3 })
+    local handles, called = {}, 0
+    for i = 1, 4 do
+      handles[i] = c:create_async(request({ merchant_uid = "cl" .. i }), function() called = called + 1 end)
+    end
+    wait_until(function() c:poll(10); return sb:stats().requests >= 3 end)   -- 3 in flight, 1 queued
+    local ok, maybe = c:close()
+    assert.is_true(ok)
+    table.sort(maybe)
+    assert.same({ handles[1], handles[2], handles[3] }, maybe)
+    wait_until(function() return sb:stats().creates == 3 end)   -- they were made
+    assert.equal(0, called)
+    -- closing again: nothing left
+    ok, maybe = c:close()
+    assert.is_true(ok)
+    assert.same({}, maybe)
   end)
 
   it("close cancels everything in flight; no callback after close", function()

@@ -20,7 +20,8 @@
  *   m:timeout()      --> ms until libcurl wants perform again (-1: only on
  *                        socket activity; 0: now)
  *   m:fds()          --> readable, writable: arrays of fds to watch
- *   m:cancel(id)     --> true if the transfer was pending (never reported)
+ *   m:cancel(id)     --> true if the transfer was pending (never reported),
+ *                        and whether it had started (so may have been sent)
  *   m:info()         --> {queued, in_flight, done, pooled, opening (connections
  *                        being opened), sockets (open), connections}
  *   m:connections()  --> connections libcurl opened so far
@@ -730,7 +731,9 @@ static int multi_cancel(lua_State *L)
                     curl_multi_remove_handle(m->multi, x->easy);
                 xfer_recycle(m, x);
                 lua_pushboolean(L, 1);
-                return 1;
+                /* started: it may have been sent (and, done, answered) */
+                lua_pushboolean(L, i != X_QUEUED);
+                return 2;
             }
         }
     }

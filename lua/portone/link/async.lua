@@ -6,7 +6,7 @@
 --    local running, errs = client:poll(timeout_ms)  -- call it from your loop
 --    client:timeout()      --> ms until poll has work (-1: nothing pending)
 --    client:on_error(fn)   -- errors raised by callbacks go here
---    client:cancel(handle) --> true when the call was still pending
+--    client:cancel(handle) --> true, may_exist when the call was still pending
 --    client:create_many(reqs, {concurrency = 32, on_progress = fn})
 --        --> {{res = ...} | {err = ...}, ...} in input order
 --
@@ -30,7 +30,9 @@
 --
 -- **close()** (or dropping the client: the multi handle has its own `__gc`)
 -- cancels every pending call and frees the handles. No callback runs after
--- `close`.
+-- `close`; it returns the handles of the cancelled calls PortOne may have
+-- acted on (their transfer had started), so that no sent create goes
+-- unnoticed; `cancel(handle)` says the same of one call.
 --
 -- **External event loops.** Simplest: call `client:poll(0)` on every tick.
 -- Better: sleep at most `client:timeout()` ms (libcurl's own
@@ -265,21 +267,36 @@ function Engine:timeout()
   return t
 end
 
+-- Cancels op: true and whether the server may have acted on it (its
+-- transfer had started; or, waiting for a retry, an earlier send of it got
+-- no clear refusal: never so for a create, which is retried only after
+-- one); false when it had finished.
 function Engine:cancel(op)
   if op.done or op.cancelled then return false end
   op.cancelled = true
+  local acted = (op.unanswered or 0) > 0 or (op.op ~= "create" and op.sends > 0)
   if op.tid and self.by_id[op.tid] == op then
     self.by_id[op.tid] = nil
-    self.m:cancel(op.tid)
+    local _, started = self.m:cancel(op.tid)
+    acted = acted or started == true
   end
   self.n = self.n - 1
-  return true
+  return true, acted
 end
 
+-- Cancels every pending op; returns those the server may have acted on.
 function Engine:close()
+  local maybe = {}
+  for _, list in ipairs({ self.by_id, self.timers }) do
+    for _, op in pairs(list) do
+      local _, acted = self:cancel(op)
+      if acted then maybe[#maybe + 1] = op end
+    end
+  end
   self.closed = true
   self.m:close()
   self.by_id, self.timers, self.n = {}, {}, 0
+  return maybe
 end
 
 -- ---------------------------------------------------------------------------
@@ -510,8 +527,10 @@ function M.install(Client, internals)
   end
 
   --- Cancels a pending call: its callback will not run.
-  -- @return true when the call was pending; false when it is unknown or
-  --   already finished (its callback then runs, or ran)
+  -- @return true when the call was pending, and then whether it may have
+  --   reached PortOne (its request was on its way or sent: a create's link
+  --   may exist); false when it is unknown or already finished (its
+  --   callback then runs, or ran)
   function Client:cancel(handle)
     local a = rawget(self, "_async")
     if self._closed or not a then return false end
@@ -524,15 +543,18 @@ function M.install(Client, internals)
   local sync_close = Client.close
   --- Closes the client (see `portone.link.client`): also cancels every
   -- pending async call (their callbacks never run) and frees the multi handle.
-  -- @return true
+  -- @return true, and the handles of the cancelled calls that may have
+  --   reached PortOne (their request was on its way or sent: a create's
+  --   link may exist), in no order; an empty list when none
   function Client:close()
     local a = rawget(self, "_async")
+    local maybe = {}
     if a then
       rawset(self, "_async", nil)
       a.ops = {}
-      a.engine:close()
+      for _, o in ipairs(a.engine:close()) do maybe[#maybe + 1] = o.handle end
     end
-    return sync_close(self)
+    return sync_close(self), maybe
   end
   Client.__close = Client.close
 
