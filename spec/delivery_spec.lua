@@ -274,6 +274,73 @@ describe("on_attempt", function()
       for i = 1, 4 do assert.equal(1, seen[i].sends) end
       c:close()
     end)
+
+    -- drives the client's async calls to the end (the deadline only stops a
+    -- loop that never ends)
+    local function drain(c)
+      local deadline = socket.gettime() + 10
+      while c:poll(50) > 0 do assert(socket.gettime() < deadline) end
+    end
+
+    it("a failure before sending is one event with sent = false, sends = 0", function()
+      local silent = assert(socket.bind("127.0.0.1", 0))
+      local _, port = silent:getsockname()
+      silent:close()                                  -- nothing listens there now
+      local seen = {}
+      local c = link.new({ base_url = "http://127.0.0.1:" .. port, insecure_http = true,
+        retries = 0, on_attempt = function(ev) seen[#seen + 1] = ev end })
+      assert.is_nil(c:create(cases.request()))
+      local got
+      c:create_async(cases.request(), function(r, e) got = r or e end)
+      drain(c)
+      assert.equal("transport", got.kind)
+      assert.equal(2, #seen)
+      for _, ev in ipairs(seen) do
+        assert.same({ "create", 1, "transport", false, 0 },
+          { ev.op, ev.attempt, ev.err_kind, ev.sent, ev.sends })
+        assert.is_nil(ev.status)
+      end
+      c:close()
+    end)
+
+    it("a silent re-send is inside its attempt: one event with sends = 2", function()
+      local seen = {}
+      local c = link.new(cases.merge(cases.FAST, { base_url = sb.url, max_concurrent = 1,
+        on_attempt = function(ev) seen[#seen + 1] = ev end }))
+      assert(c:create(cases.request()))               -- a kept-alive connection
+      assert(sb:faults("create", { { reset_after = true } }))
+      assert.equal(2, assert(c:create(cases.request())).attempts)
+      assert(c:warm(1))                               -- the async pool's connection
+      assert(sb:faults("create", { { reset_after = true } }))
+      local got
+      c:create_async(cases.request(), function(r, e) got = r or e end)
+      drain(c)
+      assert.equal(2, got.attempts, tostring(got))
+      assert.equal(3, #seen)
+      for i = 2, 3 do
+        assert.same({ 1, 200, 2, true }, { seen[i].attempt, seen[i].status, seen[i].sends, seen[i].sent })
+      end
+      c:close()
+    end)
+
+    it("a deactivate says op = \"deactivate\", its method and its attempts", function()
+      local seen = {}
+      local c = link.new(cases.merge(cases.FAST, { base_url = sb.url,
+        on_attempt = function(ev) seen[#seen + 1] = ev end }))
+      local made = assert(c:create(cases.request()))
+      assert(sb:faults("deactivate", { { status = 500 } }))
+      assert(c:deactivate(made.id))                   -- idempotent: retried after the 500
+      local done
+      c:deactivate_async(made.url, function(ok, e) done = ok or e end)
+      drain(c)
+      assert.is_true(done)
+      assert.equal(4, #seen)
+      assert.same({ "deactivate", "PUT", 1, 500, "http" },
+        { seen[2].op, seen[2].method, seen[2].attempt, seen[2].status, seen[2].err_kind })
+      assert.same({ "deactivate", 2, 200 }, { seen[3].op, seen[3].attempt, seen[3].status })
+      assert.same({ "deactivate", 1, 200 }, { seen[4].op, seen[4].attempt, seen[4].status })
+      c:close()
+    end)
   end)
 end)
 

@@ -80,11 +80,16 @@ describe("TLS set-up of the curl transports", function()
     assert.is_nil(res)
     assert.equal("transport", err.kind)
     assert.equal(60, err.curl_code)
+    assert.is_false(err.sent)
+    assert.equal(0, err.attempts)
     local done
     assert(client:create_async(cases.request(), function(r, e) done = { r, e } end))
     drain(client)
     assert.is_nil(done[1])
     assert.equal(60, done[2].curl_code)
+    assert.is_false(done[2].sent)             -- never retried, nothing sent
+    assert.equal(0, done[2].attempts)
+    assert.is_false(done[2].retryable)
     client:close()
   end)
 
@@ -143,6 +148,20 @@ describe("TLS set-up of the curl transports", function()
     assert.equal(8, (async_creates(client, 8)))
     assert.equal(8, m:info().connections)     -- no new connection
     client:close()
+  end)
+
+  it("warm(n) keeps at most max_concurrent connections", function()
+    local client = link.new({ base_url = sb.url, cainfo = bundle, max_concurrent = 2 })
+    assert.is_true(client:warm(5))
+    assert.equal(2, client._async.engine.m:info().connections)
+    client:close()
+  end)
+
+  it("the budgets README promises are the module's defaults", function()
+    local async = require "portone.link.async"
+    assert.equal(0.5, async.POLL_BUDGET_MS)   -- README: "less than 0.5 ms"
+    assert.equal(1, async.MAX_OPENING)        -- README: "one new connection at a time"
+    assert.equal(16, async.DEFAULT_CONCURRENT)
   end)
 
   it("a poll(0) sends queued calls a batch at a time within its budget, the rest later", function()

@@ -187,9 +187,10 @@ function Engine:complete(op, c)
     res, err = DECODE[op.op](c.status, c.body, c.headers, nil, op.sends)
   end
   if err then x.scrub(err, op.token) end
-  -- no event (nor clock read) without a hook, as in client.lua's _run
+  -- no event (nor clock read) without a hook, as in client.lua's _run; a
+  -- warm's HEAD is a connection probe, not an attempt of a call
   local hook = self.hook
-  if hook then
+  if hook and op.op ~= "warm" then
     local r = op.r
     x.report(hook, x.event(op.op, r.method, r.url, op.attempt, k, op.t0, c.status, err))
   end
