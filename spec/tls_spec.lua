@@ -120,6 +120,35 @@ describe("TLS set-up of the curl transports", function()
     client:close()
   end)
 
+  it("connect_timeout bounds a connection whose TLS handshake never completes (sync and async)",
+      function()
+    -- the kernel completes TCP on a listening socket that never accepts; the
+    -- handshake never does. With timeout = 30 s only connect_timeout ends it
+    -- in well under 3 s: its option is set on every handle.
+    local socket = require "socket"
+    local silent = assert(socket.bind("127.0.0.1", 0))
+    local _, port = silent:getsockname()
+    local client = link.new({ base_url = "https://127.0.0.1:" .. port, connect_timeout = 0.3,
+      timeout = 30, retries = 0 })
+    local t0 = socket.gettime()
+    local res, err = client:create(cases.request())
+    assert.is_nil(res)
+    assert.equal("timeout", err.kind, tostring(err))
+    assert.is_false(err.sent)
+    assert.equal(0, err.attempts)
+    assert.is_true(socket.gettime() - t0 < 3, "connect_timeout not applied (sync)")
+    local done
+    t0 = socket.gettime()
+    assert(client:create_async(cases.request(), function(r, e) done = { r, e } end))
+    drain(client, 10)
+    assert.is_nil(done[1])
+    assert.equal("timeout", done[2].kind, tostring(done[2]))
+    assert.is_false(done[2].sent)
+    assert.is_true(socket.gettime() - t0 < 3, "connect_timeout not applied (async)")
+    client:close()
+    silent:close()
+  end)
+
   it("holds the queue while a connection opens, and timeout() then does not say 0", function()
     -- a listening socket that never accepts: the kernel completes TCP, the
     -- TLS handshake never does, so the first connection stays "opening"
