@@ -298,6 +298,31 @@ describe("sandbox", function()
       assert.is_true(socket.gettime() - t0 >= 0.28)
     end)
 
+    it("trickles the body a byte at a time after the headers", function()
+      assert(sb:faults("create", { { trickle_ms = 20 } }))
+      local body = helper.create_body()
+      local c = connect(sb)
+      local t0 = socket.gettime()
+      c:send("POST " .. API .. " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        .. "Content-Length: " .. #body .. "\r\n\r\n" .. body)
+      local line, n = c:receive("*l"), nil
+      while line ~= "" do
+        line = c:receive("*l")
+        n = n or tonumber(line:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)"))
+      end
+      local got, i = {}, 0
+      while i < n do                       -- each byte arrives on its own
+        local b = assert(c:receive(1))
+        i = i + 1
+        got[i] = b
+      end
+      local t_body = socket.gettime() - t0
+      c:close()
+      assert.truthy(cjson.decode(table.concat(got)).shortenedUrl)
+      assert.is_true(t_body >= n * 0.02 * 0.9, "body after " .. t_body)
+      assert.equal(1, sb:stats().creates)
+    end)
+
     it("sends the body slowly after the headers", function()
       assert(sb:faults("create", { { slow_body_ms = 1000 } }))
       local c = connect(sb)

@@ -5,7 +5,8 @@
 -- A fault is a JSON object (docs/guide/sandbox.md, "Faults"):
 --   delay_ms, then one of: reset | status (+ retry_after, body, content_type)
 --   | garbage | oversize | redirect (answered before the handler's answer),
---   or truncate | slow_body_ms | reset_after (applied to the handler's answer).
+--   or truncate | slow_body_ms | trickle_ms | reset_after (applied to the
+--   handler's answer).
 local cjson = require "cjson.safe"
 -- luacheck: globals ngx  (handlers assign ngx.status and ngx.header fields)
 local state = require "portone.sandbox.state"
@@ -129,6 +130,20 @@ function M.deliver(f, status, ctype, body)
     ngx.flush(true)
     ngx.sleep(tonumber(f.slow_body_ms) / 1000)
     ngx.print(body:sub(cut + 1))
+    return ngx.exit(ngx.OK)
+  end
+  if f and f.trickle_ms then
+    -- the headers, then the body a byte at a time, trickle_ms apart: a
+    -- client whose timeout restarts with every byte would wait it all out
+    ngx.header["Content-Length"] = #body
+    ngx.send_headers()
+    ngx.flush(true)
+    local gap = (tonumber(f.trickle_ms) or 0) / 1000
+    for i = 1, #body do
+      ngx.sleep(gap)
+      local ok = ngx.print(body:sub(i, i))
+      if not ok or not ngx.flush(true) then return ngx.exit(444) end   -- the client left
+    end
     return ngx.exit(ngx.OK)
   end
   ngx.header["Content-Length"] = #body
