@@ -71,6 +71,24 @@ describe("portone-link CLI #lua54", function()
     assert.equal("Bearer tok-123", auth)
   end)
 
+  it("never prints the token, even when the server echoes it (create, batch, --json)", function()
+    local token = "tok/SECRET-77"
+    local echo = '{"code":"tok/SECRET-77","message":"token tok\\/SECRET-77 refused"}'
+    write(tmp("req.json"), request_json(6))
+    write(tmp("batch.jsonl"), request_json(7) .. "\n")
+    for _, args in ipairs({ "create ", "create --json ", "batch ", "batch --json " }) do
+      sb:faults("create", { { status = 400, body = echo } })
+      local file = args:find("batch") and tmp("batch.jsonl") or tmp("req.json")
+      local code, out, err = cli(args .. base .. " " .. quote(file),
+        { env = { PORTONE_LINK_TOKEN = token, PORTONE_LINK_PROGRESS = "0" } })
+      assert.equal(1, code, args)
+      for _, text in ipairs({ out, err }) do
+        assert.is_nil(text:find("SECRET", 1, true), args .. ": " .. text)
+      end
+      assert.truthy((out .. err):find("HTTP 400", 1, true) or (out .. err):find("400", 1, true), args)
+    end
+  end)
+
   it("create reports API failures with exit 1 and bad input with exit 2", function()
     write(tmp("req.json"), request_json(3))
     sb:faults("create", { { status = 500 } })
