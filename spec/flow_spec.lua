@@ -193,9 +193,9 @@ describe("payment flow against the sandbox", function()
     local _, err = rest:verify(notice, { amount = 30000 })
     assert.equal("mismatch", err.kind)
     -- the next payment is honest again
-    local id2 = create{ amount = 30000 }
+    local id2, req2 = create{ amount = 30000 }
     local _, _, uid2 = pay(id2)
-    assert.truthy(rest:verify({ imp_uid = uid2 }, { amount = 30000 }))
+    assert.truthy(rest:verify({ imp_uid = uid2 }, { amount = 30000, merchant_uid = req2.merchant_uid }))
   end)
 
   it("checks the order against the notice and the expectation", function()
@@ -241,13 +241,13 @@ describe("payment flow against the sandbox", function()
 
   it("sends nothing in 'drop' mode, and says so", function()
     assert(sb:admin("POST", "webhook", { mode = "drop" }))
-    local id = create()
+    local id, req = create()
     local _, _, imp_uid = pay(id)
     assert.equal(0, #inbox_for(sb, imp_uid, 1, 0.4))
     local rec = payment_record(sb, imp_uid)
     assert.is_true(rec.webhooks[1].dropped)
     -- the payment is there all the same: a merchant that polls finds it
-    assert.truthy(rest:verify({ imp_uid = imp_uid }, { amount = 10000 }))
+    assert.truthy(rest:verify({ imp_uid = imp_uid }, { amount = 10000, merchant_uid = req.merchant_uid }))
   end)
 
   it("can send the webhook as a form", function()

@@ -141,9 +141,11 @@ describe("link.rest and the webhook example inside nginx", function()
         { op = "verify", notice = notice, expect = { amount = 12500, merchant_uid = "someone-else" } },
         { op = "verify", notice = notice, expect = { amount = 12500, status = "cancelled" } },
         { op = "payment", imp_uid = "imp_000000000000" },
-        { op = "verify", notice = { imp_uid = "imp_000000000000" }, expect = { amount = 1 } },
+        { op = "verify", notice = { imp_uid = "imp_000000000000" },
+          expect = { amount = 1, merchant_uid = "x" } },
         { op = "payment", imp_uid = "../users/getToken" },
         { op = "verify", notice = notice, expect = {} },
+        { op = "verify", notice = { imp_uid = imp_uid }, expect = { amount = 12500 } },
       }, { fresh = true })
       assert.equal("ngx", r.transport)
       local res = r.results
@@ -168,6 +170,9 @@ describe("link.rest and the webhook example inside nginx", function()
       assert.equal("lookup", res[7].err.stage)
       assert.equal("validation", res[8].err.kind)
       assert.matches("bad argument #2 to 'verify'", res[9].raised, 1, true)
+      -- no merchant_uid in the notice or the expectation: refused, not looked up
+      assert.equal("validation", res[10].err.kind)
+      assert.equal("merchant_uid", res[10].err.errors[1].field)
 
       -- one token for every lookup; the invalid imp_uid never left nginx
       assert.same({ "token", "payment", "payment", "payment", "payment", "payment", "payment", "payment" },
@@ -179,10 +184,11 @@ describe("link.rest and the webhook example inside nginx", function()
     end)
 
     it("a refused key is an auth error that never shows the secret", function()
-      local imp_uid = paid()
+      local imp_uid, req = paid()
       local r = rest("wrong", {
         { op = "payment", imp_uid = imp_uid },
-        { op = "verify", notice = { imp_uid = imp_uid }, expect = { amount = 10000 } },
+        { op = "verify", notice = { imp_uid = imp_uid },
+          expect = { amount = 10000, merchant_uid = req.merchant_uid } },
       }, { fresh = true, opts = { imp_key = KEY, imp_secret = "not-the-secret-42", base_url = sb.url } })
       assert.equal("auth", r.results[1].err.kind)
       assert.equal(401, r.results[1].err.status)
@@ -275,7 +281,7 @@ describe("link.rest and the webhook example inside nginx", function()
     end)
 
     it("a revoked token: one 401, one refresh, one retry that succeeds", function()
-      local imp_uid = paid()
+      local imp_uid, req = paid()
       local r = rest("revoke", { { op = "payment", imp_uid = imp_uid } }, { fresh = true })
       assert.equal(imp_uid, r.results[1].ok.imp_uid)
       assert(sb:admin("POST", "tokens", { revoke = true }))
@@ -283,7 +289,8 @@ describe("link.rest and the webhook example inside nginx", function()
       assert.equal(imp_uid, r.results[1].ok.imp_uid)
       assert.same({ "token", "payment", "payment", "token", "payment" }, api_log())
       -- the new token is cached: the next lookup is one request
-      r = rest("revoke", { { op = "verify", notice = { imp_uid = imp_uid }, expect = { amount = 10000 } } })
+      r = rest("revoke", { { op = "verify", notice = { imp_uid = imp_uid },
+        expect = { amount = 10000, merchant_uid = req.merchant_uid } } })
       assert.equal("paid", r.results[1].ok.status)
       assert.same({ "token", "payment", "payment", "token", "payment", "payment" }, api_log())
     end)

@@ -183,6 +183,21 @@ describe("link.rest against the sandbox", function()
     end)
   end)
 
+  it("a payment refunded in part no longer verifies as paid (its status stays paid)", function()
+    local imp, req = paid{ amount = 10000 }
+    local notice = { imp_uid = imp, merchant_uid = req.merchant_uid, status = "paid" }
+    assert(rest:verify(notice, { amount = 10000 }))
+    local p = assert(rest:cancel{ imp_uid = imp, amount = 9000, checksum = 10000 })
+    assert.equal("paid", p.status)
+    -- the cancellation's webhook says "cancelled"; a handler that verifies
+    -- every notice must not fulfil the order on it
+    local _, err = rest:verify({ imp_uid = imp, merchant_uid = req.merchant_uid, status = "cancelled" },
+      { amount = 10000 })
+    assert.equal("mismatch", err.kind)
+    assert.equal("cancel_amount", err.field)
+    assert.equal(9000, err.actual)
+  end)
+
   describe("verify and test mode", function()
     local notice, req
     lazy_setup(function()

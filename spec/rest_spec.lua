@@ -70,6 +70,7 @@ local function fake_portone(state)
     end
     local p = id and state.payments[id]
     if not p then return 404, '{"code":-1,"message":"존재하지 않는 결제정보입니다.","response":null}' end
+    if p.json then return 200, p.json end   -- an answer written out by the spec
     return 200, ('{"code":0,"message":null,"response":{"imp_uid":"%s","merchant_uid":"%s","amount":%d,'
       .. '"status":"%s","pay_method":"card","currency":"%s"}}'):format(p.imp_uid, p.merchant_uid, p.amount,
         p.status, p.currency or "KRW")
@@ -335,19 +336,77 @@ describe("link.rest", function()
       local p, err = r:verify(notice, { amount = 10000, merchant_uid = "order-1" })
       assert.is_nil(err)
       assert.equal("paid", p.status)
-      assert.truthy(r:verify(notice, { amount = 10000 }))
+      assert.truthy(r:verify(notice, { amount = 10000 }))   -- the notice's merchant_uid
     end)
 
-    it("compares the currency when the order gives one", function()
+    it("refuses to verify without a merchant_uid, before any lookup", function()
+      local r, t = client()
+      local p, err = r:verify({ imp_uid = "imp_1" }, { amount = 10000 })
+      assert.is_nil(p)
+      assert.equal("validation", err.kind)
+      assert.equal("merchant_uid", err.errors[1].field)
+      assert.equal("required", err.errors[1].code)
+      assert.equal(0, #t.log)
+      -- given in the expectation, it is checked against the payment
+      assert.truthy(r:verify({ imp_uid = "imp_1" }, { amount = 10000, merchant_uid = "order-1" }))
+      local _
+      _, err = r:verify({ imp_uid = "imp_1" }, { amount = 10000, merchant_uid = "order-2" })
+      assert.equal("mismatch", err.kind)
+      assert.equal("merchant_uid", err.field)
+    end)
+
+    it("compares the currency: KRW unless the order says otherwise", function()
       local r, _, state = client()
       assert.truthy(r:verify(notice, { amount = 10000, currency = "KRW" }))
       state.payments.imp_1.currency = "JPY"
-      local p, err = r:verify(notice, { amount = 10000, currency = "KRW" })
-      assert.is_nil(p)
-      assert.equal("mismatch", err.kind)
-      assert.equal("currency", err.field)
-      assert.equal("JPY", err.actual)
-      assert.truthy(r:verify(notice, { amount = 10000 }))   -- not given: not compared
+      for _, expect in ipairs({ { amount = 10000, currency = "KRW" }, { amount = 10000 } }) do
+        local p, err = r:verify(notice, expect)
+        assert.is_nil(p)
+        assert.equal("mismatch", err.kind)
+        assert.equal("currency", err.field)
+        assert.equal("KRW", err.expected)
+        assert.equal("JPY", err.actual)
+      end
+      assert.truthy(r:verify(notice, { amount = 10000, currency = "JPY" }))
+    end)
+
+    it("a partly refunded payment does not verify as paid", function()
+      local r, _, state = client()
+      local base = '{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"order-1",'
+        .. '"amount":10000,"status":"paid","currency":"KRW"'
+      state.payments.imp_1.json = base .. ',"cancel_amount":0}}'
+      assert.truthy(r:verify(notice, { amount = 10000 }))
+      for _, bad in ipairs({ "9000", '"9000"', '"0x10"', '"x"', "true" }) do
+        state.payments.imp_1.json = base .. ',"cancel_amount":' .. bad .. "}}"
+        local p, err = r:verify(notice, { amount = 10000 })
+        assert.is_nil(p, bad)
+        assert.equal("mismatch", err.kind)
+        assert.equal("cancel_amount", err.field)
+        assert.equal(0, err.expected)
+      end
+      -- a payment expected in another status is not about refunds
+      state.payments.imp_1.json = base:gsub('"paid"', '"cancelled"') .. ',"cancel_amount":10000}}'
+      assert.truthy(r:verify(notice, { amount = 10000, status = "cancelled" }))
+    end)
+
+    it("reads the amount and the code as JSON numbers or digit strings, nothing looser", function()
+      local r, _, state = client()
+      local function answer(code, amount)
+        state.payments.imp_1.json = '{"code":' .. code .. ',"message":null,"response":{"imp_uid":"imp_1",'
+          .. '"merchant_uid":"order-1","amount":' .. amount .. ',"status":"paid","currency":"KRW"}}'
+      end
+      answer("0", '"10000"')
+      assert.truthy(r:verify(notice, { amount = 10000 }))
+      for _, amount in ipairs({ '"0x2710"', '" 1e4 "', '"1e4"', '"10000 "', "null" }) do
+        answer("0", amount)
+        local _, err = r:verify(notice, { amount = 10000 })
+        assert.equal("mismatch", err.kind, amount)
+        assert.equal("amount", err.field)
+      end
+      answer('"0x0"', "10000")
+      local _, err = r:verify(notice, { amount = 10000 })
+      assert.equal("api", err.kind)
+      assert.equal("lookup", err.stage)
     end)
 
     it("reports an amount mismatch", function()
@@ -394,6 +453,17 @@ describe("link.rest", function()
       _, err = r2:verify(notice, { amount = 10000 })
       assert.equal("transport", err.kind)
       assert.equal("lookup", err.stage)
+    end)
+
+    it("find escapes a merchant_uid of only dots, which a URL would drop from its path", function()
+      local r, t = client()
+      for uid, want in pairs({ ["."] = "/payments/find/%2E/paid",
+                              [".."] = "/payments/find/%2E%2E/paid",
+                              ["..."] = "/payments/find/%2E%2E%2E/paid",
+                              ["a.b"] = "/payments/find/a.b/paid" }) do
+        r:find(uid, "paid")
+        assert.equal(want, t.log[#t.log].path)
+      end
     end)
 
     it("raises on wrong arguments", function()

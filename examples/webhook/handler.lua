@@ -120,7 +120,7 @@ end
 -- status and text to answer (the caller releases the claim).
 function M.handle_claimed(notice, order)
   local payment, verr = get_rest():verify(notice,
-    { amount = order.amount, merchant_uid = order.merchant_uid })
+    { amount = order.amount, merchant_uid = order.merchant_uid, currency = order.currency })
   if not payment then
     if verr.kind == "mismatch" then
       -- a forged notice or a tampered amount: never fulfil; alert a human

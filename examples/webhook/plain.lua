@@ -21,7 +21,8 @@ function M.handle(body, content_type, orders, rest)
   if notice.status ~= "paid" then return 200, "ignored " .. notice.status end
   local order = orders.find(notice.merchant_uid)
   if not order then return 200, "unknown order" end
-  local payment, verr = rest:verify(notice, { amount = order.amount, merchant_uid = order.merchant_uid })
+  local payment, verr = rest:verify(notice, { amount = order.amount, merchant_uid = order.merchant_uid,
+    currency = order.currency })   -- nil: KRW
   if not payment then
     if verr.kind == "mismatch" or verr.kind == "unpaid" then return 200, verr.kind end
     return 500, "lookup failed, send again" -- PortOne retries later

@@ -180,6 +180,14 @@ local function http_error(what, status, message, fields)
   return err
 end
 
+-- A number as PortOne's JSON gives it: a number, or a string of digits
+-- (never "0x2710", " 1e4 " or "inf", which tonumber would take); else nil.
+local function json_number(v)
+  if type(v) == "number" then return v end
+  if type(v) == "string" and v:match("^%-?%d+%.?%d*$") then return tonumber(v) end
+  return nil
+end
+
 -- Sends one request; returns the decoded envelope's `response`, or nil, err.
 -- `status` of the HTTP answer is returned second either way. An error
 -- carries `unanswered` when a send got no answer (the transport's silent
@@ -210,7 +218,7 @@ function Rest:_call1(method, path, headers, body, what)
     return nil, errors.new("decode", what .. ": the answer is not a JSON object",
       { status = status, body = cut }), status, unanswered
   end
-  local code = tonumber(t.code)
+  local code = json_number(t.code)
   local message = type(t.message) == "string" and scrub(self, t.message) or nil
   if status < 200 or status > 299 then
     return nil, http_error(what, status, message,
@@ -351,25 +359,40 @@ function Rest:payment(imp_uid)
   end
 end
 
+local function invalid_required(field, message)
+  return nil, errors.new("validation", "verify: " .. field .. " " .. message,
+    { errors = { { field = field, code = "required", message = message } } })
+end
+
 --- Checks a webhook notice against the payment PortOne holds and the order.
 -- @tparam table notice from `link.webhook.parse` (only `imp_uid` and
 --   `merchant_uid` are read; the notice's own status is never trusted)
 -- @tparam table expect `amount` (required: what the order costs);
---   `merchant_uid` (default: the notice's); `status` (default `"paid"`);
---   `currency` (compared when given: 10000 JPY is not 10000 KRW)
+--   `merchant_uid` (default: the notice's; one of the two is required, else
+--   any payment of that amount would do); `status` (default `"paid"`);
+--   `currency` (default `"KRW"`, PortOne's: 10000 JPY is not 10000 KRW)
 -- @return the payment, or `nil, err` with `err.kind`:
---   `mismatch` (amount, merchant_uid, imp_uid or currency differ; `err.field`,
---   `err.expected`, `err.actual`, `err.payment`), `unpaid` (the payment's status is
---   not the expected one; `err.payment_status`, `err.payment`), or the lookup's
---   own kind (`http` 404, `auth`, `transport`, `timeout`, `api`, `decode`,
---   `validation`) with `err.stage == "lookup"`: answer the webhook with a 5xx so
---   PortOne sends it again.
+--   `mismatch` (amount, merchant_uid, imp_uid or currency differ, or a
+--   payment expected `"paid"` was partly refunded: field `cancel_amount`;
+--   `err.field`, `err.expected`, `err.actual`, `err.payment`), `unpaid` (the
+--   payment's status is not the expected one; `err.payment_status`,
+--   `err.payment`), `validation` (no merchant_uid to check, nothing looked
+--   up), or the lookup's own kind (`http` 404, `auth`, `transport`,
+--   `timeout`, `api`, `decode`, `validation`) with `err.stage == "lookup"`:
+--   answer the webhook with a 5xx so PortOne sends it again.
 function Rest:verify(notice, expect)
   if type(notice) ~= "table" then
     error(("bad argument #1 to 'verify' (table expected, got %s)"):format(type(notice)), 2)
   end
   if type(expect) ~= "table" or type(expect.amount) ~= "number" then
     error("bad argument #2 to 'verify' (table with a number 'amount' expected)", 2)
+  end
+  -- without an order id, one real payment would verify any order of its
+  -- amount: refused before the lookup
+  local want_uid = expect.merchant_uid or notice.merchant_uid
+  if want_uid == nil then
+    return invalid_required("merchant_uid", "is required (in the notice or the expectation): "
+      .. "without it any payment of that amount would verify")
   end
   local p, err = self:payment(notice.imp_uid)
   if not p then
@@ -383,11 +406,10 @@ function Rest:verify(notice, expect)
   if p.imp_uid ~= nil and p.imp_uid ~= notice.imp_uid then
     return mismatch("imp_uid", notice.imp_uid, p.imp_uid)
   end
-  local want_uid = expect.merchant_uid or notice.merchant_uid
-  if want_uid ~= nil and p.merchant_uid ~= want_uid then
+  if p.merchant_uid ~= want_uid then
     return mismatch("merchant_uid", want_uid, p.merchant_uid)
   end
-  local amount = tonumber(p.amount)
+  local amount = json_number(p.amount)
   if amount ~= expect.amount then
     -- integral amounts without ".0"; others as they are (10000.4 must not
     -- read as 10000)
@@ -398,13 +420,19 @@ function Rest:verify(notice, expect)
     end
     return mismatch("amount", show(expect.amount), amount and show(amount) or tostring(p.amount))
   end
-  if expect.currency ~= nil and p.currency ~= expect.currency then
-    return mismatch("currency", expect.currency, p.currency)
+  local want_currency = expect.currency or "KRW"
+  if p.currency ~= want_currency then
+    return mismatch("currency", want_currency, p.currency)
   end
   local want_status = expect.status or "paid"
   if p.status ~= want_status then
     return nil, errors.new("unpaid", ("verify: payment status is %s, expected %s"):format(tostring(p.status),
       want_status), { payment_status = p.status, payment = p })
+  end
+  -- a partial refund leaves the status "paid": the order is no longer paid
+  -- in full (a missing cancel_amount is 0; anything else not a number fails)
+  if want_status == "paid" and p.cancel_amount ~= nil and json_number(p.cancel_amount) ~= 0 then
+    return mismatch("cancel_amount", 0, p.cancel_amount)
   end
   return p
 end
@@ -413,8 +441,11 @@ end
 -- cancel, find, prepare
 
 -- RFC 3986 unreserved characters stay; everything else is %XX (a
--- merchant_uid may hold any character and goes into a path).
+-- merchant_uid may hold any character and goes into a path). A segment of
+-- only dots is escaped too: "." and ".." would be removed from the path
+-- (RFC 3986 5.2.4, as libcurl does) and change what is looked up.
 local function path_escape(s)
+  if s:match("^%.+$") then return (s:gsub("%.", "%%2E")) end
   return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
