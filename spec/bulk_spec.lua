@@ -191,12 +191,19 @@ describe("client:create_many inside nginx (ngx.thread path, simulated)", functio
     saved = rawget(_G, "ngx")
     -- light threads as coroutines; the sync create never yields here
     local fake = { get_phase = function() return "timer" end, thread = {} }
+    -- spawn runs a thread to its first yield, wait runs it to its end (an
+    -- on_progress that yields, as a cosocket call would, lets the others run)
     function fake.thread.spawn(fn)
       local co = coroutine.create(fn)
       local ok, e = coroutine.resume(co)
-      return { ok = ok, e = e }
+      return { co = co, ok = ok, e = e }
     end
-    function fake.thread.wait(t) return t.ok, t.e end
+    function fake.thread.wait(t)
+      while t.ok and coroutine.status(t.co) ~= "dead" do
+        t.ok, t.e = coroutine.resume(t.co)
+      end
+      return t.ok, t.e
+    end
     rawset(_G, "ngx", fake)
   end)
   after_each(function() rawset(_G, "ngx", saved) end)
@@ -232,6 +239,47 @@ describe("client:create_many inside nginx (ngx.thread path, simulated)", functio
     assert.truthy(results[1].res and results[2].res)
     for i = 3, 6 do assert.is_true(results[i].not_started) end
     assert.equal(2, sb:stats().creates)
+    c:close()
+  end)
+
+  it("in a phase without cosockets it sends nothing and says why, rather than raise", function()
+    sb:reset()
+    ngx.get_phase = function() return "log" end   -- luacheck: ignore (the fake ngx)
+    local c = link.new({ base_url = sb.url, transport = "curl" })
+    local ok, results, stop = pcall(c.create_many, c, { request(1), request(2) })
+    assert.is_true(ok, tostring(results))
+    assert.equal(2, #results)
+    for i = 1, 2 do
+      assert.is_true(results[i].not_started)
+      assert.is_false(results[i].err.sent)
+      assert.equal(0, results[i].err.attempts)
+    end
+    assert.equal("transport", stop.kind)
+    assert.truthy(stop.message:find("'log' phase", 1, true), stop.message)
+    assert.equal(0, sb:stats().requests)
+    c:close()
+  end)
+
+  -- PUC Lua 5.1 cannot yield across pcall (on_progress runs under one);
+  -- LuaJIT, which OpenResty runs, and 5.4 can
+  local can_yield = _VERSION ~= "Lua 5.1" or rawget(_G, "jit") ~= nil
+  local it_yield = can_yield and it or pending
+  it_yield("a raise in an on_progress that yields is not undone by another thread's", function()
+    sb:reset()
+    local c = link.new({ base_url = sb.url, transport = "curl" })
+    local reqs = {}
+    for i = 1, 6 do reqs[i] = request(i) end
+    local ok, results, stop = pcall(c.create_many, c, reqs, { concurrency = 3,
+      on_progress = function(done)
+        coroutine.yield()                 -- a cosocket call: the other threads run
+        if done == 1 then error("stop here") end
+      end })
+    assert.is_true(ok, tostring(results))
+    assert.truthy(stop and stop.message:find("stop here", 1, true), "the raise was lost")
+    local started = 0
+    for i = 1, 6 do if not results[i].not_started then started = started + 1 end end
+    assert.is_true(started <= 3, "started " .. started)   -- the three threads' first calls
+    assert.equal(started, sb:stats().creates)
     c:close()
   end)
 end)

@@ -93,6 +93,26 @@ describe("sends per call (transport double)", function()
   end)
 end)
 
+describe("errors.may_exist", function()
+  it("is true exactly when a failed create may have left a link", function()
+    local may = link.errors.may_exist
+    local yes = {
+      { kind = "timeout", sent = true }, { kind = "transport", sent = true },
+      { kind = "transport" },                            -- sent unknown
+      { kind = "decode", status = 200 }, { kind = "http", status = 500 },
+      { kind = "http", status = 502 }, { kind = "http", status = 503, unanswered = 1 },
+      { kind = "http", status = 429, unanswered = 2 },
+    }
+    local no = {
+      { kind = "timeout", sent = false }, { kind = "transport", sent = false },
+      { kind = "http", status = 503 }, { kind = "http", status = 429 }, { kind = "http", status = 400 },
+      { kind = "api", status = 200, code = -1 }, { kind = "validation" },
+    }
+    for _, e in ipairs(yes) do assert.is_true(may(e), require("cjson").encode(e)) end
+    for _, e in ipairs(no) do assert.is_false(may(e), require("cjson").encode(e)) end
+  end)
+end)
+
 describe("phase errors (ngx transport outside cosocket phases)", function()
   local saved
   before_each(function()

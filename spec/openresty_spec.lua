@@ -198,6 +198,15 @@ describe("client inside nginx (ngx cosocket transport)", function()
       assert.matches("resolver", info.message)
     end)
 
+    it("a resolver that does not answer is a timeout before sending (nginx's resolver_timeout)", function()
+      local r = post("/t/slowdns/transport", { url = "https://api.iamport.invalid/x",
+        opts = { timeout = 30, connect_timeout = 5 } })
+      local info = r.results[1].info
+      assert.equal("timeout", info.kind, info.message)
+      assert.is_false(info.sent)
+      assert.matches("could not be resolved", info.message)
+    end)
+
     it("TLS: verifies the certificate (lua_ssl_trusted_certificate) with SNI, keeps it alive", function()
       local r = transport { url = up.https .. "/echo", n = 3 }
       for _, res in ipairs(r.results) do

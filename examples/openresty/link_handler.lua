@@ -5,7 +5,9 @@
 --   POST /orders/link   {"order_id", "amount", "name", "buyer_tel", ["buyer_email"]}
 --     201 {"url": "https://impay.link/...", "id": "..."}
 --     422 {"error": ..., "errors": [{field, code, message}]}   (the request)
---     502 {"error": ..., "kind": ...}                          (PortOne or the network)
+--     502 {"error": ..., "kind": ..., "may_exist": bool}       (PortOne or the network;
+--         may_exist: the request left with no clear answer, so the link may
+--         exist: look before creating it again, or a second link is made)
 --   POST /orders/unlink {"id"}  -> 200 {"ok": true}
 --   GET  /orders/metrics        -> text: one "name value" line per counter
 -- luacheck: globals ngx
@@ -84,7 +86,8 @@ function M.create()
     return reply(422, { error = err.message, errors = err.errors })
   end
   ngx.log(ngx.ERR, "payment link: ", tostring(err))
-  return reply(502, { error = err.message, kind = err.kind, status = err.status })
+  return reply(502, { error = err.message, kind = err.kind, status = err.status,
+                      may_exist = link.errors.may_exist(err) })
 end
 
 function M.deactivate()

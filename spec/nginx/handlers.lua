@@ -130,6 +130,8 @@ routes["/t/transport"] = function()
   json_out(200, { results = results, connects = t.connects, reuses = t.reuses })
 end
 
+routes["/t/slowdns/transport"] = routes["/t/transport"]
+
 -- Client calls: {opts, calls = [{op = "create"|"deactivate", arg = ...}]}
 routes["/t/client"] = function()
   local a = read_json()

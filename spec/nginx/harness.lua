@@ -144,6 +144,12 @@ http {
     location /t/ {
       content_by_lua_block { require("nginx.handlers").dispatch() }
     }
+    # the same, resolving host names through a DNS server that never answers
+    location /t/slowdns/ {
+      resolver 127.0.0.1:${DNS_PORT} ipv6=off;
+      resolver_timeout 1s;
+      content_by_lua_block { require("nginx.handlers").dispatch() }
+    }
     location = /t/phase/set {
       set_by_lua_block $phase_err { return require("nginx.handlers").try_client("set") }
       content_by_lua_block { ngx.say(ngx.var.phase_err) }
@@ -258,8 +264,12 @@ function M.start(opts)
   -- (test keys only) and write the temp paths.
   sh("chmod -R a+rX " .. q(prefix) .. " && chmod a+rwx " .. q(prefix .. "/tmp"))
   local port, up_port, up_tls_port, rogue_port, other_port = M.free_port(5)
+  -- a UDP socket nobody reads: nginx's queries to it are never answered
+  local silent_dns = assert(socket.udp())
+  assert(silent_dns:setsockname("127.0.0.1", 0))
+  local _, dns_port = silent_dns:getsockname()
   local self = setmetatable({
-    prefix = prefix, certs = certs,
+    prefix = prefix, certs = certs, silent_dns = silent_dns,
     port = port, up_port = up_port, up_tls_port = up_tls_port,
     rogue_port = rogue_port, other_port = other_port,
   }, Server)
@@ -293,7 +303,7 @@ function M.start(opts)
     LUA_PATH = table.concat({ prefix .. "/lua/?.lua", ROOT .. "/lua/?.lua", ROOT .. "/lua/?/init.lua",
       ROOT .. "/spec/?.lua", ROOT .. "/examples/webhook/?.lua", ROOT .. "/examples/openresty/?.lua",
       ";" }, ";"),
-    PORT = self.port, UP_PORT = self.up_port, UP_TLS_PORT = self.up_tls_port,
+    PORT = self.port, UP_PORT = self.up_port, UP_TLS_PORT = self.up_tls_port, DNS_PORT = dns_port,
     ROGUE_PORT = self.rogue_port, OTHER_PORT = self.other_port,
     CA = certs.bundle, CERT = certs.cert, KEY = certs.key,
     ROGUE_CERT = certs.rogue_cert, ROGUE_KEY = certs.rogue_key,
@@ -348,6 +358,7 @@ function Server:stop(keep)
   if not keep and self.prefix and self.prefix:match("^/tmp/plink%-nginx%.") then
     sh("rm -rf " .. q(self.prefix))
   end
+  if self.silent_dns then self.silent_dns:close(); self.silent_dns = nil end
 end
 
 return M

@@ -164,19 +164,9 @@ function M.describe_error(err)
   return msg
 end
 
---- True when a failed create may still have made a link: the request left
--- and no clear refusal came back (a timeout or a connection lost after
--- sending, an answer too large or unreadable, a 5xx other than 503, or any
--- answer after a send that got none). The same cases the retry rules refuse
--- to re-send a create for.
-function M.may_exist(err)
-  if (err.unanswered or 0) > 0 then return true end
-  local k = err.kind
-  if k == "timeout" or k == "transport" then return err.sent ~= false end
-  if k == "decode" then return true end
-  if k == "http" then return (tonumber(err.status) or 0) >= 500 and err.status ~= 503 end
-  return false
-end
+--- True when a failed create may still have made a link
+-- (`portone.link.errors.may_exist`).
+M.may_exist = require("portone.link.errors").may_exist
 
 --- The fields of an error object that go into JSON output (no secrets:
 -- errors never carry request headers).

@@ -609,7 +609,9 @@ function M.install(Client, internals)
         results[i] = res and { res = res } or { err = err }
         done = done + 1
         if not res then failed = failed + 1 end
-        if not stop then stop = call_progress(progress, done, n, failed) end
+        -- on_progress may yield (a cosocket call), and the other threads'
+        -- calls run meanwhile: keep the first stop whoever set it
+        if not stop then stop = call_progress(progress, done, n, failed) or stop end
       end
     end
     local threads = {}
@@ -719,7 +721,14 @@ function M.install(Client, internals)
       return results
     end
     if n == 0 then return {} end
-    if in_nginx() then return many_ngx(self, reqs, n, conc, progress) end
+    if in_nginx() then
+      -- a phase without cosockets (log, header_filter, init_worker, set):
+      -- nothing can be sent, as create says, rather than a raise from
+      -- ngx.thread.spawn
+      local ok, why = require("portone.link.transport.ngx").available()
+      if not ok then return finish_many({}, n, why) end
+      return many_ngx(self, reqs, n, conc, progress)
+    end
     return many_multi(self, reqs, n, conc, progress)
   end
 end

@@ -328,4 +328,21 @@ function M.cut(body, limit)
   return body:sub(1, limit)
 end
 
+--- True when a failed create may still have made a link: the request left
+-- and no clear refusal came back (a timeout or a connection lost after
+-- sending, an answer too large or unreadable, a 5xx other than 503, or any
+-- answer after a send that got none: `unanswered`). The same cases the
+-- retry rules refuse to re-send a create for. Check such an order before
+-- creating its link again: the link API cannot be asked by merchant_uid.
+-- @tparam table err an error of `client:create`
+-- @treturn boolean
+function M.may_exist(err)
+  if (err.unanswered or 0) > 0 then return true end
+  local k = err.kind
+  if k == "timeout" or k == "transport" then return err.sent ~= false end
+  if k == "decode" then return true end
+  if k == "http" then return (tonumber(err.status) or 0) >= 500 and err.status ~= 503 end
+  return false
+end
+
 return M

@@ -147,8 +147,12 @@ local function fail(kind, message, sent, extra)
 end
 
 -- kind of a cosocket error string
+-- nginx's resolver reports a lookup that ran out of resolver_timeout as
+-- "... could not be resolved (110: Operation timed out)": a timeout too.
 local function err_kind(err)
-  return err == "timeout" and "timeout" or "transport"
+  if err == "timeout" then return "timeout" end
+  if type(err) == "string" and err:find("could not be resolved (110:", 1, true) then return "timeout" end
+  return "transport"
 end
 
 local function ms(s) return math.max(1, math.floor(s * 1000 + 0.5)) end
