@@ -188,16 +188,17 @@ local function json_number(v)
   return nil
 end
 
--- Sends one request; returns the decoded envelope's `response`, or nil, err.
--- `status` of the HTTP answer is returned second either way. An error
--- carries `unanswered` when a send got no answer (the transport's silent
--- re-send): a refund with it may have gone through (portone.link.retry).
+-- Sends one request; returns the decoded envelope's `response`, or nil, err,
+-- and third the `status` of the HTTP answer either way. An error carries
+-- `unanswered` when a send got no answer (the transport's silent re-send):
+-- a refund with it may have gone through (portone.link.retry).
 function Rest:_call(method, path, headers, body, what)
   local r, err, status, unanswered = self:_call1(method, path, headers, body, what)
   if err and unanswered > 0 then err.unanswered = unanswered end
   return r, err, status
 end
 
+-- _call's work; fourth, how many of its sends got no answer.
 function Rest:_call1(method, path, headers, body, what)
   headers[#headers + 1] = "Accept: application/json"
   headers[#headers + 1] = "User-Agent: " .. self.user_agent
