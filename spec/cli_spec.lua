@@ -107,6 +107,22 @@ describe("portone-link CLI #lua54", function()
     assert.equal(2, code)
   end)
 
+  it("create: a URL that cannot be written goes to stderr with exit 1, never lost", function()
+    write(tmp("req.json"), request_json(8))
+    for _, flag in ipairs({ "", "--json " }) do
+      local code = C.exit_code(os.execute("env " .. (os.getenv("PLINK_LUA") or "lua5.4")
+        .. " bin/portone-link create " .. flag .. base .. " " .. quote(tmp("req.json"))
+        .. " > /dev/full 2> " .. quote(tmp("full.err"))))
+      assert.equal(1, code, flag)
+      local err = C.slurp(tmp("full.err"))
+      local url = err:match("created (%S+) %(id")
+      assert.truthy(url, err)
+      assert.truthy(err:find("cannot write stdout", 1, true), err)
+      local links = sb:admin("GET", "links")
+      assert.truthy(links[url:match("[^/]+$")], "the printed link is the created one")
+    end
+  end)
+
   it("create honours --timeout", function()
     write(tmp("req.json"), request_json(5))
     sb:faults("create", { { delay_ms = 2000 } })

@@ -208,7 +208,17 @@ end
 
 --- Writes one JSON value and a newline to `out` (default stdout).
 function M.json_line(v, out)
-  (out or io.stdout):write(M.json_encode(v), "\n")
+  return M.write_line(M.json_encode(v), out)
+end
+
+--- Writes one line to `out` (default stdout) and flushes it: true, or nil
+-- and the reason (a closed pipe, a full disk), for callers that must not
+-- lose what they print.
+function M.write_line(text, out)
+  out = out or io.stdout
+  local ok, err = out:write(text, "\n")
+  if ok then ok, err = out:flush() end
+  return ok and true or nil, err
 end
 
 --- Prints a usage error and returns the usage exit code.

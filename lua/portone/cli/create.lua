@@ -29,9 +29,14 @@ function M.main(args)
   local res, err = client:create(req)
   client:close()
   if res then
-    if o.json then common.json_line({ url = res.url, id = res.id, status = res.status })
-    else io.stdout:write(res.url, "\n") end
-    return common.OK
+    local ok, werr
+    if o.json then ok, werr = common.json_line({ url = res.url, id = res.id, status = res.status })
+    else ok, werr = common.write_line(res.url) end
+    if ok then return common.OK end
+    -- the link exists: never lose its URL, and never exit 0 without it
+    io.stderr:write("portone-link create: created ", res.url, " (id ", res.id,
+      ") but cannot write stdout (", tostring(werr), ")\n")
+    return common.FAILED
   end
   -- sent with no clear answer: running the command again could make a
   -- second link, so say so (the link API has no lookup by merchant_uid)
