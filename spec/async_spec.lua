@@ -728,17 +728,39 @@ describe("client async calls", function()
     assert.equal("transport", err.kind)
   end)
 
-  it("a callback that closes the client stops the others", function()
+  it("a callback that closes the client stops the others, and close names them", function()
+    sb:latency(200)                  -- all four in flight at once
     local c = client()
-    local called = 0
+    local called, handles, maybe = 0, {}, nil
     for i = 1, 4 do
-      c:create_async(request({ merchant_uid = "k" .. i }), function()
+      handles[i] = c:create_async(request({ merchant_uid = "k" .. i }), function(res)
         called = called + 1
-        c:close()
+        assert(res)
+        local _
+        _, maybe = c:close()
+        for j = 1, 4 do if handles[j] == nil then error("no handle " .. j) end end
       end)
     end
     run(c)
     assert.equal(1, called)
+    -- the other three: finished in the same poll, or still in flight; all
+    -- of them made their link
+    assert.equal(3, #maybe)
+    wait_until(function() return sb:stats().creates == 4 end)
+  end)
+
+  it("an on_attempt hook that closes the client: close names every call sent", function()
+    sb:latency(200)
+    local c, maybe
+    c = client({ on_attempt = function() if not maybe then local _; _, maybe = c:close() end end })
+    local called = 0
+    for i = 1, 3 do
+      assert(c:create_async(request({ merchant_uid = "oa" .. i }), function() called = called + 1 end))
+    end
+    run(c)
+    assert.equal(0, called)
+    assert.equal(3, #maybe)          -- the one being completed and the two others
+    wait_until(function() return sb:stats().creates == 3 end)
   end)
 
   it("is freed by the garbage collector with calls in flight", function()

@@ -107,6 +107,8 @@ describe("errors.may_exist", function()
       { kind = "timeout", sent = false }, { kind = "transport", sent = false },
       { kind = "http", status = 503 }, { kind = "http", status = 429 }, { kind = "http", status = 400 },
       { kind = "api", status = 200, code = -1 }, { kind = "validation" },
+      -- a token function's own failure: nothing of the create was sent
+      { kind = "timeout", sent = true, unanswered = 1, attempts = 0 },
     }
     for _, e in ipairs(yes) do assert.is_true(may(e), require("cjson").encode(e)) end
     for _, e in ipairs(no) do assert.is_false(may(e), require("cjson").encode(e)) end

@@ -374,15 +374,18 @@ describe("link.rest", function()
       local r, _, state = client()
       local base = '{"code":0,"message":null,"response":{"imp_uid":"imp_1","merchant_uid":"order-1",'
         .. '"amount":10000,"status":"paid","currency":"KRW"'
-      state.payments.imp_1.json = base .. ',"cancel_amount":0}}'
-      assert.truthy(r:verify(notice, { amount = 10000 }))
+      for _, none in ipairs({ "0", "null", '"0"' }) do
+        state.payments.imp_1.json = base .. ',"cancel_amount":' .. none .. '}}'
+        assert.truthy(r:verify(notice, { amount = 10000 }), none)
+      end
       for _, bad in ipairs({ "9000", '"9000"', '"0x10"', '"x"', "true" }) do
         state.payments.imp_1.json = base .. ',"cancel_amount":' .. bad .. "}}"
         local p, err = r:verify(notice, { amount = 10000 })
         assert.is_nil(p, bad)
-        assert.equal("mismatch", err.kind)
-        assert.equal("cancel_amount", err.field)
-        assert.equal(0, err.expected)
+        assert.equal("unpaid", err.kind)          -- not paid in full; no tampering
+        assert.equal("paid", err.payment_status)
+        assert.truthy(err.cancel_amount ~= nil)
+        assert.matches("refunded in part", err.message)
       end
       -- a payment expected in another status is not about refunds
       state.payments.imp_1.json = base:gsub('"paid"', '"cancelled"') .. ',"cancel_amount":10000}}'
@@ -455,12 +458,16 @@ describe("link.rest", function()
       assert.equal("lookup", err.stage)
     end)
 
-    it("find escapes a merchant_uid of only dots, which a URL would drop from its path", function()
+    it("find refuses '.' and '..', which a URL would drop from its path", function()
       local r, t = client()
-      for uid, want in pairs({ ["."] = "/payments/find/%2E/paid",
-                              [".."] = "/payments/find/%2E%2E/paid",
-                              ["..."] = "/payments/find/%2E%2E%2E/paid",
-                              ["a.b"] = "/payments/find/a.b/paid" }) do
+      for _, uid in ipairs({ ".", ".." }) do
+        local p, err = r:find(uid, "paid")
+        assert.is_nil(p)
+        assert.equal("validation", err.kind)
+        assert.equal("merchant_uid", err.errors[1].field)
+      end
+      assert.equal(0, #t.log)
+      for uid, want in pairs({ ["..."] = "/payments/find/.../paid", ["a.b"] = "/payments/find/a.b/paid" }) do
         r:find(uid, "paid")
         assert.equal(want, t.log[#t.log].path)
       end

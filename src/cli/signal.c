@@ -12,6 +12,8 @@
  *   sig.catch()               -- SIGINT and SIGTERM are counted from now on
  *   local n, first = sig.count()   -- signals so far, the first one's number
  *   sig.release()             -- default dispositions again
+ *   sig.ignore_pipe()         -- a write to a closed pipe fails (EPIPE)
+ *                             -- instead of killing the process
  *
  * SA_RESTART keeps the stdio writes of the loop from failing with EINTR.
  */
@@ -69,8 +71,26 @@ static int sg_release(lua_State *L)
     return set_handlers(L, SIG_DFL);
 }
 
+/* ignore_pipe() --> true: SIGPIPE ignored, so a write to a closed pipe
+ * returns EPIPE and the CLI can still report a created link on stderr. */
+static int sg_ignore_pipe(lua_State *L)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGPIPE, &sa, NULL) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, "sigaction failed");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static const luaL_Reg sg_funcs[] = {
     {"catch", sg_catch},
+    {"ignore_pipe", sg_ignore_pipe},
     {"count", sg_count},
     {"release", sg_release},
     {NULL, NULL}

@@ -36,7 +36,8 @@ Two lines with the same merchant_uid are refused before anything is sent.
   --retry-failed      send only the lines whose last result in --out failed
   --retry-unknown     with --resume or --retry-failed, also send again the lines
                       that may exist ("unknown": sent without a clear answer,
-                      a timeout, a lost connection, a 5xx other than 503, a
+                      a timeout, a lost connection, a 5xx other than 503, an
+                      answer to a re-send after a send that got none, a
                       kill, a second Ctrl-C); check them first, or a link may
                       exist twice
   --allow-duplicates  allow one merchant_uid on several lines (then --resume
@@ -159,6 +160,9 @@ function M.main(args)
   -- "send nothing" (the loop checks the count before it starts a request)
   local sig = require "portone.cli.signal"
   sig.catch()
+  -- a closed stdout pipe fails the write (the result then goes to stderr)
+  -- instead of killing the batch with links in flight
+  sig.ignore_pipe()
   local text, rerr = common.read_all(pos[1])
   if not text then return common.usage_error("batch", rerr) end
   local items = parse_lines(text)

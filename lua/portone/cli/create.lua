@@ -26,6 +26,9 @@ function M.main(args)
   if not req then return common.usage_error("create", pos[1] .. ": " .. derr) end
   local client, cerr = common.client(o)
   if not client then return common.usage_error("create", cerr) end
+  -- a closed stdout pipe must fail the write (EPIPE), not kill the
+  -- process after the link is made: its URL then goes to stderr
+  require("portone.cli.signal").ignore_pipe()
   local res, err = client:create(req)
   client:close()
   if res then

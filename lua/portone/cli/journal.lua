@@ -27,8 +27,8 @@ local ORDER = { "line", "merchant_uid", "state", "ok", "url", "id", "status", "e
 -- or with `--allow-duplicates` (where one merchant_uid may be on several
 -- lines) the merchant_uid and the line number. A line without a
 -- merchant_uid (bad JSON) is keyed by its number: it was never sent.
--- The line number is written as an integer (lua-cjson reads `"line":1`
--- back as 1.0 on Lua 5.4, and "1.0" would match no input line), and a
+-- The key's line number is formatted as an integer (lua-cjson reads
+-- `"line":1` back as 1.0 on Lua 5.4, and "1.0" would match no input line), and a
 -- merchant_uid's key starts with "$", a bare line's with "#", so no
 -- merchant_uid can take the record of a bad line.
 function M.key(line, uid, by_line)

@@ -139,6 +139,13 @@ local function new_engine(multi, policy, x, hook)
   }, Engine)
 end
 
+-- Whether PortOne may have acted on op, whose last attempt ended in err (a
+-- create: the link may exist; another call: any send may have been done).
+local function may_have_acted(op, err)
+  if op.op == "create" then return errors.may_exist(err) end
+  return op.sends > 0
+end
+
 -- Sends one attempt. `op.blind` is the one re-send per call allowed after a
 -- reused connection died (see client.lua's _run): once used, max_sends is 1.
 function Engine:send(op)
@@ -240,8 +247,10 @@ function Engine:step(timeout_ms)
       if op then
         local fop, res, err = self:complete(op, c)
         if fop then
-          -- finished: a cancel from an earlier callback of this batch is too late
+          -- finished: a cancel from an earlier callback of this batch is too
+          -- late; close() still names it when its callback never runs
           fop.done = true
+          fop.acted = res ~= nil or may_have_acted(fop, err)
           self.n = self.n - 1
           if nf == 0 then finished = {} end
           finished[3 * nf + 1], finished[3 * nf + 2], finished[3 * nf + 3] = fop, res, err
@@ -268,36 +277,38 @@ function Engine:timeout()
   return t
 end
 
--- Cancels op: true and whether the server may have acted on it (its
--- transfer had started; or, waiting for a retry, an earlier send of it got
--- no clear refusal: never so for a create, which is retried only after
--- one); false when it had finished.
+-- Cancels op: true and whether PortOne may have acted on it (its transfer
+-- had started, or had even finished in the step that is running; or,
+-- waiting for a retry, an earlier attempt may have been done: never so for
+-- a create, which is retried only after a clear refusal); false when it
+-- had finished. A warm's probe is never counted.
 function Engine:cancel(op)
   if op.done or op.cancelled then return false end
   op.cancelled = true
-  local acted = (op.unanswered or 0) > 0 or (op.op ~= "create" and op.sends > 0)
+  local acted = op.err ~= nil and may_have_acted(op, op.err)
   if op.tid and self.by_id[op.tid] == op then
     self.by_id[op.tid] = nil
-    local _, started = self.m:cancel(op.tid)
-    acted = acted or started == true
+    local pending, started = self.m:cancel(op.tid)
+    acted = acted or started == true or not pending
   end
   self.n = self.n - 1
-  return true, acted
+  return true, acted and op.op ~= "warm"
 end
 
--- Cancels every pending op; returns those the server may have acted on.
+-- Cancels every pending op; returns the set of those PortOne may have
+-- acted on (op -> true).
 function Engine:close()
-  local maybe = {}
+  local acted = {}
   for _, list in ipairs({ self.by_id, self.timers }) do
     for _, op in pairs(list) do
-      local _, acted = self:cancel(op)
-      if acted then maybe[#maybe + 1] = op end
+      local _, a = self:cancel(op)
+      if a then acted[op] = true end
     end
   end
   self.closed = true
   self.m:close()
   self.by_id, self.timers, self.n = {}, {}, 0
-  return maybe
+  return acted
 end
 
 -- ---------------------------------------------------------------------------
@@ -552,8 +563,17 @@ function M.install(Client, internals)
     local maybe = {}
     if a then
       rawset(self, "_async", nil)
+      local acted = a.engine:close()
+      -- a.ops: the calls whose callback has not run. Besides those the
+      -- engine cancelled: calls that finished in the poll that is running
+      -- (a callback or on_attempt closed the client), and the one whose
+      -- attempt was being completed when on_attempt closed it
+      for h, o in pairs(a.ops) do
+        if acted[o] or (o.done and o.acted) or (not o.done and not o.cancelled and o.sends > 0) then
+          maybe[#maybe + 1] = h
+        end
+      end
       a.ops = {}
-      for _, o in ipairs(a.engine:close()) do maybe[#maybe + 1] = o.handle end
     end
     return sync_close(self), maybe
   end

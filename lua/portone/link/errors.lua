@@ -8,8 +8,9 @@
 -- (always: whether the failure itself may be retried); `attempts` (client
 -- calls: how many times the request went out over the whole call, the
 -- transports' silent re-sends included; 0 when nothing was sent);
--- `unanswered` (client calls, absent when 0: the sends that got no answer;
--- a create error with it may have made the link and is not `retryable`);
+-- `unanswered` (client and `link.rest` calls, absent when 0: the sends that
+-- got no answer; a create or refund error with it may have been done, and
+-- is not `retryable`);
 -- `errors`
 -- (validation: the list of `{field, code, message}`, plus `suggestion` for
 -- `unknown_field` and `enum`);
@@ -337,6 +338,7 @@ end
 -- @tparam table err an error of `client:create`
 -- @treturn boolean
 function M.may_exist(err)
+  if err.attempts == 0 then return false end   -- never sent (a token function's error too)
   if (err.unanswered or 0) > 0 then return true end
   local k = err.kind
   if k == "timeout" or k == "transport" then return err.sent ~= false end

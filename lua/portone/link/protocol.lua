@@ -327,7 +327,7 @@ end
 --- How many of a transport call's k sends got no answer: all of them after
 -- a failure, all but the answered last one after an answer.
 function M.unanswered_of(status, k)
-  if status then return k - 1 end
+  if status then return math.max(k - 1, 0) end   -- a transport may say 0 sends
   return k
 end
 

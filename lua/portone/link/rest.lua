@@ -373,12 +373,13 @@ end
 --   any payment of that amount would do); `status` (default `"paid"`);
 --   `currency` (default `"KRW"`, PortOne's: 10000 JPY is not 10000 KRW)
 -- @return the payment, or `nil, err` with `err.kind`:
---   `mismatch` (amount, merchant_uid, imp_uid or currency differ, or a
---   payment expected `"paid"` was partly refunded: field `cancel_amount`;
+--   `mismatch` (amount, merchant_uid, imp_uid or currency differ;
 --   `err.field`, `err.expected`, `err.actual`, `err.payment`), `unpaid` (the
---   payment's status is not the expected one; `err.payment_status`,
---   `err.payment`), `validation` (no merchant_uid to check, nothing looked
---   up), or the lookup's own kind (`http` 404, `auth`, `transport`,
+--   payment's status is not the expected one, or a payment expected
+--   `"paid"` was refunded in part: its status stays `"paid"`, and
+--   `err.cancel_amount` is set; `err.payment_status`, `err.payment`),
+--   `validation` (no merchant_uid to check, nothing looked up), or the
+--   lookup's own kind (`http` 404, `auth`, `transport`,
 --   `timeout`, `api`, `decode`, `validation`) with `err.stage == "lookup"`:
 --   answer the webhook with a 5xx so PortOne sends it again.
 function Rest:verify(notice, expect)
@@ -431,9 +432,13 @@ function Rest:verify(notice, expect)
       want_status), { payment_status = p.status, payment = p })
   end
   -- a partial refund leaves the status "paid": the order is no longer paid
-  -- in full (a missing cancel_amount is 0; anything else not a number fails)
-  if want_status == "paid" and p.cancel_amount ~= nil and json_number(p.cancel_amount) ~= 0 then
-    return mismatch("cancel_amount", 0, p.cancel_amount)
+  -- in full (a missing or null cancel_amount is 0; anything else not a
+  -- number fails)
+  local ca = p.cancel_amount
+  if want_status == "paid" and ca ~= nil and type(ca) ~= "userdata" and json_number(ca) ~= 0 then
+    return nil, errors.new("unpaid", ("verify: payment was refunded in part (cancel_amount %s of %s)")
+      :format(tostring(ca), tostring(p.amount)),
+      { payment_status = p.status, cancel_amount = ca, payment = p })
   end
   return p
 end
@@ -442,11 +447,9 @@ end
 -- cancel, find, prepare
 
 -- RFC 3986 unreserved characters stay; everything else is %XX (a
--- merchant_uid may hold any character and goes into a path). A segment of
--- only dots is escaped too: "." and ".." would be removed from the path
--- (RFC 3986 5.2.4, as libcurl does) and change what is looked up.
+-- merchant_uid may hold any character and goes into a path; one of only
+-- dots is refused before: see find).
 local function path_escape(s)
-  if s:match("^%.+$") then return (s:gsub("%.", "%%2E")) end
   return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
@@ -478,7 +481,8 @@ function Rest:_authed(method, path, body, what)
     if body then headers[#headers + 1] = "Content-Type: application/json" end
     local r, err, status = self:_call(method, path, headers, body, what)
     if r then return r end
-    if status ~= 401 or attempt == 2 then return nil, err end
+    -- not after a send that got no answer: that one may have been done
+    if status ~= 401 or attempt == 2 or err.unanswered then return nil, err end
     if private[self].token == used then self:forget_token() end
   end
 end
@@ -553,6 +557,11 @@ end
 function Rest:find(merchant_uid, status)
   if not check_merchant_uid(merchant_uid) then
     return invalid("merchant_uid", "must be a string of 1 to 80 bytes without control characters")
+  end
+  -- "." and ".." are dot segments: a URL (or a server that decodes %2E
+  -- first) drops them from the path, and another lookup would be made
+  if merchant_uid:match("^%.+$") and #merchant_uid <= 2 then
+    return invalid("merchant_uid", "cannot be '.' or '..' in a lookup: they are path segments")
   end
   local path = "/payments/find/" .. path_escape(merchant_uid)
   if status ~= nil then

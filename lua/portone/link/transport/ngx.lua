@@ -148,10 +148,13 @@ end
 
 -- kind of a cosocket error string
 -- nginx's resolver reports a lookup that ran out of resolver_timeout as
--- "... could not be resolved (110: Operation timed out)": a timeout too.
+-- "... could not be resolved (110: Operation timed out)" (ETIMEDOUT's
+-- number differs between systems): a timeout too.
 local function err_kind(err)
   if err == "timeout" then return "timeout" end
-  if type(err) == "string" and err:find("could not be resolved (110:", 1, true) then return "timeout" end
+  if type(err) == "string" and err:find("could not be resolved %(%d+: Operation timed out%)") then
+    return "timeout"
+  end
   return "transport"
 end
 
