@@ -749,6 +749,25 @@ describe("client async calls", function()
     wait_until(function() return sb:stats().creates == 4 end)
   end)
 
+  it("an on_attempt hook that cancels the call it reports: no callback, counted once", function()
+    sb:latency(150)
+    local c, a, got
+    local called = { a = 0, b = 0 }
+    c = client({ on_attempt = function()
+      if a and not got then got = { c:cancel(a) } end
+    end })
+    a = assert(c:create_async(request({ merchant_uid = "hc-a" }), function() called.a = called.a + 1 end))
+    wait_until(function() c:poll(5); return sb:stats().requests >= 1 end)   -- a is at the sandbox
+    assert(c:create_async(request({ merchant_uid = "hc-b" }), function() called.b = called.b + 1 end))
+    run(c)
+    assert.same({ true, true }, got)       -- cancelled, and it had been sent
+    assert.equal(0, called.a)
+    assert.equal(1, called.b)              -- b still ran: a's cancel was counted once
+    assert.equal(0, c:pending())
+    assert.equal(-1, c:timeout())
+    c:close()
+  end)
+
   it("an on_attempt hook that closes the client: close names every call sent", function()
     sb:latency(200)
     local c, maybe

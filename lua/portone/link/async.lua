@@ -245,7 +245,14 @@ function Engine:step(timeout_ms)
       local op = self.by_id[c.id]
       self.by_id[c.id] = nil
       if op then
+        op.completing = true
         local fop, res, err = self:complete(op, c)
+        op.completing = nil
+        if op.cancelled then
+          -- cancelled by the on_attempt hook while its answer was read: no
+          -- longer counted (cancel did it), and its callback never runs
+          fop = nil
+        end
         if fop then
           -- finished: a cancel from an earlier callback of this batch is too
           -- late; close() still names it when its callback never runs
@@ -286,6 +293,8 @@ function Engine:cancel(op)
   if op.done or op.cancelled then return false end
   op.cancelled = true
   local acted = op.err ~= nil and may_have_acted(op, op.err)
+  -- its answer is being read (an on_attempt hook cancels it): it was sent
+  if op.completing then acted = acted or op.sends > 0 end
   if op.tid and self.by_id[op.tid] == op then
     self.by_id[op.tid] = nil
     local pending, started = self.m:cancel(op.tid)
