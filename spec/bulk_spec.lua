@@ -226,20 +226,27 @@ describe("client:create_many inside nginx (ngx.thread path, simulated)", functio
     c:close()
   end)
 
-  it("keeps the results when on_progress raises (light threads)", function()
+  -- create_many of six requests on a fresh client, under pcall: ok,
+  -- results, stop
+  local function many6(concurrency, on_progress)
     sb:reset()
     local c = link.new({ base_url = sb.url, transport = "curl" })
     local reqs = {}
     for i = 1, 6 do reqs[i] = request(i) end
-    local ok, results, stop = pcall(c.create_many, c, reqs, { concurrency = 2,
-      on_progress = function(done) if done == 2 then error("stop here") end end })
+    local ok, results, stop = pcall(c.create_many, c, reqs, { concurrency = concurrency,
+      on_progress = on_progress })
+    c:close()
+    return ok, results, stop
+  end
+
+  it("keeps the results when on_progress raises (light threads)", function()
+    local ok, results, stop = many6(2, function(done) if done == 2 then error("stop here") end end)
     assert.is_true(ok, tostring(results))
     assert.equal(6, #results)
     assert.truthy(stop.message:find("stop here", 1, true))
     assert.truthy(results[1].res and results[2].res)
     for i = 3, 6 do assert.is_true(results[i].not_started) end
     assert.equal(2, sb:stats().creates)
-    c:close()
   end)
 
   it("in a phase without cosockets it sends nothing and says why, rather than raise", function()
@@ -265,21 +272,15 @@ describe("client:create_many inside nginx (ngx.thread path, simulated)", functio
   local can_yield = _VERSION ~= "Lua 5.1" or rawget(_G, "jit") ~= nil
   local it_yield = can_yield and it or pending
   it_yield("a raise in an on_progress that yields is not undone by another thread's", function()
-    sb:reset()
-    local c = link.new({ base_url = sb.url, transport = "curl" })
-    local reqs = {}
-    for i = 1, 6 do reqs[i] = request(i) end
-    local ok, results, stop = pcall(c.create_many, c, reqs, { concurrency = 3,
-      on_progress = function(done)
-        coroutine.yield()                 -- a cosocket call: the other threads run
-        if done == 1 then error("stop here") end
-      end })
+    local ok, results, stop = many6(3, function(done)
+      coroutine.yield()                   -- a cosocket call: the other threads run
+      if done == 1 then error("stop here") end
+    end)
     assert.is_true(ok, tostring(results))
     assert.truthy(stop and stop.message:find("stop here", 1, true), "the raise was lost")
     local started = 0
     for i = 1, 6 do if not results[i].not_started then started = started + 1 end end
     assert.is_true(started <= 3, "started " .. started)   -- the three threads' first calls
     assert.equal(started, sb:stats().creates)
-    c:close()
   end)
 end)

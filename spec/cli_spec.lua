@@ -122,15 +122,18 @@ describe("portone-link CLI #lua54", function()
       local links = sb:admin("GET", "links")
       assert.truthy(links[url:match("[^/]+$")], "the printed link is the created one")
     end
-    -- a pipe whose reader has gone (true exits at once; the sleep only
-    -- orders that before the write): the write fails, no SIGPIPE death.
-    -- SIGPIPE back to its default first: LuaSocket, loaded here, ignores it,
-    -- and children inherit that
-    local code = C.exit_code(os.execute("sh -c " .. quote("{ sleep 0.2; env --default-signal=PIPE "
-      .. (os.getenv("PLINK_LUA") or "lua5.4")
+    -- a pipe whose reader has gone: the reader closes its end, then tells
+    -- the writer to start through a FIFO, so the write surely fails. It
+    -- must fail (EPIPE), not kill the command. SIGPIPE back to its default
+    -- first: LuaSocket, loaded here, ignores it, and children inherit that
+    local fifo = tmp("go.fifo")
+    os.remove(fifo)
+    assert(C.exit_code(os.execute("mkfifo " .. quote(fifo))) == 0)
+    local code = C.exit_code(os.execute("sh -c " .. quote("{ read _ < " .. quote(fifo)
+      .. "; env --default-signal=PIPE " .. (os.getenv("PLINK_LUA") or "lua5.4")
       .. " bin/portone-link create " .. base .. " " .. quote(tmp("req.json"))
       .. " 2> " .. quote(tmp("pipe.err")) .. "; echo $? > " .. quote(tmp("pipe.code"))
-      .. "; } | true")))
+      .. "; } | { exec 0<&-; echo go > " .. quote(fifo) .. "; }")))
     assert.equal(0, code)
     assert.equal("1", (C.slurp(tmp("pipe.code")):gsub("%s", "")), C.slurp(tmp("pipe.err")))
     local err = C.slurp(tmp("pipe.err"))

@@ -306,21 +306,19 @@ describe("on_attempt", function()
 
     it("timeout bounds a whole attempt while the answer trickles in a byte at a time (sync, async)",
         function()
-      -- ~60 bytes 100 ms apart: 6 s of trickle; a timeout that restarted
-      -- with every byte would never fire, the attempt's ends it at 0.5 s
+      -- ~60 bytes 100 ms apart: 6 s of trickle, a byte well inside every
+      -- 0.5 s. A timeout that restarted with every byte would never fire:
+      -- the whole answer would arrive and the create succeed. Only the
+      -- attempt's own deadline makes it a timeout.
       local c = link.new({ base_url = sb.url, insecure_http = true, timeout = 0.5, retries = 0 })
       assert(sb:faults("create", { { trickle_ms = 100 }, { trickle_ms = 100 } }))
-      local t0 = socket.gettime()
       local res, err = c:create(cases.request())
       assert.is_nil(res)
       assert.equal("timeout", err.kind, tostring(err))
-      assert.is_true(socket.gettime() - t0 < 3, "sync")
       local got
-      t0 = socket.gettime()
       c:create_async(cases.request(), function(r, e) got = r or e end)
       drain(c)
       assert.equal("timeout", got.kind, tostring(got))
-      assert.is_true(socket.gettime() - t0 < 3, "async")
       c:close()
     end)
 

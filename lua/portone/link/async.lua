@@ -245,9 +245,9 @@ function Engine:step(timeout_ms)
       local op = self.by_id[c.id]
       self.by_id[c.id] = nil
       if op then
-        op.completing = true
+        self.completing = op            -- its on_attempt hook may cancel or close
         local fop, res, err = self:complete(op, c)
-        op.completing = nil
+        self.completing = nil
         if op.cancelled then
           -- cancelled by the on_attempt hook while its answer was read: no
           -- longer counted (cancel did it), and its callback never runs
@@ -294,7 +294,7 @@ function Engine:cancel(op)
   op.cancelled = true
   local acted = op.err ~= nil and may_have_acted(op, op.err)
   -- its answer is being read (an on_attempt hook cancels it): it was sent
-  if op.completing then acted = acted or op.sends > 0 end
+  if self.completing == op then acted = acted or op.sends > 0 end
   if op.tid and self.by_id[op.tid] == op then
     self.by_id[op.tid] = nil
     local pending, started = self.m:cancel(op.tid)
@@ -304,11 +304,11 @@ function Engine:cancel(op)
   return true, acted and op.op ~= "warm"
 end
 
--- Cancels every pending op; returns the set of those PortOne may have
--- acted on (op -> true).
+-- Cancels every pending op (the one whose answer is being read too);
+-- returns the set of those PortOne may have acted on (op -> true).
 function Engine:close()
   local acted = {}
-  for _, list in ipairs({ self.by_id, self.timers }) do
+  for _, list in ipairs({ self.by_id, self.timers, { self.completing } }) do
     for _, op in pairs(list) do
       local _, a = self:cancel(op)
       if a then acted[op] = true end
@@ -575,10 +575,9 @@ function M.install(Client, internals)
       local acted = a.engine:close()
       -- a.ops: the calls whose callback has not run. Besides those the
       -- engine cancelled: calls that finished in the poll that is running
-      -- (a callback or on_attempt closed the client), and the one whose
-      -- attempt was being completed when on_attempt closed it
+      -- (a callback or on_attempt closed the client)
       for h, o in pairs(a.ops) do
-        if acted[o] or (o.done and o.acted) or (not o.done and not o.cancelled and o.sends > 0) then
+        if acted[o] or (o.done and o.acted) then
           maybe[#maybe + 1] = h
         end
       end

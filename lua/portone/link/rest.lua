@@ -331,6 +331,12 @@ function Rest:forget_token()
   p.token, p.expires = nil, nil
 end
 
+-- nil and a validation error for one field (code "format" unless given)
+local function invalid(field, message, code)
+  return nil, errors.new("validation", field .. " " .. message,
+    { errors = { { field = field, code = code or "format", message = message } } })
+end
+
 local function check_imp_uid(imp_uid)
   return type(imp_uid) == "string" and #imp_uid <= 64 and imp_uid:match("^[%w_%-]+$") ~= nil
 end
@@ -341,10 +347,7 @@ end
 --   `api`, `transport`, `timeout`, `decode`, or `validation` for an imp_uid
 --   that cannot go into a path.
 function Rest:payment(imp_uid)
-  if not check_imp_uid(imp_uid) then
-    return nil, errors.new("validation", "imp_uid must match [A-Za-z0-9_-]{1,64}",
-      { errors = { { field = "imp_uid", code = "format", message = "must match [A-Za-z0-9_-]{1,64}" } } })
-  end
+  if not check_imp_uid(imp_uid) then return invalid("imp_uid", "must match [A-Za-z0-9_-]{1,64}") end
   local path = "/payments/" .. imp_uid .. (self.include_sandbox and "?include_sandbox=true" or "")
   local used
   for attempt = 1, 2 do
@@ -360,10 +363,6 @@ function Rest:payment(imp_uid)
   end
 end
 
-local function invalid_required(field, message)
-  return nil, errors.new("validation", "verify: " .. field .. " " .. message,
-    { errors = { { field = field, code = "required", message = message } } })
-end
 
 --- Checks a webhook notice against the payment PortOne holds and the order.
 -- @tparam table notice from `link.webhook.parse` (only `imp_uid` and
@@ -393,8 +392,8 @@ function Rest:verify(notice, expect)
   -- amount: refused before the lookup
   local want_uid = expect.merchant_uid or notice.merchant_uid
   if want_uid == nil then
-    return invalid_required("merchant_uid", "is required (in the notice or the expectation): "
-      .. "without it any payment of that amount would verify")
+    return invalid("merchant_uid", "is required (in the notice or the expectation): "
+      .. "without it any payment of that amount would verify", "required")
   end
   local p, err = self:payment(notice.imp_uid)
   if not p then
@@ -453,10 +452,6 @@ local function path_escape(s)
   return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
-local function invalid(field, message)
-  return nil, errors.new("validation", field .. " " .. message,
-    { errors = { { field = field, code = "format", message = message } } })
-end
 
 local function check_merchant_uid(v)
   return type(v) == "string" and #v >= 1 and #v <= 80 and not v:find("%c")
