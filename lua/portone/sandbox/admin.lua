@@ -47,7 +47,7 @@ local function links_page()
   end
   ngx.header["X-Total-Count"] = total
   ngx.header["X-Next-Page"] = page * limit < total and page + 1 or 0
-  return reply(200, nil, n == 0 and "{}" or cjson.encode(out))
+  return reply(200, nil, n == 0 and "{}" or state.encode(out))
 end
 
 local function keys()
@@ -83,7 +83,9 @@ GET.requests = function() return reply(200, nil, state.list_json(reqlog.list()))
 GET.links = links_page
 GET.keys = function() return reply(200, keys()) end
 POST.reset = function()
-  for _, d in ipairs({ state.links(), state.faults(), state.stats() }) do d:flush_all(); d:flush_expired() end
+  for _, d in ipairs({ state.links(), state.faults(), state.stats(), state.log() }) do
+    d:flush_all(); d:flush_expired()
+  end
   return reply(200, {})
 end
 
@@ -156,7 +158,7 @@ POST.tamper = function(req)
   local p = payments.get(req.imp_uid)
   if not p then return err(404, "tamper: no such payment") end
   p.amount, p.tampered = amount, true
-  state.stats():set("pay:" .. p.imp_uid, cjson.encode(p))
+  state.stats():set("pay:" .. p.imp_uid, state.encode(p))
   return reply(200, p)
 end
 

@@ -163,8 +163,11 @@ function M.config(o)
   add('  lua_package_path "' .. o.lua_root .. "/?.lua;" .. o.lua_root .. '/?/init.lua;;";')
   add("  lua_shared_dict portone_links 16m;")
   add("  lua_shared_dict portone_faults 1m;")
-  -- payments, tokens, webhook logs and the request log live here
+  -- payments, tokens and webhook logs live here
   add("  lua_shared_dict portone_stats 16m;")
+  -- the request log and the inbox: records that may be evicted (a huge
+  -- request body pushes out old ones, never a payment or a link)
+  add("  lua_shared_dict portone_log 16m;")
   add("  init_by_lua_block { require('portone.sandbox.server').init(" .. lua_literal(o.server) .. ") }")
   add("  init_worker_by_lua_block { require('portone.sandbox.server').init_worker() }")
   local function server(port, tls)

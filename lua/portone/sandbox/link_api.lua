@@ -50,33 +50,41 @@ local function create(body)
 
   local labels = {}
   for _, pm in ipairs(info.pay_methods) do labels[#labels + 1] = pm.label or pm.pay_method end
-  local rec = cjson.encode({
+  local rec, err = state.encode({
     title = tostring(info.title), name = tostring(info.name), amount = info.amount,
     currency = tostring(info.currency), labels = labels, expired_at = exp,
     merchant_uid = tostring(info.merchant_uid), active = true,
     info = info, -- the whole payment_info, for the bridge page and payments
   })
+  -- a number beyond a double (1e400 decodes as inf) cannot be written back
+  if not rec then return fail("payment_info cannot be stored: " .. tostring(err)) end
   local links = state.links()
   for _ = 1, 10 do
     local id = state.random_id()
-    if links:add(id, rec) then
-      state.stats():incr("creates", 1, 0)
+    -- safe_add: a full dict refuses the create rather than evicting older links
+    local ok, aerr = links:safe_add(id, rec)
+    if ok then
       -- the creation index GET /__sandbox/links pages through (no get_keys
-      -- over the dict); "#" keys never clash with the hex ids
-      links:set("#" .. links:incr("#seq", 1, 0), id)
+      -- over the dict); "#" keys never clash with the ids, which are [%w_-]
+      if not links:safe_set("#" .. links:incr("#seq", 1, 0), id) then
+        links:delete(id)
+        break
+      end
+      state.stats():incr("creates", 1, 0)
       return JSON(200, { shortenedUrl = state.conf.base .. "/" .. id })
     end
+    if aerr == "no memory" then break end
   end
   return JSON(500, { code = -1, message = "sandbox: no free id (links dict full?)" })
 end
 
 local function deactivate(id)
   local links = state.links()
-  local raw = links:get(id)
-  if not raw then return JSON(404, { code = -1, message = "no such link: " .. id }) end
-  local rec = cjson.decode(raw)
+  -- only a link id: the dict also holds the creation index ("#<n>", "#seq")
+  local rec = id:match("^[%w_-]+$") and state.get_json(links, id)
+  if type(rec) ~= "table" then return JSON(404, { code = -1, message = "no such link: " .. id }) end
   rec.active = false
-  links:set(id, cjson.encode(rec))
+  links:set(id, state.encode(rec))
   state.stats():incr("deactivates", 1, 0)
   return JSON(200, {})
 end

@@ -82,7 +82,7 @@ end
 
 local function put(p)
   p.updated_at = state.now()
-  dict():set("pay:" .. p.imp_uid, cjson.encode(p))
+  dict():set("pay:" .. p.imp_uid, state.encode(p))
 end
 
 --- The imp_uids of an order, oldest first.

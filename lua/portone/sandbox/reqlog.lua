@@ -15,10 +15,12 @@ function M.record(body)
   stats:incr("requests", 1, 0)
   local nreq = ngx.var.connection_requests
   if nreq == "1" then stats:incr("connections", 1, 0) end
-  local n = stats:incr("log_seq", 1, 0)
-  stats:set("log:" .. n, ("%s\n%s\n%s\n%d\n%s%s"):format(ngx.req.get_method(), ngx.var.request_uri,
+  -- in a dict of its own: a huge body evicts old log entries, never state
+  local log = state.log()
+  local n = log:incr("log_seq", 1, 0)
+  log:set("log:" .. n, ("%s\n%s\n%s\n%d\n%s%s"):format(ngx.req.get_method(), ngx.var.request_uri,
     nreq, body and 1 or 0, ngx.req.raw_header(true), body or ""))
-  stats:delete("log:" .. (n - M.SIZE))
+  log:delete("log:" .. (n - M.SIZE))
 end
 
 -- "Name: value" lines -> lower-case names; a repeated header gives a list,
@@ -45,11 +47,11 @@ end
 
 --- The last SIZE requests, oldest first.
 function M.list()
-  local stats = state.stats()
-  local n = stats:get("log_seq") or 0
+  local log = state.log()
+  local n = log:get("log_seq") or 0
   local out = {}
   for i = math.max(1, n - M.SIZE + 1), n do
-    local e = stats:get("log:" .. i)
+    local e = log:get("log:" .. i)
     if e then out[#out + 1] = entry(e) end
   end
   return out

@@ -36,13 +36,13 @@ M.PAGE_LIMIT, M.MAX_LIMIT = 20, 100
 local EMPTY = "\0empty-array\0"
 local function list(t) return #t == 0 and EMPTY or t end
 
--- PortOne's envelope. cjson keeps integers exact up to 14 digits; every
--- number here is an amount or a unix time, far below that.
+-- PortOne's envelope (state.encode: amounts of 15 and 16 digits exact).
 local function envelope(status, code, message, response)
-  local body = cjson.encode({
+  local body = state.encode({
     code = code, message = message == nil and cjson.null or message,
     response = response == nil and cjson.null or response,
   })
+  if not body then return state.JSON(500, { code = -1, message = "sandbox: unwritable answer" }) end
   return status, "application/json;charset=UTF-8", (body:gsub('"\\u0000empty%-array\\u0000"', "[]"))
 end
 M.envelope = envelope
@@ -71,7 +71,7 @@ end
 local function custom_data(v)
   if v == nil or v == cjson.null then return cjson.null end
   if type(v) == "string" then return v end
-  return cjson.encode(v) or cjson.null
+  return state.encode(v) or cjson.null
 end
 
 --- The payment as REST V1 shows it: every field, null where empty, times in
@@ -219,8 +219,9 @@ end
 
 -- V1's paged list {total, previous, next, list}: pages from 1, `limit`
 -- per page (20; at most 100); previous/next are 0 at the ends.
+M.MAX_PAGE = 2^31
 local function paged(all, a)
-  local page = math.max(1, math.floor(state.number(a.page) or 1))
+  local page = math.max(1, math.min(math.floor(state.number(a.page) or 1), M.MAX_PAGE))
   local limit = math.floor(state.number(a.limit) or M.PAGE_LIMIT)
   limit = math.max(1, math.min(limit, M.MAX_LIMIT))
   local out = {}

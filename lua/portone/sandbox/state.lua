@@ -6,8 +6,10 @@
 -- The dicts (declared by `portone.sandbox.config`):
 --   portone_links   link id -> JSON link record; "#<n>" -> id by creation, "#seq"
 --   portone_faults  "q:<match>" lists of JSON faults (`portone.sandbox.faults`)
---   portone_stats   everything else: counters, clock offset, request log,
---                   payments, tokens, webhook log (`reset` flushes it)
+--   portone_stats   counters, clock offset, payments, tokens, webhook log
+--   portone_log     the request log and the inbox: only records that may be
+--                   evicted when a huge body needs the room
+-- (`reset` flushes all four)
 local cjson = require "cjson.safe"
 -- luacheck: globals ngx  (handlers assign ngx.status and ngx.header fields)
 
@@ -20,6 +22,7 @@ M.conf = { scheme = "http", host = "127.0.0.1", port = 0 }
 function M.links() return ngx.shared.portone_links end
 function M.faults() return ngx.shared.portone_faults end
 function M.stats() return ngx.shared.portone_stats end
+function M.log() return ngx.shared.portone_log end
 
 --- Called from init_by_lua with the settings start() chose.
 function M.init(c)
@@ -68,10 +71,11 @@ function M.is_integer(v)
   return type(v) == "number" and v == v and v == math.floor(v) and v > -2^53 and v < 2^53
 end
 
---- A number given as a JSON number or a numeric string (forms), else nil.
+--- A finite number given as a JSON number or a numeric string (forms),
+-- else nil (also for nan and inf, which LuaJIT's tonumber reads).
 function M.number(v)
   if type(v) == "string" then v = tonumber(v) end
-  if type(v) ~= "number" or v ~= v then return nil end
+  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then return nil end
   return v
 end
 
@@ -110,22 +114,58 @@ function M.get_json(d, key)
   return raw and cjson.decode(raw) or nil
 end
 
+-- cjson writes numbers with 14 significant digits at most, so an integer
+-- beyond that (an amount may be up to 2^53 - 1, DESIGN §1) would come out
+-- rounded: 9007199254740991 as 9.007199254741e+15. `encode` writes such
+-- integers exactly: a copy with them as marked strings, unmarked in the text.
+local function mark(v)
+  local t = type(v)
+  if t == "number" then
+    if v == math.floor(v) and math.abs(v) >= 1e14 and math.abs(v) < 2^53 then
+      return "\0int:" .. ("%.0f"):format(v) .. "\0"
+    end
+    return v
+  end
+  if t ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = mark(x) end
+  return out
+end
+
+--- cjson.encode, with integers of 15 and 16 digits written exactly.
+-- @return the JSON text, or nil, err (as cjson.safe)
+function M.encode(v)
+  local s, err = cjson.encode(v)
+  -- such an integer is written as "d.ddde+14" .. "e+15": the common case
+  -- costs one find
+  if not s or not s:find("e+1", 1, true) then return s, err end
+  s, err = cjson.encode(mark(v))
+  if not s then return nil, err end
+  return (s:gsub('"\\u0000int:(%-?%d+)\\u0000"', "%1"))
+end
+
 --- cjson on Debian has no array_mt: an empty list is written by hand.
 function M.list_json(list)
-  return #list == 0 and "[]" or cjson.encode(list)
+  return #list == 0 and "[]" or M.encode(list)
 end
+
+local UNWRITABLE = '{"code":-1,"message":"sandbox: the answer cannot be written as JSON"}'
 
 --- The handlers' answer: status, content type, body (strings), so that the
 -- fault layer can deliver it slowly or cut it short.
 function M.JSON(status, tbl)
-  return status, "application/json;charset=UTF-8", cjson.encode(tbl)
+  local body = M.encode(tbl)
+  if not body then return 500, "application/json;charset=UTF-8", UNWRITABLE end
+  return status, "application/json;charset=UTF-8", body
 end
 
 --- Sends a JSON answer now (the admin API, never faulted).
 function M.reply(status, tbl, raw)
+  raw = raw or M.encode(tbl)
+  if not raw then status, raw = 500, UNWRITABLE end
   ngx.status = status
   ngx.header["Content-Type"] = "application/json;charset=UTF-8"
-  ngx.print(raw or cjson.encode(tbl))
+  ngx.print(raw)
   return ngx.exit(ngx.OK)
 end
 

@@ -8,6 +8,7 @@
 --   wh_mode           JSON {mode, delay_ms, format}: how later notices go out
 --   whlog:<imp_uid>   JSON list of deliveries {n, at, status | error | dropped, ms, notice}
 --   whlast:<imp_uid>  JSON {url, notice}: the last notice, for `redeliver`
+-- and in the portone_log dict (records that may be evicted):
 --   inbox:<n>         webhooks received at /__sandbox/inbox (a test receiver)
 local cjson = require "cjson.safe"
 local state = require "portone.sandbox.state"
@@ -160,7 +161,7 @@ end
 
 --- Stores a received webhook; returns its number.
 function M.inbox_store(body)
-  local d = state.stats()
+  local d = state.log()
   local n = d:incr("inbox_seq", 1, 0)
   d:set("inbox:" .. n, cjson.encode({
     n = n, at = state.now(), content_type = ngx.var.content_type or cjson.null, body = body or "",
@@ -172,7 +173,7 @@ end
 
 --- The webhooks received, oldest first.
 function M.inbox_list()
-  local d = state.stats()
+  local d = state.log()
   local n = d:get("inbox_seq") or 0
   local out = {}
   for i = math.max(1, n - M.INBOX_MAX + 1), n do

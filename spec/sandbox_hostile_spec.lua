@@ -1,0 +1,118 @@
+-- The sandbox under hostile or odd requests: every one gets an answer (an
+-- error where it is wrong, never a 500 from a Lua error) and none changes
+-- or loses state it should not. Raw HTTP over luasocket.
+local helper = require "helpers.sandbox"
+local cjson = require "cjson"
+
+local API = helper.API
+
+local sb, token
+
+local function call(method, path, body, headers)
+  local status, raw, hdrs = helper.request(sb, method, path, body, headers)
+  assert(status, raw)
+  local ok, t = pcall(cjson.decode, raw)
+  return status, ok and t or raw, hdrs, raw
+end
+
+local function authed(method, path, body)
+  return call(method, path, body, { Authorization = "Bearer " .. token })
+end
+
+local seq = 0
+local function create(over)
+  seq = seq + 1
+  local info = { merchant_uid = ("hostile-%d-%d"):format(os.time(), seq) }
+  for k, v in pairs(over or {}) do info[k] = v end
+  local status, t = call("POST", API, helper.create_body(info))
+  assert.equal(200, status)
+  return t.shortenedUrl:match("([^/]+)$"), info.merchant_uid
+end
+
+describe("sandbox under hostile requests", function()
+  lazy_setup(function()
+    sb = helper.start()
+    local _, t = call("POST", "/users/getToken",
+      cjson.encode({ imp_key = sb.imp_key, imp_secret = sb.imp_secret }))
+    token = t.response.access_token
+  end)
+  lazy_teardown(function() if sb then sb:stop() end end)
+
+  it("answers 404 to a deactivate of the creation index's keys, and the index still pages", function()
+    local id = create()
+    for _, bad in ipairs({ "%23seq", "%231", "%23", "%2e%2e" }) do
+      local status, t = call("PUT", API .. "/" .. bad)
+      assert.equal(404, status, bad)
+      assert.equal(-1, t.code, bad)
+    end
+    local _, page = call("GET", "/__sandbox/links?limit=1")
+    assert.is_table(page[id])
+    assert.is_true(page[id].active)
+  end)
+
+  it("refuses a payment_info holding a number JSON cannot write back (400, not 500)", function()
+    local body = helper.create_body({ merchant_uid = "inf-1" }):gsub('\\"amount\\":10000',
+      '\\"amount\\":10000,\\"buyer_name\\":1e400')
+    assert.matches("1e400", body, 1, true)
+    local status, t = call("POST", API, body)
+    assert.equal(400, status)
+    assert.equal(-1, t.code)
+  end)
+
+  it("answers page/limit/from/to of inf or huge in the V1 envelope (never a 500)", function()
+    for _, q in ipairs({ "page=inf", "page=-inf", "limit=inf", "page=1e300", "from=inf&to=-inf",
+                         "page=nan", "limit=1e400" }) do
+      local status, t, _, raw = authed("GET", "/payments/status/all?" .. q)
+      assert.equal(200, status, q .. ": " .. tostring(raw))
+      assert.equal(0, t.code, q)
+      assert.is_nil(raw:find("e+", 1, true), q .. ": " .. raw)
+      local _, mt = authed("GET", "/payments/findAll/none-such?" .. q)
+      assert.equal(-1, mt.code, q)
+    end
+  end)
+
+  it("keeps an amount beyond 14 digits exact, in the link and in REST V1", function()
+    local amount = "9007199254740991"
+    local body = helper.create_body({ merchant_uid = "big-amount" }):gsub('\\"amount\\":10000',
+      '\\"amount\\":' .. amount)
+    local status, t = call("POST", API, body)
+    assert.equal(200, status)
+    local id = t.shortenedUrl:match("([^/]+)$")
+    local _, _, _, raw = call("GET", "/__sandbox/links/" .. id)
+    assert.matches('"amount":' .. amount, raw, 1, true)
+    local paid = assert(sb:admin("POST", "pay", { id = id }))
+    _, _, _, raw = authed("GET", "/payments/" .. paid.imp_uid)
+    assert.matches('"amount":' .. amount .. ",", raw, 1, true)
+    _, _, _, raw = authed("GET", "/payments/find/big-amount")
+    assert.matches('"amount":' .. amount .. ",", raw, 1, true)
+  end)
+
+  it("loses no payment, paid mark or link when huge bodies fill the request log and the inbox", function()
+    assert(sb:reset())
+    local _, t = call("POST", "/users/getToken",
+      cjson.encode({ imp_key = sb.imp_key, imp_secret = sb.imp_secret }))
+    token = t.response.access_token
+    local id, muid = create()
+    local paid = assert(sb:admin("POST", "pay", { id = id }))
+    local big = string.rep("x", 7 * 1024 * 1024)
+    for _ = 1, 3 do
+      local status = call("POST", "/payments/cancel", big, { ["Content-Type"] = "text/plain" })
+      assert.equal(401, status)
+      status = call("POST", "/__sandbox/inbox", big, { ["Content-Type"] = "text/plain" })
+      assert.equal(200, status)
+    end
+    -- the link is still paid once, its payment still there
+    local again, err = sb:admin("POST", "pay", { id = id })
+    assert.is_nil(again)
+    assert.matches("409", err)
+    assert(sb:admin("GET", "payments/" .. paid.imp_uid))
+    local status, found = authed("GET", "/payments/find/" .. muid)
+    assert.equal(200, status)
+    assert.equal(paid.imp_uid, found.response.imp_uid)
+    local _, list = authed("GET", "/payments/status/all")
+    assert.equal(1, list.response.total)
+    assert.equal(200, (call("GET", "/" .. id)))
+    -- and the log still works
+    assert.is_table(sb:requests())
+  end)
+end)
