@@ -385,6 +385,17 @@ describe("sandbox", function()
       assert.is_nil(ok)
       assert.matches("400", err)
     end)
+
+    it("refuses a fault that is not an object or has a bad status, queuing none of the list", function()
+      for _, bad in ipairs({ { 1 }, { "reset" }, { { status = "abc" } }, { { status = 99 } },
+                             { { status = 503 }, { status = 1e9 } }, { { delay_ms = "soon" } } }) do
+        local ok, err = sb:faults("any", bad)
+        assert.is_nil(ok)
+        assert.matches("400", err)
+      end
+      assert.equal(0, assert(sb:admin("GET", "faults")).any)
+      assert.equal(200, create(sb).status)
+    end)
   end)
 
   describe("admin", function()

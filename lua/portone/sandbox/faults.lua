@@ -18,8 +18,30 @@ M.MATCHES = { create = true, deactivate = true, page = true, token = true, payme
               cancel = true, prepare = true,
               any = true }
 
---- Queues `list` for class `match`; returns the queue length or nil, err.
+-- nil when `f` is a fault the router can apply, else why not: a fault
+-- taken later would otherwise fail the API request it was meant to shape
+-- with a Lua error (a 500 far from the admin call that queued it).
+local function invalid(f)
+  if type(f) ~= "table" or f[1] ~= nil then return "a fault must be a JSON object" end
+  local status = f.status
+  if status ~= nil and not (state.is_integer(status) and status >= 100 and status <= 599) then
+    return "status must be an HTTP status (100..599)"
+  end
+  for _, k in ipairs({ "delay_ms", "slow_body_ms", "trickle_ms" }) do
+    if f[k] ~= nil and not (type(f[k]) == "number" and f[k] >= 0 and f[k] < math.huge) then
+      return k .. " must be a number of ms >= 0"
+    end
+  end
+  return nil
+end
+
+--- Queues `list` for class `match`; returns the queue length, or nil, err
+-- and false when a fault is malformed (then none of the list is queued).
 function M.queue(match, list)
+  for i, f in ipairs(list) do
+    local why = invalid(f)
+    if why then return nil, "faults[" .. i .. "]: " .. why, false end
+  end
   local faults = state.faults()
   for _, f in ipairs(list) do
     local ok, err = faults:lpush("q:" .. match, cjson.encode(f))
