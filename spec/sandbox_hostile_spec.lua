@@ -116,3 +116,28 @@ describe("sandbox under hostile requests", function()
     assert.is_table(sb:requests())
   end)
 end)
+
+describe("sandbox watchdog cleanup", function()
+  local server = require "portone.sandbox.server"
+
+  -- os.execute: true/nil on 5.2+, a status number on 5.1/LuaJIT
+  local function sh(cmd) local r = os.execute(cmd); return r == true or r == 0 end
+  local function exists(path) return sh("test -e '" .. path:gsub("'", "'\\''") .. "'") end
+
+  it("removes only the prefix, also when $TMPDIR holds quotes", function()
+    local p = io.popen("mktemp -d \"${TMPDIR:-/tmp}/portone-wd.XXXXXXXX\"")
+    local t = p:read("*l")
+    p:close()
+    finally(function() os.execute("rm -rf '" .. t .. "'") end)
+    local victim = t .. "/victim"
+    -- a prefix made under TMPDIR=<t>/a' '<t>/victim' '
+    local prefix = t .. "/a' '" .. victim .. "' '/portone-sandbox.Ab12Cd34"
+    assert(sh("mkdir -p '" .. victim .. "' '" .. prefix:gsub("'", "'\\''") .. "'"))
+    assert.is_true(exists(prefix))
+    assert.is_true(sh(assert(server.cleanup_command(prefix))))
+    assert.is_false(exists(prefix))
+    assert.is_true(exists(victim))
+    assert.is_nil(server.cleanup_command(t .. "/elsewhere"))
+    assert.is_nil(server.cleanup_command("relative/portone-sandbox.Ab12Cd34"))
+  end)
+end)

@@ -73,13 +73,20 @@ local function launcher_alive(pid)
   return ffi.errno() ~= 3 -- ESRCH: gone; EPERM: alive
 end
 
+--- The shell command that removes a sandbox's temp prefix, or nil when
+-- `prefix` is not one `prepare` makes (`.../portone-sandbox.XXXXXXXX`). The
+-- prefix comes from $TMPDIR, which may hold any character: quoted for sh.
+function M.cleanup_command(prefix)
+  if type(prefix) ~= "string" or not prefix:match("^/.+/portone%-sandbox%.[%w]+/?$") then return nil end
+  return "rm -rf '" .. prefix:gsub("'", "'\\''") .. "'"
+end
+
 local function watchdog(premature)
   if premature then return end
   local C = require("ffi").C
   if launcher_alive(conf.watch_pid) then return end
-  if conf.cleanup_prefix and conf.prefix and conf.prefix:match("^/.+/portone%-sandbox%.[%w]+/?$") then
-    os.execute("rm -rf '" .. conf.prefix .. "'")
-  end
+  local cmd = conf.cleanup_prefix and M.cleanup_command(conf.prefix)
+  if cmd then os.execute(cmd) end
   C.kill(C.getppid(), 3) -- SIGQUIT to the master: graceful stop
 end
 
