@@ -87,6 +87,26 @@ describe("sandbox under hostile requests", function()
     assert.matches('"amount":' .. amount .. ",", raw, 1, true)
   end)
 
+  it("refuses admin calls with a missing id or a non-finite number, changing nothing", function()
+    for _, c in ipairs({
+      { "deposit", {} }, { "deposit", { imp_uid = { 1 } } },
+      { "clock", { offset = "inf" } }, { "latency", { ms = "inf" } }, { "latency", { ms = -5 } },
+      { "tamper", { next = true, amount = "inf" } }, { "tamper", { next = true, amount = "nan" } },
+      { "webhook", { mode = "late", delay_ms = "inf" } }, { "webhook", { mode = "late", delay_ms = -1 } },
+      { "redeliver", { imp_uid = "x", count = "nan" } },
+    }) do
+      local status, t = call("POST", "/__sandbox/" .. c[1], cjson.encode(c[2]))
+      assert.is_true(status == 400 or status == 404, c[1] .. " " .. cjson.encode(c[2]) .. ": " .. status)
+      assert.equal(-1, t.code)
+    end
+    assert.equal(0, assert(sb:admin("GET", "clock")).offset)
+    assert.equal(0, assert(sb:stats()).latency_ms)
+    assert.equal("normal", assert(sb:admin("GET", "webhook")).mode)
+    local id = create()
+    local paid = assert(sb:admin("POST", "pay", { id = id }))
+    assert.equal(10000, paid.payment.amount)
+  end)
+
   it("loses no payment, paid mark or link when huge bodies fill the request log and the inbox", function()
     assert(sb:reset())
     local _, t = call("POST", "/users/getToken",

@@ -50,6 +50,15 @@ local function links_page()
   return reply(200, nil, n == 0 and "{}" or state.encode(out))
 end
 
+-- A number field: `default` when absent, nil when not a finite number (inf
+-- or nan would be stored: an endless latency, a clock at inf) or below `min`.
+local function number_field(req, k, default, min)
+  if req[k] == nil then return default end
+  local v = state.number(req[k])
+  if v == nil or (min and v < min) then return nil end
+  return v
+end
+
 local function keys()
   local c = state.conf
   return { imp_key = c.imp_key, imp_secret = c.imp_secret, made_up = c.keys_made_up and true or false }
@@ -68,11 +77,15 @@ POST.faults = function(req)
   return reply(200, { queued = n })
 end
 POST.latency = function(req)
-  state.stats():set("latency_ms", tonumber(req.ms) or 0)
+  local ms = number_field(req, "ms", 0, 0)
+  if not ms then return err(400, "latency: ms must be a number >= 0") end
+  state.stats():set("latency_ms", ms)
   return reply(200, { ms = state.stats():get("latency_ms") })
 end
 POST.clock = function(req)
-  state.stats():set("clock_offset", tonumber(req.offset) or 0)
+  local offset = number_field(req, "offset", 0)
+  if not offset then return err(400, "clock: offset must be a number of seconds") end
+  state.stats():set("clock_offset", offset)
   return reply(200, { offset = state.stats():get("clock_offset"), now = state.now() })
 end
 GET.clock = function()
@@ -109,6 +122,7 @@ end
 
 -- The deposit into a virtual account (ready -> paid); answers as `pay` does.
 POST.deposit = function(req)
+  if type(req.imp_uid) ~= "string" then return err(400, "deposit: imp_uid is required") end
   local p, e = payments.deposit(req.imp_uid)
   if not p then return err(e == "no such payment" and 404 or 409, "deposit: " .. tostring(e)) end
   return reply(200, { imp_uid = p.imp_uid, payment = p, webhook = e })
@@ -125,7 +139,9 @@ end
 
 -- Sends a payment's last webhook again, `count` copies at once.
 POST.redeliver = function(req)
-  local n, e = webhooks.redeliver(req.imp_uid, req.count)
+  local count = number_field(req, "count", 1)
+  if not count then return err(400, "redeliver: count must be a number") end
+  local n, e = webhooks.redeliver(req.imp_uid, count)
   if not n then return err(404, "redeliver: " .. e) end
   return reply(200, { scheduled = n })
 end
@@ -142,15 +158,17 @@ POST.webhook = function(req)
   if not webhooks.MODES[mode] then
     return err(400, "webhook: mode must be normal, twice, late or drop")
   end
-  local m = { mode = mode, delay_ms = tonumber(req.delay_ms),
+  local delay = number_field(req, "delay_ms", nil, 0)
+  if req.delay_ms ~= nil and not delay then return err(400, "webhook: delay_ms must be a number >= 0") end
+  local m = { mode = mode, delay_ms = delay,
               format = req.format == "form" and "form" or "json" }
   webhooks.set_mode(m)
   return reply(200, m)
 end
 
 POST.tamper = function(req)
-  local amount = tonumber(req.amount)
-  if not amount then return err(400, "tamper: amount is required") end
+  local amount = state.number(req.amount)
+  if not amount then return err(400, "tamper: amount (a number) is required") end
   if req.next then
     state.stats():set("tamper_next", amount)
     return reply(200, { next = true, amount = amount })
