@@ -12,7 +12,9 @@
 --   400  not a PortOne notice (the body does not parse)
 --   500  the lookup failed (network, auth, PortOne down), or the fulfilment
 --        could not be scheduled: PortOne sends the webhook again later, and
---        the next try verifies
+--        the next try verifies. Only when resends are on: by default PortOne
+--        sends a notice once (ask its tech support for resends, and look
+--        unpaid orders up with rest:find from time to time all the same)
 --
 -- The notice can come twice, in any order, and two copies at the same time
 -- (PortOne retries, its console resends). Each order is handled exactly

@@ -380,7 +380,9 @@ end
 --   `validation` (no merchant_uid to check, nothing looked up), or the
 --   lookup's own kind (`http` 404, `auth`, `transport`,
 --   `timeout`, `api`, `decode`, `validation`) with `err.stage == "lookup"`:
---   answer the webhook with a 5xx so PortOne sends it again.
+--   answer the webhook with a 5xx so PortOne sends it again (it does so
+--   only when resends were turned on for you; by default a notice comes
+--   once: see the webhooks guide).
 function Rest:verify(notice, expect)
   if type(notice) ~= "table" then
     error(("bad argument #1 to 'verify' (table expected, got %s)"):format(type(notice)), 2)
