@@ -337,6 +337,17 @@ local function invalid(field, message, code)
     { errors = { { field = field, code = code or "format", message = message } } })
 end
 
+-- The token's failure as a call's own error: a copy (the threads that
+-- waited for one refresh share its error, and callers add to theirs),
+-- without the getToken's `unanswered`: the call itself was never sent, so
+-- it is as retryable as the fetch is, even for a cancel.
+local function token_failure(err)
+  local e = setmetatable({}, getmetatable(err))
+  for k, v in pairs(err) do e[k] = v end
+  e.unanswered = nil
+  return e
+end
+
 local function check_imp_uid(imp_uid)
   return type(imp_uid) == "string" and #imp_uid <= 64 and imp_uid:match("^[%w_%-]+$") ~= nil
 end
@@ -352,7 +363,7 @@ function Rest:payment(imp_uid)
   local used
   for attempt = 1, 2 do
     local tok, terr = self:token()
-    if not tok then return nil, terr end
+    if not tok then return nil, token_failure(terr) end
     used = tok
     local r, err, status = self:_call("GET", path, { "Authorization: Bearer " .. tok }, nil,
       "payment " .. imp_uid)
@@ -467,12 +478,13 @@ end
 
 -- One authenticated call with the token, retried once with a fresh token
 -- on a 401 (the server refused it before doing anything, so this is safe
--- for a cancel too). Returns the envelope's response or nil, err.
+-- for a cancel too). Returns the envelope's response or nil, err, and
+-- third true when the call was not sent (the token could not be had).
 function Rest:_authed(method, path, body, what)
   local used
   for attempt = 1, 2 do
     local tok, terr = self:token()
-    if not tok then return nil, terr end
+    if not tok then return nil, token_failure(terr), true end
     used = tok
     local headers = { "Authorization: Bearer " .. tok }
     if body then headers[#headers + 1] = "Content-Type: application/json" end
@@ -502,8 +514,9 @@ end
 --   `transport`, `timeout`, `decode`. A cancel is not idempotent:
 --   `err.retryable` follows the rules of a create (retry only when the
 --   request surely did not reach PortOne, or on a 429/503 to its only
---   send: with `err.unanswered` it is false); after any other failure,
---   look the payment up before trying again. libcurl itself may
+--   send: with `err.unanswered` it is false; a failure to get the token,
+--   before the cancel was sent, is as retryable as that fetch); after any
+--   other failure, look the payment up before trying again. libcurl itself may
 --   send the request a second time when a reused connection dies before
 --   any answer (once per call: see "Sends per call" in the errors guide):
 --   pass `checksum`, and PortOne refuses the copy.
@@ -542,8 +555,9 @@ function Rest:cancel(req)
     end
   end
   local what = "cancel " .. tostring(req.imp_uid or req.merchant_uid)
-  local r, err = self:_authed("POST", "/payments/cancel", "{" .. table.concat(parts, ",") .. "}", what)
-  if not r and err.kind ~= "validation" then err.retryable = retry.retryable("create", err) end
+  local body = "{" .. table.concat(parts, ",") .. "}"
+  local r, err, unsent = self:_authed("POST", "/payments/cancel", body, what)
+  if not r and not unsent then err.retryable = retry.retryable("create", err) end
   return r, err
 end
 
