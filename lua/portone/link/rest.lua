@@ -37,6 +37,9 @@ local M = {}
 M.DEFAULT_BASE_URL = "https://api.iamport.kr"
 --- Refresh this many seconds before the token's computed expiry.
 M.DEFAULT_MARGIN = 60
+--- PortOne hands the token held back unchanged until this many seconds are
+-- left of it (then it adds 5 minutes to it).
+M.RENEW_WITHIN = 60
 --- Longest a light thread waits for another's refresh; a refresh in flight
 -- for longer is taken as abandoned.
 M.WAIT_TIMEOUT = 15
@@ -44,7 +47,7 @@ M.WAIT_TIMEOUT = 15
 local Rest = {}
 Rest.__index = Rest
 
--- self -> {secret =, token =, expires =, gen =, last_err =}; weak keys, so a
+-- self -> {secret =, token =, expires =, renew_at =, gen =, last_err =}; weak keys, so a
 -- dropped client takes its secret with it.
 local private = setmetatable({}, { __mode = "k" })
 
@@ -110,7 +113,9 @@ end
 --   `test_mode` (default false: lookups send `include_sandbox=true`, and
 --   so find test-mode payments, only when true; `include_sandbox` is an
 --   older name for it);
---   `margin` (seconds before expiry to refresh, default 60); `clock` (a
+--   `margin` (seconds before expiry to refresh, default 60; PortOne renews
+--   a token only in its last minute, so a token it hands back unchanged
+--   inside a larger margin is kept until then); `clock` (a
 --   function returning unix seconds, for tests).
 function M.new(opts)
   if type(opts) ~= "table" then
@@ -249,12 +254,17 @@ function Rest:_fetch_token()
   p.token = tok
   -- local clock + what the server says is left: skew between the clocks cancels.
   p.expires = before + (exp - now)
+  -- A token that comes back already inside the margin (PortOne renews
+  -- none before its last minute) is kept until that minute: asking again
+  -- before it would only repeat this answer, on every call.
+  p.renew_at = p.expires - self.margin
+  if p.renew_at <= before then p.renew_at = p.expires - math.min(self.margin, M.RENEW_WITHIN) end
   return tok
 end
 
 function Rest:_valid_token()
   local p = private[self]
-  if p.token and self.clock() < p.expires - self.margin then return p.token end
+  if p.token and self.clock() < p.renew_at then return p.token end
   return nil
 end
 
@@ -328,7 +338,7 @@ end
 --- Forgets the cached token (the next call fetches a new one).
 function Rest:forget_token()
   local p = private[self]
-  p.token, p.expires = nil, nil
+  p.token, p.expires, p.renew_at = nil, nil, nil
 end
 
 -- nil and a validation error for one field (code "format" unless given)
