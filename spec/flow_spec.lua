@@ -329,7 +329,8 @@ describe("payment flow against the sandbox", function()
       return status, cjson.decode(b)
     end
 
-    it("gives the same token until near expiry, and refuses a wrong secret", function()
+    it("gives the same token until it expires (5 minutes longer in its last one), and refuses a wrong secret",
+        function()
       local s1, a = token_call(KEY, SECRET)
       local s2, b = token_call(KEY, SECRET)
       assert.equal(200, s1); assert.equal(200, s2)
@@ -337,10 +338,14 @@ describe("payment flow against the sandbox", function()
       assert.equal(a.response.access_token, b.response.access_token)
       local left = a.response.expired_at - a.response.now
       assert.truthy(left <= 1800 and left > 1700)
-      assert(sb:clock(1750))                     -- 50 s left: a new one comes back
+      assert(sb:clock(1750))                     -- 50 s left: the same one, 300 s longer (PortOne's rule)
       local _, c = token_call(KEY, SECRET)
+      assert.equal(a.response.access_token, c.response.access_token)
+      assert.equal(a.response.expired_at + 300, c.response.expired_at)
+      assert(sb:clock(1800 + 300))               -- expired: a new one comes back
+      local _, e = token_call(KEY, SECRET)
       assert(sb:clock(0))
-      assert.not_equal(a.response.access_token, c.response.access_token)
+      assert.not_equal(a.response.access_token, e.response.access_token)
       local s3, d = token_call(KEY, "wrong")
       assert.equal(401, s3)
       assert.equal(-1, d.code)

@@ -329,8 +329,10 @@ describe("link.rest and the webhook example inside nginx", function()
       return r.imp_uid, r
     end
 
-    local function store(merchant_uid)
-      local code, text = request("GET", srv.url .. "/t/orders/get?merchant_uid=" .. merchant_uid)
+    -- the order's record; `claim` is the claim on the payment imp_uid
+    local function store(merchant_uid, imp_uid)
+      local code, text = request("GET", srv.url .. "/t/orders/get?merchant_uid=" .. merchant_uid
+        .. "&imp_uid=" .. (imp_uid or ""))
       assert.equal(200, code)
       return cjson.decode(text)
     end
@@ -395,7 +397,7 @@ describe("link.rest and the webhook example inside nginx", function()
       -- one copy claimed the order and looked it up; the other did not
       local log = api_log()
       assert.equal(1 + count(log, "token") * (log[1] == "payment" and 1 or 0), count(log, "payment"))
-      assert.is_nil(store(req.merchant_uid).claim)                -- released
+      assert.is_nil(store(req.merchant_uid, imp_uid).claim)       -- released
       -- more copies later: answered OK, nothing more shipped
       assert(sb:admin("POST", "redeliver", { imp_uid = imp_uid, count = 3 }))
       hooks = deliveries(imp_uid, 5)
@@ -403,12 +405,30 @@ describe("link.rest and the webhook example inside nginx", function()
       assert.equal(1, log_lines(shipped(req.merchant_uid, imp_uid)))
     end)
 
+    it("a forged notice naming the order, in flight, does not get the real notice dropped", function()
+      -- The real notice arrives while a forged one (same merchant_uid, an
+      -- imp_uid that does not exist) is being looked up. PortOne sends a
+      -- notice once unless resends were asked for: an "in progress" answer
+      -- to the real one would lose a paid order for good.
+      local id, req = order(10000)
+      assert(sb:admin("POST", "webhook", { mode = "late", delay_ms = 300 }))
+      assert(sb:faults("payment", { { delay_ms = 1500 } }))       -- the forged lookup, slow
+      local imp_uid = pay(id)
+      local code = request("POST", hook_url, cjson.encode {
+        imp_uid = "imp_000000000009", merchant_uid = req.merchant_uid, status = "paid" })
+      assert.equal(500, code)                                     -- no such payment
+      assert.equal(200, deliveries(imp_uid, 1)[1].status)
+      assert.equal(imp_uid, store(req.merchant_uid).paid)
+      assert.equal(1, log_lines(shipped(req.merchant_uid, imp_uid), 1, 3))
+      assert.is_nil(store(req.merchant_uid, imp_uid).claim)
+    end)
+
     it("a copy whose handling failed releases the claim: the next copy fulfils", function()
       local id, req = order(10000)
       assert(sb:faults("payment", { { status = 503 } }))
       local imp_uid = pay(id)
       assert.equal(500, deliveries(imp_uid, 1)[1].status)
-      assert.is_nil(store(req.merchant_uid).claim)
+      assert.is_nil(store(req.merchant_uid, imp_uid).claim)
       assert.is_nil(store(req.merchant_uid).paid)
       assert(sb:admin("POST", "redeliver", { imp_uid = imp_uid }))
       assert.equal(200, deliveries(imp_uid, 2)[2].status)
@@ -422,7 +442,7 @@ describe("link.rest and the webhook example inside nginx", function()
       assert(post("/t/orders/set", { merchant_uid = req.merchant_uid, amount = "ten thousand" }).ok)
       local imp_uid = pay(id)
       assert.equal(500, deliveries(imp_uid, 1)[1].status)
-      assert.is_nil(store(req.merchant_uid).claim)
+      assert.is_nil(store(req.merchant_uid, imp_uid).claim)
       assert(post("/t/orders/set", { merchant_uid = req.merchant_uid, amount = 10000 }).ok)
       assert(sb:admin("POST", "redeliver", { imp_uid = imp_uid }))
       assert.equal(200, deliveries(imp_uid, 2)[2].status)

@@ -127,6 +127,42 @@ describe("link.rest against the sandbox", function()
       assert.equal(2000, p.cancel_amount)     -- the cut one and this one, nothing else
     end)
 
+    it("a failed token fetch: the cancel was never sent, so it is retryable as the fetch is", function()
+      local imp = paid{ amount = 10000 }
+      local fresh = link.rest.new{ imp_key = sb.imp_key, imp_secret = sb.imp_secret, base_url = sb.url,
+                                   transport = "curl" }
+      local function cancels()
+        local n = 0
+        for _, r in ipairs(assert(sb:requests())) do
+          if r.uri == "/payments/cancel" then n = n + 1 end
+        end
+        return n
+      end
+      local before = cancels()
+      -- PortOne answers the token request 502, or issues it and the answer is
+      -- lost (twice: libcurl sends it again after a reused connection died)
+      for _, faults in ipairs({ { { status = 502 } }, { { reset_after = true }, { reset_after = true } } }) do
+        assert(sb:faults("token", faults))
+        local p, err = fresh:cancel{ imp_uid = imp, amount = 1000, checksum = 10000 }
+        assert.is_nil(p)
+        assert.matches("getToken", err.message)
+        assert.is_true(err.retryable, tostring(err))   -- nothing was refunded: safe to retry
+        assert.is_nil(err.unanswered)                    -- that was the getToken's send
+      end
+      assert.equal(before, cancels())
+      -- a refused key stays final
+      local bad = link.rest.new{ imp_key = sb.imp_key, imp_secret = "not-the-secret", base_url = sb.url,
+                                 transport = "curl" }
+      local _, err = bad:cancel{ imp_uid = imp, amount = 1000, checksum = 10000 }
+      assert.equal("auth", err.kind)
+      assert.is_falsy(err.retryable)
+      bad:close()
+      -- the retry goes through, once
+      local p = assert(fresh:cancel{ imp_uid = imp, amount = 1000, checksum = 10000 })
+      assert.equal(1000, p.cancel_amount)
+      fresh:close()
+    end)
+
     it("a 401 to the silent re-send of a cancel whose first send got no answer is not retried", function()
       local imp = paid{ amount = 10000 }
       assert(rest:payment(imp))               -- a token, and a kept-alive connection

@@ -56,10 +56,18 @@ local function fake_portone(state)
     if not req.body:find('"imp_secret":"' .. SECRET .. '"', 1, true) then
       return 401, '{"code":-1,"message":"imp_key, imp_secret 정보가 올바르지 않습니다.","response":null}'
     end
-    state.tokens = state.tokens + 1
-    state.current = "tok" .. state.tokens .. string.rep("x", 30)
+    state.fetches = (state.fetches or 0) + 1
+    -- `state.reuse`: as PortOne documents it, the token held comes back
+    -- until its last minute, which then adds 5 minutes to it
+    if state.reuse and state.current and state.server_now < state.expiry then
+      if state.expiry - state.server_now <= 60 then state.expiry = state.expiry + 300 end
+    else
+      state.tokens = state.tokens + 1
+      state.current = "tok" .. state.tokens .. string.rep("x", 30)
+      state.expiry = state.server_now + 1800
+    end
     return 200, ('{"code":0,"message":null,"response":{"access_token":"%s","now":%d,"expired_at":%d}}')
-      :format(state.current, state.server_now, state.server_now + 1800)
+      :format(state.current, state.server_now, state.expiry)
   end
   routes["GET *"] = function(req)
     local id = req.path:match("^/payments/(.+)$")
@@ -141,6 +149,36 @@ describe("link.rest", function()
       state.server_now = state.server_now + 1741
       assert.not_equal(tok, r:token())
       assert.equal(2, state.tokens)
+    end)
+
+    it("a margin above PortOne's last minute does not fetch the token again on every call", function()
+      -- PortOne hands the token held back unchanged until its last minute:
+      -- asking earlier only gets the same answer again
+      local routes, state = fake_portone{ reuse = true }
+      local t = fake_transport(routes)
+      local clock = { now = 5000 }
+      local r = rest.new{ imp_key = KEY, imp_secret = SECRET, transport = t, margin = 300,
+        clock = function() return clock.now end }
+      local function at(left)   -- both clocks `left` seconds before the server's expiry
+        local dt = (state.expiry or state.server_now + 1800) - left - state.server_now
+        clock.now, state.server_now = clock.now + dt, state.server_now + dt
+      end
+      local tok = assert(r:token())
+      at(200)                                  -- inside the margin: one fetch, the same token
+      assert.equal(tok, r:token())
+      assert.equal(2, state.fetches)
+      for left = 199, 61, -2 do                -- no fetch per call until PortOne renews
+        at(left)
+        assert.equal(tok, r:token())
+      end
+      assert.equal(2, state.fetches)
+      at(60)                                   -- the last minute: renewed by 5 minutes
+      assert.equal(tok, r:token())
+      assert.equal(3, state.fetches)
+      at(300 + 30)
+      assert.equal(tok, r:token())
+      assert.equal(3, state.fetches)
+      assert.equal(1, state.tokens)
     end)
 
     it("is safe against a skewed server clock, ahead or behind", function()

@@ -97,6 +97,37 @@ describe("sandbox REST V1", function()
       assert.equal(0, cjson.decode(t).code)
     end)
 
+    it("hands the token back as PortOne does: the same one, 5 more minutes in its last minute", function()
+      assert(sb:clock(0))
+      local function get()
+        local status, t = call("POST", "/users/getToken",
+          { imp_key = sb.imp_key, imp_secret = sb.imp_secret })
+        assert.equal(200, status)
+        return t.response
+      end
+      local ok, err = pcall(function()
+        local first = get()
+        local life = first.expired_at - first.now
+        assert.is_true(life > 60 and life <= 1800)
+        assert(sb:clock(life - 61))                       -- 61 s left: unchanged
+        local r = get()
+        assert.equal(first.access_token, r.access_token)
+        assert.equal(first.expired_at, r.expired_at)
+        assert(sb:clock(life - 30))                       -- 30 s left: the same token, +300 s
+        r = get()
+        assert.equal(first.access_token, r.access_token)
+        assert.equal(first.expired_at + 300, r.expired_at)
+        assert(sb:clock(life + 300))                      -- expired: a new one
+        r = get()
+        assert.not_equal(first.access_token, r.access_token)
+        assert.equal(r.now + 1800, r.expired_at)
+      end)
+      assert(sb:clock(0))
+      local _, t = call("POST", "/users/getToken", { imp_key = sb.imp_key, imp_secret = sb.imp_secret })
+      token = t.response.access_token
+      assert(ok, err)
+    end)
+
     it("prints the made-up pair in the announce line", function()
       local plan = assert(sandbox.prepare{ announce = true, daemon = false })
       sandbox.remove_prefix(plan.prefix)

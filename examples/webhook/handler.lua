@@ -12,16 +12,19 @@
 --   400  not a PortOne notice (the body does not parse)
 --   500  the lookup failed (network, auth, PortOne down), or the fulfilment
 --        could not be scheduled: PortOne sends the webhook again later, and
---        the next try verifies
+--        the next try verifies. Only when resends are on: by default PortOne
+--        sends a notice once (ask its tech support for resends, and look
+--        unpaid orders up with rest:find from time to time all the same)
 --
 -- The notice can come twice, in any order, and two copies at the same time
 -- (PortOne retries, its console resends). Each order is handled exactly
 -- once: a copy for an order already fulfilled is answered at once; a copy
--- that arrives while another is being handled finds the order claimed (a
--- shared-dict `add` with a TTL, atomic across the workers) and is answered
--- without a lookup. The claim is released whatever happens, so when the
--- handling fails (500) PortOne's next try takes it over; its TTL frees it
--- even if the worker died holding it.
+-- that arrives while another copy of it is being handled finds its payment
+-- (imp_uid) claimed (a shared-dict `add` with a TTL, atomic across the
+-- workers) and is answered without a lookup; the order is marked paid with
+-- an `add` too, so it ships once. The claim is released whatever happens,
+-- so when the handling fails (500) PortOne's next try takes it over; its
+-- TTL frees it even if the worker died holding it.
 -- luacheck: globals ngx
 local link = require "portone.link"
 
@@ -62,12 +65,17 @@ end
 
 -- Longer than a lookup can take (connect 3 s + 10 s, a token refresh first).
 M.CLAIM_TTL = 60
--- true for the one copy that may handle the order now
-function orders.claim(merchant_uid)
-  return ngx.shared.orders:add("claim:" .. merchant_uid, true, M.CLAIM_TTL)
+-- true for the one copy of a notice that may handle it now. The claim is on
+-- the notice's imp_uid, not on the order: anyone can post a notice naming
+-- the order with an imp_uid of their own, and were that one to hold the
+-- order while it is looked up, the real notice arriving meanwhile would be
+-- answered "in progress" and lost (PortOne sends a notice once unless
+-- resends were set up). The order is still fulfilled once: mark_paid.
+function orders.claim(imp_uid)
+  return ngx.shared.orders:add("claim:" .. imp_uid, true, M.CLAIM_TTL)
 end
-function orders.release(merchant_uid)
-  ngx.shared.orders:delete("claim:" .. merchant_uid)
+function orders.release(imp_uid)
+  ngx.shared.orders:delete("claim:" .. imp_uid)
 end
 
 local function fulfil(premature, merchant_uid, imp_uid)
@@ -100,15 +108,15 @@ function M.handle()
     return answer(200, "unknown order")
   end
   if orders.is_paid(order.merchant_uid) then return answer(200, "OK") end -- a copy: done already
-  if not orders.claim(order.merchant_uid) then
-    -- another copy is being handled right now; if that one fails it answers
-    -- 500 itself and PortOne sends again
+  if not orders.claim(notice.imp_uid) then
+    -- another copy of this notice is being handled right now: its answer
+    -- is this one's too
     return answer(200, "in progress")
   end
   -- under pcall: whatever goes wrong, the claim is released (OpenResty lets
   -- cosockets yield across pcall)
   local ok, status, text = pcall(M.handle_claimed, notice, order)
-  orders.release(order.merchant_uid)
+  orders.release(notice.imp_uid)
   if not ok then
     ngx.log(ngx.ERR, "webhook: ", tostring(status))
     return answer(500, "error, send again")

@@ -25,7 +25,7 @@ function M.handle(body, content_type, orders, rest)
     currency = order.currency })   -- nil: KRW
   if not payment then
     if verr.kind == "mismatch" or verr.kind == "unpaid" then return 200, verr.kind end
-    return 500, "lookup failed, send again" -- PortOne retries later
+    return 500, "lookup failed, send again" -- PortOne retries later, if resends are on
   end
   if orders.mark_paid(order.merchant_uid, payment.imp_uid) then
     io.stderr:write(("order %s paid (%s)\n"):format(order.merchant_uid, payment.imp_uid))

@@ -297,7 +297,8 @@ routes["/t/rest/fanout"] = function()
 end
 
 -- examples/webhook/handler.lua's order store (lua_shared_dict orders):
--- {merchant_uid, amount} sets an order up; ?merchant_uid= reads it back.
+-- {merchant_uid, amount} sets an order up; ?merchant_uid= reads it back
+-- (&imp_uid=: with the claim on that payment's notice).
 routes["/t/orders/set"] = function()
   local a = read_json()
   assert(ngx.shared.orders:set("amount:" .. a.merchant_uid, a.amount))
@@ -307,8 +308,9 @@ end
 routes["/t/orders/get"] = function()
   local uid = ngx.var.arg_merchant_uid
   local d = ngx.shared.orders
+  local imp_uid = ngx.var.arg_imp_uid
   json_out(200, { amount = d:get("amount:" .. uid), paid = d:get("paid:" .. uid),
-                  claim = d:get("claim:" .. uid) })
+                  claim = imp_uid and imp_uid ~= "" and d:get("claim:" .. imp_uid) or nil })
 end
 
 -- Fills the worker's pending timers (lua_max_pending_timers) with timers

@@ -37,6 +37,9 @@ local M = {}
 M.DEFAULT_BASE_URL = "https://api.iamport.kr"
 --- Refresh this many seconds before the token's computed expiry.
 M.DEFAULT_MARGIN = 60
+--- PortOne hands the token held back unchanged until this many seconds are
+-- left of it (then it adds 5 minutes to it).
+M.RENEW_WITHIN = 60
 --- Longest a light thread waits for another's refresh; a refresh in flight
 -- for longer is taken as abandoned.
 M.WAIT_TIMEOUT = 15
@@ -44,7 +47,7 @@ M.WAIT_TIMEOUT = 15
 local Rest = {}
 Rest.__index = Rest
 
--- self -> {secret =, token =, expires =, gen =, last_err =}; weak keys, so a
+-- self -> {secret =, token =, expires =, renew_at =, gen =, last_err =}; weak keys, so a
 -- dropped client takes its secret with it.
 local private = setmetatable({}, { __mode = "k" })
 
@@ -110,7 +113,9 @@ end
 --   `test_mode` (default false: lookups send `include_sandbox=true`, and
 --   so find test-mode payments, only when true; `include_sandbox` is an
 --   older name for it);
---   `margin` (seconds before expiry to refresh, default 60); `clock` (a
+--   `margin` (seconds before expiry to refresh, default 60; PortOne renews
+--   a token only in its last minute, so a token it hands back unchanged
+--   inside a larger margin is kept until then); `clock` (a
 --   function returning unix seconds, for tests).
 function M.new(opts)
   if type(opts) ~= "table" then
@@ -249,12 +254,17 @@ function Rest:_fetch_token()
   p.token = tok
   -- local clock + what the server says is left: skew between the clocks cancels.
   p.expires = before + (exp - now)
+  -- A token that comes back already inside the margin (PortOne renews
+  -- none before its last minute) is kept until that minute: asking again
+  -- before it would only repeat this answer, on every call.
+  p.renew_at = p.expires - self.margin
+  if p.renew_at <= before then p.renew_at = p.expires - math.min(self.margin, M.RENEW_WITHIN) end
   return tok
 end
 
 function Rest:_valid_token()
   local p = private[self]
-  if p.token and self.clock() < p.expires - self.margin then return p.token end
+  if p.token and self.clock() < p.renew_at then return p.token end
   return nil
 end
 
@@ -328,13 +338,24 @@ end
 --- Forgets the cached token (the next call fetches a new one).
 function Rest:forget_token()
   local p = private[self]
-  p.token, p.expires = nil, nil
+  p.token, p.expires, p.renew_at = nil, nil, nil
 end
 
 -- nil and a validation error for one field (code "format" unless given)
 local function invalid(field, message, code)
   return nil, errors.new("validation", field .. " " .. message,
     { errors = { { field = field, code = code or "format", message = message } } })
+end
+
+-- The token's failure as a call's own error: a copy (the threads that
+-- waited for one refresh share its error, and callers add to theirs),
+-- without the getToken's `unanswered`: the call itself was never sent, so
+-- it is as retryable as the fetch is, even for a cancel.
+local function token_failure(err)
+  local e = setmetatable({}, getmetatable(err))
+  for k, v in pairs(err) do e[k] = v end
+  e.unanswered = nil
+  return e
 end
 
 local function check_imp_uid(imp_uid)
@@ -352,7 +373,7 @@ function Rest:payment(imp_uid)
   local used
   for attempt = 1, 2 do
     local tok, terr = self:token()
-    if not tok then return nil, terr end
+    if not tok then return nil, token_failure(terr) end
     used = tok
     local r, err, status = self:_call("GET", path, { "Authorization: Bearer " .. tok }, nil,
       "payment " .. imp_uid)
@@ -380,7 +401,9 @@ end
 --   `validation` (no merchant_uid to check, nothing looked up), or the
 --   lookup's own kind (`http` 404, `auth`, `transport`,
 --   `timeout`, `api`, `decode`, `validation`) with `err.stage == "lookup"`:
---   answer the webhook with a 5xx so PortOne sends it again.
+--   answer the webhook with a 5xx so PortOne sends it again (it does so
+--   only when resends were turned on for you; by default a notice comes
+--   once: see the webhooks guide).
 function Rest:verify(notice, expect)
   if type(notice) ~= "table" then
     error(("bad argument #1 to 'verify' (table expected, got %s)"):format(type(notice)), 2)
@@ -465,12 +488,13 @@ end
 
 -- One authenticated call with the token, retried once with a fresh token
 -- on a 401 (the server refused it before doing anything, so this is safe
--- for a cancel too). Returns the envelope's response or nil, err.
+-- for a cancel too). Returns the envelope's response or nil, err, and
+-- third true when the call was not sent (the token could not be had).
 function Rest:_authed(method, path, body, what)
   local used
   for attempt = 1, 2 do
     local tok, terr = self:token()
-    if not tok then return nil, terr end
+    if not tok then return nil, token_failure(terr), true end
     used = tok
     local headers = { "Authorization: Bearer " .. tok }
     if body then headers[#headers + 1] = "Content-Type: application/json" end
@@ -500,8 +524,9 @@ end
 --   `transport`, `timeout`, `decode`. A cancel is not idempotent:
 --   `err.retryable` follows the rules of a create (retry only when the
 --   request surely did not reach PortOne, or on a 429/503 to its only
---   send: with `err.unanswered` it is false); after any other failure,
---   look the payment up before trying again. libcurl itself may
+--   send: with `err.unanswered` it is false; a failure to get the token,
+--   before the cancel was sent, is as retryable as that fetch); after any
+--   other failure, look the payment up before trying again. libcurl itself may
 --   send the request a second time when a reused connection dies before
 --   any answer (once per call: see "Sends per call" in the errors guide):
 --   pass `checksum`, and PortOne refuses the copy.
@@ -540,8 +565,9 @@ function Rest:cancel(req)
     end
   end
   local what = "cancel " .. tostring(req.imp_uid or req.merchant_uid)
-  local r, err = self:_authed("POST", "/payments/cancel", "{" .. table.concat(parts, ",") .. "}", what)
-  if not r and err.kind ~= "validation" then err.retryable = retry.retryable("create", err) end
+  local body = "{" .. table.concat(parts, ",") .. "}"
+  local r, err, unsent = self:_authed("POST", "/payments/cancel", body, what)
+  if not r and not unsent then err.retryable = retry.retryable("create", err) end
   return r, err
 end
 

@@ -3,16 +3,18 @@
 -- The imp_key/imp_secret the sandbox was started with are the only pair
 -- accepted; `portone.sandbox.start` makes one up when none is given (printed
 -- at start, and in `GET /__sandbox/keys`). A token lives 30 minutes on the
--- sandbox clock (which `/__sandbox/clock` can move); the same token comes
--- back until less than a minute of it is left, as PortOne does. Older tokens
--- stay valid until their own expiry. `revoke_all` makes every token fail
+-- sandbox clock (which `/__sandbox/clock` can move). As PortOne documents
+-- it, the same token comes back until it expires, and one asked for in its
+-- last minute gets 5 more minutes; only an expired one is replaced. Older
+-- tokens stay valid until their own expiry. `revoke_all` makes every token fail
 -- (to exercise a client's refresh-and-retry).
 local state = require "portone.sandbox.state"
 
 local M = {}
 
 M.TTL = 1800
-M.REISSUE_WITHIN = 60
+M.EXTEND_WITHIN = 60
+M.EXTEND_BY = 300
 
 --- True when key/secret are the sandbox's pair.
 function M.accepts(key, secret)
@@ -27,12 +29,16 @@ local function key(d, tok)
   return "tok:" .. (d:get("tok_epoch") or 0) .. ":" .. tok
 end
 
---- The current token, a new one when little of it is left: token, expiry, now.
+--- The current token (5 minutes longer in its last minute), a new one once
+-- it expired: token, expiry, now.
 function M.issue()
   local d, now = state.stats(), state.now()
   local cur = d:get("tok_current")
   local exp = cur and d:get(key(d, cur))
-  if not (cur and exp and exp - now > M.REISSUE_WITHIN) then
+  if cur and exp and exp > now and exp - now <= M.EXTEND_WITHIN then
+    exp = exp + M.EXTEND_BY
+    d:set(key(d, cur), exp, M.TTL + 3600)
+  elseif not (cur and exp and exp > now) then
     cur, exp = state.random_hex(20), now + M.TTL
     -- the dict's own expiry only cleans up; validity is checked on the sandbox clock
     d:set(key(d, cur), exp, M.TTL + 3600)
