@@ -5,6 +5,8 @@
 local link = require "portone.link"
 local cases = require "helpers.cases"
 local helper = require "helpers.sandbox"
+local cjson = require "cjson"
+local socket = require "socket"
 
 local sb, client, rest
 
@@ -83,6 +85,59 @@ describe("link.rest against the sandbox", function()
       assert.equal("validation", err.kind)
     end)
 
+    it("refuses a key it does not know, nothing sent: a misspelt amount would refund the whole balance",
+      function()
+      local imp = paid{ amount = 10000 }
+      local before = #assert(sb:requests())
+      for _, k in ipairs({ "ammount", "Amount", "amout", "enable_webhooks", "extra" }) do
+        local p, err = rest:cancel{ imp_uid = imp, [k] = 1000, checksum = 10000 }
+        assert.is_nil(p)
+        assert.equal("validation", err.kind)
+        assert.equal(k, err.errors[1].field)
+        assert.equal("unknown", err.errors[1].code)
+        assert.is_false(err.retryable)
+      end
+      assert.equal(before, #assert(sb:requests()))
+      local p = assert(rest:payment(imp))
+      assert.equal(0, p.cancel_amount)
+      assert.equal("paid", p.status)
+    end)
+
+    it("sends vat_amount, refund_tel and enable_webhook; only with enable_webhook does a REST cancel"
+      .. " post the cancelled notice (V1's rule)", function()
+      local imp, req = paid{ amount = 10000, notice_url = sb.url .. "/__sandbox/inbox" }
+      local function notices()
+        local out = {}
+        for _, e in ipairs(assert(sb:admin("GET", "inbox"))) do
+          if e.body:find(imp, 1, true) then out[#out + 1] = cjson.decode(e.body) end
+        end
+        return out
+      end
+      local function wait_for(n)
+        local deadline = socket.gettime() + 3
+        while #notices() < n and socket.gettime() < deadline do socket.sleep(0.02) end
+        return notices()
+      end
+      assert.equal(1, #wait_for(1))                       -- the paid notice
+      assert(rest:cancel{ imp_uid = imp, amount = 1000, checksum = 10000 })
+      local p = assert(rest:cancel{ imp_uid = imp, amount = 1000, checksum = 9000, vat_amount = 90,
+                                    refund_tel = "010-1234-5678", enable_webhook = true })
+      local body
+      for _, e in ipairs(assert(sb:requests())) do
+        if e.uri == "/payments/cancel" then body = cjson.decode(e.body) end
+      end
+      assert.same({ imp_uid = imp, amount = 1000, checksum = 9000, vat_amount = 90,
+                    refund_tel = "010-1234-5678", enable_webhook = true }, body)
+      local got = wait_for(2)
+      assert.equal(2, #got)                               -- none for the first cancel
+      assert.same({ imp_uid = imp, merchant_uid = req.merchant_uid, status = "cancelled",
+                    cancellation_id = p.cancel_history[2].cancellation_id }, got[2])
+      -- enable_webhook = false is sent as such, and no notice follows
+      assert(rest:cancel{ imp_uid = imp, amount = 1000, checksum = 8000, enable_webhook = false })
+      socket.sleep(0.2)
+      assert.equal(2, #notices())
+    end)
+
     it("cancels by merchant_uid", function()
       local imp, req = paid()
       local p = assert(rest:cancel{ merchant_uid = req.merchant_uid, reason = "out of stock" })
@@ -96,7 +151,9 @@ describe("link.rest against the sandbox", function()
       for _, bad in ipairs({ {}, { imp_uid = "a/b" }, { imp_uid = "imp_1", amount = 0 },
                              { imp_uid = "imp_1", amount = 1.5 }, { imp_uid = "imp_1", checksum = -1 },
                              { imp_uid = "imp_1", amount = 10, tax_free = 11 }, { merchant_uid = "" },
-                             { imp_uid = "imp_1", reason = 5 } }) do
+                             { imp_uid = "imp_1", reason = 5 }, { imp_uid = "imp_1", vat_amount = -1 },
+                             { imp_uid = "imp_1", refund_tel = 5 },
+                             { imp_uid = "imp_1", enable_webhook = "yes" } }) do
         local p, err = rest:cancel(bad)
         assert.is_nil(p)
         assert.equal("validation", err.kind)

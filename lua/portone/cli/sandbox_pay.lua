@@ -22,8 +22,8 @@ to 5 s) for the webhook to the link's notice_url (or the sandbox's
   --method M       how the buyer pays: a pay_method of the link (card,
                    vbank, ...), an index into its pay_methods (1, 2, ...),
                    "direct", or "fail": the buyer declines, which records
-                   a 'failed' payment (with its webhook) and leaves the
-                   link payable. Default: the first pay method.
+                   a 'failed' payment (no webhook: PortOne sends none
+                   for a failed payment) and leaves the link payable. Default: the first pay method.
                    card-like methods give a 'paid' payment; vbank a
                    'ready' one, with the account to pay into (then
                    'portone-link sandbox deposit IMP_UID')
@@ -139,7 +139,11 @@ end
 local function after(sb, answer, quiet)
   local mode = answer.webhook
   if mode == "none" then
-    if not quiet then io.stdout:write("webhook: none (the link has no notice_url)\n") end
+    if not quiet then
+      io.stdout:write(answer.payment.status == "failed"
+        and "webhook: none (PortOne sends none for a failed payment)\n"
+        or "webhook: none (the link has no notice_url)\n")
+    end
     return
   end
   if mode == "refused" then

@@ -510,13 +510,42 @@ function Rest:_query()
   return self.include_sandbox and "?include_sandbox=true" or ""
 end
 
+-- The body fields of a cancel besides the payment's id, in the order they
+-- are sent: name, encoder (the JSON text, or nil when the value breaks the
+-- rule), the rule. Any other key is refused.
+local function amount_json(positive)
+  return function(v) return check_amount(v, positive) and ("%.0f"):format(v) or nil end
+end
+local function string_json(v) return type(v) == "string" and jstr(v) or nil end
+local function boolean_json(v) return type(v) == "boolean" and tostring(v) or nil end
+local CANCEL_FIELDS = {
+  { "amount", amount_json(true), "must be a positive integer" },
+  { "tax_free", amount_json(false), "must be an integer >= 0" },
+  { "vat_amount", amount_json(false), "must be an integer >= 0" },
+  { "checksum", amount_json(false), "must be an integer >= 0" },
+  { "reason", string_json, "must be a string" },
+  { "refund_holder", string_json, "must be a string" },
+  { "refund_bank", string_json, "must be a string" },
+  { "refund_account", string_json, "must be a string" },
+  { "refund_tel", string_json, "must be a string" },
+  { "enable_webhook", boolean_json, "must be a boolean" },
+}
+local CANCEL_KEYS, names = { imp_uid = true, merchant_uid = true }, { "imp_uid", "merchant_uid" }
+for _, f in ipairs(CANCEL_FIELDS) do CANCEL_KEYS[f[1]] = true; names[#names + 1] = f[1] end
+local CANCEL_FIELD_LIST = table.concat(names, ", ")
+
 --- Refunds all or part of a payment: `POST /payments/cancel`.
 -- @tparam table req `imp_uid` or `merchant_uid` (one of them); `amount`
 --   (omit for the whole balance); `tax_free`; `checksum` (the refundable
 --   balance you believe is left: PortOne refuses the cancel when it
 --   differs, so two partial refunds racing cannot both go through);
---   `reason` (text); `refund_holder`, `refund_bank`, `refund_account`
---   (a virtual account's refund goes back by transfer: PortOne needs them)
+--   `vat_amount`; `reason` (text); `refund_holder`, `refund_bank`,
+--   `refund_account`, `refund_tel` (a virtual account's refund goes back
+--   by transfer: PortOne needs them); `enable_webhook` (true: PortOne
+--   posts the `cancelled` notice to the payment's webhook URL, which it
+--   does not for a cancel over REST otherwise). Any other key is refused
+--   as a `validation` error (code `unknown`), nothing sent: a misspelt
+--   `amount` would otherwise refund the whole balance.
 -- @return the payment after the cancel (`cancel_amount`, `cancel_history`,
 --   `status` `"cancelled"` once nothing is left), or `nil, err`: `api` with
 --   PortOne's `code` and message (already fully cancelled, checksum or
@@ -546,23 +575,22 @@ function Rest:cancel(req)
   else
     return invalid("imp_uid", "or merchant_uid is required")
   end
-  for _, k in ipairs({ "amount", "tax_free", "checksum" }) do
-    local v = req[k]
+  for k in pairs(req) do
+    -- a misspelt key would otherwise be dropped: `ammount` refunds the lot
+    if not CANCEL_KEYS[k] then
+      return invalid(tostring(k), "is not a field of a cancel (" .. CANCEL_FIELD_LIST .. ")", "unknown")
+    end
+  end
+  for _, f in ipairs(CANCEL_FIELDS) do
+    local k, v = f[1], req[f[1]]
     if v ~= nil then
-      if not check_amount(v, k == "amount") then
-        return invalid(k, k == "amount" and "must be a positive integer" or "must be an integer >= 0")
-      end
-      parts[#parts + 1] = ('"%s":%.0f'):format(k, v)
+      local json = f[2](v)
+      if not json then return invalid(k, f[3]) end
+      parts[#parts + 1] = '"' .. k .. '":' .. json
     end
   end
   if req.tax_free and req.amount and req.tax_free > req.amount then
     return invalid("tax_free", "must not exceed amount")
-  end
-  for _, k in ipairs({ "reason", "refund_holder", "refund_bank", "refund_account" }) do
-    if req[k] ~= nil then
-      if type(req[k]) ~= "string" then return invalid(k, "must be a string") end
-      parts[#parts + 1] = '"' .. k .. '":' .. jstr(req[k])
-    end
   end
   local what = "cancel " .. tostring(req.imp_uid or req.merchant_uid)
   local body = "{" .. table.concat(parts, ",") .. "}"

@@ -1,9 +1,12 @@
 --- Payments and their states, as REST V1 has them (shared state: used by the
 -- bridge page, REST V1 and the admin API; uses only state and the webhook
--- sender). Every change of state sends its webhook to the link's notice_url.
+-- sender). A change of state sends its webhook to the link's notice_url as
+-- V1 does (not for a failed payment, nor for a REST cancel without
+-- enable_webhook).
 --
 --   card-like methods -> paid            vbank -> ready (vbank_*) -> paid (deposit)
 --   declined on the bridge page, or an amount other than the prepared one -> failed
+--   (no webhook: V1 sends none for a failed payment)
 --   cancel (REST, full or partial; or from the "console", the admin API) -> cancelled
 --   (a partial cancel keeps `paid`, adds to cancel_amount and cancel_history)
 --
@@ -198,7 +201,8 @@ function M.pay(id, choice, opts)
     end
   end
   record_new(p)
-  local mode = webhooks.notify(rec.notice_url, notice(p))
+  -- V1 posts no notice for a failed payment (its webhook guide)
+  local mode = fail_reason and "none" or webhooks.notify(rec.notice_url, notice(p))
   return p, nil, rec, mode
 end
 
@@ -267,7 +271,8 @@ M.CANCEL = {
 -- over REST for a virtual account: the money goes back by bank transfer).
 -- `console`:
 -- the cancel comes from PortOne's console (the admin API), which sends the
--- webhook; a REST cancel sends none, as V1.
+-- webhook; a REST cancel sends one only with `req.enable_webhook` (V1's
+-- webhook guide).
 -- @return payment, cancellation | nil, message
 function M.cancel(imp_uid, req, console)
   local p, c = locked(imp_uid, function()
@@ -301,7 +306,7 @@ function M.cancel(imp_uid, req, console)
     return p, c
   end)
   if not p then return nil, c end
-  if console then
+  if console or req.enable_webhook then
     webhooks.notify(notice_url(p), notice(p, { status = "cancelled", cancellation_id = c.cancellation_id }))
   end
   return p, c

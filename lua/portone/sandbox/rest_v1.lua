@@ -314,6 +314,8 @@ local function cancel(body)
   for _, k in ipairs({ "reason", "refund_holder", "refund_bank", "refund_account" }) do
     c[k] = type(req[k]) == "string" and req[k] ~= "" and req[k] or nil
   end
+  -- true (JSON) or "true" (a form): the cancelled notice is posted
+  c.enable_webhook = req.enable_webhook == true or req.enable_webhook == "true"
   local p
   if type(req.imp_uid) == "string" and req.imp_uid ~= "" then
     p = payments.get(req.imp_uid)
