@@ -356,6 +356,19 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert.truthy(err:find("4 not sent", 1, true))
   end)
 
+  it("--out /dev/stdout into a pipe: the results go down the pipe (no read of the pipe hangs it)",
+    function()
+    local inp = input(t, 3, "pipe")
+    -- (SIGKILL: the batch counts SIGTERM)
+    os.execute("env PORTONE_LINK_PROGRESS=0 timeout -s KILL 10 " .. (os.getenv("PLINK_LUA") or "lua5.4")
+      .. " bin/portone-link batch " .. base .. " --out /dev/stdout " .. quote(inp) .. " 2> "
+      .. quote(t:path("pipe.err")) .. " | cat > " .. quote(t:path("pipe.out")))
+    local out = C.slurp(t:path("pipe.out"))
+    assert.equal(3, count_state(out, "sending"), C.slurp(t:path("pipe.err")))
+    assert.equal(3, count_state(out, "created"), C.slurp(t:path("pipe.err")))
+    assert.equal(3, sb:stats().requests)
+  end)
+
   it("a final summary on stderr: created, failed, skipped, time, rate", function()
     local inp = input(t, 3, "sum")
     local code, out, err = C.run(t, "batch " .. base .. " " .. quote(inp), { env = env })

@@ -182,8 +182,12 @@ function M.main(args)
       return common.usage_error("batch", o.out .. " already holds results (it is never truncated):"
         .. " --resume continues that batch, --retry-failed reruns its failures, or pick another --out")
     end
-    states, unreadable, ends = journal.read(o.out, o.allow_duplicates)
-    if not states then return common.usage_error("batch", unreadable) end
+    -- read only when resuming: a fresh --out may be no file at all
+    -- (/dev/stdout into a pipe: reading it would wait forever)
+    if o.resume or o.retry_failed then
+      states, unreadable, ends = journal.read(o.out, o.allow_duplicates)
+      if not states then return common.usage_error("batch", unreadable) end
+    end
   end
   local work, skipped, maybe, untried = plan(items, states, o)
 
