@@ -83,17 +83,23 @@ function M.parse(args, flags)
   return o, pos
 end
 
---- Reads a whole file, or stdin for "-".
+--- Reads a whole file, or stdin for "-", without the UTF-8 byte order
+-- mark some editors put first (JSON parsers may ignore it, RFC 8259 §8.1;
+-- lua-cjson calls it an invalid token).
 -- @return the text, or nil, message
 function M.read_all(path)
+  local s
   if path == "-" then
-    return io.stdin:read("*a") or ""
+    s = io.stdin:read("*a")
+  else
+    local f, err = io.open(path, "rb")
+    if not f then return nil, "cannot read " .. tostring(err) end
+    s = f:read("*a")
+    f:close()
   end
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot read " .. tostring(err) end
-  local s = f:read("*a")
-  f:close()
-  return s or ""
+  s = s or ""
+  if s:sub(1, 3) == "\239\187\191" then s = s:sub(4) end
+  return s
 end
 
 --- Decodes one JSON object.
