@@ -291,6 +291,18 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert_one_link_each(sb, 6, "rf", true)
   end)
 
+  it("--retry-failed sends a line that was not JSON once it is fixed", function()
+    local inp, out = t:path("fix.jsonl"), t:path("fix.out")
+    C.write(inp, C.request_json(1, nil, "fix") .. "\n{not json\n")
+    assert.equal(1, run_batch("", out, inp))
+    C.write(inp, C.request_json(1, nil, "fix") .. "\n" .. C.request_json(2, nil, "fix") .. "\n")
+    local code, _, err = run_batch("--retry-failed", out, inp)
+    assert.equal(0, code, err)
+    assert.truthy(err:find("1 created, 0 failed (0 invalid), 1 skipped (created before), 0 may exist,"
+      .. " 0 not sent", 1, true), err)
+    assert_one_link_each(sb, 2, "fix")
+  end)
+
   it("a create with no clear answer (timeout, 500) may exist: recorded unknown, not resent without"
     .. " --retry-unknown", function()
     local inp, out = input(t, 4, "unk"), t:path("unk.jsonl")

@@ -114,6 +114,13 @@ local function plan(items, states, o)
   local work, skipped, maybe, untried = {}, 0, {}, 0
   for _, it in ipairs(items) do
     local st = states[journal.key(it.line, it.uid, o.allow_duplicates)]
+    -- a line that was not JSON has its record by line number; fixed since,
+    -- its merchant_uid has no record, so it was never sent: that failure
+    -- is its last result
+    if not st and it.uid then
+      local bad = states[journal.key(it.line)]
+      if bad and bad.state == "failed" then st = bad end
+    end
     local s = st and st.state
     if s == "created" then
       skipped = skipped + 1
