@@ -108,6 +108,27 @@ describe("portone-link CLI #lua54", function()
     assert.equal(2, code)
   end)
 
+  it("an error JSON cannot hold (a code of 1e999) is still valid JSON in create --json and batch",
+    function()
+    write(tmp("req.json"), request_json(11))
+    write(tmp("one.jsonl"), request_json(12) .. "\n")
+    local body = '{"code":1e999,"message":"out of range"}'
+    sb:faults("create", { { status = 400, body = body } })
+    local code, out, err = cli("create --json " .. base .. " " .. quote(tmp("req.json")))
+    assert.equal(1, code, err)
+    local e = cjson.decode(out).error
+    assert.equal(400, e.status)
+    assert.is_false(e.may_exist)
+    sb:faults("create", { { status = 400, body = body } })
+    code, out, err = cli("batch " .. base .. " " .. quote(tmp("one.jsonl")),
+      { env = { PORTONE_LINK_PROGRESS = "0" } })
+    assert.equal(1, code)
+    assert.is_nil(err:find("internal error", 1, true), err)
+    local r = cjson.decode(out)
+    assert.equal("failed", r.state)
+    assert.equal(400, r.error.status)
+  end)
+
   it("create: a URL that cannot be written goes to stderr with exit 1, never lost", function()
     write(tmp("req.json"), request_json(8))
     for _, flag in ipairs({ "", "--json " }) do

@@ -186,12 +186,22 @@ function M.error_table(err)
   return t
 end
 
+-- The encoder of the output: a number JSON cannot hold (an error code of
+-- 1e999 from a server reads back as inf) is written null, not a raise that
+-- would lose the line's record.
+local enc = cjson.new()
+enc.encode_invalid_numbers("null")
+enc.encode_sparse_array(true)
+
 --- Encodes a value as JSON without lua-cjson's `\/` escape (URLs stay
 -- readable and greppable). Every `/` that lua-cjson writes is escaped by its
 -- own backslash (a literal backslash is written `\\`), so each `\/` in
--- its output is exactly one escaped slash.
+-- its output is exactly one escaped slash. What cannot be encoded at all
+-- (nesting too deep) becomes {"unencodable": reason}.
 function M.json_encode(v)
-  return (cjson.encode(v):gsub("\\/", "/"))
+  local s, err = enc.encode(v)
+  if not s then s = enc.encode({ unencodable = tostring(err) }) end
+  return (s:gsub("\\/", "/"))
 end
 
 --- Encodes a table as a JSON object with the keys in `order` first (in
@@ -201,14 +211,14 @@ function M.json_object(t, order)
   local parts, seen = {}, {}
   for _, k in ipairs(order) do
     if t[k] ~= nil then
-      parts[#parts + 1] = cjson.encode(k) .. ":" .. M.json_encode(t[k])
+      parts[#parts + 1] = enc.encode(k) .. ":" .. M.json_encode(t[k])
       seen[k] = true
     end
   end
   local rest = {}
   for k in pairs(t) do if not seen[k] then rest[#rest + 1] = k end end
   table.sort(rest)
-  for _, k in ipairs(rest) do parts[#parts + 1] = cjson.encode(k) .. ":" .. M.json_encode(t[k]) end
+  for _, k in ipairs(rest) do parts[#parts + 1] = enc.encode(k) .. ":" .. M.json_encode(t[k]) end
   return "{" .. table.concat(parts, ",") .. "}"
 end
 
