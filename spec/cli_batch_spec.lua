@@ -381,6 +381,27 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert.equal(3, sb:stats().requests)
   end)
 
+  it("a write that fails half-way leaves no torn line for the next record to join", function()
+    -- the results file may grow to 1024 bytes (a full disk): the record
+    -- that crosses it is cut; line 2, held, answers after the limit is
+    -- lifted (space freed) and its record must read back
+    local inp, out = input(t, 30, "tear"), t:path("tear.jsonl")
+    local list = { { delay_ms = 0 }, { delay_ms = 3000 } }
+    for i = 3, 30 do list[i] = { delay_ms = 0 } end
+    sb:faults("create", list)
+    local job = C.spawn(t, batch_cmd("--concurrency 2", out, inp),
+      { env = env, sh = "trap '' XFSZ; prlimit --pid $$ --fsize=1024:unlimited; " })
+    C.wait_for("the failed write", function() return job.stderr():find("cannot write", 1, true) end)
+    assert.is_nil(job.wait(0.1))
+    assert.equal(1024, #C.slurp(out))
+    assert.not_equal("\n", C.slurp(out):sub(-1)) -- a torn line
+    os.execute("prlimit --pid " .. job.pid .. " --fsize=unlimited")
+    assert.equal(1, job.wait(10))
+    local last = {}
+    for _, r in ipairs(C.records(C.slurp(out))) do last[r.merchant_uid] = r end
+    assert.equal("created", last["tear-2"].state, C.slurp(out))
+  end)
+
   it("a final summary on stderr: created, failed, skipped, time, rate", function()
     local inp = input(t, 3, "sum")
     local code, out, err = C.run(t, "batch " .. base .. " " .. quote(inp), { env = env })
