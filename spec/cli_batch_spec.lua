@@ -291,6 +291,18 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert_one_link_each(sb, 6, "rf", true)
   end)
 
+  it("--retry-failed sends a line that was not JSON once it is fixed", function()
+    local inp, out = t:path("fix.jsonl"), t:path("fix.out")
+    C.write(inp, C.request_json(1, nil, "fix") .. "\n{not json\n")
+    assert.equal(1, run_batch("", out, inp))
+    C.write(inp, C.request_json(1, nil, "fix") .. "\n" .. C.request_json(2, nil, "fix") .. "\n")
+    local code, _, err = run_batch("--retry-failed", out, inp)
+    assert.equal(0, code, err)
+    assert.truthy(err:find("1 created, 0 failed (0 invalid), 1 skipped (created before), 0 may exist,"
+      .. " 0 not sent", 1, true), err)
+    assert_one_link_each(sb, 2, "fix")
+  end)
+
   it("a create with no clear answer (timeout, 500) may exist: recorded unknown, not resent without"
     .. " --retry-unknown", function()
     local inp, out = input(t, 4, "unk"), t:path("unk.jsonl")
@@ -354,6 +366,40 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert.equal(1, sb:stats().requests)
     assert.truthy(err:find("1 created", 1, true))
     assert.truthy(err:find("4 not sent", 1, true))
+  end)
+
+  it("--out /dev/stdout into a pipe: the results go down the pipe (no read of the pipe hangs it)",
+    function()
+    local inp = input(t, 3, "pipe")
+    -- (SIGKILL: the batch counts SIGTERM)
+    os.execute("env PORTONE_LINK_PROGRESS=0 timeout -s KILL 10 " .. (os.getenv("PLINK_LUA") or "lua5.4")
+      .. " bin/portone-link batch " .. base .. " --out /dev/stdout " .. quote(inp) .. " 2> "
+      .. quote(t:path("pipe.err")) .. " | cat > " .. quote(t:path("pipe.out")))
+    local out = C.slurp(t:path("pipe.out"))
+    assert.equal(3, count_state(out, "sending"), C.slurp(t:path("pipe.err")))
+    assert.equal(3, count_state(out, "created"), C.slurp(t:path("pipe.err")))
+    assert.equal(3, sb:stats().requests)
+  end)
+
+  it("a write that fails half-way leaves no torn line for the next record to join", function()
+    -- the results file may grow to 1024 bytes (a full disk): the record
+    -- that crosses it is cut; line 2, held, answers after the limit is
+    -- lifted (space freed) and its record must read back
+    local inp, out = input(t, 30, "tear"), t:path("tear.jsonl")
+    local list = { { delay_ms = 0 }, { delay_ms = 3000 } }
+    for i = 3, 30 do list[i] = { delay_ms = 0 } end
+    sb:faults("create", list)
+    local job = C.spawn(t, batch_cmd("--concurrency 2", out, inp),
+      { env = env, sh = "trap '' XFSZ; prlimit --pid $$ --fsize=1024:unlimited; " })
+    C.wait_for("the failed write", function() return job.stderr():find("cannot write", 1, true) end)
+    assert.is_nil(job.wait(0.1))
+    assert.equal(1024, #C.slurp(out))
+    assert.not_equal("\n", C.slurp(out):sub(-1)) -- a torn line
+    os.execute("prlimit --pid " .. job.pid .. " --fsize=unlimited")
+    assert.equal(1, job.wait(10))
+    local last = {}
+    for _, r in ipairs(C.records(C.slurp(out))) do last[r.merchant_uid] = r end
+    assert.equal("created", last["tear-2"].state, C.slurp(out))
   end)
 
   it("a final summary on stderr: created, failed, skipped, time, rate", function()

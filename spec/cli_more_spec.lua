@@ -145,6 +145,25 @@ describe("portone-link says each thing once #lua54", function()
     assert.equal("Bearer old-tok", reqs[#reqs].headers.authorization)
   end)
 
+  it("a file saved with a UTF-8 byte order mark and CRLF line ends reads as without", function()
+    local bom = "\239\187\191"
+    C.write(t:path("bom.json"), bom .. C.request_json(11, nil, "bom") .. "\r\n")
+    C.write(t:path("bom.jsonl"), bom .. C.request_json(12, nil, "bom") .. "\r\n"
+      .. C.request_json(13, nil, "bom") .. "\r\n\r\n")
+    local _
+    local code, out, err = C.run(t, "validate " .. quote(t:path("bom.json")))
+    assert.equal(0, code, out .. err)
+    code, out, err = C.run(t, "validate " .. quote(t:path("bom.jsonl")))
+    assert.equal(0, code, out .. err)
+    assert.truthy(out:find("\n2 requests: 2 valid, 0 invalid\n$"), out)
+    code, _, err = C.run(t, "create " .. base .. " - ", { stdin = t:path("bom.json") })
+    assert.equal(0, code, err)
+    code, out, err = C.run(t, "batch " .. base .. " " .. quote(t:path("bom.jsonl")),
+      { env = { PORTONE_LINK_PROGRESS = "0" } })
+    assert.equal(0, code, out .. err)
+    assert.equal(3, sb:stats().creates)
+  end)
+
   it("validate on a JSONL file ends with a summary; bad JSON is an invalid request (exit 1)", function()
     C.write(t:path("v.jsonl"), table.concat({ C.request_json(5), "{nope",
       C.request_json(6, { amount = 0 }) }, "\n"))

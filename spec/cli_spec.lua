@@ -108,6 +108,27 @@ describe("portone-link CLI #lua54", function()
     assert.equal(2, code)
   end)
 
+  it("an error JSON cannot hold (a code of 1e999) is still valid JSON in create --json and batch",
+    function()
+    write(tmp("req.json"), request_json(11))
+    write(tmp("one.jsonl"), request_json(12) .. "\n")
+    local body = '{"code":1e999,"message":"out of range"}'
+    sb:faults("create", { { status = 400, body = body } })
+    local code, out, err = cli("create --json " .. base .. " " .. quote(tmp("req.json")))
+    assert.equal(1, code, err)
+    local e = cjson.decode(out).error
+    assert.equal(400, e.status)
+    assert.is_false(e.may_exist)
+    sb:faults("create", { { status = 400, body = body } })
+    code, out, err = cli("batch " .. base .. " " .. quote(tmp("one.jsonl")),
+      { env = { PORTONE_LINK_PROGRESS = "0" } })
+    assert.equal(1, code)
+    assert.is_nil(err:find("internal error", 1, true), err)
+    local r = cjson.decode(out)
+    assert.equal("failed", r.state)
+    assert.equal(400, r.error.status)
+  end)
+
   it("create: a URL that cannot be written goes to stderr with exit 1, never lost", function()
     write(tmp("req.json"), request_json(8))
     for _, flag in ipairs({ "", "--json " }) do
@@ -156,6 +177,47 @@ describe("portone-link CLI #lua54", function()
     assert.equal(1, code)
     assert.truthy(err:find("timeout: ", 1, true), err)
     assert.truthy(err:find("the link may exist; check before you create it again", 1, true), err)
+  end)
+
+  it("create: Ctrl-C or SIGTERM while the request is in flight still prints the link made", function()
+    write(tmp("req.json"), request_json(9))
+    for _, case in ipairs({ { sig = "INT", flag = "" }, { sig = "TERM", flag = "--json " } }) do
+      sb:reset()
+      sb:faults("create", { { delay_ms = 1500 } })
+      local job = C.spawn(t, "create " .. case.flag .. base .. " " .. quote(tmp("req.json")))
+      C.wait_for("the request at the sandbox", function() return sb:stats().requests == 1 end)
+      job.kill(case.sig)
+      assert.equal(0, job.wait(10), job.stderr())
+      local err = job.stderr()
+      assert.truthy(err:find("waiting for the answer to the request in flight", 1, true), err)
+      assert.is_nil(err:find("interrupted!", 1, true), err)
+      local url = case.flag == "" and job.stdout():match("^(%S+)\n$") or cjson.decode(job.stdout()).url
+      assert.truthy(sb:admin("GET", "links")[url:match("[^/]+$")], "the printed link is the created one")
+    end
+  end)
+
+  it("create: a second Ctrl-C abandons the request in flight, says the link may exist, exits 130",
+    function()
+    write(tmp("req.json"), request_json(10))
+    for _, flag in ipairs({ "", "--json " }) do
+      sb:reset()
+      sb:faults("create", { { delay_ms = 3000 } })
+      local job = C.spawn(t, "create " .. flag .. base .. " " .. quote(tmp("req.json")))
+      C.wait_for("the request at the sandbox", function() return sb:stats().requests == 1 end)
+      job.kill("INT")
+      C.wait_for("the waiting message", function() return job.stderr():find("waiting", 1, true) end)
+      job.kill("INT")
+      assert.equal(130, job.wait(2.5)) -- before the held answer (3 s)
+      if flag == "" then
+        assert.equal("", job.stdout())
+        assert.truthy(job.stderr():find("the link may exist; check before you create it again", 1, true),
+          job.stderr())
+      else
+        local e = cjson.decode(job.stdout()).error
+        assert.equal("abandoned", e.kind)
+        assert.is_true(e.may_exist)
+      end
+    end
   end)
 
   it("deactivate URL|ID", function()

@@ -61,7 +61,8 @@ end
 
 --- Starts `portone-link ARGS` in the background. The job has `pid`,
 -- `kill(sig)`, `wait(timeout_s)` --> exit code (nil on timeout), and
--- `stdout()`, `stderr()`.
+-- `stdout()`, `stderr()`. `opts.sh`: shell commands run first (limits,
+-- traps), ending in `;`.
 function M.spawn(t, args, opts)
   opts = opts or {}
   local n = (t.jobs or 0) + 1
@@ -70,7 +71,8 @@ function M.spawn(t, args, opts)
   local outf, errf = t:path("job" .. n .. ".out"), t:path("job" .. n .. ".err")
   -- the inner shell execs the interpreter, so $$ is its pid; the outer one
   -- records the exit status once it ends
-  local inner = "echo $$ > " .. quote(pidf) .. "; exec env " .. envs(opts.env) .. interp() .. " "
+  local inner = (opts.sh or "") .. "echo $$ > " .. quote(pidf) .. "; exec env " .. envs(opts.env)
+    .. interp() .. " "
     .. (opts.bin or "bin/portone-link") .. " " .. args .. " < /dev/null > " .. quote(outf)
     .. " 2> " .. quote(errf)
   os.execute("(sh -c " .. quote(inner) .. "; echo $? > " .. quote(rcf) .. ") > /dev/null 2>&1 &")

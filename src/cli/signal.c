@@ -1,5 +1,6 @@
-/* signal.c - portone.cli.signal: lets `portone-link batch` notice Ctrl-C and
- * SIGTERM instead of dying between a create and the line that records it.
+/* signal.c - portone.cli.signal: lets `portone-link batch` and `create`
+ * notice Ctrl-C and SIGTERM instead of dying between a create and the line
+ * that records it.
  *
  * Plain Lua has no signal API, and the stock interpreter turns SIGINT into a
  * Lua error ("interrupted!") raised at whatever instruction runs next, which

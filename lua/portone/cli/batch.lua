@@ -114,6 +114,13 @@ local function plan(items, states, o)
   local work, skipped, maybe, untried = {}, 0, {}, 0
   for _, it in ipairs(items) do
     local st = states[journal.key(it.line, it.uid, o.allow_duplicates)]
+    -- a line that was not JSON has its record by line number; fixed since,
+    -- its merchant_uid has no record, so it was never sent: that failure
+    -- is its last result
+    if not st and it.uid then
+      local bad = states[journal.key(it.line)]
+      if bad and bad.state == "failed" then st = bad end
+    end
     local s = st and st.state
     if s == "created" then
       skipped = skipped + 1
@@ -182,8 +189,12 @@ function M.main(args)
       return common.usage_error("batch", o.out .. " already holds results (it is never truncated):"
         .. " --resume continues that batch, --retry-failed reruns its failures, or pick another --out")
     end
-    states, unreadable, ends = journal.read(o.out, o.allow_duplicates)
-    if not states then return common.usage_error("batch", unreadable) end
+    -- read only when resuming: a fresh --out may be no file at all
+    -- (/dev/stdout into a pipe: reading it would wait forever)
+    if o.resume or o.retry_failed then
+      states, unreadable, ends = journal.read(o.out, o.allow_duplicates)
+      if not states then return common.usage_error("batch", unreadable) end
+    end
   end
   local work, skipped, maybe, untried = plan(items, states, o)
 

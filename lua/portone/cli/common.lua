@@ -83,17 +83,23 @@ function M.parse(args, flags)
   return o, pos
 end
 
---- Reads a whole file, or stdin for "-".
+--- Reads a whole file, or stdin for "-", without the UTF-8 byte order
+-- mark some editors put first (JSON parsers may ignore it, RFC 8259 §8.1;
+-- lua-cjson calls it an invalid token).
 -- @return the text, or nil, message
 function M.read_all(path)
+  local s
   if path == "-" then
-    return io.stdin:read("*a") or ""
+    s = io.stdin:read("*a")
+  else
+    local f, err = io.open(path, "rb")
+    if not f then return nil, "cannot read " .. tostring(err) end
+    s = f:read("*a")
+    f:close()
   end
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot read " .. tostring(err) end
-  local s = f:read("*a")
-  f:close()
-  return s or ""
+  s = s or ""
+  if s:sub(1, 3) == "\239\187\191" then s = s:sub(4) end
+  return s
 end
 
 --- Decodes one JSON object.
@@ -180,12 +186,22 @@ function M.error_table(err)
   return t
 end
 
+-- The encoder of the output: a number JSON cannot hold (an error code of
+-- 1e999 from a server reads back as inf) is written null, not a raise that
+-- would lose the line's record.
+local enc = cjson.new()
+enc.encode_invalid_numbers("null")
+enc.encode_sparse_array(true)
+
 --- Encodes a value as JSON without lua-cjson's `\/` escape (URLs stay
 -- readable and greppable). Every `/` that lua-cjson writes is escaped by its
 -- own backslash (a literal backslash is written `\\`), so each `\/` in
--- its output is exactly one escaped slash.
+-- its output is exactly one escaped slash. What cannot be encoded at all
+-- (nesting too deep) becomes {"unencodable": reason}.
 function M.json_encode(v)
-  return (cjson.encode(v):gsub("\\/", "/"))
+  local s, err = enc.encode(v)
+  if not s then s = enc.encode({ unencodable = tostring(err) }) end
+  return (s:gsub("\\/", "/"))
 end
 
 --- Encodes a table as a JSON object with the keys in `order` first (in
@@ -195,14 +211,14 @@ function M.json_object(t, order)
   local parts, seen = {}, {}
   for _, k in ipairs(order) do
     if t[k] ~= nil then
-      parts[#parts + 1] = cjson.encode(k) .. ":" .. M.json_encode(t[k])
+      parts[#parts + 1] = enc.encode(k) .. ":" .. M.json_encode(t[k])
       seen[k] = true
     end
   end
   local rest = {}
   for k in pairs(t) do if not seen[k] then rest[#rest + 1] = k end end
   table.sort(rest)
-  for _, k in ipairs(rest) do parts[#parts + 1] = cjson.encode(k) .. ":" .. M.json_encode(t[k]) end
+  for _, k in ipairs(rest) do parts[#parts + 1] = enc.encode(k) .. ":" .. M.json_encode(t[k]) end
   return "{" .. table.concat(parts, ",") .. "}"
 end
 

@@ -11,9 +11,56 @@ prints its URL (with --json: {"url", "id", "status"}).
 
 ]] .. common.CLIENT_HELP .. [[
 
+Ctrl-C or SIGTERM while the request is in flight: the command waits for its
+answer and prints it as usual. A second Ctrl-C abandons the request, says
+the link may exist and exits 130 (SIGTERM: 143).
+
 Exit: 0 created, 1 the API or the network failed, 2 usage or input error
-(unreadable file, bad JSON, a request that fails validation).
+(unreadable file, bad JSON, a request that fails validation), 130/143
+abandoned by a signal.
 ]]
+
+-- Sends req and waits for its answer with SIGINT and SIGTERM counted, not
+-- fatal: the interpreter's "interrupted!" (or SIGTERM's default) would end
+-- the command between the link's creation and the line that prints it.
+-- The first signal waits for the answer; a second, or one that came before
+-- the request could leave, abandons it. Returns res, err; or nil, true
+-- when the request left (the link may exist) or false, and the signal,
+-- when it was abandoned.
+local function await(client, req, sig)
+  sig.catch()
+  local res, err, done
+  local h, qerr = client:create_async(req, function(r, e) res, err, done = r, e, true end)
+  if not h then return nil, qerr end
+  local told, polled = false, false
+  while not done do
+    local count, signo = sig.count()
+    if count >= 2 or (count >= 1 and not polled) then
+      local _, maybe = client:close()
+      return nil, #maybe > 0, signo
+    end
+    if count >= 1 and not told then
+      told = true
+      io.stderr:write("portone-link create: waiting for the answer to the request in flight"
+        .. " (Ctrl-C again abandons it: the link may then exist)\n")
+    end
+    client:poll(100)
+    polled = true
+  end
+  return res, err
+end
+
+-- Reports a request abandoned by a signal; returns the exit code.
+local function abandoned(o, sent, code)
+  local msg = sent and "abandoned in flight by a signal: the link may exist"
+    or "stopped by a signal before the request left: no link was made"
+  if o.json then
+    common.json_line({ error = { kind = "abandoned", message = msg, sent = sent, may_exist = sent } })
+  else
+    io.stderr:write("portone-link create: ", msg, sent and "; check before you create it again\n" or "\n")
+  end
+  return code
+end
 
 function M.main(args)
   local o, pos = common.parse(args, common.CLIENT_FLAGS)
@@ -28,9 +75,11 @@ function M.main(args)
   if not client then return common.usage_error("create", cerr) end
   -- a closed stdout pipe must fail the write (EPIPE), not kill the
   -- process after the link is made: its URL then goes to stderr
-  require("portone.cli.signal").ignore_pipe()
-  local res, err = client:create(req)
+  local sig = require "portone.cli.signal"
+  sig.ignore_pipe()
+  local res, err, signo = await(client, req, sig)
   client:close()
+  if signo then return abandoned(o, err, signo == sig.SIGTERM and 143 or 130) end
   if res then
     local ok, werr
     if o.json then ok, werr = common.json_line({ url = res.url, id = res.id, status = res.status })

@@ -78,9 +78,14 @@ function M.open(path, ends_in_newline)
     if not ends_in_newline then out:write("\n") end
   end
   local w = { file = path ~= nil }
+  -- a failed write (a full disk) can leave part of its line, and stdio
+  -- drops the rest: the next record starts on a line of its own, or it
+  -- would join the torn one and neither would read back
+  local torn = false
   function w.write(rec)
-    local ok, err = out:write(common.json_object(rec, ORDER), "\n")
+    local ok, err = out:write(torn and "\n" or "", common.json_object(rec, ORDER), "\n")
     if ok then ok, err = out:flush() end
+    torn = not ok
     return ok and true or nil, err
   end
   function w.close()
