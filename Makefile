@@ -31,9 +31,10 @@ endif
 SRCS := $(wildcard src/*.c)
 OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 SO   := $(BUILD)/portone/link/core.so
-# The CLI's signal counter (src/cli/signal.c): its own small module, not part
+# The CLI's own small modules (src/cli/: the signal counter, fsync), not part
 # of the core, so embedding hosts never get signal handlers they did not ask for.
-SIG_SO := $(BUILD)/portone/cli/signal.so
+CLI_SRCS := $(wildcard src/cli/*.c)
+SIG_SO   := $(patsubst src/cli/%.c,$(BUILD)/portone/cli/%.so,$(CLI_SRCS))
 
 LUA54_PATH := lua/?.lua;lua/?/init.lua;;
 
@@ -52,7 +53,7 @@ $(SO): $(OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDSAN) $(OPT) -o $@ $(OBJS) $(CURL_LIBS) $(LDFLAGS)
 
-$(SIG_SO): src/cli/signal.c
+$(BUILD)/portone/cli/%.so: src/cli/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) $(OPT) -I$(LUA_INC) $(CFLAGS) -shared $(LDSAN) -o $@ $< $(LDFLAGS)
 
@@ -75,13 +76,14 @@ rock:
 	mkdir -p $(ROCK_DIR)/portone/link $(ROCK_DIR)/portone/cli
 	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) $(NOPLT) -I$(LUA_INC) -I$(CURL_INCDIR) $(LIBFLAG) \
 	  -o $(ROCK_DIR)/portone/link/core.so $(SRCS) -L$(CURL_LIBDIR) -lcurl -lssl -lcrypto
-	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) -I$(LUA_INC) $(LIBFLAG) \
-	  -o $(ROCK_DIR)/portone/cli/signal.so src/cli/signal.c
+	for c in $(CLI_SRCS); do \
+	  $(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CFLAGS) -I$(LUA_INC) $(LIBFLAG) \
+	    -o $(ROCK_DIR)/portone/cli/$$(basename $$c .c).so $$c || exit 1; done
 
 rock-install:
 	mkdir -p $(INST_LIBDIR)/portone/link $(INST_LIBDIR)/portone/cli
 	cp $(ROCK_DIR)/portone/link/core.so $(INST_LIBDIR)/portone/link/core.so
-	cp $(ROCK_DIR)/portone/cli/signal.so $(INST_LIBDIR)/portone/cli/signal.so
+	cp $(ROCK_DIR)/portone/cli/*.so $(INST_LIBDIR)/portone/cli/
 	cd lua && find portone -name '*.lua' | while read -r f; do \
 	  mkdir -p "$(INST_LUADIR)/$$(dirname "$$f")" && cp "$$f" "$(INST_LUADIR)/$$f" || exit 1; done
 	rm -rf $(ROCK_DIR)

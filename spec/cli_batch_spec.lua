@@ -402,6 +402,70 @@ describe("portone-link batch, kills and resumes #lua54", function()
     assert.equal("created", last["tear-2"].state, C.slurp(out))
   end)
 
+  -- The batch under strace: each event in order, {kind = "record" (a
+  -- write of a results line: state, fd), "sync" (fdatasync: fd, ok),
+  -- "post" (a create request leaving)}. `inject`: strace's fault spec.
+  local function traced(flags, out, inp, inject)
+    local tf = t:path("strace.txt")
+    local code, _, err = C.run(t, batch_cmd(flags, out, inp), { env = env,
+      under = "strace -f -qq -s 400 -e trace=write,sendto,sendmsg,fdatasync"
+        .. (inject and (" -e inject=" .. inject) or "") .. " -o " .. quote(tf) })
+    local events = {}
+    for l in C.slurp(tf):gmatch("[^\n]+") do
+      local fd, state = l:match('write%((%d+), "{\\"line\\":%d+,.-\\"state\\":\\"(%a+)')
+      if fd then events[#events + 1] = { kind = "record", fd = fd, state = state } end
+      fd = l:match("fdatasync%((%d+)%)")
+      if fd then events[#events + 1] = { kind = "sync", fd = fd, ok = l:find("= 0$") ~= nil } end
+      if l:find('^%d+%s+[%a]+%(%d+, "POST /api/supplements/v1/link/payment ') then
+        events[#events + 1] = { kind = "post" }
+      end
+    end
+    return code, err, events
+  end
+
+  it("puts every record on the disk (fdatasync) before the requests it announces leave, and the"
+    .. " results before it exits", function()
+    local inp, out = input(t, 12, "sync"), t:path("sync.jsonl")
+    local code, err, events = traced("--concurrency 4", out, inp)
+    assert.equal(0, code, err)
+    local unsynced, posts, syncs = 0, 0, 0
+    for _, e in ipairs(events) do
+      if e.kind == "record" then unsynced = unsynced + 1
+      elseif e.kind == "sync" and e.ok then unsynced, syncs = 0, syncs + 1
+      elseif e.kind == "post" then
+        posts = posts + 1
+        assert.equal(0, unsynced, "a request left before the records written ahead of it were synced")
+      end
+    end
+    assert.equal(12, posts)
+    assert.equal(0, unsynced, "records left unsynced at exit")
+    assert.truthy(syncs >= 2)
+    assert.equal(12, count_state(C.slurp(out), "created"))
+  end)
+
+  it("a sync that fails sends none of the requests it was to cover, and says so", function()
+    local inp, out = input(t, 8, "nosync"), t:path("nosync.jsonl")
+    -- the first round (4 requests) is synced; the second sync fails
+    local code, err, events = traced("--concurrency 4", out, inp, "fdatasync:error=EIO:when=2+")
+    assert.equal(1, code, err)
+    assert.truthy(err:find("cannot sync", 1, true), err)
+    assert.truthy(err:find("not sent: line", 1, true), err)
+    -- the requests that left are those whose "sending" records a sync
+    -- that worked covered (a round's requests may still be leaving when
+    -- the next round's sync fails)
+    local sending, covered, posts = 0, 0, 0
+    for _, e in ipairs(events) do
+      if e.kind == "record" and e.state == "sending" then sending = sending + 1
+      elseif e.kind == "sync" and e.ok then covered = sending
+      elseif e.kind == "post" then posts = posts + 1 end
+    end
+    assert.equal(4, covered)
+    assert.truthy(sending > covered)
+    assert.equal(covered, posts)
+    assert.equal(covered, link_count(sb))
+    assert.truthy(err:find(("%d not sent"):format(8 - covered), 1, true), err)
+  end)
+
   it("a final summary on stderr: created, failed, skipped, time, rate", function()
     local inp = input(t, 3, "sum")
     local code, out, err = C.run(t, "batch " .. base .. " " .. quote(inp), { env = env })

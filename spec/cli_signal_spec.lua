@@ -30,3 +30,43 @@ describe("portone.cli.signal", function()
     assert.same({ 1, sig.SIGTERM }, { sig.count() })
   end)
 end)
+
+-- portone.cli.fsync: the batch's results file on the disk (fdatasync), and
+-- the directory of a file it creates (fsync); the C side reads io's file
+-- handles, whose layout differs between Lua 5.4, 5.1 and LuaJIT.
+describe("portone.cli.fsync", function()
+  local fsync = require "portone.cli.fsync"
+
+  it("syncs a file (flushing what is buffered first), and a pipe is nothing to sync", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:setvbuf("full")
+    f:write("buffered")
+    assert.is_true(fsync.file(f))
+    local r = assert(io.open(path, "rb"))
+    assert.equal("buffered", r:read("*a"))    -- the flush came first
+    r:close()
+    f:close()
+    os.remove(path)
+    local p = assert(io.popen("cat > /dev/null", "w"))
+    assert.is_true(fsync.file(p))
+    p:close()
+  end)
+
+  it("syncs a directory; a missing one is nil and a message", function()
+    assert.is_true(fsync.dir("/tmp"))
+    local ok, err = fsync.dir("/nonexistent-portone-dir")
+    assert.is_nil(ok)
+    assert.matches("/nonexistent%-portone%-dir: ", err)
+  end)
+
+  it("raises for a closed file or something that is not a file handle", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:close()
+    os.remove(path)
+    assert.has_error(function() fsync.file(f) end)
+    assert.has_error(function() fsync.file("path") end)
+    assert.has_error(function() fsync.dir() end)
+  end)
+end)

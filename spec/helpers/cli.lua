@@ -51,9 +51,11 @@ function M.exit_code(ok, how, code)
 end
 
 --- Runs `portone-link ARGS`; returns exit code, stdout, stderr.
+-- `opts.under`: a command the interpreter runs under (`strace -o F`).
 function M.run(t, args, opts)
   opts = opts or {}
-  local cmd = envs(opts.env) .. interp() .. " " .. (opts.bin or "bin/portone-link") .. " " .. args
+  local cmd = envs(opts.env) .. (opts.under and (opts.under .. " ") or "") .. interp() .. " "
+    .. (opts.bin or "bin/portone-link") .. " " .. args
     .. (opts.stdin and (" < " .. quote(opts.stdin)) or " < /dev/null")
     .. " > " .. quote(t:path("out")) .. " 2> " .. quote(t:path("err"))
   return M.exit_code(os.execute(cmd)), M.slurp(t:path("out")), M.slurp(t:path("err"))

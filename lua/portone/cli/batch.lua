@@ -210,7 +210,7 @@ function M.main(args)
   local C = o.concurrency or 32
   local bar = progress.new(common.stderr_is_tty(), #work)
   local n = { created = 0, failed = 0, invalid = 0, done = 0, unknown = {}, unsent = 0 }
-  local inflight, n_inflight = {}, 0
+  local inflight, n_inflight, fresh = {}, 0, {}
   local write_err
 
   local function record(it, rec)
@@ -256,7 +256,26 @@ function M.main(args)
       n.unsent = n.unsent + 1
       return
     end
-    inflight[it], n_inflight = true, n_inflight + 1
+    inflight[it], n_inflight = h, n_inflight + 1
+    fresh[#fresh + 1] = it
+  end
+  -- The records written since the last round on the disk before poll sends
+  -- the requests they announce (after a power loss, a lost "sending" line
+  -- would have --resume send its request again). If they cannot be, the
+  -- requests started since are cancelled unsent (poll has not run since).
+  local function sync()
+    local ok, err = w.sync()
+    if not ok then
+      write_err = write_err or ("sync: " .. tostring(err))
+      bar.clear()
+      io.stderr:write("portone-link batch: cannot sync ", o.out, " (", tostring(err), "); not sent: ",
+        describe(fresh), "\n")
+      for _, it in ipairs(fresh) do
+        client:cancel(inflight[it])
+        inflight[it], n_inflight, n.unsent = nil, n_inflight - 1, n.unsent + 1
+      end
+    end
+    fresh = {}
   end
 
   local qi, stopping, unsure = 1, nil, n.unknown
@@ -281,9 +300,11 @@ function M.main(args)
       n_inflight = 0
       break
     end
-    while not stopping and not write_err and n_inflight < C and qi <= #work do
+    -- a signal during the refill stops it: the next round sees it
+    while not stopping and not write_err and n_inflight < C and qi <= #work and sig.count() == 0 do
       start(work[qi]); qi = qi + 1
     end
+    sync()
     if n_inflight == 0 and (stopping or write_err or qi > #work) then break end
     local _, errs = client:poll(100)
     for _, e in ipairs(errs or {}) do

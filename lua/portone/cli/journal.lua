@@ -1,8 +1,10 @@
 --- The results file of `portone-link batch` (JSONL), read back by
 -- `--resume` and `--retry-failed`.
 --
--- One JSON object a line, appended and flushed as things happen, so a crash
--- or a kill loses at most the line being written:
+-- One JSON object a line, appended and flushed as things happen, so a kill
+-- loses at most the line being written; `sync` (before the requests it
+-- records can leave) puts the lines on the disk, so a power loss or an OS
+-- crash does not lose them either:
 --
 --    {"line":3,"merchant_uid":"o-3","state":"sending"}
 --    {"line":3,"merchant_uid":"o-3","state":"created","ok":true,"url":"...","id":"...","status":200}
@@ -17,6 +19,7 @@
 -- The last record of a key wins.
 local common = require "portone.cli.common"
 local cjson = require "cjson.safe"
+local fsync = require "portone.cli.fsync"
 
 local M = {}
 
@@ -67,12 +70,22 @@ end
 
 --- Opens the results output: `path` appended to (never truncated), or
 -- stdout. Returns a writer with `write(record)` --> true | nil, err (each
--- record flushed at once), `close()`, and `file` (false for stdout).
+-- record flushed at once), `sync()` --> true | nil, err (the records
+-- written since the last sync on the disk; nothing to do for stdout),
+-- `close()` (synced first), and `file` (false for stdout).
 function M.open(path, ends_in_newline)
   local out = io.stdout
   if path then
+    local existed = io.open(path, "rb")
+    if existed then existed:close() end
     local f, err = io.open(path, "ab")
     if not f then return nil, "cannot write " .. tostring(err) end
+    -- a file made now is in its directory only once the directory is synced
+    if not existed then
+      local dir = path:match("^(.*)/[^/]*$") or "."
+      local ok, derr = fsync.dir(dir == "" and "/" or dir)
+      if not ok then f:close(); return nil, "cannot sync the directory of " .. path .. ": " .. derr end
+    end
     out = f
     -- finish a line a kill left half written, so the next record parses
     if not ends_in_newline then out:write("\n") end
@@ -81,14 +94,21 @@ function M.open(path, ends_in_newline)
   -- a failed write (a full disk) can leave part of its line, and stdio
   -- drops the rest: the next record starts on a line of its own, or it
   -- would join the torn one and neither would read back
-  local torn = false
+  local torn, dirty = false, false
   function w.write(rec)
     local ok, err = out:write(torn and "\n" or "", common.json_object(rec, ORDER), "\n")
     if ok then ok, err = out:flush() end
-    torn = not ok
+    torn, dirty = not ok, w.file
     return ok and true or nil, err
   end
+  function w.sync()
+    if not dirty then return true end
+    local ok, err = fsync.file(out)
+    dirty = not ok
+    return ok, err
+  end
   function w.close()
+    w.sync()
     if out ~= io.stdout then out:close() else out:flush() end
   end
   return w
