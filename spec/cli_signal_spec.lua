@@ -21,6 +21,13 @@ describe("portone.cli.signal", function()
     assert.same({ 2, sig.SIGINT }, { sig.count() })
   end)
 
+  -- (a SIGHUP ignored before, as under nohup, stays ignored: cli_batch_spec)
+  it("counts SIGHUP too", function()
+    assert.is_true(sig.catch())
+    send("HUP")
+    assert.same({ 1, sig.SIGHUP }, { sig.count() })
+  end)
+
   it("catch() starts a new count", function()
     assert.is_true(sig.catch())
     send("TERM")

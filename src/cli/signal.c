@@ -1,6 +1,6 @@
 /* signal.c - portone.cli.signal: lets `portone-link batch` and `create`
- * notice Ctrl-C and SIGTERM instead of dying between a create and the line
- * that records it.
+ * notice Ctrl-C, SIGTERM and SIGHUP instead of dying between a create and
+ * the line that records it.
  *
  * Plain Lua has no signal API, and the stock interpreter turns SIGINT into a
  * Lua error ("interrupted!") raised at whatever instruction runs next, which
@@ -10,7 +10,8 @@
  * between polls, so the decision of what to do runs in ordinary Lua.
  *
  *   local sig = require "portone.cli.signal"
- *   sig.catch()               -- SIGINT and SIGTERM are counted from now on
+ *   sig.catch()               -- SIGINT, SIGTERM and SIGHUP are counted
+ *                             -- from now on (an ignored one stays so)
  *   local n, first = sig.count()   -- signals so far, the first one's number
  *   sig.release()             -- default dispositions again
  *   sig.ignore_pipe()         -- a write to a closed pipe fails (EPIPE)
@@ -33,29 +34,52 @@ static void on_signal(int signo)
     if (sig_count < 1000) sig_count = sig_count + 1;
 }
 
-/* Installs fn for SIGINT and SIGTERM; pushes true, or nil and a message. */
-static int set_handlers(lua_State *L, void (*fn)(int))
+/* The signals counted: Ctrl-C, a kill, and a hangup (the terminal or the
+ * SSH session gone), each of which would end the process between a
+ * request's answer and the line that records it. */
+static const int sg_signals[] = { SIGINT, SIGTERM, SIGHUP };
+#define SG_N ((int)(sizeof sg_signals / sizeof sg_signals[0]))
+
+/* Which of them catch() took over: one ignored before (nohup, a background
+ * job of a non-interactive shell) stays ignored, and release() leaves it. */
+static int sg_taken[SG_N];
+
+/* Installs fn for each signal taken (catch: all but the ignored ones);
+ * pushes true, or nil and a message. */
+static int set_handlers(lua_State *L, void (*fn)(int), int catching)
 {
-    struct sigaction sa;
+    struct sigaction sa, old;
+    int i;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = fn;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, "sigaction failed");
-        return 2;
+    for (i = 0; i < SG_N; i++) {
+        if (catching) {
+            if (sigaction(sg_signals[i], NULL, &old) != 0)
+                goto fail;
+            sg_taken[i] = old.sa_handler != SIG_IGN;
+        }
+        if (sg_taken[i] && sigaction(sg_signals[i], &sa, NULL) != 0)
+            goto fail;
+        if (!catching)
+            sg_taken[i] = 0;
     }
     lua_pushboolean(L, 1);
     return 1;
+fail:
+    lua_pushnil(L);
+    lua_pushstring(L, "sigaction failed");
+    return 2;
 }
 
-/* catch() --> true: count SIGINT and SIGTERM from now on (resets the count). */
+/* catch() --> true: count SIGINT, SIGTERM and SIGHUP from now on (resets
+ * the count); one that is ignored stays ignored. */
 static int sg_catch(lua_State *L)
 {
     sig_count = 0;
     sig_first = 0;
-    return set_handlers(L, on_signal);
+    return set_handlers(L, on_signal, 1);
 }
 
 /* count() --> signals received since catch(), the first one's number (0: none). */
@@ -66,10 +90,10 @@ static int sg_count(lua_State *L)
     return 2;
 }
 
-/* release() --> true: default dispositions for SIGINT and SIGTERM again. */
+/* release() --> true: default dispositions again for those catch() took. */
 static int sg_release(lua_State *L)
 {
-    return set_handlers(L, SIG_DFL);
+    return set_handlers(L, SIG_DFL, 0);
 }
 
 /* ignore_pipe() --> true: SIGPIPE ignored, so a write to a closed pipe
@@ -115,5 +139,7 @@ int luaopen_portone_cli_signal(lua_State *L)
     lua_setfield(L, -2, "SIGINT");
     lua_pushinteger(L, SIGTERM);
     lua_setfield(L, -2, "SIGTERM");
+    lua_pushinteger(L, SIGHUP);
+    lua_setfield(L, -2, "SIGHUP");
     return 1;
 }

@@ -6,7 +6,7 @@
 -- moment it arrives (`portone.cli.journal` has the record format). With
 -- `--out FILE` a `sending` record is flushed before each request can leave,
 -- so after any crash `--resume` knows what was created, what failed and
--- what may exist. SIGINT/SIGTERM are counted by `portone.cli.signal` and
+-- what may exist. SIGINT/SIGTERM/SIGHUP are counted by `portone.cli.signal` and
 -- read between polls: the first stops new requests and waits for those in
 -- flight, a second abandons them and names them.
 local common = require "portone.cli.common"
@@ -44,16 +44,17 @@ Two lines with the same merchant_uid are refused before anything is sent.
                       matches by merchant_uid and line number)
 ]] .. common.CLIENT_HELP .. [[
 
-Ctrl-C or SIGTERM: no new request starts, the ones in flight finish and are
-written, then exit 130 (SIGTERM: 143). A second Ctrl-C abandons the requests
-in flight, records them as "unknown" and names them: those links may exist.
+Ctrl-C, SIGTERM or SIGHUP: no new request starts, the ones in flight finish
+and are written, then exit 130 (SIGTERM: 143, SIGHUP: 129; under nohup a
+hangup is ignored). A second Ctrl-C abandons the requests in flight,
+records them as "unknown" and names them: those links may exist.
 
 Progress (done/total, rate, ETA, failures) goes to stderr: a bar when it is
 a terminal, plain lines otherwise ($PORTONE_LINK_PROGRESS=1|0 forces it).
 A summary (created, failed, skipped, may exist; time; rate) ends it.
 
 Exit: 0 every line created, 1 some line failed or may exist, 2 usage or input
-error (nothing sent), 130/143 stopped by a signal.
+error (nothing sent), 130/143/129 stopped by a signal.
 ]]
 
 local FLAGS = {
@@ -332,8 +333,7 @@ function M.main(args)
       .. " may exist (not sent again): ", describe(maybe),
       "; check them, then --retry-unknown sends them again\n")
   end
-  if stopping and sig.SIGTERM == stopping then return 143 end
-  if stopping then return 130 end
+  if stopping then return 128 + stopping end -- the shell's code for the signal
   if write_err or n.failed > 0 or #maybe > 0 or #unsure > 0 then return common.FAILED end
   return common.OK
 end

@@ -11,12 +11,12 @@ prints its URL (with --json: {"url", "id", "status"}).
 
 ]] .. common.CLIENT_HELP .. [[
 
-Ctrl-C or SIGTERM while the request is in flight: the command waits for its
-answer and prints it as usual. A second Ctrl-C abandons the request, says
-the link may exist and exits 130 (SIGTERM: 143).
+Ctrl-C, SIGTERM or SIGHUP while the request is in flight: the command waits
+for its answer and prints it as usual. A second one abandons the request,
+says the link may exist and exits 130 (SIGTERM: 143, SIGHUP: 129).
 
 Exit: 0 created, 1 the API or the network failed, 2 usage or input error
-(unreadable file, bad JSON, a request that fails validation), 130/143
+(unreadable file, bad JSON, a request that fails validation), 130/143/129
 abandoned by a signal.
 ]]
 
@@ -79,7 +79,7 @@ function M.main(args)
   sig.ignore_pipe()
   local res, err, signo = await(client, req, sig)
   client:close()
-  if signo then return abandoned(o, err, signo == sig.SIGTERM and 143 or 130) end
+  if signo then return abandoned(o, err, 128 + signo) end
   if res then
     local ok, werr
     if o.json then ok, werr = common.json_line({ url = res.url, id = res.id, status = res.status })
