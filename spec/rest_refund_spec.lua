@@ -89,12 +89,15 @@ describe("link.rest against the sandbox", function()
       function()
       local imp = paid{ amount = 10000 }
       local before = #assert(sb:requests())
-      for _, k in ipairs({ "ammount", "Amount", "amout", "enable_webhooks", "extra" }) do
+      local near = { ammount = "amount", Amount = "amount", amout = "amount",
+                     enable_webhooks = "enable_webhook", extra = false }
+      for k, suggestion in pairs(near) do
         local p, err = rest:cancel{ imp_uid = imp, [k] = 1000, checksum = 10000 }
         assert.is_nil(p)
         assert.equal("validation", err.kind)
         assert.equal(k, err.errors[1].field)
-        assert.equal("unknown", err.errors[1].code)
+        assert.equal("unknown_field", err.errors[1].code)
+        assert.equal(suggestion or nil, err.errors[1].suggestion)
         assert.is_false(err.retryable)
       end
       assert.equal(before, #assert(sb:requests()))

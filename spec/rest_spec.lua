@@ -124,6 +124,21 @@ describe("link.rest", function()
       transport = {} })
     local default = rest.new{ imp_key = KEY, imp_secret = SECRET, transport = {} }
     assert.equal("https://api.iamport.kr", default.base_url)
+    -- a misspelt option is not dropped (a test-mode flag, or the sandbox's
+    -- base_url falling back to the live API), and the nearest one is named
+    assert.has_error(function() rest.new{ imp_key = KEY, imp_secret = SECRET, transport = {},
+      tset_mode = true } end,
+      "bad argument #1 to 'new' (option 'tset_mode' is unknown: did you mean 'test_mode'?)")
+    assert.has_error(function() rest.new{ imp_key = KEY, imp_secret = SECRET, transport = {},
+      base_ur = "http://127.0.0.1:8080" } end,
+      "bad argument #1 to 'new' (option 'base_ur' is unknown: did you mean 'base_url'?)")
+    assert.has_error(function() rest.new{ imp_key = KEY, imp_secret = SECRET, transport = {}, [1] = "x" } end)
+    for _, m in ipairs({ -1, 0 / 0, math.huge, "60" }) do
+      assert.has_error(function()
+        rest.new{ imp_key = KEY, imp_secret = SECRET, transport = {}, margin = m }
+      end)
+    end
+    assert.truthy(rest.new{ imp_key = KEY, imp_secret = SECRET, transport = {}, margin = 0 })
   end)
 
   describe("token", function()

@@ -80,40 +80,11 @@ local function check_base_url(url, insecure)
   return ok
 end
 
--- Edit distance between two short strings (option names).
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
-
--- The known option nearest to an unknown one (`base_uri` -> base_url,
--- `baseUrl` -> base_url), or nil when none is close. Case and `_` are
--- ignored; at most a third of the name may differ.
-local function nearest(name)
-  if type(name) ~= "string" then return nil end
-  local norm = name:lower():gsub("[_-]", "")
-  local best, bd
-  for k in pairs(KNOWN) do
-    local d = distance(norm, (k:gsub("_", "")))
-    if not bd or d < bd or (d == bd and k < best) then best, bd = k, d end
-  end
-  if bd and bd <= math.max(1, math.floor(#norm / 3)) then return best end
-end
-
 local function check_opts(opts)
   for k, v in pairs(opts) do
     local want = KNOWN[k]
     if not want then
-      local near = nearest(k)
+      local near = errors.nearest(k, KNOWN)
       opt_error(tostring(k), "is unknown" .. (near and (": did you mean '" .. near .. "'?") or ""))
     end
     if not want:find(type(v), 1, true) then

@@ -347,4 +347,36 @@ function M.may_exist(err)
   return false
 end
 
+-- Edit distance between two short strings (key and option names).
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+--- The key of `known` (a table keyed by the names) nearest to an unknown
+-- `name` (`base_uri` -> base_url, `baseUrl` -> base_url, `ammount` ->
+-- amount), or nil when none is close: case and `_`/`-` are ignored, and at
+-- most a third of the name may differ. For "did you mean" messages.
+function M.nearest(name, known)
+  if type(name) ~= "string" then return nil end
+  local norm = name:lower():gsub("[_-]", "")
+  local best, bd
+  for k in pairs(known) do
+    if type(k) == "string" then
+      local d = distance(norm, (k:gsub("_", "")))
+      if not bd or d < bd or (d == bd and k < best) then best, bd = k, d end
+    end
+  end
+  if bd and bd <= math.max(1, math.floor(#norm / 3)) then return best end
+end
+
 return M

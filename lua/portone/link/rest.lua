@@ -116,10 +116,29 @@ end
 --   `margin` (seconds before expiry to refresh, default 60; PortOne renews
 --   a token only in its last minute, so a token it hands back unchanged
 --   inside a larger margin is kept until then); `clock` (a
---   function returning unix seconds, for tests).
+--   function returning unix seconds, for tests). An unknown option raises,
+--   naming the nearest known one.
+local OPTIONS = { imp_key = true, imp_secret = true, base_url = true, transport = true, timeout = true,
+                  connect_timeout = true, cainfo = true, proxy = true, max_response_bytes = true,
+                  user_agent = true, test_mode = true, include_sandbox = true, margin = true,
+                  clock = true, semaphore = true }
+
 function M.new(opts)
   if type(opts) ~= "table" then
     error(("bad argument #1 to 'new' (table expected, got %s)"):format(type(opts)), 2)
+  end
+  -- a misspelt option would be dropped: `tset_mode` or `base_ur` (the
+  -- live API) must not pass unnoticed
+  for k in pairs(opts) do
+    if not OPTIONS[k] then
+      local near = errors.nearest(k, OPTIONS)
+      error(("bad argument #1 to 'new' (option '%s' is unknown%s)"):format(tostring(k),
+        near and (": did you mean '" .. near .. "'?") or ""), 2)
+    end
+  end
+  local m = opts.margin
+  if m ~= nil and not (type(m) == "number" and m >= 0 and m <= 86400) then
+    error("bad argument #1 to 'new' (margin must be a number of seconds in [0, 86400])", 2)
   end
   for _, k in ipairs({ "imp_key", "imp_secret" }) do
     if type(opts[k]) ~= "string" or opts[k] == "" then
@@ -544,8 +563,9 @@ local CANCEL_FIELD_LIST = table.concat(names, ", ")
 --   by transfer: PortOne needs them); `enable_webhook` (true: PortOne
 --   posts the `cancelled` notice to the payment's webhook URL, which it
 --   does not for a cancel over REST otherwise). Any other key is refused
---   as a `validation` error (code `unknown`), nothing sent: a misspelt
---   `amount` would otherwise refund the whole balance.
+--   as a `validation` error (code `unknown_field`, with `suggestion` when a
+--   field is close), nothing sent: a misspelt `amount` would otherwise
+--   refund the whole balance.
 -- @return the payment after the cancel (`cancel_amount`, `cancel_history`,
 --   `status` `"cancelled"` once nothing is left), or `nil, err`: `api` with
 --   PortOne's `code` and message (already fully cancelled, checksum or
@@ -578,7 +598,11 @@ function Rest:cancel(req)
   for k in pairs(req) do
     -- a misspelt key would otherwise be dropped: `ammount` refunds the lot
     if not CANCEL_KEYS[k] then
-      return invalid(tostring(k), "is not a field of a cancel (" .. CANCEL_FIELD_LIST .. ")", "unknown")
+      local near = errors.nearest(k, CANCEL_KEYS)
+      local r, err = invalid(tostring(k), "is not a field of a cancel" .. (near
+        and (": did you mean '" .. near .. "'?") or " (" .. CANCEL_FIELD_LIST .. ")"), "unknown_field")
+      err.errors[1].suggestion = near
+      return r, err
     end
   end
   for _, f in ipairs(CANCEL_FIELDS) do
