@@ -329,6 +329,8 @@ describe("client async calls", function()
     local c = client()
     assert.has_error(function() c:create_async("x", function() end) end)
     assert.has_error(function() c:create_async(request()) end)
+    assert.has_error(function() c:create_async(request(), function() end, { noww = 1 }) end,
+      "bad argument #3 to 'create_async' (option 'noww' is unknown: did you mean 'now'?)")
     assert.has_error(function() c:deactivate_async(42, function() end) end)
     assert.has_error(function() c:poll(-1) end)
     assert.has_error(function() c:on_error(42) end)

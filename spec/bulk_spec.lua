@@ -128,6 +128,9 @@ describe("client:create_many", function()
     assert.has_error(function() c:create_many("x") end)
     assert.has_error(function() c:create_many({}, { concurrency = 0 }) end)
     assert.has_error(function() c:create_many({}, { on_progress = 1 }) end)
+    -- a misspelt concurrency would run at the default
+    assert.has_error(function() c:create_many({}, { concurency = 4 }) end,
+      "bad argument #2 to 'create_many' (option 'concurency' is unknown: did you mean 'concurrency'?)")
     assert.same({}, c:create_many({}))
     c:close()
     local results = c:create_many({ request(1) })

@@ -90,6 +90,9 @@ describe("link client misc over curl", function()
     for _, opts in ipairs({ 1, { now = "1" }, { now = false }, { now = 0 / 0 } }) do
       assert.has_error(function() c:create(cases.request(), opts) end, want)
     end
+    -- a misspelt option is not dropped (a create that meant a clock of its own)
+    assert.has_error(function() c:create(cases.request(), { noww = 1 }) end,
+      "bad argument #2 to 'create' (option 'noww' is unknown: did you mean 'now'?)")
     assert.equal(0, sb:stats().creates)
     assert.has_error(function() c:deactivate(42) end)
     assert.has_error(function() c:deactivate() end)

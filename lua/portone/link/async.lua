@@ -327,6 +327,16 @@ local function argerror(n, fname, msg)
   error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
 end
 
+-- Raises (as argerror) for a key of options table `opts` not in `known`.
+local function check_keys(n, fname, opts, known)
+  local k, near = errors.unknown_key(opts, known)
+  if k then
+    error(("bad argument #%d to '%s' (option '%s' is unknown%s)"):format(n, fname, k,
+      near and (": did you mean '" .. near .. "'?") or ""), 3)
+  end
+end
+local NOW_OPTS, MANY_OPTS = { now = true }, { concurrency = true, on_progress = true }
+
 -- Options of the client's multi handle (see client.lua's `_http`).
 local function multi_opts(client, max_concurrent, max_opening, budget_ms)
   local h = client._http or {}
@@ -415,6 +425,7 @@ function M.install(Client, internals)
     if opts ~= nil and (type(opts) ~= "table" or (opts.now ~= nil and type(opts.now) ~= "number")) then
       argerror(3, "create_async", "table {now = number} expected")
     end
+    if opts then check_keys(3, "create_async", opts, NOW_OPTS) end
     return queue(self, "create", req, callback, opts and opts.now)
   end
 
@@ -734,6 +745,7 @@ function M.install(Client, internals)
       argerror(2, "create_many", "table expected, got " .. type(opts))
     end
     opts = opts or {}
+    check_keys(2, "create_many", opts, MANY_OPTS)
     local conc = opts.concurrency or M.DEFAULT_MANY
     if type(conc) ~= "number" or conc < 1 or conc > 4096 or conc % 1 ~= 0 then
       argerror(2, "create_many", "concurrency must be an integer in [1, 4096]")

@@ -413,6 +413,8 @@ M._create_result = create_result    -- for the specs: same answers as the genera
 -- @tparam table req the request (see `link.validate`)
 -- @tparam[opt] table opts `{now = unix_seconds}` for the expiry rule
 -- @return `{url =, id =, status =}`, or `nil, err`
+local CREATE_OPTS = { now = true }
+
 function Client:create(req, opts)
   if getmetatable(self) ~= Client then error("bad self to 'create' (use client:create)", 2) end
   if type(req) ~= "table" then
@@ -423,6 +425,11 @@ function Client:create(req, opts)
     local on = type(opts) == "table" and opts.now
     if on == false or (on ~= nil and (type(on) ~= "number" or on ~= on)) then
       error("bad argument #2 to 'create' (table {now = number} expected)", 2)
+    end
+    local k, near = errors.unknown_key(opts, CREATE_OPTS)
+    if k then
+      error(("bad argument #2 to 'create' (option '%s' is unknown%s)"):format(k,
+        near and (": did you mean '" .. near .. "'?") or ""), 2)
     end
   end
   if self._closed then return nil, closed_error() end

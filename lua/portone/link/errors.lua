@@ -379,4 +379,13 @@ function M.nearest(name, known)
   if bd and bd <= math.max(1, math.floor(#norm / 3)) then return best end
 end
 
+--- The first key of option table `t` that `known` (a table keyed by the
+-- names) lacks, and the nearest known name (or nil), or nil when all are
+-- known. Callers raise with it: a misspelt option would be dropped.
+function M.unknown_key(t, known)
+  for k in pairs(t) do
+    if not known[k] then return tostring(k), M.nearest(k, known) end
+  end
+end
+
 return M
