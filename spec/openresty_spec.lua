@@ -129,11 +129,30 @@ describe("client inside nginx (ngx cosocket transport)", function()
     end)
 
     it("reports malformed, truncated and reset answers as transport errors, sent", function()
-      for _, k in ipairs { "bad_chunk", "truncated", "reset", "garbage", "many_headers" } do
+      for _, k in ipairs { "bad_chunk", "truncated", "reset", "garbage", "many_headers", "long_line",
+          "two_lengths" } do
         local r = transport { url = up.http .. "/raw/" .. k }
         local info = r.results[1].info
         assert.equal("transport", info.kind, k)
         assert.is_true(info.sent, k)
+      end
+    end)
+
+    it("a header block over libcurl's caps (256 KB, a 100 KB line) is too_large, as over curl", function()
+      for _, k in ipairs { "many_headers", "long_line" } do
+        local info = transport({ url = up.http .. "/raw/" .. k }).results[1].info
+        assert.is_true(info.too_large, k)
+        assert.matches("response header too large", info.message)
+      end
+    end)
+
+    it("reads what libcurl reads: 150 header lines, 200 KB of headers, a repeated Content-Length, "
+        .. "chunk sizes with leading zeros, chunks ended by a bare LF", function()
+      for k, want in pairs { lines_150 = "ok", kb_200 = "ok", dup_length = "hello", chunk_zeros = "hello",
+          chunk_lf = "hello" } do
+        local res = transport({ url = up.http .. "/raw/" .. k }).results[1]
+        assert.equal(200, res.status, k .. ": " .. cjson.encode(res.info))
+        assert.equal(want, res.body, k)
       end
     end)
 

@@ -353,7 +353,23 @@ local RAW = {
   garbage = "SMTP ready\r\n\r\n",
   truncated = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
   reset = "",
-  many_headers = "HTTP/1.1 200 OK\r\n" .. ("X-A: b\r\n"):rep(200) .. "Content-Length: 0\r\n\r\n",
+  -- over the 256 KB the header block may take (libcurl's cap, PLINK_HTTP_HEADER_MAX)
+  many_headers = "HTTP/1.1 200 OK\r\n" .. ("X-A: b\r\n"):rep(40000) .. "Content-Length: 0\r\n\r\n",
+  -- what libcurl reads: 150 header lines, 200 KB of them, a Content-Length
+  -- repeated with one value, chunk sizes with leading zeros, chunks ended
+  -- by a bare LF
+  lines_150 = "HTTP/1.1 200 OK\r\n" .. ("X-A: b\r\n"):rep(150) .. "Content-Length: 2\r\n\r\nok",
+  kb_200 = "HTTP/1.1 200 OK\r\n" .. ("X-Pad: " .. ("p"):rep(1015) .. "\r\n"):rep(200)
+    .. "Content-Length: 2\r\n\r\nok",
+  dup_length = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+  chunk_zeros = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    .. "0000000005\r\nhello\r\n00000000000\r\n\r\n",
+  chunk_lf = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
+  -- 120 KB in one line: over libcurl's 100 KB line limit
+  long_line = "HTTP/1.1 200 OK\r\nX-Long: " .. ("l"):rep(120 * 1024) .. "\r\nContent-Length: 2\r\n\r\nok",
+  -- two values: which one frames the body is unknown (refused: RFC 9112 6.3;
+  -- libcurl 7.88 takes the last)
+  two_lengths = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
 }
 
 function M.upstream()

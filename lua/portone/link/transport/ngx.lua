@@ -53,7 +53,14 @@ local DEFAULTS = {
   keepalive_timeout = 10,     -- seconds an idle pooled connection is kept
   pool_size = 64,             -- idle connections per pool (per worker)
 }
-local MAX_HEADER_BYTES = 64 * 1024
+-- The header block's caps are libcurl's, so that one answer reads the same
+-- over both transports: 256 KiB in all (PLINK_HTTP_HEADER_MAX, counted per
+-- response) and 100 KiB a line (CURL_MAX_HTTP_HEADER); past either the
+-- answer is `too_large`, which no retry can fix.
+local MAX_HEADER_BYTES = 256 * 1024
+local MAX_HEADER_LINE = 100 * 1024
+local HEADER_TOO_LARGE = "response header too large (over " .. MAX_HEADER_BYTES
+  .. " bytes, or a line over " .. MAX_HEADER_LINE .. ")"
 
 local function in_nginx()
   return type(ngx) == "table" and type(ngx.get_phase) == "function"
@@ -248,21 +255,25 @@ end
 
 --- Reads the header block (status line + fields) into a table.
 -- Returns resp, or nil, err, got_bytes (whether any response byte came).
--- The count and total size of the lines are capped.
-local MAX_HEADER_LINES = 100
+-- The size of each line and of the whole block is capped (HEADER_TOO_LARGE).
 local function read_head(rd)
-  local line, err = rd:line(MAX_HEADER_BYTES, "response header too large")
+  local line, err = rd:line(MAX_HEADER_LINE, HEADER_TOO_LARGE)
   if not line then return nil, err, rd.got end
   local version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
   if not version then return nil, "malformed HTTP status line", true end
-  local headers, n = {}, #line
-  for _ = 1, MAX_HEADER_LINES do
-    line, err = rd:line(MAX_HEADER_BYTES - n, "response header too large")
+  -- a field sent more than once is joined with ", " at the end (values
+  -- gathered in a list: concatenating as they come is quadratic)
+  local headers, multi, n = {}, nil, #line + 2
+  while true do
+    line, err = rd:line(math.min(MAX_HEADER_LINE, MAX_HEADER_BYTES - n), HEADER_TOO_LARGE)
     if not line then return nil, err, true end
     if line == "" then
+      if multi then
+        for name, list in pairs(multi) do headers[name] = table.concat(list, ", ") end
+      end
       return { version = version, status = tonumber(status), headers = headers }
     end
-    n = n + #line
+    n = n + #line + 2
     -- linear: a lazy `(.-)` before a trailing `%s*$` is quadratic on a
     -- long value full of spaces
     local name, value = line:match("^([^:%s]+):(.*)$")
@@ -276,10 +287,16 @@ local function read_head(rd)
       value = value:sub(a, b)
       name = name:lower()
       local old = headers[name]
-      headers[name] = old and (old .. ", " .. value) or value
+      if old == nil then
+        headers[name] = value
+      else
+        multi = multi or {}
+        local list = multi[name]
+        if not list then list = { old }; multi[name] = list end
+        list[#list + 1] = value
+      end
     end
   end
-  return nil, "response header too large", true
 end
 
 local function too_large(self)
@@ -301,29 +318,33 @@ local function read_chunk_line(rd)
   return line
 end
 
+-- Chunk sizes as libcurl reads them: leading zeros allowed, at most 16
+-- hex digits; the CRLF after a chunk's data may be a bare LF.
 local function read_chunked(self, rd)
   local parts, total = {}, 0
   while true do
     local line, err = read_chunk_line(rd)
     if not line then return nil, err end
     local hex = line:match("^%s*(%x+)%s*;?.*$")
-    if not hex or #hex > 8 then return nil, "malformed chunked body" end
-    local size = tonumber(hex, 16)
-    if size == 0 then
-      -- trailer fields, up to the empty line
+    hex = hex and hex:match("^0*(.-)$")
+    if not hex or #hex > 16 then return nil, "malformed chunked body" end
+    if hex == "" then
+      -- the last chunk; trailer fields, up to the empty line
       repeat
         line, err = read_chunk_line(rd)
         if not line then return nil, err end
       until line == ""
       return table.concat(parts), true
     end
-    total = total + size
+    total = total + tonumber(hex, 16)
     if total > self.max_response_bytes then return nil, too_large(self), true end
     local data
-    data, err = rd:bytes(size + 2)
+    data, err = rd:bytes(tonumber(hex, 16))
     if not data then return nil, err end
-    if data:sub(-2) ~= "\r\n" then return nil, "malformed chunked body" end
-    parts[#parts + 1] = data:sub(1, -3)
+    line, err = read_chunk_line(rd)
+    if not line then return nil, err end
+    if line ~= "" then return nil, "malformed chunked body" end
+    parts[#parts + 1] = data
   end
 end
 
@@ -341,6 +362,19 @@ local function read_to_close(self, rd)
     if total > self.max_response_bytes then return nil, too_large(self), true end
     parts[#parts + 1] = data
   end
+end
+
+-- The Content-Length: digits; a field sent more than once (joined with
+-- ", ") counts when every copy says the same, as libcurl reads it
+-- (differing ones are refused: RFC 9112 6.3; libcurl takes the last).
+local function content_length(v)
+  local len
+  for part in (v .. ","):gmatch("([^,]*),") do
+    local n = tonumber(part:match("^[ \t]*(%d+)[ \t]*$"))
+    if not n or (len and n ~= len) then return nil end
+    len = n
+  end
+  return len
 end
 
 local function wants_close(resp)
@@ -441,7 +475,9 @@ local function exchange(self, sock, reused, req, deadline)
       if reused and not got and (err == "closed" or (err and err:find("reset", 1, true))) then
         return nil, nil
       end
-      return fail(err_kind(err), "reading the response failed: " .. tostring(err), true)
+      local big = err == HEADER_TOO_LARGE
+      return fail(err_kind(err), "reading the response failed: " .. tostring(err), true,
+        big and { too_large = true } or nil)
     end
   until resp.status >= 200 or resp.status == 101
 
@@ -453,7 +489,7 @@ local function exchange(self, sock, reused, req, deadline)
   elseif te and te:lower():find("chunked", 1, true) then
     body, keep, big = read_chunked(self, rd)
   elseif h["content-length"] then
-    local len = tonumber(h["content-length"]:match("^%d+$"))
+    local len = content_length(h["content-length"])
     if not len then
       sock:close()
       return fail("transport", "malformed Content-Length", true)
