@@ -110,6 +110,24 @@ describe("client inside nginx (ngx cosocket transport)", function()
       assert.equal("a, b", r.results[1].headers["x-multi"])
     end)
 
+    it("a HEAD answer has no body whatever its Content-Length says; the connection is kept", function()
+      local r = transport { method = "HEAD", url = up.http .. "/echo", n = 2, opts = { timeout = 2 } }
+      for _, res in ipairs(r.results) do
+        assert.equal(200, res.status, cjson.encode(res.info))
+        assert.equal("", res.body)
+        assert.truthy(tonumber(res.headers["content-length"]) > 0)
+      end
+      assert.equal(1, r.connects)
+    end)
+
+    it("a closed transport sends nothing, as the curl one", function()
+      local r = post("/t/transport/closed", { url = up.http .. "/echo" })
+      assert.equal("transport", r.info.kind)
+      assert.is_false(r.info.sent)
+      assert.equal(0, r.info.sends)
+      assert.matches("closed", r.info.message)
+    end)
+
     it("returns lower-case header names", function()
       local r = transport { url = up.http .. "/echo" }
       assert.equal("application/json", r.results[1].headers["content-type"])

@@ -132,6 +132,15 @@ end
 
 routes["/t/slowdns/transport"] = routes["/t/transport"]
 
+-- A request on a closed transport: {url} -> {info}
+routes["/t/transport/closed"] = function()
+  local a = read_json()
+  local t = require("portone.link.transport.ngx").new({})
+  t:close()
+  local status, info = t:request("GET", a.url, {})
+  json_out(200, { status = status, info = plain(info) })
+end
+
 -- Client calls: {opts, calls = [{op = "create"|"deactivate", arg = ...}]}
 routes["/t/client"] = function()
   local a = read_json()

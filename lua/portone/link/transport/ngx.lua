@@ -453,7 +453,7 @@ end
 
 -- One exchange on one connection. Returns status, body, headers | nil, info
 -- | nil, nil when a reused connection died before any response byte.
-local function exchange(self, sock, reused, req, deadline)
+local function exchange(self, sock, reused, method, req, deadline)
   local left = deadline - ngx.now()
   if left <= 0 then
     sock:close()
@@ -484,7 +484,7 @@ local function exchange(self, sock, reused, req, deadline)
   local h = resp.headers
   local body, keep, big
   local te = h["transfer-encoding"]
-  if resp.status == 204 or resp.status == 304 then
+  if method == "HEAD" or resp.status == 204 or resp.status == 304 then
     body, keep = "", true
   elseif te and te:lower():find("chunked", 1, true) then
     body, keep, big = read_chunked(self, rd)
@@ -545,6 +545,9 @@ end
 -- `status, body, headers, sends` or `nil, info` (with `info.sends`).
 function T:request(method, url, headers, body, max_sends)
   max_sends = max_sends or 2
+  if self.closed then
+    return fail("transport", "the transport is closed", false, { sends = 0 })
+  end
   local ok, why = M.available()
   if not ok then return fail("transport", why, false, { phase = true, permanent = true, sends = 0 }) end
   local scheme, host, port, path, host_header = parse_url(url)
@@ -561,7 +564,7 @@ function T:request(method, url, headers, body, max_sends)
       return fail(kind, reused, sends > 0, { sends = sends, permanent = cert or nil })
     end
     sends = sends + 1
-    local status, rbody, rheaders = exchange(self, sock, reused, req, deadline)
+    local status, rbody, rheaders = exchange(self, sock, reused, method, req, deadline)
     if status then return status, rbody, rheaders, sends end
     if rbody then
       rbody.sends = rbody.sent and sends or sends - 1
@@ -579,7 +582,8 @@ function T:request(method, url, headers, body, max_sends)
   end
 end
 
---- Pooled connections belong to the worker's cosocket pool; nothing to free.
+--- Pooled connections belong to the worker's cosocket pool; nothing to
+-- free. Later requests fail unsent, as on the curl transport.
 function T:close()
   self.closed = true
 end
