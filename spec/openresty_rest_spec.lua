@@ -312,6 +312,62 @@ describe("link.rest and the webhook example inside nginx", function()
     end)
   end)
 
+  -- rest_refund_spec's cases on the retry rule of a cancel (not idempotent),
+  -- over cosockets: the same answers give the same fields as over curl
+  describe("cancel over cosockets", function()
+    local function cancel(name, req, over)
+      return rest(name, { { op = "cancel", req = req } }, over).results[1]
+    end
+    local function payment(name, imp_uid)
+      return assert(rest(name, { { op = "payment", imp_uid = imp_uid } }).results[1].ok)
+    end
+
+    it("refunds; after a cut answer it is not retryable, after a 503 it is", function()
+      local imp = paid { amount = 10000 }
+      local r = cancel("cancel-1", { imp_uid = imp, amount = 2500, checksum = 10000 }, { fresh = true })
+      assert.equal(2500, r.ok.cancel_amount)
+      assert(sb:faults("cancel", { { truncate = true } }))
+      local err = cancel("cancel-1", { imp_uid = imp, amount = 1000, checksum = 7500 }).err
+      assert.equal("transport", err.kind)
+      assert.is_true(err.sent)
+      assert.is_false(err.retryable)
+      assert(sb:faults("cancel", { { status = 503 } }))
+      err = cancel("cancel-1", { imp_uid = imp, amount = 1000, checksum = 6500 }).err
+      assert.equal("http", err.kind)
+      assert.is_true(err.retryable)
+      assert.equal(3500, payment("cancel-1", imp).cancel_amount)
+    end)
+
+    it("a 401 or a 503 to the silent re-send of a cancel whose first send got no answer: "
+        .. "unanswered, not retryable, no third send", function()
+      rest("cancel-2", {}, { fresh = true })
+      for _, second in ipairs({ { status = 401 }, { status = 503 } }) do
+        local imp = paid { amount = 10000 }
+        payment("cancel-2", imp)                 -- a token, and a kept-alive connection
+        local before = #assert(sb:requests())
+        assert(sb:faults("cancel", { { reset_after = true }, second }))
+        local err = cancel("cancel-2", { imp_uid = imp, amount = 1000 }).err
+        assert.equal(1, err.unanswered, cjson.encode(err))
+        assert.is_false(err.retryable)
+        assert.equal(before + 2, #assert(sb:requests()))
+        assert.equal(1000, payment("cancel-2", imp).cancel_amount)
+      end
+    end)
+
+    it("a failed token fetch: the cancel was never sent, retryable as the fetch is", function()
+      local imp = paid { amount = 10000 }
+      for _, faults in ipairs({ { { status = 502 } }, { { reset_after = true }, { reset_after = true } } }) do
+        assert(sb:faults("token", faults))
+        local err = cancel("cancel-3", { imp_uid = imp, amount = 1000, checksum = 10000 },
+          { fresh = true }).err
+        assert.matches("getToken", err.message)
+        assert.is_true(err.retryable, err.text)
+        assert.is_nil(err.unanswered)
+      end
+      for _, r in ipairs(assert(sb:requests())) do assert.not_equal("/payments/cancel", r.uri) end
+    end)
+  end)
+
   describe("examples/webhook/handler.lua mounted in nginx", function()
     local hook_url
 

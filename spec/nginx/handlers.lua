@@ -228,6 +228,8 @@ local function run_rest_call(rest, c, name)
     ok, res, err = pcall(rest.payment, rest, c.imp_uid)
   elseif c.op == "verify" then
     ok, res, err = pcall(rest.verify, rest, c.notice, c.expect)
+  elseif c.op == "cancel" then
+    ok, res, err = pcall(rest.cancel, rest, c.req)
   elseif c.op == "token" then
     ok, res, err = pcall(rest.token, rest)
     if ok and res then res = "(a token)" end -- never shown
@@ -241,7 +243,8 @@ end
 
 -- {name = "c1", fresh = bool, opts = {imp_key =, imp_secret =, base_url =,
 --  ...}, calls = [{op = "payment", imp_uid =} | {op = "verify", notice =,
---  expect =} | {op = "token"} | {op = "abandon"} | {op = "advance", seconds =}],
+--  expect =} | {op = "cancel", req =} | {op = "token"} | {op = "abandon"} |
+--  {op = "advance", seconds =}],
 --  concurrent = bool, test_clock = bool (a clock "advance" moves)}
 --   -> {results = [{ok =} | {err =} | {raised =}], transport = "ngx"|...,
 --       waited = n (light threads that waited on the semaphore, last run)}
