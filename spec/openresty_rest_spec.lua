@@ -280,6 +280,38 @@ describe("link.rest and the webhook example inside nginx", function()
       assert.same({ "token", "token", "payment" }, api_log())
     end)
 
+    it("in the log phase, with a refresh in flight, a call fails at once instead of spinning the worker",
+        function()
+      rest("log", {}, { fresh = true })
+      assert(sb:faults("token", { { delay_ms = 1500 } }))
+      local code, text = request("GET", srv.url .. "/t/rest/log?name=log")
+      assert.equal(200, code)
+      assert.equal("refreshing\n", text)
+      -- the log phase runs after the answer; a worker spinning in it answers
+      -- nothing more (a short socket timeout, not the default minute)
+      local http = require "socket.http"
+      local got
+      local deadline = socket.gettime() + 5
+      repeat
+        http.TIMEOUT = 1
+        local body = http.request(srv.url .. "/t/rest/log/result")
+        http.TIMEOUT = 60
+        assert.truthy(body, "the worker no longer answers: it spins in the log phase")
+        got = cjson.decode(body)
+        if got ~= cjson.null then break end
+        socket.sleep(0.02)
+      until socket.gettime() > deadline
+      assert.is_table(got)
+      assert.is_nil(got.raised)
+      assert.is_nil(got.token)
+      assert.equal("transport", got.err.kind, got.err.text)
+      assert.is_false(got.err.retryable)
+      assert.matches("ngx.timer.at", got.err.message, 1, true)
+      -- the timer's refresh still ends and serves the next call
+      socket.sleep(1.6)
+      assert.equal("(a token)", rest("log", { { op = "token" } }).results[1].ok)
+    end)
+
     it("a revoked token: one 401, one refresh, one retry that succeeds", function()
       local imp_uid, req = paid()
       local r = rest("revoke", { { op = "payment", imp_uid = imp_uid } }, { fresh = true })

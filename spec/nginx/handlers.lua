@@ -96,6 +96,10 @@ routes["/t/ping"] = function()
   ngx.say("pong")
 end
 
+routes["/t/rest/log/result"] = function()
+  ngx.say(ngx.shared.plink_test:get("rest_log") or "null")
+end
+
 routes["/t/phase"] = function()
   local name = ngx.var.arg_name
   ngx.say(ngx.shared.plink_test:get("phase:" .. name) or "(nothing recorded)")
@@ -284,6 +288,25 @@ routes["/t/rest"] = function()
     transport = t.keepalive_timeout and t.pool_size and "ngx" or "other",
     refreshing = rest.refreshing, waiters = rest.waiters,
   })
+end
+
+-- /t/rest/log?name=: a timer starts a token refresh on the worker's rest
+-- client `name` (a slow getToken keeps it in flight); the request's log
+-- phase then asks that client for a token, where no light thread may wait,
+-- and keeps what it got under "rest_log" in the shared dict.
+function M.rest_log_content()
+  local rest = assert(rest_clients[ngx.var.arg_name], "no rest client")
+  ngx.shared.plink_test:delete("rest_log")
+  assert(ngx.timer.at(0, function() rest:token() end))
+  ngx.sleep(0.1)
+  ngx.say(rest.refreshing and "refreshing" or "not refreshing")
+end
+
+function M.rest_log_phase()
+  local rest = rest_clients[ngx.var.arg_name]
+  local ok, tok, err = pcall(rest.token, rest)
+  ngx.shared.plink_test:set("rest_log", cjson.encode(
+    ok and { token = tok and "(a token)" or nil, err = plain(err) } or { raised = tostring(tok) }))
 end
 
 -- The same calls as N separate requests to /t/rest (sent at once over
