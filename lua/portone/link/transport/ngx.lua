@@ -410,7 +410,8 @@ end
 -- Opens (or takes from the pool) a connection; TLS handshake on fresh ones.
 local function connect(self, scheme, host, port, pool, deadline)
   local sock = ngx.socket.tcp()
-  local left = deadline - ngx.now()
+  local t0 = ngx.now()
+  local left = deadline - t0
   local cto = math.min(self.connect_timeout, math.max(left, 0.001))
   sock:settimeouts(ms(cto), ms(math.max(left, 0.001)), ms(math.max(left, 0.001)))
   local addr = host == "localhost" and "127.0.0.1" or host
@@ -427,6 +428,15 @@ local function connect(self, scheme, host, port, pool, deadline)
   else
     self.connects = self.connects + 1
     if scheme == "https" then
+      -- connect_timeout bounds TCP and TLS together, as libcurl's does:
+      -- the handshake (timed by the socket's connect timeout) gets the rest
+      local now = ngx.now()
+      local rest = cto - (now - t0)
+      if rest <= 0 then
+        sock:close()
+        return nil, "connect to " .. host .. ":" .. port .. " failed: timeout", "timeout"
+      end
+      sock:settimeouts(ms(rest), ms(math.max(deadline - now, 0.001)), ms(math.max(deadline - now, 0.001)))
       local sni = host:match("^%[") and nil or host
       -- A host-name mismatch raises inside lua-resty-core 0.1.25 instead of
       -- returning an error (DESIGN §6): hence the pcall.
