@@ -175,6 +175,40 @@ describe("ngx transport: the deadline passing between a dead reused connection a
   end)
 end)
 
+describe("ngx transport: connect_timeout bounds the TCP connect and the TLS handshake together", function()
+  -- A fake nginx whose TCP connect takes 0.8 s; the handshake then gets what
+  -- the socket's connect timeout says (lua-nginx-module times a handshake
+  -- with it), and never completes.
+  local saved, budget
+  before_each(function()
+    saved = rawget(_G, "ngx")
+    local now = 1000
+    local function sock()
+      local cto
+      return {
+        settimeouts = function(_, c) cto = c end,
+        connect = function() now = now + 0.8; return true end,
+        getreusedtimes = function() return 0 end,
+        sslhandshake = function() budget = cto; now = now + cto / 1000; return nil, "timeout" end,
+        close = function() end,
+      }
+    end
+    rawset(_G, "ngx", { get_phase = function() return "timer" end, now = function() return now end,
+      log = function() end, sleep = function() end, INFO = 7, WARN = 5,
+      socket = { tcp = sock } })
+  end)
+  after_each(function() rawset(_G, "ngx", saved) end)
+
+  it("the handshake gets what the connect left of connect_timeout, as libcurl's does", function()
+    local t = require("portone.link.transport.ngx").new({ timeout = 10, connect_timeout = 1 })
+    local status, info = t:request("POST", "https://localhost:9/x", {}, "{}")
+    assert.is_nil(status)
+    assert.equal("timeout", info.kind)
+    assert.is_false(info.sent)
+    assert.is_true(budget <= 201, "the handshake had " .. budget .. " ms")
+  end)
+end)
+
 describe("secrets echoed in mixed encodings, nested, or cut", function()
   local TOKEN = "tokXq/en+Zr9w"
   local function assert_clean(err)

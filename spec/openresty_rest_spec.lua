@@ -280,6 +280,38 @@ describe("link.rest and the webhook example inside nginx", function()
       assert.same({ "token", "token", "payment" }, api_log())
     end)
 
+    it("in the log phase, with a refresh in flight, a call fails at once instead of spinning the worker",
+        function()
+      rest("log", {}, { fresh = true })
+      assert(sb:faults("token", { { delay_ms = 1500 } }))
+      local code, text = request("GET", srv.url .. "/t/rest/log?name=log")
+      assert.equal(200, code)
+      assert.equal("refreshing\n", text)
+      -- the log phase runs after the answer; a worker spinning in it answers
+      -- nothing more (a short socket timeout, not the default minute)
+      local http = require "socket.http"
+      local got
+      local deadline = socket.gettime() + 5
+      repeat
+        http.TIMEOUT = 1
+        local body = http.request(srv.url .. "/t/rest/log/result")
+        http.TIMEOUT = 60
+        assert.truthy(body, "the worker no longer answers: it spins in the log phase")
+        got = cjson.decode(body)
+        if got ~= cjson.null then break end
+        socket.sleep(0.02)
+      until socket.gettime() > deadline
+      assert.is_table(got)
+      assert.is_nil(got.raised)
+      assert.is_nil(got.token)
+      assert.equal("transport", got.err.kind, got.err.text)
+      assert.is_false(got.err.retryable)
+      assert.matches("ngx.timer.at", got.err.message, 1, true)
+      -- the timer's refresh still ends and serves the next call
+      socket.sleep(1.6)
+      assert.equal("(a token)", rest("log", { { op = "token" } }).results[1].ok)
+    end)
+
     it("a revoked token: one 401, one refresh, one retry that succeeds", function()
       local imp_uid, req = paid()
       local r = rest("revoke", { { op = "payment", imp_uid = imp_uid } }, { fresh = true })
@@ -309,6 +341,62 @@ describe("link.rest and the webhook example inside nginx", function()
       local log = api_log()
       assert.equal(2, count(log, "token"))       -- the first one and the refresh
       assert.equal(1 + 8 + 8, count(log, "payment"))
+    end)
+  end)
+
+  -- rest_refund_spec's cases on the retry rule of a cancel (not idempotent),
+  -- over cosockets: the same answers give the same fields as over curl
+  describe("cancel over cosockets", function()
+    local function cancel(name, req, over)
+      return rest(name, { { op = "cancel", req = req } }, over).results[1]
+    end
+    local function payment(name, imp_uid)
+      return assert(rest(name, { { op = "payment", imp_uid = imp_uid } }).results[1].ok)
+    end
+
+    it("refunds; after a cut answer it is not retryable, after a 503 it is", function()
+      local imp = paid { amount = 10000 }
+      local r = cancel("cancel-1", { imp_uid = imp, amount = 2500, checksum = 10000 }, { fresh = true })
+      assert.equal(2500, r.ok.cancel_amount)
+      assert(sb:faults("cancel", { { truncate = true } }))
+      local err = cancel("cancel-1", { imp_uid = imp, amount = 1000, checksum = 7500 }).err
+      assert.equal("transport", err.kind)
+      assert.is_true(err.sent)
+      assert.is_false(err.retryable)
+      assert(sb:faults("cancel", { { status = 503 } }))
+      err = cancel("cancel-1", { imp_uid = imp, amount = 1000, checksum = 6500 }).err
+      assert.equal("http", err.kind)
+      assert.is_true(err.retryable)
+      assert.equal(3500, payment("cancel-1", imp).cancel_amount)
+    end)
+
+    it("a 401 or a 503 to the silent re-send of a cancel whose first send got no answer: "
+        .. "unanswered, not retryable, no third send", function()
+      rest("cancel-2", {}, { fresh = true })
+      for _, second in ipairs({ { status = 401 }, { status = 503 } }) do
+        local imp = paid { amount = 10000 }
+        payment("cancel-2", imp)                 -- a token, and a kept-alive connection
+        local before = #assert(sb:requests())
+        assert(sb:faults("cancel", { { reset_after = true }, second }))
+        local err = cancel("cancel-2", { imp_uid = imp, amount = 1000 }).err
+        assert.equal(1, err.unanswered, cjson.encode(err))
+        assert.is_false(err.retryable)
+        assert.equal(before + 2, #assert(sb:requests()))
+        assert.equal(1000, payment("cancel-2", imp).cancel_amount)
+      end
+    end)
+
+    it("a failed token fetch: the cancel was never sent, retryable as the fetch is", function()
+      local imp = paid { amount = 10000 }
+      for _, faults in ipairs({ { { status = 502 } }, { { reset_after = true }, { reset_after = true } } }) do
+        assert(sb:faults("token", faults))
+        local err = cancel("cancel-3", { imp_uid = imp, amount = 1000, checksum = 10000 },
+          { fresh = true }).err
+        assert.matches("getToken", err.message)
+        assert.is_true(err.retryable, err.text)
+        assert.is_nil(err.unanswered)
+      end
+      for _, r in ipairs(assert(sb:requests())) do assert.not_equal("/payments/cancel", r.uri) end
     end)
   end)
 

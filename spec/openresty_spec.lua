@@ -110,6 +110,24 @@ describe("client inside nginx (ngx cosocket transport)", function()
       assert.equal("a, b", r.results[1].headers["x-multi"])
     end)
 
+    it("a HEAD answer has no body whatever its Content-Length says; the connection is kept", function()
+      local r = transport { method = "HEAD", url = up.http .. "/echo", n = 2, opts = { timeout = 2 } }
+      for _, res in ipairs(r.results) do
+        assert.equal(200, res.status, cjson.encode(res.info))
+        assert.equal("", res.body)
+        assert.truthy(tonumber(res.headers["content-length"]) > 0)
+      end
+      assert.equal(1, r.connects)
+    end)
+
+    it("a closed transport sends nothing, as the curl one", function()
+      local r = post("/t/transport/closed", { url = up.http .. "/echo" })
+      assert.equal("transport", r.info.kind)
+      assert.is_false(r.info.sent)
+      assert.equal(0, r.info.sends)
+      assert.matches("closed", r.info.message)
+    end)
+
     it("returns lower-case header names", function()
       local r = transport { url = up.http .. "/echo" }
       assert.equal("application/json", r.results[1].headers["content-type"])
@@ -129,11 +147,30 @@ describe("client inside nginx (ngx cosocket transport)", function()
     end)
 
     it("reports malformed, truncated and reset answers as transport errors, sent", function()
-      for _, k in ipairs { "bad_chunk", "truncated", "reset", "garbage", "many_headers" } do
+      for _, k in ipairs { "bad_chunk", "truncated", "reset", "garbage", "many_headers", "long_line",
+          "two_lengths" } do
         local r = transport { url = up.http .. "/raw/" .. k }
         local info = r.results[1].info
         assert.equal("transport", info.kind, k)
         assert.is_true(info.sent, k)
+      end
+    end)
+
+    it("a header block over libcurl's caps (256 KB, a 100 KB line) is too_large, as over curl", function()
+      for _, k in ipairs { "many_headers", "long_line" } do
+        local info = transport({ url = up.http .. "/raw/" .. k }).results[1].info
+        assert.is_true(info.too_large, k)
+        assert.matches("response header too large", info.message)
+      end
+    end)
+
+    it("reads what libcurl reads: 150 header lines, 200 KB of headers, a repeated Content-Length, "
+        .. "chunk sizes with leading zeros, chunks ended by a bare LF", function()
+      for k, want in pairs { lines_150 = "ok", kb_200 = "ok", dup_length = "hello", chunk_zeros = "hello",
+          chunk_lf = "hello" } do
+        local res = transport({ url = up.http .. "/raw/" .. k }).results[1]
+        assert.equal(200, res.status, k .. ": " .. cjson.encode(res.info))
+        assert.equal(want, res.body, k)
       end
     end)
 

@@ -387,6 +387,22 @@ function M.run(name, make_client, run_opts)
       assert.equal(1, err.attempts)
     end)
 
+    case("deactivate: a response header too large is too_large and not retried", function()
+      -- a 200 KB line: over libcurl's 100 KB line limit and the ngx
+      -- transport's; both say too_large, which no retry can fix
+      local c = client()
+      local res = assert(c:create(M.request()))
+      assert(sb:faults("deactivate", { { status = 500, retry_after = ("1"):rep(200000) } }))
+      local before = stats().requests
+      local ok, err = c:deactivate(res.id)
+      assert.is_nil(ok)
+      assert.equal("transport", err.kind)
+      assert.is_true(err.too_large, tostring(err))
+      assert.is_false(err.retryable)
+      assert.equal(1, err.attempts)
+      assert.equal(1, stats().requests - before)
+    end)
+
     -- ------------------------------------------------------ deactivate URLs
     case("deactivate(url): only a bare id or a URL on the link host", function()
       local c = client()

@@ -96,6 +96,10 @@ routes["/t/ping"] = function()
   ngx.say("pong")
 end
 
+routes["/t/rest/log/result"] = function()
+  ngx.say(ngx.shared.plink_test:get("rest_log") or "null")
+end
+
 routes["/t/phase"] = function()
   local name = ngx.var.arg_name
   ngx.say(ngx.shared.plink_test:get("phase:" .. name) or "(nothing recorded)")
@@ -131,6 +135,15 @@ routes["/t/transport"] = function()
 end
 
 routes["/t/slowdns/transport"] = routes["/t/transport"]
+
+-- A request on a closed transport: {url} -> {info}
+routes["/t/transport/closed"] = function()
+  local a = read_json()
+  local t = require("portone.link.transport.ngx").new({})
+  t:close()
+  local status, info = t:request("GET", a.url, {})
+  json_out(200, { status = status, info = plain(info) })
+end
 
 -- Client calls: {opts, calls = [{op = "create"|"deactivate", arg = ...}]}
 routes["/t/client"] = function()
@@ -219,6 +232,8 @@ local function run_rest_call(rest, c, name)
     ok, res, err = pcall(rest.payment, rest, c.imp_uid)
   elseif c.op == "verify" then
     ok, res, err = pcall(rest.verify, rest, c.notice, c.expect)
+  elseif c.op == "cancel" then
+    ok, res, err = pcall(rest.cancel, rest, c.req)
   elseif c.op == "token" then
     ok, res, err = pcall(rest.token, rest)
     if ok and res then res = "(a token)" end -- never shown
@@ -232,7 +247,8 @@ end
 
 -- {name = "c1", fresh = bool, opts = {imp_key =, imp_secret =, base_url =,
 --  ...}, calls = [{op = "payment", imp_uid =} | {op = "verify", notice =,
---  expect =} | {op = "token"} | {op = "abandon"} | {op = "advance", seconds =}],
+--  expect =} | {op = "cancel", req =} | {op = "token"} | {op = "abandon"} |
+--  {op = "advance", seconds =}],
 --  concurrent = bool, test_clock = bool (a clock "advance" moves)}
 --   -> {results = [{ok =} | {err =} | {raised =}], transport = "ngx"|...,
 --       waited = n (light threads that waited on the semaphore, last run)}
@@ -272,6 +288,25 @@ routes["/t/rest"] = function()
     transport = t.keepalive_timeout and t.pool_size and "ngx" or "other",
     refreshing = rest.refreshing, waiters = rest.waiters,
   })
+end
+
+-- /t/rest/log?name=: a timer starts a token refresh on the worker's rest
+-- client `name` (a slow getToken keeps it in flight); the request's log
+-- phase then asks that client for a token, where no light thread may wait,
+-- and keeps what it got under "rest_log" in the shared dict.
+function M.rest_log_content()
+  local rest = assert(rest_clients[ngx.var.arg_name], "no rest client")
+  ngx.shared.plink_test:delete("rest_log")
+  assert(ngx.timer.at(0, function() rest:token() end))
+  ngx.sleep(0.1)
+  ngx.say(rest.refreshing and "refreshing" or "not refreshing")
+end
+
+function M.rest_log_phase()
+  local rest = rest_clients[ngx.var.arg_name]
+  local ok, tok, err = pcall(rest.token, rest)
+  ngx.shared.plink_test:set("rest_log", cjson.encode(
+    ok and { token = tok and "(a token)" or nil, err = plain(err) } or { raised = tostring(tok) }))
 end
 
 -- The same calls as N separate requests to /t/rest (sent at once over
@@ -353,7 +388,23 @@ local RAW = {
   garbage = "SMTP ready\r\n\r\n",
   truncated = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
   reset = "",
-  many_headers = "HTTP/1.1 200 OK\r\n" .. ("X-A: b\r\n"):rep(200) .. "Content-Length: 0\r\n\r\n",
+  -- over the 256 KB the header block may take (libcurl's cap, PLINK_HTTP_HEADER_MAX)
+  many_headers = "HTTP/1.1 200 OK\r\n" .. ("X-A: b\r\n"):rep(40000) .. "Content-Length: 0\r\n\r\n",
+  -- what libcurl reads: 150 header lines, 200 KB of them, a Content-Length
+  -- repeated with one value, chunk sizes with leading zeros, chunks ended
+  -- by a bare LF
+  lines_150 = "HTTP/1.1 200 OK\r\n" .. ("X-A: b\r\n"):rep(150) .. "Content-Length: 2\r\n\r\nok",
+  kb_200 = "HTTP/1.1 200 OK\r\n" .. ("X-Pad: " .. ("p"):rep(1015) .. "\r\n"):rep(200)
+    .. "Content-Length: 2\r\n\r\nok",
+  dup_length = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+  chunk_zeros = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    .. "0000000005\r\nhello\r\n00000000000\r\n\r\n",
+  chunk_lf = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
+  -- 120 KB in one line: over libcurl's 100 KB line limit
+  long_line = "HTTP/1.1 200 OK\r\nX-Long: " .. ("l"):rep(120 * 1024) .. "\r\nContent-Length: 2\r\n\r\nok",
+  -- two values: which one frames the body is unknown (refused: RFC 9112 6.3;
+  -- libcurl 7.88 takes the last)
+  two_lengths = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
 }
 
 function M.upstream()

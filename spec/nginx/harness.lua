@@ -162,6 +162,11 @@ http {
       content_by_lua_block { ngx.say("ok") }
       header_filter_by_lua_block { require("nginx.handlers").header_filter_phase() }
     }
+    # link.rest in the log phase while a timer refreshes the token
+    location = /t/rest/log {
+      content_by_lua_block { require("nginx.handlers").rest_log_content() }
+      log_by_lua_block { require("nginx.handlers").rest_log_phase() }
+    }
     # the OpenResty webhook example, mounted as examples/webhook/README.md says
     location = /portone/webhook {
       client_max_body_size 16k;

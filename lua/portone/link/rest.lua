@@ -290,15 +290,26 @@ end
 -- Waits until the refresh in flight ends (semaphore under OpenResty; the
 -- transport's sleep otherwise, which yields in a cooperative transport), or
 -- until it turns out abandoned; a refresh that took over an abandoned one is
--- waited for in turn.
+-- waited for in turn. Returns nil, why when this phase cannot wait (nginx's
+-- log, header filter or set phase: the semaphore refuses at once there, and
+-- ngx.time stands still until the handler returns, so waiting on would spin
+-- the worker for good).
 function Rest:_wait_refresh()
+  local ngx = rawget(_G, "ngx")
+  if ngx and ngx.get_phase then
+    local ok, why = require("portone.link.transport.ngx").available()
+    if not ok then return nil, why end
+  end
   while self:_refresh_alive() do
     self.sema = self.sema or semaphore()
     if self.sema then
       self.waiters = self.waiters + 1
       local left = self.refresh_started + M.WAIT_TIMEOUT - self.clock()
-      local ok = self.sema:wait(math.max(0.001, left))
-      if not ok then self.waiters = self.waiters - 1 end
+      local ok, err = self.sema:wait(math.max(0.001, left))
+      if not ok then
+        self.waiters = self.waiters - 1
+        if err ~= "timeout" then return nil, err end
+      end
     else
       local sleep = self.transport.sleep
       if not sleep then break end
@@ -323,7 +334,12 @@ function Rest:token()
   local p = private[self]
   if self:_refresh_alive() then
     local gen = p.gen
-    self:_wait_refresh()
+    local waited, why = self:_wait_refresh()
+    if waited == nil and why then
+      -- as the transport fails in such a phase: permanent, nothing sent
+      return nil, errors.new("transport", "getToken: cannot wait for the refresh in flight: "
+        .. tostring(why), { sent = false, permanent = true, retryable = false })
+    end
     tok = self:_valid_token()
     if tok then return tok end
     if p.gen ~= gen and p.last_err then return nil, p.last_err end

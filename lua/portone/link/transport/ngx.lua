@@ -53,7 +53,14 @@ local DEFAULTS = {
   keepalive_timeout = 10,     -- seconds an idle pooled connection is kept
   pool_size = 64,             -- idle connections per pool (per worker)
 }
-local MAX_HEADER_BYTES = 64 * 1024
+-- The header block's caps are libcurl's, so that one answer reads the same
+-- over both transports: 256 KiB in all (PLINK_HTTP_HEADER_MAX, counted per
+-- response) and 100 KiB a line (CURL_MAX_HTTP_HEADER); past either the
+-- answer is `too_large`, which no retry can fix.
+local MAX_HEADER_BYTES = 256 * 1024
+local MAX_HEADER_LINE = 100 * 1024
+local HEADER_TOO_LARGE = "response header too large (over " .. MAX_HEADER_BYTES
+  .. " bytes, or a line over " .. MAX_HEADER_LINE .. ")"
 
 local function in_nginx()
   return type(ngx) == "table" and type(ngx.get_phase) == "function"
@@ -248,21 +255,25 @@ end
 
 --- Reads the header block (status line + fields) into a table.
 -- Returns resp, or nil, err, got_bytes (whether any response byte came).
--- The count and total size of the lines are capped.
-local MAX_HEADER_LINES = 100
+-- The size of each line and of the whole block is capped (HEADER_TOO_LARGE).
 local function read_head(rd)
-  local line, err = rd:line(MAX_HEADER_BYTES, "response header too large")
+  local line, err = rd:line(MAX_HEADER_LINE, HEADER_TOO_LARGE)
   if not line then return nil, err, rd.got end
   local version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
   if not version then return nil, "malformed HTTP status line", true end
-  local headers, n = {}, #line
-  for _ = 1, MAX_HEADER_LINES do
-    line, err = rd:line(MAX_HEADER_BYTES - n, "response header too large")
+  -- a field sent more than once is joined with ", " at the end (values
+  -- gathered in a list: concatenating as they come is quadratic)
+  local headers, multi, n = {}, nil, #line + 2
+  while true do
+    line, err = rd:line(math.min(MAX_HEADER_LINE, MAX_HEADER_BYTES - n), HEADER_TOO_LARGE)
     if not line then return nil, err, true end
     if line == "" then
+      if multi then
+        for name, list in pairs(multi) do headers[name] = table.concat(list, ", ") end
+      end
       return { version = version, status = tonumber(status), headers = headers }
     end
-    n = n + #line
+    n = n + #line + 2
     -- linear: a lazy `(.-)` before a trailing `%s*$` is quadratic on a
     -- long value full of spaces
     local name, value = line:match("^([^:%s]+):(.*)$")
@@ -276,10 +287,16 @@ local function read_head(rd)
       value = value:sub(a, b)
       name = name:lower()
       local old = headers[name]
-      headers[name] = old and (old .. ", " .. value) or value
+      if old == nil then
+        headers[name] = value
+      else
+        multi = multi or {}
+        local list = multi[name]
+        if not list then list = { old }; multi[name] = list end
+        list[#list + 1] = value
+      end
     end
   end
-  return nil, "response header too large", true
 end
 
 local function too_large(self)
@@ -301,29 +318,33 @@ local function read_chunk_line(rd)
   return line
 end
 
+-- Chunk sizes as libcurl reads them: leading zeros allowed, at most 16
+-- hex digits; the CRLF after a chunk's data may be a bare LF.
 local function read_chunked(self, rd)
   local parts, total = {}, 0
   while true do
     local line, err = read_chunk_line(rd)
     if not line then return nil, err end
     local hex = line:match("^%s*(%x+)%s*;?.*$")
-    if not hex or #hex > 8 then return nil, "malformed chunked body" end
-    local size = tonumber(hex, 16)
-    if size == 0 then
-      -- trailer fields, up to the empty line
+    hex = hex and hex:match("^0*(.-)$")
+    if not hex or #hex > 16 then return nil, "malformed chunked body" end
+    if hex == "" then
+      -- the last chunk; trailer fields, up to the empty line
       repeat
         line, err = read_chunk_line(rd)
         if not line then return nil, err end
       until line == ""
       return table.concat(parts), true
     end
-    total = total + size
+    total = total + tonumber(hex, 16)
     if total > self.max_response_bytes then return nil, too_large(self), true end
     local data
-    data, err = rd:bytes(size + 2)
+    data, err = rd:bytes(tonumber(hex, 16))
     if not data then return nil, err end
-    if data:sub(-2) ~= "\r\n" then return nil, "malformed chunked body" end
-    parts[#parts + 1] = data:sub(1, -3)
+    line, err = read_chunk_line(rd)
+    if not line then return nil, err end
+    if line ~= "" then return nil, "malformed chunked body" end
+    parts[#parts + 1] = data
   end
 end
 
@@ -341,6 +362,19 @@ local function read_to_close(self, rd)
     if total > self.max_response_bytes then return nil, too_large(self), true end
     parts[#parts + 1] = data
   end
+end
+
+-- The Content-Length: digits; a field sent more than once (joined with
+-- ", ") counts when every copy says the same, as libcurl reads it
+-- (differing ones are refused: RFC 9112 6.3; libcurl takes the last).
+local function content_length(v)
+  local len
+  for part in (v .. ","):gmatch("([^,]*),") do
+    local n = tonumber(part:match("^[ \t]*(%d+)[ \t]*$"))
+    if not n or (len and n ~= len) then return nil end
+    len = n
+  end
+  return len
 end
 
 local function wants_close(resp)
@@ -376,7 +410,8 @@ end
 -- Opens (or takes from the pool) a connection; TLS handshake on fresh ones.
 local function connect(self, scheme, host, port, pool, deadline)
   local sock = ngx.socket.tcp()
-  local left = deadline - ngx.now()
+  local t0 = ngx.now()
+  local left = deadline - t0
   local cto = math.min(self.connect_timeout, math.max(left, 0.001))
   sock:settimeouts(ms(cto), ms(math.max(left, 0.001)), ms(math.max(left, 0.001)))
   local addr = host == "localhost" and "127.0.0.1" or host
@@ -393,6 +428,15 @@ local function connect(self, scheme, host, port, pool, deadline)
   else
     self.connects = self.connects + 1
     if scheme == "https" then
+      -- connect_timeout bounds TCP and TLS together, as libcurl's does:
+      -- the handshake (timed by the socket's connect timeout) gets the rest
+      local now = ngx.now()
+      local rest = cto - (now - t0)
+      if rest <= 0 then
+        sock:close()
+        return nil, "connect to " .. host .. ":" .. port .. " failed: timeout", "timeout"
+      end
+      sock:settimeouts(ms(rest), ms(math.max(deadline - now, 0.001)), ms(math.max(deadline - now, 0.001)))
       local sni = host:match("^%[") and nil or host
       -- A host-name mismatch raises inside lua-resty-core 0.1.25 instead of
       -- returning an error (DESIGN §6): hence the pcall.
@@ -419,7 +463,7 @@ end
 
 -- One exchange on one connection. Returns status, body, headers | nil, info
 -- | nil, nil when a reused connection died before any response byte.
-local function exchange(self, sock, reused, req, deadline)
+local function exchange(self, sock, reused, method, req, deadline)
   local left = deadline - ngx.now()
   if left <= 0 then
     sock:close()
@@ -441,19 +485,21 @@ local function exchange(self, sock, reused, req, deadline)
       if reused and not got and (err == "closed" or (err and err:find("reset", 1, true))) then
         return nil, nil
       end
-      return fail(err_kind(err), "reading the response failed: " .. tostring(err), true)
+      local big = err == HEADER_TOO_LARGE
+      return fail(err_kind(err), "reading the response failed: " .. tostring(err), true,
+        big and { too_large = true } or nil)
     end
   until resp.status >= 200 or resp.status == 101
 
   local h = resp.headers
   local body, keep, big
   local te = h["transfer-encoding"]
-  if resp.status == 204 or resp.status == 304 then
+  if method == "HEAD" or resp.status == 204 or resp.status == 304 then
     body, keep = "", true
   elseif te and te:lower():find("chunked", 1, true) then
     body, keep, big = read_chunked(self, rd)
   elseif h["content-length"] then
-    local len = tonumber(h["content-length"]:match("^%d+$"))
+    local len = content_length(h["content-length"])
     if not len then
       sock:close()
       return fail("transport", "malformed Content-Length", true)
@@ -509,6 +555,9 @@ end
 -- `status, body, headers, sends` or `nil, info` (with `info.sends`).
 function T:request(method, url, headers, body, max_sends)
   max_sends = max_sends or 2
+  if self.closed then
+    return fail("transport", "the transport is closed", false, { sends = 0 })
+  end
   local ok, why = M.available()
   if not ok then return fail("transport", why, false, { phase = true, permanent = true, sends = 0 }) end
   local scheme, host, port, path, host_header = parse_url(url)
@@ -525,7 +574,7 @@ function T:request(method, url, headers, body, max_sends)
       return fail(kind, reused, sends > 0, { sends = sends, permanent = cert or nil })
     end
     sends = sends + 1
-    local status, rbody, rheaders = exchange(self, sock, reused, req, deadline)
+    local status, rbody, rheaders = exchange(self, sock, reused, method, req, deadline)
     if status then return status, rbody, rheaders, sends end
     if rbody then
       rbody.sends = rbody.sent and sends or sends - 1
@@ -543,7 +592,8 @@ function T:request(method, url, headers, body, max_sends)
   end
 end
 
---- Pooled connections belong to the worker's cosocket pool; nothing to free.
+--- Pooled connections belong to the worker's cosocket pool; nothing to
+-- free. Later requests fail unsent, as on the curl transport.
 function T:close()
   self.closed = true
 end
