@@ -149,6 +149,46 @@ describe("request header lists of the C transports", function()
     h:close()
   end)
 
+  -- Converting a number argument (URL or body) allocates, so a finalizer
+  -- may run there and make a request of its own on the handle, which
+  -- replaces (frees) the URL and header list the handle kept: the outer call
+  -- must compare its arguments with what the handle holds after that, not
+  -- with the freed list (ASan: heap-use-after-free in plink_headers_equal).
+  it("http_new: a finalizer's request while a number argument is converted", function()
+    local gc = require "helpers.gc"
+    local h = core.http_new()
+    finally(function() h:close() end)   -- the echo server serves one connection at a time
+    local good = { "X-A: 1", "X-B: 2" }
+    -- hits: rounds whose finalizer request replaced the kept list and URL
+    -- (one that ran while the result was built was refused: "in use")
+    local hits, round = 0, 0
+    local function nested(path, headers)
+      return function()
+        local s, info = h:request("POST", url .. path, headers, "z")
+        if s then hits = hits + 1 else assert(info.message:find("in use", 1, true), info.message) end
+      end
+    end
+    gc.eager_gc(function()
+      while hits < 3 and round < 100 do
+        round = round + 1
+        -- the handle keeps url/a and `good`; the finalizer's request
+        -- replaces both
+        assert.equal(200, (h:request("POST", url .. "/a", good, "b")))
+        local _, status, body = gc.with_finalizers(nested("/z" .. round, { "X-Z: " .. round }),
+          h.request, h, "POST", url .. "/a", good, 12345 + round)
+        assert.equal(200, status, "round " .. round)
+        assert.same({ "X-A: 1", "X-B: 2", "Content-Type: application/x-www-form-urlencoded" },
+          sent(body), "round " .. round)
+        assert.equal("Request-Line: POST /a HTTP/1.1", body:match("^[^\n]*"))
+        -- a number URL (127.0.0.1, port 80: refused), converted before the
+        -- kept URL is compared with it
+        assert.equal(200, (h:request("POST", url .. "/a", good, "b")))
+        gc.with_finalizers(nested("/y" .. round, { "X-Y: 1" }), h.request, h, "POST", 2130706433, good, "b")
+      end
+    end)
+    assert.is_true(hits > 0, "no finalizer request ran inside request")
+  end)
+
   it("multi_new sends each transfer's own URL on a pooled handle, parsed once or by libcurl", function()
     local m = core.multi_new({ max_concurrent = 1 })
     local calls = {

@@ -287,28 +287,31 @@ static int plink_headers_equal(lua_State *L, int idx, size_t n, int bodyless,
 
 void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r)
 {
-    plink_http_check_request_known(L, fname, r, NULL, 0, NULL, 1);
+    plink_http_check_request_known(L, fname, r, NULL, NULL, 1);
 }
 
 void plink_http_check_request_known(lua_State *L, const char *fname, plink_http_req *r,
-                                    const char *known_url, size_t known_len,
-                                    const struct curl_slist *known_list, int body_at_5)
+                                    const plink_url_held *known_url,
+                                    struct curl_slist *const *known_list, int body_at_5)
 {
+    /* the conversions first (a number becomes a string: that allocates,
+     * and a finalizer may run); what the handle holds is read after */
     r->method = luaL_checkoption(L, 2, NULL, plink_http_methods);
     r->url = luaL_checklstring(L, 3, &r->url_len);
-    if (!(known_url && known_len == r->url_len && memcmp(known_url, r->url, known_len) == 0) &&
-        (strlen(r->url) != r->url_len || strpbrk(r->url, "\r\n \t")))
-        luaL_argerror(L, 3, "URL contains white space, CR/LF or NUL");
     if (body_at_5) {
         r->body = NULL;
         r->body_len = 0;
         if (!lua_isnoneornil(L, 5))
             r->body = luaL_checklstring(L, 5, &r->body_len);
     }
+    if (!(known_url && known_url->url && known_url->len == r->url_len &&
+          memcmp(known_url->url, r->url, r->url_len) == 0) &&
+        (strlen(r->url) != r->url_len || strpbrk(r->url, "\r\n \t")))
+        luaL_argerror(L, 3, "URL contains white space, CR/LF or NUL");
     r->headers_known = 0;
-    if (known_list && lua_type(L, 4) == LUA_TTABLE) {
+    if (known_list && *known_list && lua_type(L, 4) == LUA_TTABLE) {
         size_t n = plink_rawlen(L, 4);
-        if (plink_headers_equal(L, 4, n, r->method != 0 && !r->body, known_list)) {
+        if (plink_headers_equal(L, 4, n, r->method != 0 && !r->body, *known_list)) {
             r->nheaders = n;
             r->headers_known = 1;
             return;

@@ -109,15 +109,6 @@ typedef struct {
  * a string allocates, and a finalizer could then change the table) before
  * plink_http_build_headers reads them. Allocates nothing. */
 void plink_http_check_request(lua_State *L, const char *fname, plink_http_req *r);
-/* The same, but a url equal to known_url, and headers that make exactly the
- * list known_list (both checked when they were set), are not checked again;
- * r->headers_known then says known_list can be sent as it is (http_easy.c:
- * a client sends the same URL and headers on every create). With
- * body_at_5 0, argument 5 is not read: the caller has set r->body (not
- * NULL) and r->body_len. */
-void plink_http_check_request_known(lua_State *L, const char *fname, plink_http_req *r,
-                                    const char *known_url, size_t known_len,
-                                    const struct curl_slist *known_list, int body_at_5);
 
 /* Builds the curl_slist of the (checked) headers at idx plus "Expect:", and
  * for a request with a method but no body (deactivate's PUT) "Content-Type:",
@@ -151,6 +142,18 @@ typedef struct {
     char *url;
     size_t len;
 } plink_url_held;
+/* plink_http_check_request, but a url equal to the one *known_url holds,
+ * and headers that make exactly the list *known_list (both checked when
+ * they were set), are not checked again; r->headers_known then says
+ * *known_list can be sent as it is (http_easy.c: a client sends the same
+ * URL and headers on every create). Both are read through the pointers
+ * after the arguments are converted: converting a number allocates, and a
+ * finalizer may then make a request of its own on the handle, which frees
+ * what it held. With body_at_5 0, argument 5 is not read: the caller has
+ * set r->body (not NULL) and r->body_len. */
+void plink_http_check_request_known(lua_State *L, const char *fname, plink_http_req *r,
+                                    const plink_url_held *known_url,
+                                    struct curl_slist *const *known_list, int body_at_5);
 /* Sets url on c unless held says c holds it already. */
 CURLcode plink_url_hold(CURL *c, const char *url, size_t len, plink_url_held *held);
 /* Forgets what is set (the next plink_url_hold sets the URL again). */

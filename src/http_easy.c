@@ -297,7 +297,7 @@ static int http_perform(lua_State *L, int usual)
     plink_http_req r;
     int max_sends;
     /* the URL and headers the handle holds were checked when they were set */
-    plink_http_check_request_known(L, "request", &r, h->url.url, h->url.len, h->hlist, 1);
+    plink_http_check_request_known(L, "request", &r, &h->url, &h->hlist, 1);
     max_sends = plink_http_check_sends(L, 6);
     return http_transfer(L, h, &r, max_sends, usual, 5, 0);
 }
@@ -334,8 +334,7 @@ int plink_http_encode_create(lua_State *L)
         return 2;                                /* false, list */
     lua_settop(L, 8);                            /* the buffers, held */
     r.body = plink_codec_body(L, 8, &r.body_len);
-    plink_http_check_request_known(L, "encode_create", &r, h->url.url, h->url.len,
-                                   h->hlist, 0);
+    plink_http_check_request_known(L, "encode_create", &r, &h->url, &h->hlist, 0);
     return http_transfer(L, h, &r, max_sends, 1, 8, 8);
 }
 

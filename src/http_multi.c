@@ -45,10 +45,13 @@
  * Memory discipline: arguments are checked before anything is allocated.
  * Every transfer (its copy of the URL and body, its header list, its easy
  * handle and response buffers) hangs off the userdata from the moment it is
- * allocated, in exactly one of four lists (queued, running, done, pool), so
- * a Lua error (out of memory while building results) leaves nothing
- * orphaned: __gc frees all four lists. A finished transfer moves to `done`
- * before its result table is built and is recycled only after.
+ * allocated, in exactly one of its lists (queued, running, done, pool,
+ * reported), so a Lua error while building results (out of memory; on 5.1
+ * and LuaJIT also an error a finalizer raised) leaves nothing orphaned:
+ * __gc frees every list. A finished transfer moves to `done` before its
+ * result table is built, then to `reported`, and is recycled only once
+ * perform returns the table; when perform raises instead, the reported
+ * ones go back to `done` for the next perform.
  *
  * Re-entrancy: building the results allocates, so a GC step may run a
  * finalizer that uses this handle while perform still reads a transfer. For
@@ -77,7 +80,10 @@
 #define MULTI_DEFAULT_CONCURRENT 16
 #define MULTI_MAX_CONCURRENT 4096
 
-enum { X_QUEUED, X_RUNNING, X_DONE, X_POOL };
+/* X_REPORTED: its result table is built in a perform that is still
+ * reporting; recycled when that perform returns them, back to X_DONE when
+ * it raises (see multi_report). */
+enum { X_QUEUED, X_RUNNING, X_DONE, X_POOL, X_REPORTED, X_NLISTS };
 
 typedef struct xfer {
     struct xfer *prev, *next;
@@ -117,7 +123,7 @@ typedef struct {
     int sockets;                  /* sockets libcurl holds open (connections) */
     void *ca;                     /* shared CA store (http_tls.c), or NULL */
     plink_share *share;           /* the client's share handle, or NULL */
-    xlist lists[4];               /* indexed by X_* */
+    xlist lists[X_NLISTS];        /* indexed by X_* */
 } multi_handle;
 
 /* ---- lists ------------------------------------------------------------- */
@@ -347,7 +353,7 @@ static void multi_collect(multi_handle *m)
 static void multi_free(multi_handle *m)
 {
     int i;
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < X_NLISTS; i++) {
         xfer *x = m->lists[i].head;
         while (x) {
             xfer *next = x->next;
@@ -579,9 +585,12 @@ static void multi_push_result(lua_State *L, multi_handle *m, xfer *x)
 }
 
 /* multi_report(m, completions), under lua_pcall: one table per done
- * transfer, each recycled only after its table is built. Stops when a
+ * transfer, each moved to X_REPORTED once its table is built. Stops when a
  * finalizer closed the handle (the transfers are still there: close waits
- * for `reporting` to end). */
+ * for `reporting` to end). The caller recycles the reported transfers when
+ * the call returns, or, when it raised (out of memory; on 5.1 and LuaJIT
+ * also an error a finalizer raised), puts them back in front of X_DONE:
+ * the table they were in is lost, so the next perform reports them. */
 static int multi_report(lua_State *L)
 {
     multi_handle *m = (multi_handle *)lua_touserdata(L, 1);
@@ -590,9 +599,35 @@ static int multi_report(lua_State *L)
         xfer *x = m->lists[X_DONE].head;
         multi_push_result(L, m, x);
         lua_rawseti(L, 2, ++n);
-        xfer_recycle(m, x);
+        xl_move(m, x, X_REPORTED);
     }
     return 0;
+}
+
+/* After multi_report: the reported transfers recycled (delivered), or put
+ * back in front of X_DONE in their order (not delivered). */
+static void multi_reported(multi_handle *m, int delivered)
+{
+    xlist *r = &m->lists[X_REPORTED], *d = &m->lists[X_DONE];
+    xfer *x;
+    if (delivered) {
+        while ((x = r->head) != NULL)
+            xfer_recycle(m, x);
+        return;
+    }
+    if (!r->head)
+        return;
+    for (x = r->head; x; x = x->next)
+        x->list = X_DONE;
+    r->tail->next = d->head;
+    if (d->head)
+        d->head->prev = r->tail;
+    else
+        d->tail = r->tail;
+    d->head = r->head;
+    d->n += r->n;
+    r->head = r->tail = NULL;
+    r->n = 0;
 }
 
 /* m:perform([timeout_ms]): runs the transfers until at least one finishes,
@@ -656,6 +691,8 @@ static int multi_perform(lua_State *L)
         m->reporting = 0;
         if (m->closed)                   /* by a finalizer, while reporting */
             multi_free(m);
+        else
+            multi_reported(m, rc == LUA_OK);
         if (rc != LUA_OK)
             return lua_error(L);
         if (m->closed) {                 /* close cancels what it interrupted */
