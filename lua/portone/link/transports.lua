@@ -58,4 +58,21 @@ function M.check_base_url(url, o)
   return scheme .. "://" .. authority .. path
 end
 
+--- The `proxy` option for libcurl on a checked base URL: `proxy` when one
+-- is given; else `""` (no proxy) for a loopback host, else nil (libcurl's
+-- own `http_proxy`/`https_proxy`/`ALL_PROXY`/`no_proxy` handling). libcurl
+-- takes the environment's proxy for loopback hosts too: a plain-http call
+-- to the sandbox would carry the bearer token (and getToken's imp_secret)
+-- in clear text to that proxy, and a proxy cannot reach this machine's
+-- loopback anyway.
+-- @tparam string url a URL `check_base_url` returned
+-- @tparam[opt] string proxy the caller's proxy option
+function M.proxy_for(url, proxy)
+  if proxy ~= nil then return proxy end
+  local authority = url:match("^%a[%w+.-]*://([^/?#]*)") or ""
+  local host = authority:match("^(%[[%x:.]+%])") or authority:match("^([^:]+)") or ""
+  if M.is_loopback(host) then return "" end
+  return nil
+end
+
 return M
