@@ -24,12 +24,21 @@ function M.open(name, opts)
   return mod and require(mod).new(opts)
 end
 
+-- True for an octet libcurl and nginx read as the decimal number it looks
+-- like: 0..255, no leading zero (libcurl reads 010 as octal; 099 or 256 is
+-- no address, so it goes to DNS).
+local function octet(s)
+  return s ~= nil and (s == "0" or s:find("^[1-9]%d?%d?$") ~= nil) and tonumber(s) <= 255
+end
+
 --- True for the loopback hosts plain http may go to: `localhost`,
--- `127.x.x.x`, `[::1]`.
+-- `127.x.x.x` (an address: `127.999.0.1` is a name that DNS resolves, to
+-- any host), `[::1]`.
 function M.is_loopback(host)
   host = host:lower()
-  return host == "localhost" or host == "[::1]"
-    or host:find("^127%.%d+%.%d+%.%d+$") ~= nil
+  if host == "localhost" or host == "[::1]" then return true end
+  local a, b, c = host:match("^127%.(%d+)%.(%d+)%.(%d+)$")
+  return octet(a) and octet(b) and octet(c) or false
 end
 
 --- Checks a base URL: http(s), a host, an optional port, no user info, query
