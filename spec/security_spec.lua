@@ -80,6 +80,27 @@ describe("https only", function()
     end
   end)
 
+  -- such a host passed link.new and raised inside every later call (libcurl
+  -- refuses the URL): the CLI died with a traceback
+  it("refuses a host with white space, control characters or escapes, at new", function()
+    local rest = require "portone.link.rest"
+    for _, u in ipairs({ "https://api.iamport.co x", "https://evil\r\nX-Evil", "https://a\0b",
+        "https://api.iamport.co\t", "https://ex%41mple.com", "http://127.0.0.%31",
+        "https://api.iamport.co%0d%0aX-A", "https://a\\b", "https://[::1" }) do
+      local ok, msg = pcall(link.new, { base_url = u })
+      assert.is_false(ok, u)
+      assert.truthy(tostring(msg):find("base_url", 1, true), u)
+      ok, msg = pcall(rest.new, { base_url = u, imp_key = "k", imp_secret = "s" })
+      assert.is_false(ok, u)
+      assert.truthy(tostring(msg):find("base_url", 1, true), u)
+    end
+    -- names, addresses and ports as they are written
+    for _, u in ipairs({ "https://api.iamport.co", "https://my_host.internal:8443", "https://10.0.0.1",
+        "https://[2001:db8::1]:443", "http://localhost:1" }) do
+      link.new({ base_url = u }):close()
+    end
+  end)
+
   it("the C transport speaks http and https only", function()
     local h = core.http_new({ timeout = 2 })
     local status, info = h:request("GET", "file:///etc/passwd")

@@ -41,8 +41,9 @@ function M.is_loopback(host)
   return octet(a) and octet(b) and octet(c) or false
 end
 
---- Checks a base URL: http(s), a host, an optional port, no user info, query
--- or fragment; plain http only to loopback unless `o.insecure`; a path only
+--- Checks a base URL: http(s), a host (a name of letters, digits, `.`, `_`
+-- and `-`, or an address), an optional port, no user info, query or
+-- fragment; plain http only to loopback unless `o.insecure`; a path only
 -- with `o.path`. Trailing slashes are dropped.
 -- @return the URL, or nil and what is wrong with it ("must use https ...")
 function M.check_base_url(url, o)
@@ -56,6 +57,10 @@ function M.check_base_url(url, o)
   if authority:find("@", 1, true) then return nil, "must not carry user info" end
   local host = authority:match("^(%[[%x:.]+%])") or authority:match("^([^:]+)")
   if not host or host == "" then return nil, "has no host" end
+  -- a name or an address as written: white space or a control character
+  -- would only fail inside every later call (libcurl refuses the URL), and
+  -- libcurl decodes %XX in a host, so an escape could name another one
+  if not (host:find("^[%w._-]+$") or host:find("^%[[%x:.]+%]$")) then return nil, "has a bad host" end
   local port = authority:sub(#host + 1)
   if port ~= "" and not port:find("^:%d+$") then return nil, "has a bad port" end
   if path:find("[?#%s%c]") then return nil, "must not carry a query, fragment or spaces" end
