@@ -110,6 +110,24 @@ describe("client inside nginx (ngx cosocket transport)", function()
       assert.equal("a, b", r.results[1].headers["x-multi"])
     end)
 
+    -- libcurl refuses such a URL (the curl transport raises): over cosockets
+    -- its CR/LF went into the request line, so a URL could add headers
+    it("refuses a URL with CR, LF, white space or other control characters, sending nothing", function()
+      for _, u in ipairs({ up.http .. "/echo HTTP/1.1\r\nX-Injected: 1\r\nX-Pad: z",
+                           up.http .. "/echo\nX-Injected: 1", up.http .. "/echo?a b",
+                           up.http .. "/echo\tx", up.http .. "/echo\0x" }) do
+        local r = transport { url = u, method = "POST", body = "x" }
+        local res = r.results[1]
+        assert.is_nil(res.status, u)
+        assert.is_nil(res.body, u)
+        assert.equal("transport", res.info.kind, u)
+        assert.is_false(res.info.sent, u)
+        assert.equal(0, res.info.sends, u)
+        assert.truthy(res.info.message:find("URL", 1, true), u)
+        assert.equal(0, r.connects + r.reuses, u)
+      end
+    end)
+
     it("a HEAD answer has no body whatever its Content-Length says; the connection is kept", function()
       local r = transport { method = "HEAD", url = up.http .. "/echo", n = 2, opts = { timeout = 2 } }
       for _, res in ipairs(r.results) do

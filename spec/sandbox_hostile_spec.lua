@@ -161,3 +161,81 @@ describe("sandbox watchdog cleanup", function()
     assert.is_nil(server.cleanup_command("relative/portone-sandbox.Ab12Cd34"))
   end)
 end)
+
+-- The sandbox's admin API holds what a web page must not get: the request
+-- log (the Authorization header of every API call, the user's bearer token
+-- when they point a real one at the sandbox) and the REST keys. A web page
+-- in the developer's browser reaches 127.0.0.1 two ways: DNS rebinding (its
+-- own name, rebound to 127.0.0.1: the browser then reads the answers, the
+-- Host header still names the page's host) and a cross-site form or fetch
+-- POST (answers unread, side effects done; the Origin header names the page).
+describe("sandbox admin API and web pages", function()
+  local socket = require "socket"
+  local SECRET = "SECRET-browser-token-0123456789"
+  local box
+  lazy_setup(function() box = helper.start() end)
+  lazy_teardown(function() if box then box:stop() end end)
+
+  -- one raw request with the Host (and other) headers given; status, body
+  local function raw(method, path, headers, body)
+    local c = socket.tcp()
+    c:settimeout(5)
+    assert(c:connect(box.host, box.port))
+    local req = { method .. " " .. path .. " HTTP/1.1", "Connection: close" }
+    for k, v in pairs(headers) do req[#req + 1] = k .. ": " .. v end
+    if body then req[#req + 1] = "Content-Length: " .. #body end
+    assert(c:send(table.concat(req, "\r\n") .. "\r\n\r\n" .. (body or "")))
+    local all = c:receive("*a")
+    c:close()
+    return tonumber(all:match("^HTTP/1%.1 (%d+)")), all:match("\r\n\r\n(.*)$")
+  end
+
+  it("refuses a Host that names anything but this machine (DNS rebinding)", function()
+    assert(box:reset())
+    -- an API call with the user's token lands in the request log
+    helper.request(box, "POST", API, helper.create_body({ merchant_uid = "rebind-1" }),
+      { Authorization = "Bearer " .. SECRET })
+    for _, host in ipairs({ "rebind.attacker.example:" .. box.port, "rebind.attacker.example",
+                            "127.0.0.1.nip.io:" .. box.port, "localhost.attacker.example" }) do
+      for _, path in ipairs({ "/__sandbox/requests", "/__sandbox/keys" }) do
+        local status, body = raw("GET", path, { Host = host })
+        assert.equal(403, status, host .. path)
+        assert.is_nil(body:find(SECRET, 1, true), host .. path)
+        assert.is_nil(body:find(box.imp_secret, 1, true), host .. path)
+      end
+    end
+    -- this machine's names and addresses still work
+    for _, host in ipairs({ "127.0.0.1:" .. box.port, "localhost:" .. box.port, "localhost",
+                            "127.0.0.1", "[::1]:" .. box.port }) do
+      local status, body = raw("GET", "/__sandbox/requests", { Host = host })
+      assert.equal(200, status, host)
+      assert.truthy(body:find(SECRET, 1, true), host)
+    end
+  end)
+
+  it("refuses a POST from another origin's page (cross-site request forgery)", function()
+    assert(box:reset())
+    local id = assert(helper.request(box, "POST", API, helper.create_body({ merchant_uid = "csrf-1" })))
+    local links = assert(box:admin("GET", "links"))
+    local link_id = next(links)
+    assert.truthy(link_id, id)
+    local host = "127.0.0.1:" .. box.port
+    for _, origin in ipairs({ "http://attacker.example", "null", "http://127.0.0.1:1",
+                              "https://" .. host }) do
+      local status = raw("POST", "/__sandbox/pay", { Host = host, Origin = origin,
+        ["Content-Type"] = "text/plain" }, '{"id":"' .. link_id .. '"}')
+      assert.equal(403, status, origin)
+      status = raw("POST", "/__sandbox/reset", { Host = host, Origin = origin,
+        ["Content-Type"] = "text/plain" }, "{}")
+      assert.equal(403, status, origin)
+    end
+    assert.equal(0, #assert(box:admin("GET", "payments")))
+    assert.truthy(next(assert(box:admin("GET", "links"))))
+    -- the sandbox's own origin, and tools that send none (curl, the CLI)
+    local status = raw("POST", "/__sandbox/pay", { Host = host, Origin = "http://" .. host },
+      '{"id":"' .. link_id .. '"}')
+    assert.equal(200, status)
+    status = raw("POST", "/__sandbox/reset", { Host = host }, "{}")
+    assert.equal(200, status)
+  end)
+end)

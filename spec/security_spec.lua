@@ -56,7 +56,10 @@ end)
 describe("https only", function()
   it("refuses plain http to a non-loopback host", function()
     for _, u in ipairs({ "http://api.iamport.co", "http://10.0.0.1:8080", "http://example.com/x",
-        "HTTP://api.iamport.co", "http://127.0.0.1.nip.io", "http://[::2]" }) do
+        "HTTP://api.iamport.co", "http://127.0.0.1.nip.io", "http://[::2]",
+        -- 127.x.x.x look-alikes that are no address: libcurl and nginx
+        -- look them up in DNS, whose answer could be any host
+        "http://127.999.0.1", "http://127.0.0.256", "http://127.0.0.099:8080", "http://127.0.0.0400" }) do
       local ok, msg = pcall(link.new, { base_url = u })
       assert.is_false(ok, u)
       assert.truthy(tostring(msg):find("base_url", 1, true))
@@ -74,6 +77,27 @@ describe("https only", function()
   it("refuses other schemes", function()
     for _, u in ipairs({ "ftp://api.iamport.co", "file:///etc/passwd", "gopher://x", "//x" }) do
       assert.is_false((pcall(link.new, { base_url = u })), u)
+    end
+  end)
+
+  -- such a host passed link.new and raised inside every later call (libcurl
+  -- refuses the URL): the CLI died with a traceback
+  it("refuses a host with white space, control characters or escapes, at new", function()
+    local rest = require "portone.link.rest"
+    for _, u in ipairs({ "https://api.iamport.co x", "https://evil\r\nX-Evil", "https://a\0b",
+        "https://api.iamport.co\t", "https://ex%41mple.com", "http://127.0.0.%31",
+        "https://api.iamport.co%0d%0aX-A", "https://a\\b", "https://[::1" }) do
+      local ok, msg = pcall(link.new, { base_url = u })
+      assert.is_false(ok, u)
+      assert.truthy(tostring(msg):find("base_url", 1, true), u)
+      ok, msg = pcall(rest.new, { base_url = u, imp_key = "k", imp_secret = "s" })
+      assert.is_false(ok, u)
+      assert.truthy(tostring(msg):find("base_url", 1, true), u)
+    end
+    -- names, addresses and ports as they are written
+    for _, u in ipairs({ "https://api.iamport.co", "https://my_host.internal:8443", "https://10.0.0.1",
+        "https://[2001:db8::1]:443", "http://localhost:1" }) do
+      link.new({ base_url = u }):close()
     end
   end)
 
@@ -269,5 +293,92 @@ describe("C transports and NUL bytes in URLs", function()
     end
     assert.equal(0, m:info().queued)
     h:close(); m:close()
+  end)
+end)
+
+-- libcurl takes a proxy from the environment (http_proxy, https_proxy,
+-- ALL_PROXY) for any host, loopback too: a plain-http request to the
+-- sandbox would carry the bearer token (and getToken's imp_secret) in clear
+-- to that proxy, a host that is not loopback, and never reach the sandbox.
+describe("a loopback base URL and the environment's proxy", function()
+  local SECRET = "SECRET-proxy-token-0123456789"
+  local sb, px
+  lazy_setup(function()
+    sb = helper.start()
+    px = helper.start() -- stands for the proxy: its request log shows what reached it
+  end)
+  lazy_teardown(function()
+    if sb then sb:stop() end
+    if px then px:stop() end
+  end)
+  before_each(function() sb:reset(); px:reset() end)
+
+  -- runs `code` in a child interpreter of this build with the proxy variables
+  -- set; returns its stdout
+  local function child(code)
+    local lua = os.getenv("PLINK_LUA") or (jit and "luajit") -- luacheck: ignore 113
+      or (_VERSION == "Lua 5.1" and "lua5.1") or "lua5.4"
+    local proxy = "http://127.0.0.1:" .. px.port
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(code)
+    f:close()
+    local p = io.popen("env -u LD_PRELOAD http_proxy=" .. proxy .. " https_proxy=" .. proxy
+      .. " ALL_PROXY=" .. proxy .. " " .. lua .. " " .. script .. " 2>&1")
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    return out
+  end
+
+  local function nothing_reached_the_proxy()
+    local log = assert(px:requests())
+    for _, r in ipairs(log) do
+      assert.is_nil(tostring(r.headers.authorization):find(SECRET, 1, true))
+      assert.is_nil(tostring(r.body):find(sb.imp_secret, 1, true))
+    end
+    assert.equal(0, #log)
+  end
+
+  it("link.new: create, create_many and deactivate go to the sandbox, not the proxy", function()
+    local out = child(([[
+      local link = require "portone.link"
+      local cases = require "helpers.cases"
+      local c = link.new{ base_url = %q, token = %q, retries = 0, timeout = 2 }
+      local res, err = c:create(cases.request())
+      print("create " .. (res and res.url or tostring(err)))
+      local rs = c:create_many({ cases.request() })
+      print("many " .. (rs[1].res and rs[1].res.url or tostring(rs[1].err)))
+      print("deactivate " .. tostring((c:deactivate(res and res.url or "x"))))
+      c:close()
+    ]]):format(sb.url, SECRET))
+    assert.truthy(out:find("create http://", 1, true), out)
+    assert.truthy(out:find("many http://", 1, true), out)
+    assert.truthy(out:find("deactivate true", 1, true), out)
+    nothing_reached_the_proxy()
+    assert.equal(3, sb:stats().requests)
+  end)
+
+  it("link.rest.new: getToken and the lookup go to the sandbox, not the proxy", function()
+    local out = child(([[
+      local rest = require("portone.link.rest").new{ base_url = %q, imp_key = %q,
+        imp_secret = %q, timeout = 2 }
+      local p, err = rest:payment("imp_000000000000")
+      print("payment " .. (p and "found" or err.kind .. " " .. tostring(err.status)))
+    ]]):format(sb.url, sb.imp_key, sb.imp_secret))
+    assert.truthy(out:find("payment http 404", 1, true), out)
+    nothing_reached_the_proxy()
+  end)
+
+  it("an explicit proxy option is still used", function()
+    local out = child(([[
+      local link = require "portone.link"
+      local c = link.new{ base_url = %q, proxy = "http://127.0.0.1:%d", retries = 0, timeout = 2 }
+      local res, err = c:create(require("helpers.cases").request())
+      print("create " .. (res and res.url or tostring(err)))
+    ]]):format(sb.url, px.port))
+    assert.truthy(out:find("create http://", 1, true), out)
+    assert.equal(1, #assert(px:requests()))
+    assert.equal(0, sb:stats().requests)
   end)
 end)

@@ -159,8 +159,8 @@ Client.__index = Client
 --   libcurl's default bundle (like `curl --cacert`); no CR, LF or NUL.
 --   Default: the system bundle. TLS is always verified
 -- @tparam[opt] string opts.proxy a proxy URL; no CR, LF or NUL. Default:
---   libcurl's own `http_proxy`/`https_proxy`/`no_proxy` handling (the ngx
---   transport refuses a proxy)
+--   libcurl's own `http_proxy`/`https_proxy`/`no_proxy` handling, and no
+--   proxy for a loopback `base_url` (the ngx transport refuses a proxy)
 -- @tparam[opt=1048576] int opts.max_response_bytes cap on a response body
 --   (1 MiB), enforced while reading; a positive integer
 -- @tparam[opt] string opts.user_agent appended to the User-Agent
@@ -185,6 +185,8 @@ function M.new(opts)
   for k, v in pairs(M.DEFAULTS) do o[k] = v end
   for k, v in pairs(opts) do o[k] = v end
   o.base_url = check_base_url(o.base_url, o.insecure_http)
+  -- a loopback host is reached directly, never through the environment's proxy
+  o.proxy = transports.proxy_for(o.base_url, o.proxy)
 
   -- TLS sessions and the DNS cache, shared by the client's curl handles (the
   -- sync one and the async multi), so a new connection resumes a session.

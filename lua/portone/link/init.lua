@@ -112,8 +112,8 @@ M.encode = core.bind_encode(encode_checked, errors.validation, os.time)
 --   libcurl's default bundle (like `curl --cacert`); no CR, LF or NUL.
 --   Default: the system bundle. TLS is always verified
 -- @tparam[opt] string opts.proxy a proxy URL; no CR, LF or NUL. Default:
---   libcurl's own `http_proxy`/`https_proxy`/`no_proxy` handling (the ngx
---   transport refuses a proxy)
+--   libcurl's own `http_proxy`/`https_proxy`/`no_proxy` handling, and no
+--   proxy for a loopback `base_url` (the ngx transport refuses a proxy)
 -- @tparam[opt=1048576] int opts.max_response_bytes cap on a response body
 --   (1 MiB), enforced while reading; a positive integer
 -- @tparam[opt] string opts.user_agent appended to the User-Agent

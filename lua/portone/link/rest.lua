@@ -78,14 +78,15 @@ local function jstr(s)
   end) .. '"'
 end
 
-local function make_transport(opts)
+local function make_transport(opts, base)
   local t = opts.transport
   if type(t) == "table" then return t end
   local tr = transports.open(t, {
     timeout = opts.timeout or 10,
     connect_timeout = opts.connect_timeout or 5,
     cainfo = opts.cainfo,
-    proxy = opts.proxy,
+    -- a loopback host is reached directly, never through the environment's proxy
+    proxy = transports.proxy_for(base, opts.proxy),
     max_response_bytes = opts.max_response_bytes or 256 * 1024,
   })
   if not tr then error("bad argument #1 to 'new' (unknown transport '" .. tostring(t) .. "')", 3) end
@@ -164,7 +165,7 @@ function M.new(opts)
     include_sandbox = opts.test_mode == true or opts.include_sandbox == true,
     margin = opts.margin or M.DEFAULT_MARGIN,
     clock = opts.clock or (rawget(_G, "ngx") and ngx.time) or os.time,
-    transport = make_transport(opts),
+    transport = make_transport(opts, base),
     user_agent = opts.user_agent or require("portone.link.client").USER_AGENT,
     refreshing = false,
     waiters = 0,

@@ -212,8 +212,39 @@ local ONE = { links = one_link, payments = one_payment, receipts = function(imp_
   return reply(200, p)
 end }
 
+-- Web pages in the developer's browser must not use the admin API: it
+-- answers the request log (every API call's Authorization header) and the
+-- REST keys, and it pays, cancels and resets. A page reaches loopback by
+-- DNS rebinding (its own host name rebound to 127.0.0.1; the browser then
+-- reads the answers, but the Host header still names that host) or by a
+-- cross-site POST (answers unread, the effects done; the browser names the
+-- page in Origin). So the Host must be an address, localhost or the
+-- --host name (a name an attacker's DNS cannot hand out), and an Origin, when
+-- sent, must be the sandbox's own. Tools (curl, the CLI, the specs) send no
+-- Origin.
+local function local_host(host)
+  host = (host or ""):lower()
+  return host == "" or host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find("^%[[%x:.]+%]$") ~= nil
+    or host == "localhost" or host:find("%.localhost$") ~= nil
+    or host == tostring(state.conf.host):lower()
+end
+
+--- nil when a web page may not have sent this request, else why it is refused.
+function M.foreign()
+  if not local_host(ngx.var.host) then
+    return "Host '" .. tostring(ngx.var.host) .. "' is not this machine (DNS rebinding?)"
+  end
+  local origin = ngx.var.http_origin
+  if origin ~= nil and origin:lower() ~= (ngx.var.scheme .. "://" .. (ngx.var.http_host or "")):lower() then
+    return "a request from another origin's page (" .. origin .. ")"
+  end
+  return nil
+end
+
 --- Answers an admin request (`uri` under /__sandbox/).
 function M.handle(method, uri)
+  local why = M.foreign()
+  if why then return err(403, why) end
   local kind, id = uri:match("^/__sandbox/(%l+)/([%w_%-]+)$")
   if kind and ONE[kind] then
     if method ~= "GET" then return err(405, method .. " " .. uri .. ": only GET") end

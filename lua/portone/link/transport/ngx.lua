@@ -128,7 +128,11 @@ function M.new(opts)
 end
 
 --- Splits an http(s) URL into scheme, host, port, path (with query), Host header.
+-- A URL with white space or a control character is refused, as libcurl
+-- refuses it: its CR/LF would end the request line and start headers.
 local function parse_url(url)
+  if type(url) ~= "string" then return nil, "the URL must be a string" end
+  if url:find("[%s%c]") then return nil, "URL contains white space, CR/LF or other control characters" end
   local scheme, rest = url:match("^(https?)://(.*)$")
   if not scheme then return nil, "only http and https URLs are supported" end
   local authority, path = rest:match("^([^/?#]*)([^#]*)")
