@@ -27,7 +27,9 @@ link page until Ctrl-C or SIGTERM. 'sandbox pay' pays a link as a buyer
 would, 'sandbox deposit' pays into a vbank payment's account
 ('portone-link sandbox pay --help').
 
-  --host H        address to listen on (default 127.0.0.1)
+  --host H        address to listen on (default 127.0.0.1; any other opens
+                  the sandbox, its admin API and request log included, to
+                  whoever can reach that address)
   --port N        port (default: a free one)
   --tls-cert F    serve https with this certificate (PEM) ...
   --tls-key F     ... and this key; the admin API then gets its own http port
