@@ -154,7 +154,10 @@ describe("request header lists of the C transports", function()
   -- replaces (frees) the URL and header list the handle kept: the outer call
   -- must compare its arguments with what the handle holds after that, not
   -- with the freed list (ASan: heap-use-after-free in plink_headers_equal).
-  it("http_new: a finalizer's request while a number argument is converted", function()
+  -- Lua 5.4 only: whether converting a number runs a collector step (and so
+  -- a finalizer) there is up to the interpreter, and on 5.1 and LuaJIT it
+  -- came out differently from run to run (the ASan suite runs this on 5.4)
+  it("http_new: a finalizer's request while a number argument is converted #lua54", function()
     local gc = require "helpers.gc"
     local h = core.http_new()
     finally(function() h:close() end)   -- the echo server serves one connection at a time

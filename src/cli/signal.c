@@ -11,7 +11,7 @@
  *
  *   local sig = require "portone.cli.signal"
  *   sig.catch()               -- SIGINT, SIGTERM and SIGHUP are counted
- *                             -- from now on (an ignored one stays so)
+ *                             -- from now on (an ignored SIGHUP stays so)
  *   local n, first = sig.count()   -- signals so far, the first one's number
  *   sig.release()             -- default dispositions again
  *   sig.ignore_pipe()         -- a write to a closed pipe fails (EPIPE)
@@ -40,11 +40,13 @@ static void on_signal(int signo)
 static const int sg_signals[] = { SIGINT, SIGTERM, SIGHUP };
 #define SG_N ((int)(sizeof sg_signals / sizeof sg_signals[0]))
 
-/* Which of them catch() took over: one ignored before (nohup, a background
- * job of a non-interactive shell) stays ignored, and release() leaves it. */
+/* Which of them catch() took over. A hangup ignored before (nohup) stays
+ * ignored, and release() leaves it so. SIGINT and SIGTERM are always taken:
+ * a shell starts background jobs with SIGINT ignored, and a `kill -INT`
+ * sent to one must still stop the batch in order. */
 static int sg_taken[SG_N];
 
-/* Installs fn for each signal taken (catch: all but the ignored ones);
+/* Installs fn for each signal taken (catch: all but an ignored SIGHUP);
  * pushes true, or nil and a message. */
 static int set_handlers(lua_State *L, void (*fn)(int), int catching)
 {
@@ -58,7 +60,7 @@ static int set_handlers(lua_State *L, void (*fn)(int), int catching)
         if (catching) {
             if (sigaction(sg_signals[i], NULL, &old) != 0)
                 goto fail;
-            sg_taken[i] = old.sa_handler != SIG_IGN;
+            sg_taken[i] = sg_signals[i] != SIGHUP || old.sa_handler != SIG_IGN;
         }
         if (sg_taken[i] && sigaction(sg_signals[i], &sa, NULL) != 0)
             goto fail;
@@ -74,7 +76,7 @@ fail:
 }
 
 /* catch() --> true: count SIGINT, SIGTERM and SIGHUP from now on (resets
- * the count); one that is ignored stays ignored. */
+ * the count); a SIGHUP that is ignored (nohup) stays ignored. */
 static int sg_catch(lua_State *L)
 {
     sig_count = 0;
