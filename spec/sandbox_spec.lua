@@ -143,6 +143,20 @@ describe("sandbox", function()
       assert.equal(1, sb:stats().creates)
     end)
 
+    it("keeps creating when its links store is full: the least recently used links make room", function()
+      -- 24 links of ~1 MB each overflow the 16 MB store
+      local big = ("x"):rep(1000 * 1000)
+      local ids = {}
+      for i = 1, 24 do
+        local r = create(sb, { merchant_uid = "full-" .. i, custom_data = big })
+        assert.equal(200, r.status, r.body)
+        ids[i] = cjson.decode(r.body).shortenedUrl:match("[^/]+$")
+      end
+      assert.equal(404, (request(sb, "GET", "/__sandbox/links/" .. ids[1])).status)
+      assert.equal(200, (request(sb, "GET", "/__sandbox/links/" .. ids[24])).status)
+      assert.equal(24, sb:stats().creates)
+    end)
+
     it("gives distinct ids", function()
       local seen = {}
       for _ = 1, 20 do
