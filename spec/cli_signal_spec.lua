@@ -21,11 +21,41 @@ describe("portone.cli.signal", function()
     assert.same({ 2, sig.SIGINT }, { sig.count() })
   end)
 
-  -- (a SIGHUP ignored before, as under nohup, stays ignored: cli_batch_spec)
-  it("counts SIGHUP too", function()
-    assert.is_true(sig.catch())
-    send("HUP")
-    assert.same({ 1, sig.SIGHUP }, { sig.count() })
+  -- In a child interpreter (this one's, with this cpath) whose shell set
+  -- the dispositions first: prints what `code` prints, or nothing if a
+  -- signal killed it.
+  local function child(shell_first, code)
+    local lua = rawget(_G, "jit") and "luajit" or (_VERSION == "Lua 5.1" and "lua5.1" or "lua5.4")
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write('package.cpath = ', ("%q"):format(package.cpath), '\n',
+      'local sig = require "portone.cli.signal"\n',
+      'local function send(name)\n',
+      '  local p = io.popen("kill -" .. name .. " $PPID"); p:read("*a"); p:close()\n',
+      'end\n',
+      code, "\n")
+    f:close()
+    local cmd = ("%q"):format(shell_first .. " exec " .. lua .. " " .. script)
+    local p = assert(io.popen("(sh -c " .. cmd .. ") 2>/dev/null"))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    return out
+  end
+
+  it("counts SIGHUP too, unless it was ignored before (nohup)", function()
+    local count = 'sig.catch(); send("HUP"); print(sig.count() .. " " .. sig.SIGHUP)'
+    assert.equal("1 1\n", child("trap - HUP;", count))
+    assert.equal("0 1\n", child("trap '' HUP;", count))
+  end)
+
+  -- (SIGTERM: the stand-alone interpreters put their own SIGINT handler in
+  -- place while a script runs, whatever the shell set)
+  it("release() puts back what catch() found: an ignored signal is taken, then ignored again", function()
+    assert.equal("alive\n", child("trap '' TERM;",
+      'sig.catch(); send("TERM"); assert(sig.count() == 1); sig.release(); send("TERM"); print("alive")'))
+    -- and a default one ends the process again
+    assert.equal("", child("trap - TERM;", 'sig.catch(); sig.release(); send("TERM"); print("alive")'))
   end)
 
   it("catch() starts a new count", function()

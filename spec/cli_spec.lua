@@ -201,13 +201,13 @@ describe("portone-link CLI #lua54", function()
     write(tmp("req.json"), request_json(10))
     for _, flag in ipairs({ "", "--json " }) do
       sb:reset()
-      sb:faults("create", { { delay_ms = 3000 } })
+      sb:faults("create", { { delay_ms = 6000 } })
       local job = C.spawn(t, "create " .. flag .. base .. " " .. quote(tmp("req.json")))
       C.wait_for("the request at the sandbox", function() return sb:stats().requests == 1 end)
       job.kill("INT")
       C.wait_for("the waiting message", function() return job.stderr():find("waiting", 1, true) end)
       job.kill("INT")
-      assert.equal(130, job.wait(2.5)) -- before the held answer (3 s)
+      assert.equal(130, job.wait(5)) -- before the held answer (6 s)
       if flag == "" then
         assert.equal("", job.stdout())
         assert.truthy(job.stderr():find("the link may exist; check before you create it again", 1, true),

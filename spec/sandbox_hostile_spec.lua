@@ -87,6 +87,16 @@ describe("sandbox under hostile requests", function()
     assert.matches('"amount":' .. amount .. ",", raw, 1, true)
   end)
 
+  it("a string shaped like the exact-integer mark stays a string (beside a 16-digit amount)", function()
+    local body = helper.create_body({ merchant_uid = "mark-like", custom_data = { s = "\0int:5\0" } })
+      :gsub('\\"amount\\":10000', '\\"amount\\":9007199254740991')
+    local status, t = call("POST", API, body)
+    assert.equal(200, status)
+    local _, link = call("GET", "/__sandbox/links/" .. t.shortenedUrl:match("([^/]+)$"))
+    assert.equal("\0int:5\0", link.info.custom_data.s)
+    assert.equal(9007199254740991, link.amount)
+  end)
+
   it("refuses admin calls with a missing id or a non-finite number, changing nothing", function()
     for _, c in ipairs({
       { "deposit", {} }, { "deposit", { imp_uid = { 1 } } },

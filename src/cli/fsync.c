@@ -14,7 +14,8 @@
  *                       -- (nothing to sync) is true
  *   fsync.dir(path)     -- the directory's entries to the disk (fsync), so
  *                       -- that a file just created there stays: true, or
- *                       -- nil and a message
+ *                       -- nil and a message (true for a directory that
+ *                       -- cannot be opened for reading: nothing to do)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -68,6 +69,12 @@ static int fs_dir(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int rc, err;
+    /* a directory one may write in but not read (mode -wx) cannot be
+     * opened to sync: the file is still written, as before this module */
+    if (fd < 0 && (errno == EACCES || errno == EPERM)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     if (fd < 0)
         return fs_fail(L, path, errno);
     rc = fsync(fd);

@@ -13,7 +13,7 @@
  *   sig.catch()               -- SIGINT, SIGTERM and SIGHUP are counted
  *                             -- from now on (an ignored SIGHUP stays so)
  *   local n, first = sig.count()   -- signals so far, the first one's number
- *   sig.release()             -- default dispositions again
+ *   sig.release()             -- the dispositions catch() found, again
  *   sig.ignore_pipe()         -- a write to a closed pipe fails (EPIPE)
  *                             -- instead of killing the process
  *
@@ -40,32 +40,42 @@ static void on_signal(int signo)
 static const int sg_signals[] = { SIGINT, SIGTERM, SIGHUP };
 #define SG_N ((int)(sizeof sg_signals / sizeof sg_signals[0]))
 
-/* Which of them catch() took over. A hangup ignored before (nohup) stays
- * ignored, and release() leaves it so. SIGINT and SIGTERM are always taken:
- * a shell starts background jobs with SIGINT ignored, and a `kill -INT`
- * sent to one must still stop the batch in order. */
+/* Which of them catch() took over, and what each had before. A hangup
+ * ignored before (nohup) stays ignored. SIGINT and SIGTERM are always
+ * taken: a shell starts background jobs with SIGINT ignored, and a
+ * `kill -INT` sent to one must still stop the batch in order. release()
+ * puts back what catch() found. */
 static int sg_taken[SG_N];
+static struct sigaction sg_old[SG_N];
 
-/* Installs fn for each signal taken (catch: all but an ignored SIGHUP);
- * pushes true, or nil and a message. */
-static int set_handlers(lua_State *L, void (*fn)(int), int catching)
+/* catch: installs the counter for each signal (but an ignored SIGHUP),
+ * keeping what was there; release: puts that back. Pushes true, or nil and
+ * a message. */
+static int set_handlers(lua_State *L, int catching)
 {
     struct sigaction sa, old;
     int i;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = fn;
+    sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     for (i = 0; i < SG_N; i++) {
         if (catching) {
+            if (sg_taken[i])     /* caught already: keep the first old action */
+                continue;
             if (sigaction(sg_signals[i], NULL, &old) != 0)
                 goto fail;
-            sg_taken[i] = sg_signals[i] != SIGHUP || old.sa_handler != SIG_IGN;
-        }
-        if (sg_taken[i] && sigaction(sg_signals[i], &sa, NULL) != 0)
-            goto fail;
-        if (!catching)
+            if (sg_signals[i] == SIGHUP && old.sa_handler == SIG_IGN)
+                continue;
+            if (sigaction(sg_signals[i], &sa, NULL) != 0)
+                goto fail;
+            sg_old[i] = old;
+            sg_taken[i] = 1;
+        } else if (sg_taken[i]) {
+            if (sigaction(sg_signals[i], &sg_old[i], NULL) != 0)
+                goto fail;
             sg_taken[i] = 0;
+        }
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -81,7 +91,7 @@ static int sg_catch(lua_State *L)
 {
     sig_count = 0;
     sig_first = 0;
-    return set_handlers(L, on_signal, 1);
+    return set_handlers(L, 1);
 }
 
 /* count() --> signals received since catch(), the first one's number (0: none). */
@@ -92,10 +102,10 @@ static int sg_count(lua_State *L)
     return 2;
 }
 
-/* release() --> true: default dispositions again for those catch() took. */
+/* release() --> true: what catch() found is put back. */
 static int sg_release(lua_State *L)
 {
-    return set_handlers(L, SIG_DFL, 0);
+    return set_handlers(L, 0);
 }
 
 /* ignore_pipe() --> true: SIGPIPE ignored, so a write to a closed pipe

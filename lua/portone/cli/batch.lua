@@ -123,6 +123,7 @@ local function plan(items, states, o)
       if bad and bad.state == "failed" then st = bad end
     end
     local s = st and st.state
+    if s == "unsent" then s = nil end -- cancelled before it left (a sync failed)
     if s == "created" then
       skipped = skipped + 1
     elseif s == "sending" or s == "unknown" then
@@ -268,12 +269,17 @@ function M.main(args)
     local ok, err = w.sync()
     if not ok then
       write_err = write_err or ("sync: " .. tostring(err))
-      bar.clear()
-      io.stderr:write("portone-link batch: cannot sync ", o.out, " (", tostring(err), "); not sent: ",
-        describe(fresh), "\n")
+      if #fresh > 0 then
+        bar.clear()
+        io.stderr:write("portone-link batch: cannot sync ", o.out, " (", tostring(err), "); not sent: ",
+          describe(fresh), "\n")
+      end
       for _, it in ipairs(fresh) do
         client:cancel(inflight[it])
         inflight[it], n_inflight, n.unsent = nil, n_inflight - 1, n.unsent + 1
+        -- best effort: --resume sends it again; if this line is lost too,
+        -- its "sending" line says "may exist", the safe side
+        w.write({ line = it.line, merchant_uid = it.uid, state = "unsent" })
       end
     end
     fresh = {}
@@ -313,7 +319,14 @@ function M.main(args)
     end
   end
   client:close()
-  w.close()
+  local closed, serr = w.close()
+  if not closed then
+    -- the last records (created, unknown) may not be on the disk
+    write_err = write_err or tostring(serr)
+    bar.clear()
+    io.stderr:write("portone-link batch: cannot sync ", o.out, " (", tostring(serr),
+      "): its last records may be lost in a crash\n")
+  end
   sig.release()
 
   bar.clear()

@@ -13,15 +13,17 @@ prints its URL (with --json: {"url", "id", "status"}).
 
 Ctrl-C, SIGTERM or SIGHUP while the request is in flight: the command waits
 for its answer and prints it as usual. A second one abandons the request,
-says the link may exist and exits 130 (SIGTERM: 143, SIGHUP: 129).
+says the link may exist and exits 130 (SIGTERM: 143, SIGHUP: 129). One that
+comes before the request could leave stops the command at once: no link
+was made.
 
 Exit: 0 created, 1 the API or the network failed, 2 usage or input error
 (unreadable file, bad JSON, a request that fails validation), 130/143/129
 abandoned by a signal.
 ]]
 
--- Sends req and waits for its answer with SIGINT and SIGTERM counted, not
--- fatal: the interpreter's "interrupted!" (or SIGTERM's default) would end
+-- Sends req and waits for its answer with SIGINT, SIGTERM and SIGHUP
+-- counted, not fatal: the interpreter's "interrupted!" (or SIGTERM's default) would end
 -- the command between the link's creation and the line that prints it.
 -- The first signal waits for the answer; a second, or one that came before
 -- the request could leave, abandons it. Returns res, err; or nil, true
@@ -79,6 +81,7 @@ function M.main(args)
   sig.ignore_pipe()
   local res, err, signo = await(client, req, sig)
   client:close()
+  sig.release()
   if signo then return abandoned(o, err, 128 + signo) end
   if res then
     local ok, werr

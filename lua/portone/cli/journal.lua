@@ -12,7 +12,9 @@
 --    {"line":5,"merchant_uid":"o-5","state":"unknown","ok":false,"error":{...}}
 --
 -- `sending` is written (to a file, not to stdout) before a request can go
--- out; `unknown` when a batch abandons a request in flight. A `sending`
+-- out; `unknown` when a batch abandons a request in flight; `unsent` when
+-- it cancelled one before it left (its `sending` line could not be synced):
+-- that line is sent again as if never tried. A `sending`
 -- with no later line for the same input line, or an `unknown`, is a link
 -- that may exist: the link API has no lookup by merchant_uid, so only the
 -- user can tell, and `--resume` does not send it again unless told to.
@@ -72,20 +74,17 @@ end
 -- stdout. Returns a writer with `write(record)` --> true | nil, err (each
 -- record flushed at once), `sync()` --> true | nil, err (the records
 -- written since the last sync on the disk; nothing to do for stdout),
--- `close()` (synced first), and `file` (false for stdout).
+-- `close()` --> sync's result (synced first), and `file` (false for stdout).
 function M.open(path, ends_in_newline)
   local out = io.stdout
   if path then
-    local existed = io.open(path, "rb")
-    if existed then existed:close() end
     local f, err = io.open(path, "ab")
     if not f then return nil, "cannot write " .. tostring(err) end
     -- a file made now is in its directory only once the directory is synced
-    if not existed then
-      local dir = path:match("^(.*)/[^/]*$") or "."
-      local ok, derr = fsync.dir(dir == "" and "/" or dir)
-      if not ok then f:close(); return nil, "cannot sync the directory of " .. path .. ": " .. derr end
-    end
+    -- (cheap when it was there already)
+    local dir = path:match("^(.*)/[^/]*$") or "."
+    local ok, derr = fsync.dir(dir == "" and "/" or dir)
+    if not ok then f:close(); return nil, "cannot sync the directory of " .. path .. ": " .. derr end
     out = f
     -- finish a line a kill left half written, so the next record parses
     if not ends_in_newline then out:write("\n") end
@@ -108,8 +107,9 @@ function M.open(path, ends_in_newline)
     return ok, err
   end
   function w.close()
-    w.sync()
+    local ok, err = w.sync()
     if out ~= io.stdout then out:close() else out:flush() end
+    return ok, err
   end
   return w
 end

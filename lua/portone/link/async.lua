@@ -329,11 +329,8 @@ end
 
 -- Raises (as argerror) for a key of options table `opts` not in `known`.
 local function check_keys(n, fname, opts, known)
-  local k, near = errors.unknown_key(opts, known)
-  if k then
-    error(("bad argument #%d to '%s' (option '%s' is unknown%s)"):format(n, fname, k,
-      near and (": did you mean '" .. near .. "'?") or ""), 3)
-  end
+  local why = errors.unknown_option(opts, known)
+  if why then error(("bad argument #%d to '%s' (%s)"):format(n, fname, why), 3) end
 end
 local NOW_OPTS, MANY_OPTS = { now = true }, { concurrency = true, on_progress = true }
 

@@ -61,6 +61,7 @@ M.USER_AGENT = "portone-link/" .. core.version
 local function opt_error(name, msg)
   error(("portone.link.new: option '%s' %s"):format(name, msg), 4)
 end
+local function new_error(msg) error("portone.link.new: " .. msg, 4) end
 
 local KNOWN = {
   base_url = "string", token = "string|function", timeout = "number",
@@ -81,12 +82,10 @@ local function check_base_url(url, insecure)
 end
 
 local function check_opts(opts)
+  local why = errors.unknown_option(opts, KNOWN)
+  if why then new_error(why) end
   for k, v in pairs(opts) do
     local want = KNOWN[k]
-    if not want then
-      local near = errors.nearest(k, KNOWN)
-      opt_error(tostring(k), "is unknown" .. (near and (": did you mean '" .. near .. "'?") or ""))
-    end
     if not want:find(type(v), 1, true) then
       opt_error(k, ("must be a %s, got %s"):format(want:gsub("|", " or "), type(v)))
     end
@@ -411,12 +410,12 @@ local function create_result(status, body, headers, now, sends)
 end
 M._create_result = create_result    -- for the specs: same answers as the general path
 
+local CREATE_OPTS = { now = true }
+
 --- Creates a payment link.
 -- @tparam table req the request (see `link.validate`)
 -- @tparam[opt] table opts `{now = unix_seconds}` for the expiry rule
 -- @return `{url =, id =, status =}`, or `nil, err`
-local CREATE_OPTS = { now = true }
-
 function Client:create(req, opts)
   if getmetatable(self) ~= Client then error("bad self to 'create' (use client:create)", 2) end
   if type(req) ~= "table" then
@@ -428,11 +427,8 @@ function Client:create(req, opts)
     if on == false or (on ~= nil and (type(on) ~= "number" or on ~= on)) then
       error("bad argument #2 to 'create' (table {now = number} expected)", 2)
     end
-    local k, near = errors.unknown_key(opts, CREATE_OPTS)
-    if k then
-      error(("bad argument #2 to 'create' (option '%s' is unknown%s)"):format(k,
-        near and (": did you mean '" .. near .. "'?") or ""), 2)
-    end
+    local why = errors.unknown_option(opts, CREATE_OPTS)
+    if why then error("bad argument #2 to 'create' (" .. why .. ")", 2) end
   end
   if self._closed then return nil, closed_error() end
   local token = self._token()

@@ -379,12 +379,17 @@ function M.nearest(name, known)
   if bd and bd <= math.max(1, math.floor(#norm / 3)) then return best end
 end
 
---- The first key of option table `t` that `known` (a table keyed by the
--- names) lacks, and the nearest known name (or nil), or nil when all are
--- known. Callers raise with it: a misspelt option would be dropped.
-function M.unknown_key(t, known)
+--- For an options table `t`: nil when `known` (a table keyed by the
+-- names) has every key, else "option 'k' is unknown[: did you mean 'n'?]"
+-- for the first key it lacks. Callers raise with it: a misspelt option
+-- would be dropped.
+function M.unknown_option(t, known)
   for k in pairs(t) do
-    if not known[k] then return tostring(k), M.nearest(k, known) end
+    if not known[k] then
+      local near = M.nearest(k, known)
+      return ("option '%s' is unknown%s"):format(tostring(k),
+        near and (": did you mean '" .. near .. "'?") or "")
+    end
   end
 end
 

@@ -130,13 +130,8 @@ function M.new(opts)
   end
   -- a misspelt option would be dropped: `tset_mode` or `base_ur` (the
   -- live API) must not pass unnoticed
-  for k in pairs(opts) do
-    if not OPTIONS[k] then
-      local near = errors.nearest(k, OPTIONS)
-      error(("bad argument #1 to 'new' (option '%s' is unknown%s)"):format(tostring(k),
-        near and (": did you mean '" .. near .. "'?") or ""), 2)
-    end
-  end
+  local why = errors.unknown_option(opts, OPTIONS)
+  if why then error("bad argument #1 to 'new' (" .. why .. ")", 2) end
   local m = opts.margin
   if m ~= nil and not (type(m) == "number" and m >= 0 and m <= 86400) then
     error("bad argument #1 to 'new' (margin must be a number of seconds in [0, 86400])", 2)

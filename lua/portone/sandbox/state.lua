@@ -118,11 +118,14 @@ end
 -- beyond that (an amount may be up to 2^53 - 1, DESIGN §1) would come out
 -- rounded: 9007199254740991 as 9.007199254741e+15. `encode` writes such
 -- integers exactly: a copy with them as marked strings, unmarked in the text.
+-- The mark holds a random tag made at load, so no string a client sent can
+-- pass for one (and come out as a bare number).
+local MARK
 local function mark(v)
   local t = type(v)
   if t == "number" then
     if v == math.floor(v) and math.abs(v) >= 1e14 and math.abs(v) < 2^53 then
-      return "\0int:" .. ("%.0f"):format(v) .. "\0"
+      return "\0" .. MARK .. ("%.0f"):format(v) .. "\0"
     end
     return v
   end
@@ -139,9 +142,10 @@ function M.encode(v)
   -- such an integer is written as "d.ddde+14" .. "e+15": the common case
   -- costs one find
   if not s or not s:find("e+1", 1, true) then return s, err end
+  MARK = MARK or ("int" .. M.random_hex(8) .. ":")
   s, err = cjson.encode(mark(v))
   if not s then return nil, err end
-  return (s:gsub('"\\u0000int:(%-?%d+)\\u0000"', "%1"))
+  return (s:gsub('"\\u0000' .. MARK .. '(%-?%d+)\\u0000"', "%1"))
 end
 
 --- cjson on Debian has no array_mt: an empty list is written by hand.
