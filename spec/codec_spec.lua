@@ -128,6 +128,11 @@ local fails = {
   { "custom_data infinity", function(r) r.custom_data = -math.huge end, "custom_data", "range" },
   { "custom_data sparse array", function(r) r.custom_data = { a = { 1, nil, 3 } } end,
     "custom_data.a", "type" },
+  -- a hole where the table's length (a border) is still its count of keys:
+  -- on 5.4 # gives 3 here, so the walk read a[2] and blamed that nil
+  { "custom_data array with a hole, # equal to its count", function(r)
+      r.custom_data = { a = { 1, nil, 3, [5] = 5 } }
+    end, "custom_data.a", "type" },
   { "custom_data mixed keys", function(r) r.custom_data = { 1, 2, x = 3 } end, "custom_data", "type" },
   { "custom_data boolean key", function(r) r.custom_data = { [true] = 1 } end, "custom_data", "type" },
   { "custom_data cycle", function(r)
@@ -154,6 +159,10 @@ local fails = {
   { "pay_methods empty", function(r) r.pay_methods = {} end, "pay_methods", "empty" },
   { "pay_methods not a table", function(r) r.pay_methods = "card" end, "pay_methods", "type" },
   { "pay_methods with a hole", function(r) r.pay_methods[4] = r.pay_methods[1] end, "pay_methods", "type" },
+  { "pay_methods with a hole, # equal to its count", function(r)
+      local function pm(m) return { pg = "INIpayTest", pay_method = m, label = m } end
+      r.pay_methods = { pm("card"), nil, pm("trans"), [5] = pm("vbank") }
+    end, "pay_methods", "type" },
   { "pay_methods entry not a table", function(r) r.pay_methods[2] = "card" end, "pay_methods[2]", "type" },
   { "pay_methods entry without pg or channelKey", function(r) r.pay_methods[2].pg = nil end,
     "pay_methods[2].pg", "required" },
