@@ -416,6 +416,25 @@ describe("portone.link.encode body", function()
     assert.equal(body, link.encode(r, { now = NOW }))
   end)
 
+  -- RFC 3339 5.7: a leap second is 23:59:60 UTC, so its local minute is
+  -- 59 only under a whole-hour offset (1990-12-31T15:59:60-08:00)
+  it("takes a leap second at UTC minute 59 under any offset", function()
+    local r = base()
+    r.expired_at = "2016-12-31T23:59:60Z"
+    local want = assert(link.encode(r, { now = NOW - 3e8 }))
+    assert.truthy(want:find(',"expired_at":1483228800}$'))
+    for _, s in ipairs({ "2016-12-31T15:59:60-08:00", "2017-01-01T05:29:60+05:30",
+        "2017-01-01T05:44:60+05:45", "2016-12-31T20:29:60-03:30" }) do
+      r.expired_at = s
+      assert.equal(want, link.encode(r, { now = NOW - 3e8 }), s)
+    end
+    for _, s in ipairs({ "2017-01-01T05:59:60+05:30", "2016-12-31T23:29:60Z" }) do
+      r.expired_at = s
+      local _, err = link.encode(r, { now = NOW - 3e8 })
+      assert.equal("format", err.errors[1].code, s)
+    end
+  end)
+
   it("escapes per RFC 8259, leaves / and UTF-8 alone", function()
     local r = base()
     r.custom_data = 'q" b\\ s/ \1\b\f\n\r\t\127 한글 😀'
