@@ -687,9 +687,12 @@ static void codec_expiry(codec *c, int idx)
     }
     if ((lua_Number)v <= c->now) {
         lua_Number now = c->now;
-        long long inow = now >= 9.2e18 ? 0 : now <= -9.2e18 ? 0 : (long long)floor(now);
-        codec_err(c, "expired", "must be in the future (%s is not after now, %s)",
-                  codec_lld(a, sizeof a, v), codec_lld(b, sizeof b, inow));
+        if (now < 9.2e18)       /* whole seconds; a larger now (inf) as Lua writes it */
+            codec_err(c, "expired", "must be in the future (%s is not after now, %s)",
+                      codec_lld(a, sizeof a, v), codec_lld(b, sizeof b, (long long)floor(now)));
+        else
+            codec_err(c, "expired", "must be in the future (%s is not after now, %f)",
+                      codec_lld(a, sizeof a, v), now);
         return;
     }
     if (v > CODEC_MAX_EXPIRY) {
