@@ -331,6 +331,10 @@ describe("client async calls", function()
     assert.has_error(function() c:create_async(request()) end)
     assert.has_error(function() c:create_async(request(), function() end, { noww = 1 }) end,
       "bad argument #3 to 'create_async' (option 'noww' is unknown: did you mean 'now'?)")
+    -- NaN named core.encode's argument ("bad argument #2 to 'encode'")
+    assert.has_error(function() c:create_async(request(), function() end, { now = 0 / 0 }) end,
+      "bad argument #3 to 'create_async' (table {now = number} expected)")
+    assert.equal(0, c:pending())
     assert.has_error(function() c:deactivate_async(42, function() end) end)
     assert.has_error(function() c:poll(-1) end)
     assert.has_error(function() c:on_error(42) end)

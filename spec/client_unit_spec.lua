@@ -2,6 +2,8 @@
 local protocol = require "portone.link.protocol"
 local retry = require "portone.link.retry"
 local errors = require "portone.link.errors"
+local cjson = require "cjson"
+local client_mod = require "portone.link.client"
 
 local cfg = {
   base_url = "https://api.iamport.co",
@@ -126,6 +128,28 @@ describe("protocol.create_result", function()
       local r, err = protocol.create_result(200, b, {})
       assert.is_nil(r, b)
       assert.equal("decode", err.kind, b)
+    end
+  end)
+  it("takes the id from the URL's path only: a URL without one, or without a host, is kind decode", function()
+    -- the host of a path-less URL is no link id (a one-label host passed
+    -- the id rule: {"shortenedUrl":"https://sandbox"} gave id "sandbox")
+    for _, u in ipairs({ "https://sandbox", "https://sandbox/", "http://localhost",
+        "https://sandbox?x=1", "https://sandbox#abc", "https:///abc", "https:///abc/",
+        "https://impay.link//", "https://impay.link/?x=abc", "https://impay.link/#abc" }) do
+      local r, err = protocol.create_result(200, cjson.encode({ shortenedUrl = u }), {})
+      assert.is_nil(r, u)
+      assert.equal("decode", err.kind, u)
+      r, err = client_mod._create_result(200, cjson.encode({ shortenedUrl = u }), {})
+      assert.is_nil(r, u)
+      assert.equal("decode", err.kind, u)
+    end
+    for u, id in pairs({ ["https://impay.link/4bdf239e"] = "4bdf239e",
+        ["https://impay.link/4bdf239e/"] = "4bdf239e", ["https://impay.link/4bdf239e?x=1/y"] = "4bdf239e",
+        ["https://impay.link/4bdf239e#/y"] = "4bdf239e", ["https://impay.link/p/4bdf239e"] = "4bdf239e",
+        ["http://127.0.0.1:8080/ab_c-9"] = "ab_c-9" }) do
+      local r = assert(protocol.create_result(200, cjson.encode({ shortenedUrl = u }), {}), u)
+      assert.equal(id, r.id, u)
+      assert.equal(u, r.url, u)
     end
   end)
   it("keeps Retry-After as seconds", function()

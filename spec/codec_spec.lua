@@ -128,6 +128,11 @@ local fails = {
   { "custom_data infinity", function(r) r.custom_data = -math.huge end, "custom_data", "range" },
   { "custom_data sparse array", function(r) r.custom_data = { a = { 1, nil, 3 } } end,
     "custom_data.a", "type" },
+  -- a hole where the table's length (a border) is still its count of keys:
+  -- on 5.4 # gives 3 here, so the walk read a[2] and blamed that nil
+  { "custom_data array with a hole, # equal to its count", function(r)
+      r.custom_data = { a = { 1, nil, 3, [5] = 5 } }
+    end, "custom_data.a", "type" },
   { "custom_data mixed keys", function(r) r.custom_data = { 1, 2, x = 3 } end, "custom_data", "type" },
   { "custom_data boolean key", function(r) r.custom_data = { [true] = 1 } end, "custom_data", "type" },
   { "custom_data cycle", function(r)
@@ -154,6 +159,10 @@ local fails = {
   { "pay_methods empty", function(r) r.pay_methods = {} end, "pay_methods", "empty" },
   { "pay_methods not a table", function(r) r.pay_methods = "card" end, "pay_methods", "type" },
   { "pay_methods with a hole", function(r) r.pay_methods[4] = r.pay_methods[1] end, "pay_methods", "type" },
+  { "pay_methods with a hole, # equal to its count", function(r)
+      local function pm(m) return { pg = "INIpayTest", pay_method = m, label = m } end
+      r.pay_methods = { pm("card"), nil, pm("trans"), [5] = pm("vbank") }
+    end, "pay_methods", "type" },
   { "pay_methods entry not a table", function(r) r.pay_methods[2] = "card" end, "pay_methods[2]", "type" },
   { "pay_methods entry without pg or channelKey", function(r) r.pay_methods[2].pg = nil end,
     "pay_methods[2].pg", "required" },
@@ -405,6 +414,25 @@ describe("portone.link.encode body", function()
     assert.equal(body, link.encode(r, { now = NOW }))
     r.expire_at = "2026-11-30t15:00:00z"
     assert.equal(body, link.encode(r, { now = NOW }))
+  end)
+
+  -- RFC 3339 5.7: a leap second is 23:59:60 UTC, so its local minute is
+  -- 59 only under a whole-hour offset (1990-12-31T15:59:60-08:00)
+  it("takes a leap second at UTC minute 59 under any offset", function()
+    local r = base()
+    r.expired_at = "2016-12-31T23:59:60Z"
+    local want = assert(link.encode(r, { now = NOW - 3e8 }))
+    assert.truthy(want:find(',"expired_at":1483228800}$'))
+    for _, s in ipairs({ "2016-12-31T15:59:60-08:00", "2017-01-01T05:29:60+05:30",
+        "2017-01-01T05:44:60+05:45", "2016-12-31T20:29:60-03:30" }) do
+      r.expired_at = s
+      assert.equal(want, link.encode(r, { now = NOW - 3e8 }), s)
+    end
+    for _, s in ipairs({ "2017-01-01T05:59:60+05:30", "2016-12-31T23:29:60Z" }) do
+      r.expired_at = s
+      local _, err = link.encode(r, { now = NOW - 3e8 })
+      assert.equal("format", err.errors[1].code, s)
+    end
   end)
 
   it("escapes per RFC 8259, leaves / and UTF-8 alone", function()

@@ -40,10 +40,19 @@ describe("fuzz regressions", function()
     assert.has_error(function() core.encode(past, nan) end)
     assert.has_error(function() link.validate(past, { now = nan }) end)
     assert.has_error(function() link.encode(past, { now = nan }) end)
+    -- as link's own argument error, at the caller (not core.encode's, in init.lua)
+    for _, f in ipairs({ "validate", "encode" }) do
+      local ok, msg = pcall(function() local v = link[f](past, { now = nan }); return v end)
+      assert.is_false(ok)
+      assert.matches("^spec/fuzz_regressions_spec%.lua:%d+: bad argument #2 to '" .. f
+        .. "' %(opts%.now must not be NaN%)$", msg)
+    end
     -- infinities stay numbers with a meaning: nothing is after +inf
     local ok, err = link.validate(request(), { now = 1 / 0 })
     assert.is_nil(ok)
     assert.equal("expired", err.errors[1].code)
+    -- the message said "now, 0"
+    assert.matches("is not after now, inf%)$", err.errors[1].message)
   end)
 
   -- fuzz/codec, base64 P+dn5+fn5xMTExMTExMTExMTExPuExMTExMTExPuExMTExMTExMliuco52/6

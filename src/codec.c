@@ -687,9 +687,12 @@ static void codec_expiry(codec *c, int idx)
     }
     if ((lua_Number)v <= c->now) {
         lua_Number now = c->now;
-        long long inow = now >= 9.2e18 ? 0 : now <= -9.2e18 ? 0 : (long long)floor(now);
-        codec_err(c, "expired", "must be in the future (%s is not after now, %s)",
-                  codec_lld(a, sizeof a, v), codec_lld(b, sizeof b, inow));
+        if (now < 9.2e18)       /* whole seconds; a larger now (inf) as Lua writes it */
+            codec_err(c, "expired", "must be in the future (%s is not after now, %s)",
+                      codec_lld(a, sizeof a, v), codec_lld(b, sizeof b, (long long)floor(now)));
+        else
+            codec_err(c, "expired", "must be in the future (%s is not after now, %f)",
+                      codec_lld(a, sizeof a, v), now);
         return;
     }
     if (v > CODEC_MAX_EXPIRY) {
@@ -1056,7 +1059,7 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
 {
     lua_State *L = c->L;
     plink_buf *out = &c->b->out, *db = &c->b->dups;
-    long long n = 0, i;
+    long long n = 0, i, kmax = 0;
     int seq = 1, nanc = c->nanc, dk[CODEC_DUPKEYS], ndk, e;
     codec_frame *fr;
     size_t base = db->len, ndup = 0;
@@ -1070,14 +1073,20 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
             lua_Integer v = lua_tointeger(L, -1);
             if (v < 1 || v > (lua_Integer)PLINK_MAX_SAFE_INT)
                 seq = 0;
+            else if (v > kmax)
+                kmax = (long long)v;
         } else
 #endif
         if (lua_type(L, -1) != LUA_TNUMBER || codec_integer(L, -1, &k) != NUM_OK
             || k < 1)
             seq = 0;
+        else if (k > kmax)
+            kmax = k;
         n++;
     }
-    if (seq && n > 0 && (long long)plink_rawlen(L, t) != n)
+    /* n distinct keys in 1..n are exactly 1..n; not #t == n, which a table
+     * with a hole can give too ({a, nil, c, [5] = e}: a border at 3) */
+    if (kmax != n)
         seq = 0;
     if (!seq) {
         codec_err(c, "type", "must be an array (keys 1..n) of tables");
@@ -1195,7 +1204,7 @@ static void codec_json_table(codec *c, int t)
     plink_buf *out = &c->b->out;
     const void *me = lua_topointer(L, t);
     size_t kbase = c->b->keys.len;
-    long long n = 0, k;
+    long long n = 0, k, kmax = 0;
     int nstr = 0, nint = 0, i, nanc = c->nanc, base;
     if (c->depth >= PLINK_MAX_DEPTH) {
         codec_err(c, "range", "nested deeper than %d tables", PLINK_MAX_DEPTH);
@@ -1235,6 +1244,8 @@ static void codec_json_table(codec *c, int t)
             }
         } else if (kt == LUA_TNUMBER && codec_integer(L, -2, &k) == NUM_OK && k >= 1) {
             nint++;
+            if (k > kmax)
+                kmax = k;
         }
         lua_pop(L, 1);
     }
@@ -1243,7 +1254,9 @@ static void codec_json_table(codec *c, int t)
         return;
     }
     c->anc[c->depth++] = me;
-    if (nint == n && (long long)plink_rawlen(L, t) == n) {
+    /* n distinct keys in 1..n are exactly 1..n (#t == n is not enough:
+     * see codec_list) */
+    if (nint == n && kmax == n) {
         plink_buf_addc(L, out, '[');
         for (k = 1; k <= n && !c->big; k++) {
             fr_index(c, k);

@@ -72,8 +72,10 @@ int plink_rfc3339(const char *s, size_t n, long long *out)
     if (M < 1 || M > 12 || D < 1)
         return -1;
     dim = mdays[M - 1] + (M == 2 && r3_leap(Y));
-    if (D > dim || h > 23 || m > 59 || sec > 60 || (sec == 60 && m != 59)
-        || oh > 23 || om > 59)
+    /* a leap second is at 23:59:60 UTC: its minute is 59 in UTC, not
+     * always locally (05:29:60+05:30) */
+    if (D > dim || h > 23 || m > 59 || sec > 60 || oh > 23 || om > 59
+        || (sec == 60 && (m - sign * om + 60) % 60 != 59))
         return -1;
     *out = r3_days(Y, M, D) * 86400LL + h * 3600LL + m * 60LL + sec
            - sign * (oh * 3600LL + om * 60LL);

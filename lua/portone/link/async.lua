@@ -419,7 +419,9 @@ function M.install(Client, internals)
     if type(callback) ~= "function" then
       argerror(2, "create_async", "function expected, got " .. type(callback))
     end
-    if opts ~= nil and (type(opts) ~= "table" or (opts.now ~= nil and type(opts.now) ~= "number")) then
+    -- NaN would pass every expiry check (core.encode raises, naming itself)
+    if opts ~= nil and (type(opts) ~= "table" or (opts.now ~= nil
+        and (type(opts.now) ~= "number" or opts.now ~= opts.now))) then
       argerror(3, "create_async", "table {now = number} expected")
     end
     if opts then check_keys(3, "create_async", opts, NOW_OPTS) end

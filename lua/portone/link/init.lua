@@ -40,6 +40,9 @@ local function check_args(fname, req, opts, level)
   if now ~= nil and type(now) ~= "number" then
     error(("bad argument #2 to '%s' (opts.now must be a number)"):format(fname), level)
   end
+  if now ~= now then   -- NaN: no expiry would be "not after" it
+    error(("bad argument #2 to '%s' (opts.now must not be NaN)"):format(fname), level)
+  end
   local max = opts and opts.max_body_bytes
   if max ~= nil and (type(max) ~= "number" or max < 64 or max ~= max) then
     error(("bad argument #2 to '%s' (opts.max_body_bytes must be a number >= 64)"):format(fname), level)

@@ -290,8 +290,10 @@ function M.create_result(status, body, headers, now)
       { status = status, body = errors.cut(body, M.BODY_LIMIT) })
   end
   -- the server names the link: its last path segment is the id, whatever
-  -- the host (deactivate is the strict one)
-  local id = url:gsub("[?#].*$", ""):match("/([^/]+)/?$")
+  -- the host (deactivate is the strict one); a URL with no host or no path
+  -- has none (the host of "https://sandbox" is no id)
+  local path = url:match("^[^:]+://[^/?#]+(/[^?#]*)")
+  local id = path and path:match("/([^/]+)/?$")
   if not M.valid_id(id) then
     return nil, errors.new("decode", "create: shortenedUrl has no valid link id",
       { status = status, body = errors.cut(body, M.BODY_LIMIT) })
