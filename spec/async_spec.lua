@@ -150,6 +150,29 @@ describe("core.multi_new", function()
     m:close()
   end)
 
+  it("a perform after the timeout: an answer that arrived is read; an unsent request stays unsent", function()
+    sb:latency(100)
+    local m = core.multi_new({ timeout = 1 })
+    -- the connection opens in the first perform(0) and the request waits
+    local a = m:add("POST", sb.url .. API, JSON, helper.create_body({ merchant_uid = "unsent" }))
+    m:perform(0)
+    assert.equal(1, m:info().opening)
+    socket.sleep(1.3)
+    local list = m:perform(0)
+    assert.equal(1, #list)
+    assert.equal(a, list[1].id)
+    assert.equal("timeout", list[1].err.kind)
+    assert.is_false(list[1].err.sent)     -- timed out before it was sent: never sent
+    -- over an open connection, the answer arrives after 0.1 s, read 1.3 s later
+    local b = m:add("POST", sb.url .. API, JSON, helper.create_body({ merchant_uid = "late" }))
+    m:perform(50)
+    socket.sleep(1.3)
+    local c = drain(m)[b]
+    assert.equal(200, c.status)
+    assert.equal(1, links_of(sb).late)
+    m:close()
+  end)
+
   it("returns status, body and lower-case headers of error answers", function()
     sb:faults("create", { { status = 503, retry_after = 2 } })
     local m = core.multi_new()
@@ -798,6 +821,47 @@ describe("client async calls", function()
     collectgarbage(); collectgarbage()
     assert.is_nil(next(alive))          -- the clients were collected
     assert.equal(0, called)             -- and no callback ran for them
+  end)
+
+  -- A loop that polls rarely (a hitch, a loading screen, a GUI that polls
+  -- on events): an answer that arrived before the poll came is read, never
+  -- thrown away as a timeout (libcurl checks its own timeout before it
+  -- reads: the link was made and its URL lost).
+  it("a poll(0) that comes after the timeout still reads an answer that arrived", function()
+    sb:latency(100)
+    local c = client({ timeout = 1 })
+    assert(c:warm(1))
+    local got = {}
+    c:create_async(request({ merchant_uid = "late-poll" }), function(res, err)
+      got[#got + 1] = { res = res, err = err }
+    end)
+    c:poll(0)                           -- sent on the warm connection
+    assert.is_true(c:timeout() <= 1000) -- a loop that sleeps wakes at the deadline
+    socket.sleep(1.5)                   -- the answer came after 0.1 s
+    wait_until(function() c:poll(0); return #got > 0 end)
+    assert.equal(1, #got)
+    assert.is_nil(got[1].err and tostring(got[1].err))
+    assert.equal(1, got[1].res.attempts)
+    assert.equal(1, links_of(sb)["late-poll"])
+    c:close()
+  end)
+
+  it("a poll(0) after the timeout: no answer yet is a timeout (sent), not a wait", function()
+    local c = client({ timeout = 1 })
+    assert(c:warm(1))
+    sb:faults("create", { { delay_ms = 3000 } })
+    local got
+    c:create_async(request(), function(res, err) got = { res = res, err = err } end)
+    c:poll(0)
+    socket.sleep(1.3)
+    local t0 = now()
+    c:poll(0)
+    assert.is_true(now() - t0 < 0.2)
+    assert.is_nil(got.res)
+    assert.equal("timeout", got.err.kind)
+    assert.is_true(got.err.sent)
+    assert.equal(0, c:pending())
+    c:close()
   end)
 
   it("exposes timeout() and fds() for external loops", function()

@@ -36,10 +36,12 @@
 --
 -- **External event loops.** Simplest: call `client:poll(0)` on every tick.
 -- Better: sleep at most `client:timeout()` ms (libcurl's own
--- `curl_multi_timeout`, shortened by the retry timers; -1 when nothing is
--- pending) and, for loops that watch sockets, also wake when one of
--- `client:fds()` (readable, writable arrays) is ready; then call
--- `client:poll(0)`.
+-- `curl_multi_timeout`, shortened by the attempts' deadlines and the retry
+-- timers; -1 when nothing is pending) and, for loops that watch sockets,
+-- also wake when one of `client:fds()` (readable, writable arrays) is
+-- ready; then call `client:poll(0)`. A poll that comes late (a stall, a
+-- loading screen) still reads an answer that arrived before it: a call
+-- fails on its `timeout` only when its answer is not there.
 --
 -- **create_many** makes a private multi handle with `max_concurrent =
 -- concurrency`, feeds it while it runs (requests are encoded as they go, so
