@@ -356,6 +356,14 @@ describe("client async calls", function()
       "bad argument #3 to 'create_async' (option 'noww' is unknown: did you mean 'now'?)")
     assert.has_error(function() c:deactivate_async(42, function() end) end)
     assert.has_error(function() c:poll(-1) end)
+    assert.has_error(function() c:poll(0 / 0) end)
+    -- NaN is refused as create refuses it, before the token function runs
+    local calls = 0
+    local t = client({ token = function() calls = calls + 1; return "tok" end })
+    assert.has_error(function() t:create_async(request(), function() end, { now = 0 / 0 }) end,
+      "bad argument #3 to 'create_async' (table {now = number} expected)")
+    assert.equal(0, calls)
+    t:close()
     assert.has_error(function() c:on_error(42) end)
     c:close()
   end)
@@ -653,6 +661,21 @@ describe("client async calls", function()
     assert.is_false(c:cancel(a))
     run(c)
     assert.equal(1, called)
+    c:close()
+  end)
+
+  it("a call cancelled while it waits for a retry: poll(ms) no longer waits for its timer", function()
+    sb:faults("create", { { status = 503, retry_after = 2 } })
+    local c = client()
+    local called = 0
+    local h = c:create_async(request(), function() called = called + 1 end)
+    wait_until(function() c:poll(10); return c:timeout() > 100 end)   -- on its 2 s timer
+    assert.same({ true, false }, { c:cancel(h) })
+    assert.equal(-1, c:timeout())
+    local t0 = now()
+    assert.equal(0, c:poll(1500))      -- nothing pending: returns at once
+    assert.is_true(now() - t0 < 0.5, "poll waited " .. (now() - t0) .. " s")
+    assert.equal(0, called)
     c:close()
   end)
 

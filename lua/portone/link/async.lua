@@ -116,6 +116,14 @@ local function heap_pop(h)
   return top
 end
 
+-- The first live timer: calls cancelled while they waited for a retry stay
+-- in the heap until they reach its top, and are dropped there (poll must
+-- not wait for them).
+local function heap_first(h)
+  while h[1] and h[1].cancelled do heap_pop(h) end
+  return h[1]
+end
+
 -- ---------------------------------------------------------------------------
 -- Engine: calls in flight on one multi handle, with their retry timers.
 -- An op is {op = "create"|"deactivate", r = request, token =, attempt =,
@@ -229,7 +237,7 @@ function Engine:step(timeout_ms)
   local now = clock()
   self:fire_timers(now)
   local wait = timeout_ms
-  local first = self.timers[1]
+  local first = heap_first(self.timers)
   if first then
     local till = math.max(0, (first.due - now) * 1000)
     if till < wait then wait = till end
@@ -278,7 +286,7 @@ end
 function Engine:timeout()
   if self.n == 0 then return -1 end
   local t = self.m:timeout()
-  local first = self.timers[1]
+  local first = heap_first(self.timers)
   if first then
     local till = math.max(0, math.ceil((first.due - clock()) * 1000))
     if t < 0 or till < t then t = till end
@@ -424,7 +432,9 @@ function M.install(Client, internals)
     if type(callback) ~= "function" then
       argerror(2, "create_async", "function expected, got " .. type(callback))
     end
-    if opts ~= nil and (type(opts) ~= "table" or (opts.now ~= nil and type(opts.now) ~= "number")) then
+    -- NaN would pass every expiry check (create refuses it too)
+    local on = type(opts) == "table" and opts.now
+    if opts ~= nil and (type(opts) ~= "table" or (on ~= nil and (type(on) ~= "number" or on ~= on))) then
       argerror(3, "create_async", "table {now = number} expected")
     end
     if opts then check_keys(3, "create_async", opts, NOW_OPTS) end
