@@ -720,6 +720,47 @@ describe("client async calls", function()
     assert(ok, err)
   end)
 
+  it("a call that finished in the same poll, cancelled (too late) then closed: close names it", function()
+    -- a callback's shutdown: cancel every handle, then close. The second
+    -- call had finished in the same poll: cancel says false (its callback
+    -- is to run), then close stops it, so close must name it
+    local c = client()
+    local real = core.multi_new
+    core.multi_new = function()
+      local queued, last = {}, 0
+      return {
+        add = function() last = last + 1; queued[#queued + 1] = last; return last end,
+        perform = function()
+          local out = {}
+          for i, id in ipairs(queued) do
+            out[i] = { id = id, status = 200, headers = {},
+                       body = '{"shortenedUrl":"https://impay.link/l' .. id .. '"}' }
+          end
+          queued = {}
+          return out, 0
+        end,
+        timeout = function() return -1 end, cancel = function() return false end,
+        close = function() end,
+      }
+    end
+    local ok, err = pcall(function()
+      local calls, cancelled, maybe, second = 0, nil, nil, nil
+      c:create_async(request({ merchant_uid = "s1" }), function()
+        calls = calls + 1
+        cancelled = c:cancel(second)
+        maybe = select(2, c:close())
+      end)
+      second = c:create_async(request({ merchant_uid = "s2" }), function() calls = calls + 1 end)
+      assert.equal(0, c:poll(0))
+      assert.is_false(cancelled)
+      assert.equal(1, calls)                -- no callback after close
+      assert.same({ second }, maybe)        -- so close names it: its link exists
+    end)
+    core.multi_new = real
+    c:close()
+    assert(ok, err)
+  end)
+
   it("cancel says whether the call may have reached PortOne", function()
     sb:latency(300)
     local c = client({ max_concurrent = 1 })

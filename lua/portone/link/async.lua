@@ -580,8 +580,11 @@ function M.install(Client, internals)
     if self._closed or not a then return false end
     local o = a.ops[handle]
     if not o then return false end
-    a.ops[handle] = nil
-    return a.engine:cancel(o)
+    local ok, acted = a.engine:cancel(o)
+    -- false: it finished in the poll that is running and its callback is
+    -- still to run; it stays listed, so a close before then names it
+    if ok then a.ops[handle] = nil end
+    return ok, acted
   end
 
   local sync_close = Client.close
