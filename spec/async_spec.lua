@@ -438,6 +438,30 @@ describe("client async calls", function()
     c:close()
   end)
 
+  it("a callback error whose __tostring raises: poll neither raises nor stays 'inside a callback'", function()
+    local c = client()
+    local bad = setmetatable({}, { __tostring = function() error("no text for you") end })
+    local ran = 0
+    c:create_async(request({ merchant_uid = "ts1" }), function() ran = ran + 1; error(bad) end)
+    local errs = run(c)
+    assert.equal(1, ran)
+    assert.equal(1, #errs)
+    assert.equal("string", type(errs[1]))
+    -- the handler's own error, the same
+    c:on_error(function() error(bad) end)
+    c:create_async(request({ merchant_uid = "ts2" }), function() ran = ran + 1; error("x") end)
+    errs = run(c)
+    assert.equal(2, ran)
+    assert.equal(1, #errs)
+    -- later polls still work
+    c:on_error(nil)
+    local res
+    c:create_async(request({ merchant_uid = "ts3" }), function(r) res = r end)
+    run(c)
+    assert.equal(200, res.status)
+    c:close()
+  end)
+
   it("retries 503 without blocking, honouring Retry-After", function()
     sb:faults("create", { { status = 503, retry_after = 1 } })
     local c = client()

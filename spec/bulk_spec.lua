@@ -174,6 +174,18 @@ describe("client:create_many", function()
     c:close()
   end)
 
+  it("keeps the results when on_progress raises an error value tostring fails on", function()
+    local c = client()
+    local reqs = {}
+    for i = 1, 10 do reqs[i] = request(i) end
+    local bad = setmetatable({}, { __tostring = function() error("no text") end })
+    local ok, results, stop = pcall(c.create_many, c, reqs, { concurrency = 2,
+      on_progress = function(done) if done == 3 then error(bad) end end })
+    assert.is_true(ok, "create_many raised: its results (created links) lost")
+    check_stopped(results, stop, 10, "on_progress raised")
+    c:close()
+  end)
+
   it("keeps the results when on_progress closes the client", function()
     local c = client()
     local reqs = {}

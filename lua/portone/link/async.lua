@@ -512,6 +512,14 @@ function M.install(Client, internals)
     return self
   end
 
+  -- The message of an error a callback raised: its __tostring may raise
+  -- too, and poll must finish its callbacks (and its `polling` flag).
+  local function message(e)
+    local ok, s = pcall(tostring, e)
+    if ok and type(s) == "string" then return s end
+    return "(an error value that tostring fails on: " .. type(e) .. ")"
+  end
+
   --- Drives the pending calls for at most `timeout_ms` (default 0) and runs
   -- the callbacks of those that finished.
   -- @return the number of calls still pending, and a list of callback error
@@ -540,7 +548,7 @@ function M.install(Client, internals)
         if h then hok, herr = pcall(h, cerr, info) end
         if not h or not hok then
           errs = errs or {}
-          errs[#errs + 1] = tostring(h and herr or cerr)
+          errs[#errs + 1] = message(h and herr or cerr)
         end
       end
     end
@@ -633,7 +641,7 @@ function M.install(Client, internals)
   local function call_progress(progress, done, n, failed)
     if not progress then return nil end
     local ok, e = pcall(progress, done, n, failed)
-    if not ok then return "on_progress raised: " .. tostring(e) end
+    if not ok then return "on_progress raised: " .. message(e) end
     return nil
   end
 
