@@ -175,10 +175,18 @@ function Engine:start(op)
   self:send(op)
 end
 
+-- True when no retry may be sent or scheduled: create_many's `halted`
+-- (it stopped, or the client was closed, maybe by an on_attempt hook).
+function Engine:stopped()
+  local h = self.halted
+  return h ~= nil and h()
+end
+
 -- Sends every op whose retry is due.
 function Engine:fire_timers(now)
-  -- an on_attempt hook may have closed the client (and this engine)
-  if self.closed then return end
+  -- an on_attempt hook may have closed the client (and this engine); a
+  -- stopped create_many ends its waiting calls instead (halt)
+  if self.closed or self:stopped() then return end
   local t = self.timers
   while t[1] and t[1].due <= now do
     local op = heap_pop(t)
@@ -218,7 +226,7 @@ function Engine:complete(op, c)
   if op.unanswered > 0 then err.unanswered = op.unanswered end
   -- a warm is a probe: its error is the answer, never retried
   local wait = op.op ~= "warm" and retry.delay(op.op, err, op.attempt, self.policy)
-  if wait and not self.stopping then
+  if wait and not self:stopped() then
     op.err = err
     op.due = clock() + wait
     heap_push(self.timers, op)
@@ -689,13 +697,15 @@ function M.install(Client, internals)
   end
 
   -- create_many over a private multi handle. When on_progress raises or
-  -- closes the client, nothing new starts, no retry is sent, and the calls
-  -- in flight finish (their links may exist: their URLs are kept).
+  -- the client is closed (by on_progress, on_attempt or a token function),
+  -- nothing new starts, no retry is sent, and the calls in flight finish
+  -- (their links may exist: their URLs are kept).
   local function many_multi(self, reqs, n, conc, progress)
     local results, done, failed = {}, 0, 0
     local eng = new_engine(core.multi_new(multi_opts(self, conc)), self._policy, internals,
       self._on_attempt)
     local stop
+    eng.halted = function() return stop ~= nil or self._closed == true end
     local ok, e = pcall(function()
       local nexti = 1
       local function record(i, res, err)
@@ -707,7 +717,6 @@ function M.install(Client, internals)
       end
       local function halt()
         -- calls waiting for a retry end with their last error
-        eng.stopping = true
         while eng.timers[1] do
           local o = heap_pop(eng.timers)
           o.err.attempts = o.sends
@@ -717,7 +726,7 @@ function M.install(Client, internals)
       end
       -- keeps about `conc` calls in flight (plus those waiting for a retry)
       local function feed()
-        while nexti <= n and eng.n < conc and not stop do
+        while nexti <= n and eng.n < conc and not eng:stopped() do
           local i = nexti
           nexti = nexti + 1
           local req = reqs[i]
@@ -737,7 +746,7 @@ function M.install(Client, internals)
       end
       feed()
       while eng.n > 0 do
-        if stop and not eng.stopping then halt() end
+        if eng:stopped() then halt() end
         if eng.n == 0 then break end
         local finished, nf = eng:step(1000)
         for k = 1, nf do
@@ -749,12 +758,14 @@ function M.install(Client, internals)
     end)
     eng:close()
     if not ok then error(e, 0) end
+    if not stop and self._closed then stop = "the client was closed" end
     return finish_many(results, n, stop)
   end
 
   --- Creates many links at once.
-  -- When `on_progress` raises or closes the client, create_many stops:
-  -- nothing new starts, the calls in flight finish, and what was done is
+  -- When `on_progress` raises or the client is closed (by `on_progress`
+  -- or `on_attempt`), create_many stops: nothing new starts, no retry is
+  -- sent, the calls in flight finish, and what was done is
   -- returned (created links with their URLs). The entries never started
   -- are `{err = e, not_started = true}` (`e.kind = "transport"`, nothing
   -- sent), and a second value says why it stopped.
