@@ -150,6 +150,29 @@ describe("core.multi_new", function()
     m:close()
   end)
 
+  it("a perform after the timeout: an answer that arrived is read; an unsent request stays unsent", function()
+    sb:latency(100)
+    local m = core.multi_new({ timeout = 1 })
+    -- the connection opens in the first perform(0) and the request waits
+    local a = m:add("POST", sb.url .. API, JSON, helper.create_body({ merchant_uid = "unsent" }))
+    m:perform(0)
+    assert.equal(1, m:info().opening)
+    socket.sleep(1.3)
+    local list = m:perform(0)
+    assert.equal(1, #list)
+    assert.equal(a, list[1].id)
+    assert.equal("timeout", list[1].err.kind)
+    assert.is_false(list[1].err.sent)     -- timed out before it was sent: never sent
+    -- over an open connection, the answer arrives after 0.1 s, read 1.3 s later
+    local b = m:add("POST", sb.url .. API, JSON, helper.create_body({ merchant_uid = "late" }))
+    m:perform(50)
+    socket.sleep(1.3)
+    local c = drain(m)[b]
+    assert.equal(200, c.status)
+    assert.equal(1, links_of(sb).late)
+    m:close()
+  end)
+
   it("returns status, body and lower-case headers of error answers", function()
     sb:faults("create", { { status = 503, retry_after = 2 } })
     local m = core.multi_new()
@@ -337,6 +360,14 @@ describe("client async calls", function()
     assert.equal(0, c:pending())
     assert.has_error(function() c:deactivate_async(42, function() end) end)
     assert.has_error(function() c:poll(-1) end)
+    assert.has_error(function() c:poll(0 / 0) end)
+    -- NaN is refused as create refuses it, before the token function runs
+    local calls = 0
+    local t = client({ token = function() calls = calls + 1; return "tok" end })
+    assert.has_error(function() t:create_async(request(), function() end, { now = 0 / 0 }) end,
+      "bad argument #3 to 'create_async' (table {now = number} expected)")
+    assert.equal(0, calls)
+    t:close()
     assert.has_error(function() c:on_error(42) end)
     c:close()
   end)
@@ -406,6 +437,30 @@ describe("client async calls", function()
     -- the client still works
     local res
     c:create_async(request(), function(r) res = r end)
+    run(c)
+    assert.equal(200, res.status)
+    c:close()
+  end)
+
+  it("a callback error whose __tostring raises: poll neither raises nor stays 'inside a callback'", function()
+    local c = client()
+    local bad = setmetatable({}, { __tostring = function() error("no text for you") end })
+    local ran = 0
+    c:create_async(request({ merchant_uid = "ts1" }), function() ran = ran + 1; error(bad) end)
+    local errs = run(c)
+    assert.equal(1, ran)
+    assert.equal(1, #errs)
+    assert.equal("string", type(errs[1]))
+    -- the handler's own error, the same
+    c:on_error(function() error(bad) end)
+    c:create_async(request({ merchant_uid = "ts2" }), function() ran = ran + 1; error("x") end)
+    errs = run(c)
+    assert.equal(2, ran)
+    assert.equal(1, #errs)
+    -- later polls still work
+    c:on_error(nil)
+    local res
+    c:create_async(request({ merchant_uid = "ts3" }), function(r) res = r end)
     run(c)
     assert.equal(200, res.status)
     c:close()
@@ -637,6 +692,21 @@ describe("client async calls", function()
     c:close()
   end)
 
+  it("a call cancelled while it waits for a retry: poll(ms) no longer waits for its timer", function()
+    sb:faults("create", { { status = 503, retry_after = 2 } })
+    local c = client()
+    local called = 0
+    local h = c:create_async(request(), function() called = called + 1 end)
+    wait_until(function() c:poll(10); return c:timeout() > 100 end)   -- on its 2 s timer
+    assert.same({ true, false }, { c:cancel(h) })
+    assert.equal(-1, c:timeout())
+    local t0 = now()
+    assert.equal(0, c:poll(1500))      -- nothing pending: returns at once
+    assert.is_true(now() - t0 < 0.5, "poll waited " .. (now() - t0) .. " s")
+    assert.equal(0, called)
+    c:close()
+  end)
+
   it("a call that finished in the same poll can no longer be cancelled", function()
     -- a multi handle double that completes every transfer in one perform, so
     -- that both callbacks run from one poll
@@ -672,6 +742,47 @@ describe("client async calls", function()
       assert.is_false(cancelled)            -- too late: it had finished
       assert.same({ "l1", "l2" }, calls)    -- and its callback ran
       assert.equal(0, c:pending())
+    end)
+    core.multi_new = real
+    c:close()
+    assert(ok, err)
+  end)
+
+  it("a call that finished in the same poll, cancelled (too late) then closed: close names it", function()
+    -- a callback's shutdown: cancel every handle, then close. The second
+    -- call had finished in the same poll: cancel says false (its callback
+    -- is to run), then close stops it, so close must name it
+    local c = client()
+    local real = core.multi_new
+    core.multi_new = function()
+      local queued, last = {}, 0
+      return {
+        add = function() last = last + 1; queued[#queued + 1] = last; return last end,
+        perform = function()
+          local out = {}
+          for i, id in ipairs(queued) do
+            out[i] = { id = id, status = 200, headers = {},
+                       body = '{"shortenedUrl":"https://impay.link/l' .. id .. '"}' }
+          end
+          queued = {}
+          return out, 0
+        end,
+        timeout = function() return -1 end, cancel = function() return false end,
+        close = function() end,
+      }
+    end
+    local ok, err = pcall(function()
+      local calls, cancelled, maybe, second = 0, nil, nil, nil
+      c:create_async(request({ merchant_uid = "s1" }), function()
+        calls = calls + 1
+        cancelled = c:cancel(second)
+        maybe = select(2, c:close())
+      end)
+      second = c:create_async(request({ merchant_uid = "s2" }), function() calls = calls + 1 end)
+      assert.equal(0, c:poll(0))
+      assert.is_false(cancelled)
+      assert.equal(1, calls)                -- no callback after close
+      assert.same({ second }, maybe)        -- so close names it: its link exists
     end)
     core.multi_new = real
     c:close()
@@ -802,6 +913,47 @@ describe("client async calls", function()
     collectgarbage(); collectgarbage()
     assert.is_nil(next(alive))          -- the clients were collected
     assert.equal(0, called)             -- and no callback ran for them
+  end)
+
+  -- A loop that polls rarely (a hitch, a loading screen, a GUI that polls
+  -- on events): an answer that arrived before the poll came is read, never
+  -- thrown away as a timeout (libcurl checks its own timeout before it
+  -- reads: the link was made and its URL lost).
+  it("a poll(0) that comes after the timeout still reads an answer that arrived", function()
+    sb:latency(100)
+    local c = client({ timeout = 1 })
+    assert(c:warm(1))
+    local got = {}
+    c:create_async(request({ merchant_uid = "late-poll" }), function(res, err)
+      got[#got + 1] = { res = res, err = err }
+    end)
+    c:poll(0)                           -- sent on the warm connection
+    assert.is_true(c:timeout() <= 1000) -- a loop that sleeps wakes at the deadline
+    socket.sleep(1.5)                   -- the answer came after 0.1 s
+    wait_until(function() c:poll(0); return #got > 0 end)
+    assert.equal(1, #got)
+    assert.is_nil(got[1].err and tostring(got[1].err))
+    assert.equal(1, got[1].res.attempts)
+    assert.equal(1, links_of(sb)["late-poll"])
+    c:close()
+  end)
+
+  it("a poll(0) after the timeout: no answer yet is a timeout (sent), not a wait", function()
+    local c = client({ timeout = 1 })
+    assert(c:warm(1))
+    sb:faults("create", { { delay_ms = 3000 } })
+    local got
+    c:create_async(request(), function(res, err) got = { res = res, err = err } end)
+    c:poll(0)
+    socket.sleep(1.3)
+    local t0 = now()
+    c:poll(0)
+    assert.is_true(now() - t0 < 0.2)
+    assert.is_nil(got.res)
+    assert.equal("timeout", got.err.kind)
+    assert.is_true(got.err.sent)
+    assert.equal(0, c:pending())
+    c:close()
   end)
 
   it("exposes timeout() and fds() for external loops", function()

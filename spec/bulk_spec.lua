@@ -174,6 +174,36 @@ describe("client:create_many", function()
     c:close()
   end)
 
+  it("keeps the results when on_progress raises an error value tostring fails on", function()
+    local c = client()
+    local reqs = {}
+    for i = 1, 10 do reqs[i] = request(i) end
+    local bad = setmetatable({}, { __tostring = function() error("no text") end })
+    local ok, results, stop = pcall(c.create_many, c, reqs, { concurrency = 2,
+      on_progress = function(done) if done == 3 then error(bad) end end })
+    assert.is_true(ok, "create_many raised: its results (created links) lost")
+    check_stopped(results, stop, 10, "on_progress raised")
+    c:close()
+  end)
+
+  it("an on_attempt hook that closes the client stops it: no retry, no send after the close", function()
+    -- as the sync create: a close from on_attempt ends the call's retries
+    sb:faults("create", { { status = 503, retry_after = 0 } })
+    local c
+    c = client({ on_attempt = function(ev) if ev.status == 503 then c:close() end end })
+    local reqs = {}
+    for i = 1, 4 do reqs[i] = request(i) end
+    local results, stop = c:create_many(reqs, { concurrency = 1 })
+    assert.equal(4, #results)
+    assert.truthy(stop and stop.message:find("closed", 1, true))
+    assert.equal(1, sb:stats().requests)          -- the 503, and nothing after it
+    assert.equal(503, results[1].err.status)
+    assert.equal(1, results[1].err.attempts)
+    for i = 2, 4 do
+      assert.is_true(results[i].not_started, tostring(results[i].err))
+    end
+  end)
+
   it("keeps the results when on_progress closes the client", function()
     local c = client()
     local reqs = {}

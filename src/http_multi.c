@@ -35,6 +35,16 @@
  * against CURLOPT_TIMEOUT and would not bound HTTP/2 streams; here a
  * transfer's clock starts when it really starts.
  *
+ * The attempt deadline (option timeout) is ours too, not CURLOPT_TIMEOUT:
+ * libcurl checks its timeout before it reads, so a perform that came late
+ * (a host loop that polls rarely or stalled) failed a transfer whose answer
+ * was already waiting in the socket (a created link's URL thrown away). A
+ * transfer past its deadline fails before a perform step only if it has not
+ * been sent (as libcurl did: nothing left, a create may be retried), and
+ * after the step otherwise, once what arrived has been read. Transfers start
+ * in order and all have the same timeout, so the running list is sorted by
+ * deadline: the first one is the next to expire.
+ *
  * Keep-alive: the connection cache lives in the multi handle (sized by
  * CURLMOPT_MAXCONNECTS), so every easy handle reuses the open connections.
  * Easy handles are pooled too (up to max_concurrent): a finished transfer's
@@ -60,6 +70,7 @@
  * reporting nothing), a nested perform reports nothing, and cancel leaves
  * the transfer being reported alone.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
@@ -100,6 +111,7 @@ typedef struct xfer {
     CURLcode rc;                  /* result, once done */
     int unsent;                   /* failed before it could be sent */
     int max_sends;
+    double deadline;              /* ms (multi_now_ms) the attempt ends, once started */
     plink_resp resp;
 } xfer;
 
@@ -114,6 +126,7 @@ typedef struct {
     int closed;
     int reporting;                /* perform is building results */
     int max_concurrent;
+    double timeout_ms;            /* one attempt's deadline (option timeout) */
     size_t max_bytes;
     lua_Integer next_id;
     long connects;
@@ -155,6 +168,13 @@ static void xl_move(multi_handle *m, xfer *x, int which)
 }
 
 /* ---- transfers --------------------------------------------------------- */
+
+static double multi_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
 
 /* Frees what one request owns, keeping the easy handle and buffers. */
 static void xfer_release_request(xfer *x)
@@ -235,7 +255,8 @@ static void xfer_start(multi_handle *m, xfer *x)
         xl_move(m, x, X_DONE);
         return;
     }
-    xl_move(m, x, X_RUNNING);
+    x->deadline = multi_now_ms() + m->timeout_ms;
+    xl_move(m, x, X_RUNNING);            /* at the tail: the latest deadline */
 }
 
 /* 1 while the transfer's connection is not yet ready to carry the request
@@ -350,6 +371,40 @@ static void multi_collect(multi_handle *m)
     }
 }
 
+/* Fails the running transfers whose deadline passed with a timeout: with
+ * `all` 0 (before a perform step) only those whose request has not gone out
+ * (the prereq callback counts every send), with 1 (after it) every one. */
+static void multi_expire(multi_handle *m, int all)
+{
+    double now = multi_now_ms();
+    xfer *x, *next;
+    for (x = m->lists[X_RUNNING].head; x && x->deadline <= now; x = next) {
+        long n = 0;
+        next = x->next;
+        if (!all && x->resp.sends > 0)
+            continue;
+        curl_multi_remove_handle(m->multi, x->easy);
+        if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK)
+            m->connects += n;
+        x->rc = CURLE_OPERATION_TIMEDOUT;
+        snprintf(x->resp.errbuf, sizeof x->resp.errbuf,
+                 "Operation timed out after %.0f milliseconds with %lu bytes received",
+                 now - x->deadline + m->timeout_ms, (unsigned long)x->resp.body.len);
+        xl_move(m, x, X_DONE);
+    }
+}
+
+/* Milliseconds until the first running transfer's deadline (0: passed), or
+ * -1 when none runs. */
+static long multi_deadline_ms(multi_handle *m)
+{
+    double d;
+    if (!m->lists[X_RUNNING].head)
+        return -1;
+    d = m->lists[X_RUNNING].head->deadline - multi_now_ms();
+    return d <= 0 ? 0 : (long)d + 1;
+}
+
 static void multi_free(multi_handle *m)
 {
     int i;
@@ -379,13 +434,6 @@ static void multi_free(multi_handle *m)
     plink_share_unref(m->share);
     m->share = NULL;
     m->closed = 1;
-}
-
-static double multi_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
 static multi_handle *multi_check(lua_State *L)
@@ -441,6 +489,7 @@ static int multi_new(lua_State *L)
     luaL_getmetatable(L, MULTI_MT);
     lua_setmetatable(L, -2);
     m->max_concurrent = maxc;
+    m->timeout_ms = (double)o.timeout_ms;
     m->max_opening = max_opening;
     m->budget_ms = budget_ms;
     m->error_headers_only = o.error_headers_only;
@@ -459,6 +508,8 @@ static int multi_new(lua_State *L)
     m->share = plink_share_ref(o.share);
     if (rc == CURLE_OK)
         rc = plink_easy_setup_tls(m->tmpl, m->ca, NULL);   /* duplicates get the share */
+    if (rc == CURLE_OK)                  /* the deadline is ours: multi_expire */
+        rc = curl_easy_setopt(m->tmpl, CURLOPT_TIMEOUT_MS, 0L);
     curl_easy_setopt(m->tmpl, CURLOPT_OPENSOCKETFUNCTION, multi_open_socket);
     curl_easy_setopt(m->tmpl, CURLOPT_OPENSOCKETDATA, (void *)m);
     curl_easy_setopt(m->tmpl, CURLOPT_CLOSESOCKETFUNCTION, multi_close_socket);
@@ -654,9 +705,12 @@ static int multi_perform(lua_State *L)
     batch = m->budget_ms > 0 ? MULTI_START_BATCH : 0;
     for (;;) {
         double left;
+        long due;
+        multi_expire(m, 0);              /* never sent: not sent late */
         multi_start_queued(m, batch);
         curl_multi_perform(m->multi, &still);
         multi_collect(m);
+        multi_expire(m, 1);              /* what had arrived was read */
         if (m->lists[X_DONE].n > 0 ||
             (m->lists[X_RUNNING].n == 0 && m->lists[X_QUEUED].n == 0))
             break;
@@ -665,6 +719,9 @@ static int multi_perform(lua_State *L)
             break;
         if (batch && multi_can_start(m))
             continue;                    /* more to start before waiting */
+        due = multi_deadline_ms(m);
+        if (due >= 0 && due < left)
+            left = (double)due;
         /* Returns early on socket activity or when libcurl's own timer is
          * due; the loop then decides whether to wait again. */
         curl_multi_poll(m->multi, NULL, 0, (int)left, NULL);
@@ -714,10 +771,15 @@ static int multi_timeout(lua_State *L)
         lua_pushinteger(L, -1);
         return 1;
     }
-    if (m->lists[X_DONE].n > 0 || multi_can_start(m))
+    if (m->lists[X_DONE].n > 0 || multi_can_start(m)) {
         ms = 0;
-    else if (curl_multi_timeout(m->multi, &ms) != CURLM_OK)
-        ms = -1;
+    } else {
+        long due = multi_deadline_ms(m);
+        if (curl_multi_timeout(m->multi, &ms) != CURLM_OK)
+            ms = -1;
+        if (due >= 0 && (ms < 0 || due < ms))
+            ms = due;
+    }
     lua_pushinteger(L, (lua_Integer)ms);
     return 1;
 }

@@ -36,10 +36,12 @@
 --
 -- **External event loops.** Simplest: call `client:poll(0)` on every tick.
 -- Better: sleep at most `client:timeout()` ms (libcurl's own
--- `curl_multi_timeout`, shortened by the retry timers; -1 when nothing is
--- pending) and, for loops that watch sockets, also wake when one of
--- `client:fds()` (readable, writable arrays) is ready; then call
--- `client:poll(0)`.
+-- `curl_multi_timeout`, shortened by the attempts' deadlines and the retry
+-- timers; -1 when nothing is pending) and, for loops that watch sockets,
+-- also wake when one of `client:fds()` (readable, writable arrays) is
+-- ready; then call `client:poll(0)`. A poll that comes late (a stall, a
+-- loading screen) still reads an answer that arrived before it: a call
+-- fails on its `timeout` only when its answer is not there.
 --
 -- **create_many** makes a private multi handle with `max_concurrent =
 -- concurrency`, feeds it while it runs (requests are encoded as they go, so
@@ -114,6 +116,14 @@ local function heap_pop(h)
   return top
 end
 
+-- The first live timer: calls cancelled while they waited for a retry stay
+-- in the heap until they reach its top, and are dropped there (poll must
+-- not wait for them).
+local function heap_first(h)
+  while h[1] and h[1].cancelled do heap_pop(h) end
+  return h[1]
+end
+
 -- ---------------------------------------------------------------------------
 -- Engine: calls in flight on one multi handle, with their retry timers.
 -- An op is {op = "create"|"deactivate", r = request, token =, attempt =,
@@ -165,10 +175,18 @@ function Engine:start(op)
   self:send(op)
 end
 
+-- True when no retry may be sent or scheduled: create_many's `halted`
+-- (it stopped, or the client was closed, maybe by an on_attempt hook).
+function Engine:stopped()
+  local h = self.halted
+  return h ~= nil and h()
+end
+
 -- Sends every op whose retry is due.
 function Engine:fire_timers(now)
-  -- an on_attempt hook may have closed the client (and this engine)
-  if self.closed then return end
+  -- an on_attempt hook may have closed the client (and this engine); a
+  -- stopped create_many ends its waiting calls instead (halt)
+  if self.closed or self:stopped() then return end
   local t = self.timers
   while t[1] and t[1].due <= now do
     local op = heap_pop(t)
@@ -208,7 +226,7 @@ function Engine:complete(op, c)
   if op.unanswered > 0 then err.unanswered = op.unanswered end
   -- a warm is a probe: its error is the answer, never retried
   local wait = op.op ~= "warm" and retry.delay(op.op, err, op.attempt, self.policy)
-  if wait and not self.stopping then
+  if wait and not self:stopped() then
     op.err = err
     op.due = clock() + wait
     heap_push(self.timers, op)
@@ -227,7 +245,7 @@ function Engine:step(timeout_ms)
   local now = clock()
   self:fire_timers(now)
   local wait = timeout_ms
-  local first = self.timers[1]
+  local first = heap_first(self.timers)
   if first then
     local till = math.max(0, (first.due - now) * 1000)
     if till < wait then wait = till end
@@ -276,7 +294,7 @@ end
 function Engine:timeout()
   if self.n == 0 then return -1 end
   local t = self.m:timeout()
-  local first = self.timers[1]
+  local first = heap_first(self.timers)
   if first then
     local till = math.max(0, math.ceil((first.due - clock()) * 1000))
     if t < 0 or till < t then t = till end
@@ -419,9 +437,9 @@ function M.install(Client, internals)
     if type(callback) ~= "function" then
       argerror(2, "create_async", "function expected, got " .. type(callback))
     end
-    -- NaN would pass every expiry check (core.encode raises, naming itself)
-    if opts ~= nil and (type(opts) ~= "table" or (opts.now ~= nil
-        and (type(opts.now) ~= "number" or opts.now ~= opts.now))) then
+    -- NaN would pass every expiry check (create refuses it too)
+    local on = type(opts) == "table" and opts.now
+    if opts ~= nil and (type(opts) ~= "table" or (on ~= nil and (type(on) ~= "number" or on ~= on))) then
       argerror(3, "create_async", "table {now = number} expected")
     end
     if opts then check_keys(3, "create_async", opts, NOW_OPTS) end
@@ -499,6 +517,14 @@ function M.install(Client, internals)
     return self
   end
 
+  -- The message of an error a callback raised: its __tostring may raise
+  -- too, and poll must finish its callbacks (and its `polling` flag).
+  local function message(e)
+    local ok, s = pcall(tostring, e)
+    if ok and type(s) == "string" then return s end
+    return "(an error value that tostring fails on: " .. type(e) .. ")"
+  end
+
   --- Drives the pending calls for at most `timeout_ms` (default 0) and runs
   -- the callbacks of those that finished.
   -- @return the number of calls still pending, and a list of callback error
@@ -527,7 +553,7 @@ function M.install(Client, internals)
         if h then hok, herr = pcall(h, cerr, info) end
         if not h or not hok then
           errs = errs or {}
-          errs[#errs + 1] = tostring(h and herr or cerr)
+          errs[#errs + 1] = message(h and herr or cerr)
         end
       end
     end
@@ -567,8 +593,11 @@ function M.install(Client, internals)
     if self._closed or not a then return false end
     local o = a.ops[handle]
     if not o then return false end
-    a.ops[handle] = nil
-    return a.engine:cancel(o)
+    local ok, acted = a.engine:cancel(o)
+    -- false: it finished in the poll that is running and its callback is
+    -- still to run; it stays listed, so a close before then names it
+    if ok then a.ops[handle] = nil end
+    return ok, acted
   end
 
   local sync_close = Client.close
@@ -617,7 +646,7 @@ function M.install(Client, internals)
   local function call_progress(progress, done, n, failed)
     if not progress then return nil end
     local ok, e = pcall(progress, done, n, failed)
-    if not ok then return "on_progress raised: " .. tostring(e) end
+    if not ok then return "on_progress raised: " .. message(e) end
     return nil
   end
 
@@ -665,13 +694,15 @@ function M.install(Client, internals)
   end
 
   -- create_many over a private multi handle. When on_progress raises or
-  -- closes the client, nothing new starts, no retry is sent, and the calls
-  -- in flight finish (their links may exist: their URLs are kept).
+  -- the client is closed (by on_progress, on_attempt or a token function),
+  -- nothing new starts, no retry is sent, and the calls in flight finish
+  -- (their links may exist: their URLs are kept).
   local function many_multi(self, reqs, n, conc, progress)
     local results, done, failed = {}, 0, 0
     local eng = new_engine(core.multi_new(multi_opts(self, conc)), self._policy, internals,
       self._on_attempt)
     local stop
+    eng.halted = function() return stop ~= nil or self._closed == true end
     local ok, e = pcall(function()
       local nexti = 1
       local function record(i, res, err)
@@ -683,7 +714,6 @@ function M.install(Client, internals)
       end
       local function halt()
         -- calls waiting for a retry end with their last error
-        eng.stopping = true
         while eng.timers[1] do
           local o = heap_pop(eng.timers)
           o.err.attempts = o.sends
@@ -693,7 +723,7 @@ function M.install(Client, internals)
       end
       -- keeps about `conc` calls in flight (plus those waiting for a retry)
       local function feed()
-        while nexti <= n and eng.n < conc and not stop do
+        while nexti <= n and eng.n < conc and not eng:stopped() do
           local i = nexti
           nexti = nexti + 1
           local req = reqs[i]
@@ -713,7 +743,7 @@ function M.install(Client, internals)
       end
       feed()
       while eng.n > 0 do
-        if stop and not eng.stopping then halt() end
+        if eng:stopped() then halt() end
         if eng.n == 0 then break end
         local finished, nf = eng:step(1000)
         for k = 1, nf do
@@ -725,12 +755,14 @@ function M.install(Client, internals)
     end)
     eng:close()
     if not ok then error(e, 0) end
+    if not stop and self._closed then stop = "the client was closed" end
     return finish_many(results, n, stop)
   end
 
   --- Creates many links at once.
-  -- When `on_progress` raises or closes the client, create_many stops:
-  -- nothing new starts, the calls in flight finish, and what was done is
+  -- When `on_progress` raises or the client is closed (by `on_progress`
+  -- or `on_attempt`), create_many stops: nothing new starts, no retry is
+  -- sent, the calls in flight finish, and what was done is
   -- returned (created links with their URLs). The entries never started
   -- are `{err = e, not_started = true}` (`e.kind = "transport"`, nothing
   -- sent), and a second value says why it stopped.
