@@ -49,6 +49,26 @@ local function links_of(sb)
   return n
 end
 
+-- A multi handle double that completes every transfer in one perform (each
+-- a created link l<id>), so that all their callbacks run from one poll.
+local function one_poll_multi()
+  local queued, last = {}, 0
+  return {
+    add = function() last = last + 1; queued[#queued + 1] = last; return last end,
+    perform = function()
+      local out = {}
+      for i, id in ipairs(queued) do
+        out[i] = { id = id, status = 200, headers = {},
+                   body = '{"shortenedUrl":"https://impay.link/l' .. id .. '"}' }
+      end
+      queued = {}
+      return out, 0
+    end,
+    timeout = function() return -1 end, cancel = function() return false end,
+    close = function() end,
+  }
+end
+
 describe("core.multi_new", function()
   local sb
   setup(function() sb = helper.start() end)
@@ -708,27 +728,10 @@ describe("client async calls", function()
   end)
 
   it("a call that finished in the same poll can no longer be cancelled", function()
-    -- a multi handle double that completes every transfer in one perform, so
-    -- that both callbacks run from one poll
+    -- both callbacks run from one poll
     local c = client()
     local real = core.multi_new
-    core.multi_new = function()
-      local queued, last = {}, 0
-      return {
-        add = function() last = last + 1; queued[#queued + 1] = last; return last end,
-        perform = function()
-          local out = {}
-          for i, id in ipairs(queued) do
-            out[i] = { id = id, status = 200, headers = {},
-                       body = '{"shortenedUrl":"https://impay.link/l' .. id .. '"}' }
-          end
-          queued = {}
-          return out, 0
-        end,
-        timeout = function() return -1 end, cancel = function() return false end,
-        close = function() end,
-      }
-    end
+    core.multi_new = one_poll_multi
     local ok, err = pcall(function()
       local calls, cancelled, second = {}, nil, nil
       c:create_async(request({ merchant_uid = "f1" }), function(res)
@@ -754,23 +757,7 @@ describe("client async calls", function()
     -- is to run), then close stops it, so close must name it
     local c = client()
     local real = core.multi_new
-    core.multi_new = function()
-      local queued, last = {}, 0
-      return {
-        add = function() last = last + 1; queued[#queued + 1] = last; return last end,
-        perform = function()
-          local out = {}
-          for i, id in ipairs(queued) do
-            out[i] = { id = id, status = 200, headers = {},
-                       body = '{"shortenedUrl":"https://impay.link/l' .. id .. '"}' }
-          end
-          queued = {}
-          return out, 0
-        end,
-        timeout = function() return -1 end, cancel = function() return false end,
-        close = function() end,
-      }
-    end
+    core.multi_new = one_poll_multi
     local ok, err = pcall(function()
       local calls, cancelled, maybe, second = 0, nil, nil, nil
       c:create_async(request({ merchant_uid = "s1" }), function()

@@ -24,6 +24,13 @@ local function fake_transport(answers)
   return t
 end
 
+-- A fake nginx in a timer phase: its clock is `now()`, its sockets `sock()`.
+local function fake_ngx(now, sock)
+  rawset(_G, "ngx", { get_phase = function() return "timer" end, now = now,
+    log = function() end, sleep = function() end, INFO = 7, WARN = 5,
+    socket = { tcp = sock } })
+end
+
 describe("Retry-After", function()
   it("refuses dates that do not exist, wrong weekday names and over-long values", function()
     for _, v in ipairs({ "Wed, 99 Oct 2030 07:28:00 GMT", "Mon, 31 Feb 2030 07:28:00 GMT",
@@ -158,9 +165,7 @@ describe("ngx transport: the deadline passing between a dead reused connection a
         setkeepalive = function() return true end,
       }
     end
-    rawset(_G, "ngx", { get_phase = function() return "timer" end, now = function() return now end,
-      log = function() end, sleep = function() end, INFO = 7, WARN = 5,
-      socket = { tcp = sock } })
+    fake_ngx(function() return now end, sock)
   end)
   after_each(function() rawset(_G, "ngx", saved) end)
 
@@ -193,9 +198,7 @@ describe("ngx transport: connect_timeout bounds the TCP connect and the TLS hand
         close = function() end,
       }
     end
-    rawset(_G, "ngx", { get_phase = function() return "timer" end, now = function() return now end,
-      log = function() end, sleep = function() end, INFO = 7, WARN = 5,
-      socket = { tcp = sock } })
+    fake_ngx(function() return now end, sock)
   end)
   after_each(function() rawset(_G, "ngx", saved) end)
 
