@@ -23,12 +23,40 @@ end
 -- that runs inside it; returns how many did, and call's first five
 -- results. A batch of finalizers is armed, then the collector is stepped
 -- (outside the call) until the first of them has run: a step finalizes
--- only some, so the rest are pending and run at the next allocations the
--- collector steps at, inside the call. Best under eager_gc; a call that
--- allocates little may still see none (LuaJIT steps once a KB).
--- (5.1 and LuaJIT finalize ~100 objects a step at the eager_gc settings,
--- 5.4 ~10; and on 5.4 each setmetatable with __gc walks the object list)
+-- only some, so the rest are pending and run at the allocations inside
+-- the call, where the collector (under eager_gc) steps at each one.
+-- Arming runs with the collector stopped: a small heap would otherwise
+-- finish a cycle, and the whole batch, among the batch's own allocations.
 local BATCH = newproxy and 2000 or 100 -- luacheck: ignore 113
+local step_until
+if newproxy then -- luacheck: ignore 113
+  -- 5.1 / LuaJIT: at pause 0 each cycle starts owing the whole heap, and
+  -- "step" repeats steps while there is debt, to the cycle's end. An
+  -- allocation steps once (~100 finalizers at stepmul 1000) and, with
+  -- that debt, so does each allocation after it.
+  function step_until(done)
+    for _ = 1, 1000000 do
+      if done() then return end
+      local _ = {}
+    end
+  end
+else
+  -- 5.4: a step finalizes ten at a time until its work is done: at stepmul
+  -- 1 that is ~20. It then owes 8 KB before the next; at stepmul 1000 and
+  -- step size 2 bytes one more step of ten leaves it owing nothing, so
+  -- each allocation in the call steps (a number's conversion is enough).
+  function step_until(done)
+    local stepmul = collectgarbage("setstepmul", 1)
+    for _ = 1, 1000000 do
+      if done() then break end
+      collectgarbage("step", 0)
+    end
+    collectgarbage("incremental", 0, 1000, 1)
+    collectgarbage("step", 0)
+    collectgarbage("incremental", 0, stepmul, 13)   -- 13: the default step size
+  end
+end
+
 function M.with_finalizers(on_fin, call, ...)
   local inside, outside, hits = false, false, 0
   local function fin()
@@ -36,19 +64,21 @@ function M.with_finalizers(on_fin, call, ...)
     hits = hits + 1
     on_fin()
   end
+  local function done() return outside end
+  collectgarbage("stop")
   for _ = 1, BATCH do M.finalized(fin) end
-  for _ = 1, 100000 do
-    if outside then break end
-    collectgarbage("step", 0)
-  end
+  -- no allocation from here to the first step
+  collectgarbage("restart")
+  step_until(done)
   inside = true
   -- no allocation between the flag and the call, nor after it
   local a, b, c, d, e = call(...)
   inside = false
   return hits, a, b, c, d, e
 end
--- LuaJIT never runs finalizers while a trace runs (lj_gc_step)
-if jit then jit.off(M.with_finalizers, true) end -- luacheck: ignore 113
+-- LuaJIT never runs finalizers while a trace runs (lj_gc_step), and a
+-- trace may sink step_until's allocation altogether
+if jit then jit.off(M.with_finalizers, true); jit.off(step_until, true) end -- luacheck: ignore 113
 
 --- Runs fn with the collector as with_finalizers wants it (incremental,
 -- stepping at every allocation), then restores the defaults; raises what
