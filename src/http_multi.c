@@ -64,11 +64,14 @@
  * ones go back to `done` for the next perform.
  *
  * Re-entrancy: building the results allocates, so a GC step may run a
- * finalizer that uses this handle while perform still reads a transfer. For
- * that span (`reporting`, a protected call so an error cannot leave it set)
- * close only marks the handle closed and perform frees it when done (then
- * reporting nothing), a nested perform reports nothing, and cancel leaves
- * the transfer being reported alone.
+ * finalizer that uses this handle while perform still reads a transfer. So
+ * perform marks the handle (`performing`) before its first allocation and
+ * makes every allocation inside one protected call (multi_report, an
+ * upvalue: pushing it allocates nothing), so an error cannot leave the mark
+ * set. While it is set, close only marks the handle closed and perform
+ * frees it when done (then reporting nothing), a nested perform reports
+ * nothing (one that ran before the results were built took them all), and
+ * cancel leaves the transfer being reported alone.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,7 +95,7 @@
 #define MULTI_MAX_CONCURRENT 4096
 
 /* X_REPORTED: its result table is built in a perform that is still
- * reporting; recycled when that perform returns them, back to X_DONE when
+ * running; recycled when that perform returns them, back to X_DONE when
  * it raises (see multi_report). */
 enum { X_QUEUED, X_RUNNING, X_DONE, X_POOL, X_REPORTED, X_NLISTS };
 
@@ -124,7 +127,7 @@ typedef struct {
     CURLM *multi;
     CURL *tmpl;                   /* template with the constant options */
     int closed;
-    int reporting;                /* perform is building results */
+    int performing;               /* inside perform: see Re-entrancy */
     int max_concurrent;
     double timeout_ms;            /* one attempt's deadline (option timeout) */
     size_t max_bytes;
@@ -635,10 +638,10 @@ static void multi_push_result(lua_State *L, multi_handle *m, xfer *x)
     lua_setfield(L, -2, "sends");
 }
 
-/* multi_report(m, completions), under lua_pcall: one table per done
- * transfer, each moved to X_REPORTED once its table is built. Stops when a
- * finalizer closed the handle (the transfers are still there: close waits
- * for `reporting` to end). The caller recycles the reported transfers when
+/* multi_report(m), under lua_pcall: the completions table, one table per
+ * done transfer, each moved to X_REPORTED once its table is built. Stops
+ * when a finalizer closed the handle (the transfers are still there: close
+ * waits for `performing` to end). The caller recycles the reported transfers when
  * the call returns, or, when it raised (out of memory; on 5.1 and LuaJIT
  * also an error a finalizer raised), puts them back in front of X_DONE:
  * the table they were in is lost, so the next perform reports them. */
@@ -646,13 +649,14 @@ static int multi_report(lua_State *L)
 {
     multi_handle *m = (multi_handle *)lua_touserdata(L, 1);
     int n = 0;
+    lua_createtable(L, (int)m->lists[X_DONE].n, 0);
     while (!m->closed && m->lists[X_DONE].head) {
         xfer *x = m->lists[X_DONE].head;
         multi_push_result(L, m, x);
         lua_rawseti(L, 2, ++n);
         xl_move(m, x, X_REPORTED);
     }
-    return 0;
+    return 1;
 }
 
 /* After multi_report: the reported transfers recycled (delivered), or put
@@ -688,16 +692,17 @@ static int multi_perform(lua_State *L)
     multi_handle *m = multi_check(L);
     lua_Number t = luaL_optnumber(L, 2, 0);
     double start, deadline;
-    int still, batch;
+    int still, batch, rc;
 
     luaL_argcheck(L, t >= 0, 2, "timeout must be >= 0 ms");
-    lua_settop(L, 2);
-    lua_newtable(L);                               /* 3: completions */
-    if (m->closed || m->reporting) {     /* reporting: called by a finalizer */
+    if (m->closed || m->performing) {    /* performing: called by a finalizer */
+        lua_newtable(L);
         lua_pushinteger(L, m->closed ? 0 : (lua_Integer)(m->lists[X_QUEUED].n
                                                          + m->lists[X_RUNNING].n));
         return 2;
     }
+    /* No allocation (so no finalizer) from here to the protected call. */
+    m->performing = 1;
     if (t > 86400000.0)
         t = 86400000.0;
     start = multi_now_ms();
@@ -738,25 +743,21 @@ static int multi_perform(lua_State *L)
         if (!batch)
             break;
     }
-    if (m->lists[X_DONE].head) {
-        int rc;
-        lua_pushcfunction(L, multi_report);
-        lua_pushvalue(L, 1);
-        lua_pushvalue(L, 3);
-        m->reporting = 1;
-        rc = lua_pcall(L, 2, 0, 0);
-        m->reporting = 0;
-        if (m->closed)                   /* by a finalizer, while reporting */
-            multi_free(m);
-        else
-            multi_reported(m, rc == LUA_OK);
-        if (rc != LUA_OK)
-            return lua_error(L);
-        if (m->closed) {                 /* close cancels what it interrupted */
-            lua_newtable(L);
-            lua_pushinteger(L, 0);
-            return 2;
-        }
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));         /* multi_report */
+    lua_pushvalue(L, 1);
+    rc = lua_pcall(L, 1, 1, 0);                    /* 2: completions */
+    m->performing = 0;
+    if (m->closed)                       /* by a finalizer, while performing */
+        multi_free(m);
+    else
+        multi_reported(m, rc == LUA_OK);
+    if (rc != LUA_OK)
+        return lua_error(L);
+    if (m->closed) {                     /* close cancels what it interrupted */
+        lua_newtable(L);
+        lua_pushinteger(L, 0);
+        return 2;
     }
     lua_pushinteger(L, (lua_Integer)(m->lists[X_QUEUED].n + m->lists[X_RUNNING].n));
     return 2;
@@ -824,7 +825,7 @@ static int multi_cancel(lua_State *L)
             for (x = m->lists[i].head; x; x = x->next) {
                 if (x->id != id)
                     continue;
-                if (m->reporting && x == m->lists[X_DONE].head)
+                if (m->performing && x == m->lists[X_DONE].head)
                     goto reported;               /* being reported right now */
                 if (i == X_RUNNING)
                     curl_multi_remove_handle(m->multi, x->easy);
@@ -873,12 +874,12 @@ static int multi_connections(lua_State *L)
     return 1;
 }
 
-/* close and __close: while perform reports, it frees the handle itself. */
+/* close and __close: while perform runs, it frees the handle itself. */
 static int multi_close(lua_State *L)
 {
     multi_handle *m = multi_check(L);
     m->closed = 1;
-    if (!m->reporting)
+    if (!m->performing)
         multi_free(m);
     return 0;
 }
@@ -900,7 +901,6 @@ static int multi_tostring(lua_State *L)
 static const luaL_Reg multi_methods[] = {
     { "add", multi_add },
     { "fresh", multi_fresh },
-    { "perform", multi_perform },
     { "timeout", multi_timeout },
     { "fds", multi_fds },
     { "cancel", multi_cancel },
@@ -921,6 +921,11 @@ static int multi_monotonic(lua_State *L)
 void plink_http_multi_open(lua_State *L)
 {
     plink_setmeta(L, MULTI_MT, multi_methods, multi_gc, multi_close);
+    luaL_getmetatable(L, MULTI_MT);
+    lua_pushcfunction(L, multi_report);
+    lua_pushcclosure(L, multi_perform, 1);
+    lua_setfield(L, -2, "perform");
+    lua_pop(L, 1);
     lua_pushcfunction(L, multi_new);
     lua_setfield(L, -2, "multi_new");
     lua_pushcfunction(L, multi_monotonic);
