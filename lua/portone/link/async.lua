@@ -26,7 +26,8 @@
 -- not disturb the other transfers: it goes to the `on_error(fn)` handler
 -- (`fn(message, {op =, handle =})`), or, without one, comes back from `poll`
 -- as its second value, a list of messages. A callback may start new calls
--- or close the client; it may not call `poll` (that raises inside it).
+-- or close the client; it may not call `poll` or `warm` (they raise inside
+-- it).
 --
 -- **close()** (or dropping the client: the multi handle has its own `__gc`)
 -- cancels every pending call and frees the handles. No callback runs after
@@ -480,6 +481,8 @@ function M.install(Client, internals)
         .. "in the worker's event loop)", { sent = false, attempts = 0 })
     end
     local a = state(self)
+    -- it polls: refused from a callback (as poll is) before a probe is sent
+    if a.polling then error("warm: called from inside a callback", 2) end
     local cap = (self._http and self._http.max_concurrent) or M.DEFAULT_CONCURRENT
     if n > cap then n = cap end
     local r = { method = "HEAD", url = self._base_url .. protocol.PATH,
@@ -491,9 +494,9 @@ function M.install(Client, internals)
     end
     for _ = 1, n do
       a.next = a.next + 1
-      local o = { op = "warm", r = r, handle = a.next, cb = done }
-      a.ops[o.handle] = o
-      a.engine:start(o)
+      -- not in a.ops: no handle of the caller's names a probe (a cancel of
+      -- one would leave this loop waiting for ever)
+      a.engine:start({ op = "warm", r = r, handle = a.next, cb = done })
     end
     local cb_errs
     while left > 0 and not self._closed do
