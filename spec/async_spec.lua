@@ -698,6 +698,41 @@ describe("client async calls", function()
     c:close()
   end)
 
+  it("refuses warm from inside a callback before it sends a probe", function()
+    local c = client()
+    c:create_async(request(), function() c:warm(2) end)
+    local errs = run(c)
+    assert.equal(1, #errs)
+    assert.truthy(errs[1]:find("inside a callback", 1, true))
+    -- no probe was started: nothing left pending, only the create was sent
+    assert.equal(0, c:pending())
+    assert.equal(1, sb:stats().requests)
+    c:close()
+  end)
+
+  it("cancel does not take warm's probes: a handle that names one is unknown, warm ends", function()
+    local c = client({ timeout = 3 })
+    -- the create answers in 0.2 s, warm's probe (the next request) in 1.5 s
+    assert(sb:faults("create", { { delay_ms = 200 }, { delay_ms = 1500 } }))
+    local h, cancelled
+    h = assert(c:create_async(request(), function()
+      -- a careless caller cancels a handle it never got (warm's probe is h + 1)
+      cancelled = { c:cancel(h + 1) }
+    end))
+    c:poll(0)                           -- the create is on its way first
+    local t0 = now()
+    -- warm spun for ever when its probe was cancelled (a watchdog stops it)
+    local function watchdog() if now() - t0 > 8 then error("warm did not return") end end
+    debug.sethook(watchdog, "", 100000)
+    local ok, res = pcall(c.warm, c, 1)
+    debug.sethook()
+    assert.is_true(ok, res)
+    assert.is_true(res)
+    assert.same({ false }, cancelled)
+    assert.equal(0, c:pending())
+    c:close()
+  end)
+
   it("cancels a pending call", function()
     sb:latency(100)
     local c = client()

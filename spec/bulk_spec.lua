@@ -137,6 +137,27 @@ describe("client:create_many", function()
     assert.equal("transport", results[1].err.kind)
   end)
 
+  it("refuses a list with an entry past #reqs (after a hole) before it sends anything", function()
+    local c = client()
+    for _, bad in ipairs({ -1, 1.5, 4097, 1 / 0, 0 / 0, "4" }) do
+      assert.has_error(function() c:create_many({ request(1) }, { concurrency = bad }) end,
+        "bad argument #2 to 'create_many' (concurrency must be an integer in [1, 4096])")
+    end
+    -- reqs[10] lives in the hash part: #reqs is 1 on 5.4 and LuaJIT, and
+    -- requests 2..10 were dropped: never sent, no entry in the results
+    local reqs = { request(1) }
+    reqs[10] = request(10)
+    assert.has_error(function() c:create_many(reqs) end,
+      "bad argument #1 to 'create_many' (an array expected: [2] is nil, [10] is not)")
+    assert.equal(0, sb:stats().requests)
+    -- keys other than positive integers are not entries (table.pack's n)
+    local results = c:create_many(table.pack and table.pack(request(1), request(2))
+      or { request(1), request(2), n = 2 })
+    assert.equal(2, #results)
+    assert.truthy(results[1].res and results[2].res)
+    c:close()
+  end)
+
   -- on_progress raising or closing the client stops create_many; what was
   -- done is returned, created URLs included, and the rest is marked.
   local function check_stopped(results, stop, n, why)

@@ -26,7 +26,8 @@
 -- not disturb the other transfers: it goes to the `on_error(fn)` handler
 -- (`fn(message, {op =, handle =})`), or, without one, comes back from `poll`
 -- as its second value, a list of messages. A callback may start new calls
--- or close the client; it may not call `poll` (that raises inside it).
+-- or close the client; it may not call `poll` or `warm` (they raise inside
+-- it).
 --
 -- **close()** (or dropping the client: the multi handle has its own `__gc`)
 -- cancels every pending call and frees the handles. No callback runs after
@@ -480,6 +481,8 @@ function M.install(Client, internals)
         .. "in the worker's event loop)", { sent = false, attempts = 0 })
     end
     local a = state(self)
+    -- it polls: refused from a callback (as poll is) before a probe is sent
+    if a.polling then error("warm: called from inside a callback", 2) end
     local cap = (self._http and self._http.max_concurrent) or M.DEFAULT_CONCURRENT
     if n > cap then n = cap end
     local r = { method = "HEAD", url = self._base_url .. protocol.PATH,
@@ -491,9 +494,9 @@ function M.install(Client, internals)
     end
     for _ = 1, n do
       a.next = a.next + 1
-      local o = { op = "warm", r = r, handle = a.next, cb = done }
-      a.ops[o.handle] = o
-      a.engine:start(o)
+      -- not in a.ops: no handle of the caller's names a probe (a cancel of
+      -- one would leave this loop waiting for ever)
+      a.engine:start({ op = "warm", r = r, handle = a.next, cb = done })
     end
     local cb_errs
     while left > 0 and not self._closed do
@@ -658,6 +661,22 @@ function M.install(Client, internals)
     return err
   end
 
+  -- The number of entries of create_many's `reqs` (`#reqs`), or nil and the
+  -- message of an argument error when a positive integer key lies past it:
+  -- `#` stops at a border, so the requests after a hole were neither sent
+  -- nor reported. Other keys (table.pack's n) are no entries.
+  local function count_reqs(reqs)
+    local n = #reqs
+    for k in pairs(reqs) do
+      if type(k) == "number" and k > n and k % 1 == 0 then
+        local hole = 1
+        while rawget(reqs, hole) ~= nil do hole = hole + 1 end
+        return nil, ("an array expected: [%d] is nil, [%.14g] is not"):format(hole, k)
+      end
+    end
+    return n
+  end
+
   -- create_many over ngx.thread light threads and the sync create.
   local function many_ngx(self, reqs, n, conc, progress)
     local results, nexti, done, failed = {}, 1, 0, 0
@@ -766,7 +785,8 @@ function M.install(Client, internals)
   -- returned (created links with their URLs). The entries never started
   -- are `{err = e, not_started = true}` (`e.kind = "transport"`, nothing
   -- sent), and a second value says why it stopped.
-  -- @tparam table reqs an array of request tables
+  -- @tparam table reqs an array of request tables (a positive integer key
+  --   past `#reqs`, after a hole, raises: those requests would be dropped)
   -- @tparam[opt] table opts `concurrency` (32), `on_progress(done, total, failed)`
   -- @return an array, in input order, of `{res = result}` or `{err = err}`;
   --   and, when it stopped early, an error (kind `transport`) saying why
@@ -785,7 +805,8 @@ function M.install(Client, internals)
     if progress ~= nil and type(progress) ~= "function" then
       argerror(2, "create_many", "on_progress must be a function")
     end
-    local n = #reqs
+    local n, bad = count_reqs(reqs)
+    if not n then argerror(1, "create_many", bad) end
     if self._closed then
       local results = {}
       for i = 1, n do results[i] = { err = closed_error() } end
