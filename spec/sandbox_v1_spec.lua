@@ -245,6 +245,29 @@ describe("sandbox REST V1", function()
       assert.equal(cjson.null, t.response)
     end)
 
+    it("reads a '+' in a path segment as a plus, as PortOne does (only %XX is decoded)", function()
+      local plus = uid("a+b")
+      local imp = assert(admin_pay((create{ merchant_uid = plus }))).imp_uid
+      for _, path in ipairs({ "/payments/find/" .. plus, "/payments/find/" .. plus:gsub("%+", "%%2B"),
+                              "/payments/findAll/" .. plus, "/payments/find/" .. plus .. "/paid" }) do
+        local status, t = authed("GET", path)
+        assert.equal(200, status, path)
+        local got = t.response.imp_uid or t.response.list[1].imp_uid
+        assert.equal(imp, got, path)
+      end
+      assert(call("POST", "/payments/prepare", { merchant_uid = plus, amount = 10000 },
+        { Authorization = "Bearer " .. token }))
+      local status, t = authed("GET", "/payments/prepare/" .. plus)
+      assert.equal(200, status)
+      assert.equal(plus, t.response.merchant_uid)
+      -- and a space sent as %20 is still a space
+      local spaced = uid("a b")
+      local spaced_imp = assert(admin_pay((create{ merchant_uid = spaced }))).imp_uid
+      status, t = authed("GET", "/payments/find/" .. spaced:gsub(" ", "%%20"))
+      assert.equal(200, status)
+      assert.equal(spaced_imp, t.response.imp_uid)
+    end)
+
     it("GET /payments/findAll/{merchant_uid}[/{status}] pages the order's payments", function()
       local status, t = authed("GET", "/payments/findAll/" .. muid .. "/")   -- iamporter's trailing slash
       assert.equal(200, status)

@@ -358,7 +358,12 @@ end
 
 local function not_allowed() return envelope(405, -1, "Method Not Allowed") end
 
-local function decode(s) return ngx.unescape_uri(s) end
+-- A path segment as sent: only %XX is decoded. A '+' in a path is a plus
+-- (ngx.unescape_uri reads it as a space, as in a query string: an order
+-- "a+b" asked for as /payments/find/a+b was not found).
+local function decode(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
 
 -- uri -> {methods = {GET = fn(body) ...}, class}; nil when not a V1 path.
 local function match(uri)
