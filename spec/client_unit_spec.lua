@@ -34,6 +34,24 @@ describe("protocol.link_id", function()
       assert.equal("bad_id", err.errors[1].code, bad)
     end
   end)
+  it("deactivate(url): only the scheme's own default port is the same host", function()
+    local hosts = protocol.link_hosts("http://127.0.0.1:8080")
+    assert.equal("x1", protocol.link_id("https://impay.link:443/x1", hosts))
+    assert.equal("x1", protocol.link_id("HTTP://IMPAY.LINK:80/x1", hosts))
+    -- https on port 80, http on 443, or a second port after the host's own:
+    -- another origin (or no URL at all), not a link of ours
+    for _, bad in ipairs({ "https://impay.link:80/x1", "http://impay.link:443/x1",
+        "http://127.0.0.1:8080:80/x1", "https://127.0.0.1:8080:443/x1",
+        "https://impay.link:443:443/x1", "http://[::1]:80/x1" }) do
+      local id, err = protocol.link_id(bad, hosts)
+      assert.is_nil(id, bad)
+      assert.equal("bad_id", err.errors[1].code, bad)
+    end
+    local v6 = protocol.link_hosts("http://[::1]")
+    assert.equal("x1", protocol.link_id("http://[::1]:80/x1", v6))
+    assert.is_nil(protocol.link_id("http://[::1]:8080:80/x1", v6))
+    assert.is_nil(protocol.link_id("http://[::1]:8080:80/x1", protocol.link_hosts("http://[::1]:8080")))
+  end)
   it("accepts a bare id", function()
     assert.equal("abc", protocol.link_id("abc"))
     assert.equal(("a"):rep(64), protocol.link_id(("a"):rep(64)))

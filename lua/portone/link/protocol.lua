@@ -78,14 +78,17 @@ function M.link_id(url_or_id, hosts)
   local id = url_or_id
   if type(id) ~= "string" then return bad_id() end
   if id:find("://", 1, true) then
-    local auth, rest = id:match("^[Hh][Tt][Tt][Pp][Ss]?://([%w%.%-:%[%]]+)/(.*)$")
+    local scheme, auth, rest = id:match("^([Hh][Tt][Tt][Pp][Ss]?)://([%w%.%-:%[%]]+)/(.*)$")
     if not auth then return bad_id() end
     hosts = hosts or { [M.LINK_HOST] = true }
     local low = auth:lower()
     if not hosts[low] then
-      -- the default port spelled out is the same host
+      -- the scheme's default port spelled out is the same host (https on
+      -- 80, or a port after a host that has one, is not)
       local h, port = low:match("^(.-):(%d+)$")
-      if not (h and (port == "443" or port == "80") and hosts[h]) then return bad_id() end
+      local default = #scheme == 5 and "443" or "80"
+      local one_host = h and (h:find("^%[[^%]]*%]$") or not h:find(":", 1, true))
+      if not (one_host and port == default and hosts[h]) then return bad_id() end
     end
     id = rest:match("^([^/]*)/?$")
     if not id then return bad_id() end
