@@ -641,10 +641,11 @@ static void multi_push_result(lua_State *L, multi_handle *m, xfer *x)
 /* multi_report(m), under lua_pcall: the completions table, one table per
  * done transfer, each moved to X_REPORTED once its table is built. Stops
  * when a finalizer closed the handle (the transfers are still there: close
- * waits for `performing` to end). The caller recycles the reported transfers when
- * the call returns, or, when it raised (out of memory; on 5.1 and LuaJIT
- * also an error a finalizer raised), puts them back in front of X_DONE:
- * the table they were in is lost, so the next perform reports them. */
+ * waits for `performing` to end). The caller recycles the reported
+ * transfers when the call returns, or, when it raised (out of memory; on
+ * 5.1 and LuaJIT also an error a finalizer raised), puts them back in
+ * front of X_DONE: the table they were in is lost, so the next perform
+ * reports them. */
 static int multi_report(lua_State *L)
 {
     multi_handle *m = (multi_handle *)lua_touserdata(L, 1);
