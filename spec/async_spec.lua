@@ -720,9 +720,14 @@ describe("client async calls", function()
       cancelled = { c:cancel(h + 1) }
     end))
     c:poll(0)                           -- the create is on its way first
-    local t0 = now()
-    -- warm spun for ever when its probe was cancelled (a watchdog stops it)
-    local function watchdog() if now() - t0 > 8 then error("warm did not return") end end
+    -- warm spun for ever when its probe was cancelled: a watchdog stops it
+    -- after 10^8 VM instructions (a spin's; waiting for the probe runs a
+    -- few thousand)
+    local ticks = 0
+    local function watchdog()
+      ticks = ticks + 1
+      if ticks > 1000 then error("warm did not return") end
+    end
     debug.sethook(watchdog, "", 100000)
     local ok, res = pcall(c.warm, c, 1)
     debug.sethook()
