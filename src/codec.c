@@ -1458,7 +1458,7 @@ static int codec_inuse(lua_State *L, const codec_bufs *b)
             return 1;
         /* a fused create holding the body while it sends it; not the one
          * that called us (level 1), which holds nothing yet */
-        if (level > 1 && f == plink_http_encode_create)
+        if (level > 1 && (f == plink_http_encode_create || f == plink_http_bound_create))
             return 1;
     }
     return 0;

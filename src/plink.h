@@ -25,11 +25,13 @@ void plink_answer_open(lua_State *L);
  * (a userdata) | false, list. The body is read with plink_codec_body and
  * the buffers let go with plink_codec_release (idx: where the userdata
  * is); a raise in between leaves them busy until a later walk finds no
- * frame of plink_http_encode_create holding them. */
+ * frame of plink_http_encode_create, or of the bound create that runs it
+ * in its own frame (h:bind_create), holding them. */
 #define PLINK_CODEC_HELD "portone.link.codec_encode_held"
 const char *plink_codec_body(lua_State *L, int idx, size_t *len);
 void plink_codec_release(lua_State *L, int idx);
 int plink_http_encode_create(lua_State *L);
+int plink_http_bound_create(lua_State *L);
 /* The usual create answer, read in place (answer.c): the URL's pieces in the
  * body (esc: a slash was written "\/", so the URL is rebuilt decoded). */
 typedef struct {

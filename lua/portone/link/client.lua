@@ -72,6 +72,8 @@ local KNOWN = {
 }
 
 -- Checks base_url (see portone.link.transports): raises naming the option.
+local bind_create      -- below, beside create's other fast paths
+
 local function check_base_url(url, insecure)
   local ok, why = transports.check_base_url(url, { insecure = insecure, path = true })
   if not ok and why:find("plain http", 1, true) then
@@ -219,6 +221,7 @@ function M.new(opts)
   local token = o.token
   -- The token is kept in an upvalue, not in a field of the client.
   self._token = function() return token end
+  bind_create(self, token)
   return self
 end
 
@@ -375,6 +378,20 @@ local function create_parts(self, token)
   return p
 end
 
+-- The usual create, one C call (h:bind_create): a function of the request
+-- with the URL and header list bound, for a client whose every create
+-- would take them unchanged: the curl transport opened here, a fixed token
+-- (a string or none) and no on_attempt hook. Kept out of the client's
+-- fields like the parts (its headers hold the token); dropped by close.
+local FAST = setmetatable({}, { __mode = "k" })
+
+function bind_create(self, token)
+  local h = self._h
+  if not h or self._on_attempt or type(token) == "function" then return end
+  local p = create_parts(self, token)
+  if p then FAST[self] = h:bind_create(p.url, p.headers) end   -- else create reports it
+end
+
 -- The body of a create and its parts: body, parts, or nil, err with
 -- protocol.create_request's errors in the same order (body, then header
 -- values).
@@ -410,6 +427,20 @@ local function create_result(status, body, headers, now, sends)
 end
 M._create_result = create_result    -- for the specs: same answers as the general path
 
+-- What follows h:encode_create's outcome other than the usual answer's
+-- table (`false, list`, or a send to read and maybe retry), for `token`
+-- (default: the client's fixed one).
+function Client:_create_sent(s, b, hd, n, body, token)
+  if s == false then
+    local err = errors.validation(b)
+    err.attempts = 0
+    return nil, err
+  end
+  if token == nil then token = self._token() end
+  local p = create_parts(self, token)
+  return self:_run("create", "POST", p.url, p.headers, body, create_result, token, s, b, hd, n)
+end
+
 local CREATE_OPTS = { now = true }
 
 --- Creates a payment link.
@@ -417,6 +448,13 @@ local CREATE_OPTS = { now = true }
 -- @tparam[opt] table opts `{now = unix_seconds}` for the expiry rule
 -- @return `{url =, id =, status =}`, or `nil, err`
 function Client:create(req, opts)
+  local fast = opts == nil and FAST[self]
+  if fast then
+    local s, b, hd, n, body = fast(req)
+    if b ~= nil then return self:_create_sent(s, b, hd, n, body) end
+    if s then return s end
+    -- not a table: the checks below say so
+  end
   if getmetatable(self) ~= Client then error("bad self to 'create' (use client:create)", 2) end
   if type(req) ~= "table" then
     error(("bad argument #1 to 'create' (table expected, got %s)"):format(type(req)), 2)
@@ -447,12 +485,7 @@ function Client:create(req, opts)
     -- as the result; any other outcome of the send with the wire body
     local s, b, hd, n, body = self._h_encode_create(h, "POST", p.url, p.headers, req, 2, now)
     if type(s) == "table" then return s end
-    if s == false then
-      local err = errors.validation(b)
-      err.attempts = 0
-      return nil, err
-    end
-    return self:_run("create", "POST", p.url, p.headers, body, create_result, token, s, b, hd, n)
+    return self:_create_sent(s, b, hd, n, body, token)
   end
   -- the general path (also a bad header value, reported after the body's
   -- errors)
@@ -491,6 +524,7 @@ end
 function Client:close()
   if not self._closed then
     self._closed = true
+    FAST[self] = nil
     local t = self._t
     self._t = nil
     if t and t.close then t:close() end
