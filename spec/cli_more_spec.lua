@@ -295,7 +295,8 @@ describe("portone-link sandbox pay and --forward-to #lua54", function()
     local direct = { pg = "INIpayTest", pay_method = "vbank" }
     local link = new_link(3, { direct = direct })
     local before = #app:admin("GET", "inbox")
-    local code, out, err = sandbox("pay --method card", quote(link))
+    local code, _, err = sandbox("pay --method card", quote(link))
+    local out
     assert.equal(2, code)
     assert.truthy(err:find("direct", 1, true), err)
     assert.truthy(err:find("only vbank", 1, true), err)
@@ -322,7 +323,8 @@ describe("portone-link sandbox pay and --forward-to #lua54", function()
   end)
 
   it("deposit after the due date exits 1 naming it; the payment stays ready, with no webhook", function()
-    local link = new_link(6, { pay_methods = { { pg = "INIpayTest", pay_method = "vbank", label = "Bank" } } })
+    local vbank = { { pg = "INIpayTest", pay_method = "vbank", label = "Bank" } }
+    local link = new_link(6, { pay_methods = vbank })
     local code, out, err = sandbox("pay --json", quote(link))
     assert.equal(0, code, err)
     local p = cjson.decode(out)
