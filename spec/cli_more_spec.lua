@@ -282,6 +282,94 @@ describe("portone-link sandbox pay and --forward-to #lua54", function()
     for _, e in ipairs(app:admin("GET", "inbox")) do assert.falsy(e.body:find(failed, 1, true)) end
   end)
 
+  -- the CLI sandbox's admin API: decoded answer and status
+  local function admin(method, path, body)
+    local status, resp = require("portone.sandbox").http("127.0.0.1", tonumber(url:match(":(%d+)$")),
+      method, "/__sandbox/" .. path, body and cjson.encode(body) or nil,
+      body and { ["Content-Type"] = "application/json" } or nil)
+    return cjson.decode(resp), status
+  end
+
+  it("pays a link with direct by its direct method: no --method on a direct vbank link gives a ready"
+    .. " payment and its webhook; another method is refused", function()
+    local direct = { pg = "INIpayTest", pay_method = "vbank" }
+    local link = new_link(3, { direct = direct })
+    local before = #app:admin("GET", "inbox")
+    local code, _, err = sandbox("pay --method card", quote(link))
+    local out
+    assert.equal(2, code)
+    assert.truthy(err:find("direct", 1, true), err)
+    assert.truthy(err:find("only vbank", 1, true), err)
+    code, out, err = sandbox("pay", quote(link))
+    assert.equal(0, code, err)
+    assert.truthy(out:find("^ready: link [%w_-]+ with vbank: imp_uid imp_%d+, merchant_uid pay%-3,"), out)
+    assert.truthy(out:find("\nwebhook 1 %(ready%): HTTP 200 in %d+ ms\n"), out)
+    local inbox = app:admin("GET", "inbox")
+    assert.equal(before + 1, #inbox)
+    assert.truthy(inbox[#inbox].body:find('"status":"ready"', 1, true))
+    -- --method fail declines the direct method (the payment step's decline button)
+    link = new_link(4, { direct = direct })
+    code, out, err = sandbox("pay --json --method fail", quote(link))
+    assert.equal(0, code, err)
+    local p = cjson.decode(out)
+    assert.equal("failed", p.status)
+    assert.equal("vbank", p.pay_method)
+    -- the direct method by name or index is fine
+    for i, m in ipairs({ "vbank", "2", "direct" }) do
+      code, out, err = sandbox("pay --json --method " .. m, quote(new_link(10 + i, { direct = direct })))
+      assert.equal(0, code, err)
+      assert.equal("vbank", cjson.decode(out).pay_method)
+    end
+  end)
+
+  it("deposit after the due date exits 1 naming it; the payment stays ready, with no webhook", function()
+    local vbank = { { pg = "INIpayTest", pay_method = "vbank", label = "Bank" } }
+    local link = new_link(6, { pay_methods = vbank })
+    local code, out, err = sandbox("pay --json", quote(link))
+    assert.equal(0, code, err)
+    local p = cjson.decode(out)
+    assert.equal("ready", p.status)
+    C.wait_for("the ready webhook", function()
+      local q = admin("GET", "payments/" .. p.imp_uid)
+      return q.webhooks and #q.webhooks == 1
+    end)
+    local before = #app:admin("GET", "inbox")
+    local clock = admin("GET", "clock")
+    admin("POST", "clock", { offset = clock.offset + p.vbank_date + 3600 - clock.now })
+    local ok, e = pcall(function()
+      code, out, err = sandbox("deposit", p.imp_uid)
+      assert.equal(1, code, out)
+      assert.equal("", out)
+      assert.truthy(err:find("due date", 1, true), err)
+      assert.truthy(err:find(os.date("!%Y-%m-%d %H:%M:%S UTC", p.vbank_date), 1, true), err)
+      local q = admin("GET", "payments/" .. p.imp_uid)
+      assert.equal("ready", q.status)
+      assert.equal(1, #q.webhooks)
+      require("socket").sleep(0.3)
+      assert.equal(before, #app:admin("GET", "inbox"))
+    end)
+    admin("POST", "clock", { offset = 0 })
+    assert(ok, e)
+  end)
+
+  it("a link id that starts with '-' goes after '--' (the help says so)", function()
+    local code, out = sandbox("pay --help", "")
+    assert.equal(0, code)
+    assert.truthy(out:find("'--' ends the options", 1, true), out)
+    assert.truthy(out:find("sandbox pay -- -abc", 1, true), out)
+    local _, err
+    code, _, err = sandbox("pay", "-abc")
+    assert.equal(2, code)
+    assert.truthy(err:find("unknown option -abc", 1, true), err)
+    -- after '--' it is the link id, and the sandbox is asked for it
+    code, _, err = sandbox("pay", "-- -abc")
+    assert.equal(2, code)
+    assert.truthy(err:find("no link '-abc' in the sandbox", 1, true), err)
+    code, _, err = sandbox("deposit", "-- -imp")
+    assert.equal(2, code)
+    assert.truthy(err:find("no payment '-imp' in the sandbox", 1, true), err)
+  end)
+
   it("refuses a --forward-to off loopback, and an unknown link", function()
     local code, _, err = C.run(t, "sandbox --forward-to https://example.com/hook")
     assert.equal(2, code)

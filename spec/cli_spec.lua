@@ -234,6 +234,28 @@ describe("portone-link CLI #lua54", function()
     assert.equal(2, (cli("deactivate " .. base .. " ../etc")))
   end)
 
+  it("deactivate: an id that starts with '-' goes after '--', as the help says; without it, it is an"
+    .. " unknown option and nothing is sent", function()
+    local code, out = cli("deactivate --help")
+    assert.equal(0, code)
+    assert.truthy(out:find("'--' ends the options", 1, true), out)
+    assert.truthy(out:find("deactivate -- -abc", 1, true), out)
+    local _, err
+    code, _, err = cli("deactivate " .. base .. " -abc")
+    assert.equal(2, code)
+    assert.truthy(err:find("unknown option -abc", 1, true), err)
+    assert.same({}, assert(sb:requests()))
+    -- -abc is a valid id ([A-Za-z0-9_-]{1,64}): after '--' the PUT goes out
+    -- (the sandbox has no such link: 404, exit 1)
+    code, _, err = cli("deactivate " .. base .. " -- -abc")
+    assert.equal(1, code)
+    assert.truthy(err:find("404", 1, true), err)
+    local reqs = assert(sb:requests())
+    assert.equal(1, #reqs)
+    assert.equal("PUT", reqs[1].method)
+    assert.equal(helper.API .. "/-abc", reqs[1].uri)
+  end)
+
   it("validate lists every error with field paths", function()
     write(tmp("bad.json"), cjson.encode({
       title = 5, merchant_id = "x",

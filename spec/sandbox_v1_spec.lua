@@ -416,6 +416,43 @@ describe("sandbox REST V1", function()
       assert.equal("cancelled", c.response.status)
     end)
 
+    it("vbank: a deposit after the due date (vbank_date, on the sandbox clock) is refused: 409 naming"
+      .. " the due date, the payment stays ready, no webhook", function()
+      local pms = { { pg = "INIpayTest", pay_method = "vbank", label = "VA" } }
+      local before = assert(admin_pay((create{ pay_methods = pms }))).payment
+      local late = assert(admin_pay((create{ pay_methods = pms }))).payment
+      assert.equal(1, #notices(before.imp_uid, 1)); assert.equal(1, #notices(late.imp_uid, 1))
+      local ok, err = pcall(function()
+        local function move_to(t) -- sets the sandbox clock so that its now is t
+          local c = assert(sb:admin("GET", "clock"))
+          assert(sb:clock(c.offset + t - c.now))
+        end
+        -- a minute before the due date the money still goes in
+        move_to(before.vbank_date - 60)
+        assert.equal("paid", assert(sb:admin("POST", "deposit", { imp_uid = before.imp_uid })).payment.status)
+        -- a second past it the account is closed
+        move_to(late.vbank_date + 1)
+        local r, e = sb:admin("POST", "deposit", { imp_uid = late.imp_uid })
+        assert.is_nil(r)
+        assert.matches("HTTP 409", e)
+        assert.truthy(e:find(os.date("!%Y-%m-%d %H:%M:%S UTC", late.vbank_date), 1, true), e)
+        assert.truthy(e:find("due date", 1, true), e)
+        -- V1 has no status for it (ready, paid, cancelled, failed): it stays ready, unpaid
+        -- (a token of the moved clock: the suite's has expired by it)
+        local _, tk = call("POST", "/users/getToken", { imp_key = sb.imp_key, imp_secret = sb.imp_secret })
+        local _, t = call("GET", "/payments/" .. late.imp_uid, nil,
+          { Authorization = "Bearer " .. tk.response.access_token })
+        assert.equal("ready", t.response.status)
+        assert.equal(0, t.response.paid_at)
+        assert.equal(late.vbank_date, t.response.vbank_date)
+        socket.sleep(0.3)
+        assert.equal(1, #notices(late.imp_uid, 2))
+        assert.equal("paid", notices(before.imp_uid, 2)[2].status)
+      end)
+      assert(sb:clock(0))
+      assert(ok, err)
+    end)
+
     it("a buyer who declines on the bridge page makes a failed payment, and may pay again", function()
       local id = create()
       local status, html = sandbox.http(sb.host, sb.port, "GET", "/" .. id)
@@ -514,6 +551,40 @@ describe("sandbox REST V1", function()
       assert.matches("no such payment", err)
       local status = sandbox.http(sb.host, sb.admin_port, "POST", "/__sandbox/links/" .. id, "{}")
       assert.equal(405, status)
+    end)
+
+    it("pays a link with direct with its direct method when none is given, and refuses another", function()
+      local pms = { { pg = "INIpayTest", pay_method = "card", label = "Card" },
+                    { pg = "INIpayTest", pay_method = "vbank", label = "Bank" } }
+      local direct = { pg = "INIpayTest", pay_method = "vbank" }
+      local id = create{ pay_methods = pms, direct = direct }
+      -- the payment step of a direct link offers its method only (the
+      -- bridge page is skipped): the card is not on offer
+      local r, err = admin_pay(id, { method = 1 })
+      assert.is_nil(r)
+      assert.matches("HTTP 400", err)
+      assert.truthy(err:find("direct", 1, true), err)
+      assert.truthy(err:find("vbank", 1, true), err)
+      r = assert(admin_pay(id))
+      assert.equal("vbank", r.payment.pay_method)
+      assert.equal("ready", r.payment.status)
+      assert.equal("ready", notices(r.imp_uid, 1)[1].status)
+      -- the direct method by its index, or as "direct"; a decline declines it
+      assert.equal("vbank", assert(admin_pay(create{ pay_methods = pms, direct = direct },
+        { method = 2 })).payment.pay_method)
+      assert.equal("vbank", assert(admin_pay(create{ pay_methods = pms, direct = direct },
+        { method = "direct" })).payment.pay_method)
+      local d = assert(admin_pay(create{ pay_methods = pms, direct = direct }, { decline = true })).payment
+      assert.equal("failed", d.status)
+      assert.equal("vbank", d.pay_method)
+      -- the page's form takes the same methods: the card is a bad method there too
+      local id2 = create{ pay_methods = pms, direct = direct }
+      local status = sandbox.http(sb.host, sb.port, "POST", "/" .. id2, "method=1",
+        { ["Content-Type"] = "application/x-www-form-urlencoded" })
+      assert.equal(400, status)
+      assert.equal(cjson.null, assert(sb:admin("GET", "links/" .. id2)).paid_imp_uid)
+      -- a link without direct still defaults to its first method
+      assert.equal("card", assert(admin_pay(create{ pay_methods = pms })).payment.pay_method)
     end)
 
     it("pages GET /__sandbox/links, newest first, with the total in X-Total-Count", function()

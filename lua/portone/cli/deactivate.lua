@@ -4,12 +4,16 @@ local common = require "portone.cli.common"
 local M = {}
 
 M.USAGE = [[
-usage: portone-link deactivate [options] URL|ID
+usage: portone-link deactivate [options] [--] URL|ID
 
 Deactivates a payment link, given as its URL (https://impay.link/4bdf239e)
 or its id (4bdf239e). Deactivating twice is not an error.
 
 ]] .. common.CLIENT_HELP .. [[
+
+'--' ends the options: an id that starts with '-' (ids are
+[A-Za-z0-9_-]) goes after it, e.g. portone-link deactivate -- -abc.
+Without it, -abc is read as an unknown option (exit 2, nothing sent).
 
 Exit: 0 deactivated, 1 the API or the network failed, 2 usage error or a
 malformed id.

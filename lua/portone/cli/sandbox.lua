@@ -19,13 +19,14 @@ local USAGE = [[
 usage: portone-link sandbox [--host H] [--port N] [--tls-cert F --tls-key F]
                             [--latency MS] [--imp-key K --imp-secret S]
                             [--forward-to URL]
-       portone-link sandbox pay ID|URL [--method M] [--base-url URL]
-       portone-link sandbox deposit IMP_UID [--base-url URL]
+       portone-link sandbox pay [--method M] [--base-url URL] [--] ID|URL
+       portone-link sandbox deposit [--base-url URL] [--] IMP_UID
 
 Runs a local nginx that plays the PortOne link API, REST V1 and a simple
 link page until Ctrl-C or SIGTERM. 'sandbox pay' pays a link as a buyer
 would, 'sandbox deposit' pays into a vbank payment's account
-('portone-link sandbox pay --help').
+('portone-link sandbox pay --help'); '--' ends their options, for an id
+that starts with '-'.
 
   --host H        address to listen on (default 127.0.0.1; any other opens
                   the sandbox, its admin API and request log included, to

@@ -11,8 +11,8 @@ local cjson = require "cjson.safe"
 local M = {}
 
 M.USAGE = [[
-usage: portone-link sandbox pay [options] ID|URL
-       portone-link sandbox deposit [--base-url URL] [--json] IMP_UID
+usage: portone-link sandbox pay [options] [--] ID|URL
+       portone-link sandbox deposit [--base-url URL] [--json] [--] IMP_UID
 
 'pay' pays a link of a running sandbox as a buyer would; 'deposit' pays
 into the virtual account of a 'ready' vbank payment. Each then waits (up
@@ -23,18 +23,27 @@ to 5 s) for the webhook to the link's notice_url (or the sandbox's
                    vbank, ...), an index into its pay_methods (1, 2, ...),
                    "direct", or "fail": the buyer declines, which records
                    a 'failed' payment (no webhook: PortOne sends none
-                   for a failed payment) and leaves the link payable. Default: the first pay method.
+                   for a failed payment) and leaves the link payable.
+                   Default: the first pay method; for a link with
+                   'direct' (no bridge page), its direct method, the
+                   only one it offers (another is refused).
                    card-like methods give a 'paid' payment; vbank a
                    'ready' one, with the account to pay into (then
-                   'portone-link sandbox deposit IMP_UID')
+                   'portone-link sandbox deposit IMP_UID', before the
+                   account's due date: a deposit after it is refused)
   --base-url URL   the sandbox (default $PORTONE_LINK_BASE_URL); with
                    --tls-cert, its admin URL
   --json           the payment as JSON on stdout
   --help           this text
 
+'--' ends the options: an id that starts with '-' (ids are [A-Za-z0-9_-])
+goes after it, e.g. portone-link sandbox pay -- -abc. Without it, -abc is
+read as an unknown option (exit 2, nothing sent).
+
 Exit: 0 paid, ready or declined as asked; 1 the sandbox refused (already
-paid, expired, deactivated; for deposit: not a ready payment); 2 usage
-error, no such link or payment.
+paid, expired, deactivated; for deposit: not a ready payment, or past its
+due date); 2 usage error, no such link or payment, a method the link does
+not offer.
 ]]
 
 local FLAGS = { ["--method"] = "string", ["--base-url"] = "string", ["--json"] = "bool" }
@@ -51,10 +60,32 @@ local function message(status, t)
   return type(t) == "table" and t.message and tostring(t.message) or ("HTTP " .. status)
 end
 
+local function same_method(a, b)
+  return type(a) == "table" and a.pay_method == b.pay_method
+    and (a.pg or a.channelKey) == (b.pg or b.channelKey)
+end
+
+-- A link with `direct` skips the bridge page: its payment step offers (and
+-- its decline button declines) the direct method only, as the sandbox's.
+local function choose_direct(pms, direct, method)
+  if method == nil or method == "fail" or method == "direct" or method == direct.pay_method then
+    return "direct"
+  end
+  local i = tonumber(method)
+  if i and same_method(pms[i], direct) then return i end
+  local m = tostring(direct.pay_method)
+  return nil, ("the link has direct (%s): it skips the bridge page and offers only %s"
+    .. " (--method %s, direct or fail, or none)"):format(m, m, m)
+end
+
 -- The pay method choice for the sandbox: an index, "direct", or nil, message.
 -- "fail" declines with the first method (the bridge page's decline button).
 local function choose(rec, method)
   local pms = type(rec.pay_methods) == "table" and rec.pay_methods or {}
+  local direct = rec.direct
+  if type(direct) == "table" and type(direct.pay_method) == "string" then
+    return choose_direct(pms, direct, method)
+  end
   if method == nil or method == "fail" then return 1 end
   if method == "direct" then return "direct" end
   local i = tonumber(method)

@@ -104,17 +104,32 @@ end
 
 GET.payments = function() return reply(200, nil, state.list_json(payments_list())) end
 
--- The buyer pays (or declines) a link, as the bridge page's form does.
+-- Why `payments.pay` refused (its HTTP status), for the admin's answer.
+-- `direct`: the link's direct method, when it has one.
+local function pay_refusal(status, direct)
+  if status == 400 and direct then
+    local m = tostring(direct.pay_method)
+    return "the link has direct (" .. m .. "): it skips the bridge page and offers only " .. m
+      .. ' (method "direct", its index, or none)'
+  end
+  return ({ [404] = "no such link", [409] = "already paid", [410] = "expired or deactivated",
+            [400] = "no such pay method" })[status]
+end
+
+-- The buyer pays (or declines) a link, as the bridge page's form does: with
+-- no method, the first one, or for a link with `direct` (which skips the
+-- bridge page) the direct one, the only one its payment step offers.
 POST.pay = function(req)
   if type(req.id) ~= "string" then return err(400, "pay: id is required") end
   local id = req.id:match("([A-Za-z0-9_-]+)/?$") -- a whole link URL works too
-  local choice = req.method == nil and 1 or req.method
+  local rec = id and payments.link(id)
+  local direct = rec and payments.direct_method(rec)
+  local choice = req.method
+  if choice == nil then choice = direct and "direct" or 1 end
   local p, status, _, mode = payments.pay(id or "", tostring(choice),
     { decline = req.decline == true, channel = "api", user_agent = "portone-sandbox-admin" })
   if not p then
-    local why = ({ [404] = "no such link", [409] = "already paid", [410] = "expired or deactivated",
-                   [400] = "no such pay method" })[status]
-    return reply(status, { code = -1, message = "admin pay: " .. why,
+    return reply(status, { code = -1, message = "admin pay: " .. pay_refusal(status, direct),
                            imp_uid = id and payments.paid_imp_uid(id) })
   end
   return reply(200, { imp_uid = p.imp_uid, payment = p, webhook = mode })

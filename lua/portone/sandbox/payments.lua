@@ -69,12 +69,16 @@ function M.direct_method(rec)
 end
 
 --- The pay method a choice names (1-based index, as a number or a string,
--- or "direct"), or nil.
+-- or "direct"), or nil. A link with `direct` skips the bridge page: its
+-- payment step offers the direct method only, so an index names nothing
+-- else.
 function M.method_of(rec, choice)
-  if choice == "direct" then return M.direct_method(rec) end
+  local direct = M.direct_method(rec)
+  if choice == "direct" then return direct end
   local i = tonumber(choice)
   local pm = i and rec.pay_methods[i]
-  return type(pm) == "table" and pm or nil
+  if type(pm) ~= "table" or (direct and not same_method(pm, direct)) then return nil end
+  return pm
 end
 
 --- A stored payment, or nil.
@@ -226,14 +230,28 @@ local function notice_url(p)
   return rec and rec.notice_url
 end
 
+-- Why a deposit now is too late for p, or nil. A virtual account takes
+-- money until its due date (vbank_date) and not after, by the sandbox
+-- clock (the admin API moves it). V1 has no status for a lapsed account
+-- (its statuses are ready, paid, cancelled, failed, and no webhook is sent
+-- at the due date), so the payment stays `ready`.
+local function past_due(p)
+  local due = tonumber(p.vbank_date) or 0
+  if due <= 0 or state.now() <= due then return nil end
+  return ("the virtual account's due date (vbank_date) %s has passed: the deposit is refused"
+    .. " and the payment stays ready"):format(os.date("!%Y-%m-%d %H:%M:%S UTC", due))
+end
+
 --- Simulates the deposit into a ready virtual account: ready -> paid, with
 -- its webhook. Returns the payment and the webhook mode (as `pay`), or nil,
--- message.
+-- message (also after the account's due date).
 function M.deposit(imp_uid)
   local p, err = locked(imp_uid, function()
     local p = M.get(imp_uid)
     if not p then return nil, "no such payment" end
     if p.status ~= "ready" then return nil, "the payment is " .. tostring(p.status) .. ", not ready" end
+    local late = past_due(p)
+    if late then return nil, late end
     p.status, p.paid_at = "paid", state.now()
     put(p)
     return p
