@@ -33,8 +33,9 @@ to 5 s) for the webhook to the link's notice_url (or the sandbox's
   --help           this text
 
 Exit: 0 paid, ready or declined as asked; 1 the sandbox refused (already
-paid, expired, deactivated; for deposit: not a ready payment); 2 usage
-error, no such link or payment.
+paid, its order (merchant_uid) already paid, expired, deactivated, the
+payment store full; for deposit: not a ready payment); 2 usage error, no
+such link or payment.
 ]]
 
 local FLAGS = { ["--method"] = "string", ["--base-url"] = "string", ["--json"] = "bool" }
