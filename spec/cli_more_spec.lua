@@ -226,6 +226,12 @@ describe("portone-link sandbox pay and --forward-to #lua54", function()
     code, _, err = sandbox("pay", quote(link))
     assert.equal(1, code)
     assert.truthy(err:find("already paid", 1, true))
+    -- so is another link of the same order (merchant_uid pay-1), as PortOne
+    -- refuses a second payment for an order: no payment, no webhook
+    code, _, err = sandbox("pay", quote(new_link(1)))
+    assert.equal(1, code)
+    assert.truthy(err:find("order (merchant_uid) 'pay-1' has a virtual account waiting for its"
+      .. " deposit (imp_uid " .. imp .. ")", 1, true), err)
     -- the deposit makes it paid, with its webhook
     code, out, err = sandbox("deposit", imp)
     assert.equal(0, code, err)

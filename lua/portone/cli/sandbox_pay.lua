@@ -41,9 +41,10 @@ goes after it, e.g. portone-link sandbox pay -- -abc. Without it, -abc is
 read as an unknown option (exit 2, nothing sent).
 
 Exit: 0 paid, ready or declined as asked; 1 the sandbox refused (already
-paid, expired, deactivated; for deposit: not a ready payment, or past its
-due date); 2 usage error, no such link or payment, a method the link does
-not offer.
+paid, its order (merchant_uid) already paid, expired, deactivated, the
+payment store full; for deposit: not a ready payment, or past its due
+date); 2 usage error, no such link or payment, a method the link does not
+offer.
 ]]
 
 local FLAGS = { ["--method"] = "string", ["--base-url"] = "string", ["--json"] = "bool" }

@@ -99,6 +99,7 @@ POST.reset = function()
   for _, d in ipairs({ state.links(), state.faults(), state.stats(), state.log() }) do
     d:flush_all(); d:flush_expired()
   end
+  payments.flush()
   return reply(200, {})
 end
 
@@ -126,11 +127,12 @@ POST.pay = function(req)
   local direct = rec and payments.direct_method(rec)
   local choice = req.method
   if choice == nil then choice = direct and "direct" or 1 end
-  local p, status, _, mode = payments.pay(id or "", tostring(choice),
+  local p, status, _, mode, holder = payments.pay(id or "", tostring(choice),
     { decline = req.decline == true, channel = "api", user_agent = "portone-sandbox-admin" })
   if not p then
-    return reply(status, { code = -1, message = "admin pay: " .. pay_refusal(status, direct),
-                           imp_uid = id and payments.paid_imp_uid(id) })
+    -- `mode` is the refusal's message here (its order is paid, the store is full)
+    return reply(status, { code = -1, message = "admin pay: " .. (mode or pay_refusal(status, direct)),
+                           imp_uid = holder or id and payments.paid_imp_uid(id) })
   end
   return reply(200, { imp_uid = p.imp_uid, payment = p, webhook = mode })
 end
@@ -139,7 +141,10 @@ end
 POST.deposit = function(req)
   if type(req.imp_uid) ~= "string" then return err(400, "deposit: imp_uid is required") end
   local p, e = payments.deposit(req.imp_uid)
-  if not p then return err(e == "no such payment" and 404 or 409, "deposit: " .. tostring(e)) end
+  if not p then
+    local status = e == "no such payment" and 404 or e == payments.FULL and 507 or 409
+    return err(status, "deposit: " .. tostring(e))
+  end
   return reply(200, { imp_uid = p.imp_uid, payment = p, webhook = e })
 end
 
@@ -148,7 +153,10 @@ POST.cancel = function(req)
   local amount = req.amount ~= nil and state.number(req.amount) or nil
   if req.amount ~= nil and (not amount or amount < 0) then return err(400, "cancel: amount must be >= 0") end
   local p, c = payments.cancel(tostring(req.imp_uid), { amount = amount, reason = req.reason }, true)
-  if not p then return err(c == payments.CANCEL.none and 404 or 409, "cancel: " .. tostring(c)) end
+  if not p then
+    local status = c == payments.CANCEL.none and 404 or c == payments.FULL and 507 or 409
+    return err(status, "cancel: " .. tostring(c))
+  end
   return reply(200, { payment = p, cancellation = c })
 end
 
@@ -185,13 +193,13 @@ POST.tamper = function(req)
   local amount = state.number(req.amount)
   if not amount then return err(400, "tamper: amount (a number) is required") end
   if req.next then
-    state.stats():set("tamper_next", amount)
+    local ok, e = payments.tamper_next(amount)
+    if not ok then return err(507, "tamper: " .. e) end
     return reply(200, { next = true, amount = amount })
   end
-  local p = payments.get(req.imp_uid)
-  if not p then return err(404, "tamper: no such payment") end
-  p.amount, p.tampered = amount, true
-  state.stats():set("pay:" .. p.imp_uid, state.encode(p))
+  if type(req.imp_uid) ~= "string" then return err(404, "tamper: no such payment") end
+  local p, e = payments.tamper(req.imp_uid, amount)
+  if not p then return err(e == payments.FULL and 507 or 404, "tamper: " .. tostring(e)) end
   return reply(200, p)
 end
 

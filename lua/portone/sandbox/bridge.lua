@@ -27,6 +27,9 @@ local TEXT = {
     success_body = "결제가 승인되었습니다. 이 창을 닫으셔도 됩니다.",
     paid_title = "이미 결제된 링크입니다",
     paid_body = "이 결제 링크로는 한 번만 결제할 수 있습니다.",
+    order_paid_title = "이미 결제된 주문입니다",
+    order_paid_body = "이 주문번호(merchant_uid)로 이미 결제가 이루어졌습니다. 한 주문은 한 번만 결제할 수 있습니다.",
+    store_full_title = "결제를 저장할 수 없습니다",
     bad_method = "알 수 없는 결제 수단입니다.",
     order = "주문번호", imp_uid = "결제번호 (imp_uid)", paid_at = "결제 일시",
     expires = "결제 기한", decline = "결제 취소",
@@ -46,6 +49,10 @@ local TEXT = {
     success_body = "Your payment was approved. You can close this window.",
     paid_title = "This link has already been paid",
     paid_body = "A payment link can be paid only once.",
+    order_paid_title = "This order has already been paid",
+    order_paid_body = "A payment was already made for this order (merchant_uid)."
+      .. " An order can be paid only once.",
+    store_full_title = "The payment could not be stored",
     bad_method = "Unknown payment method.",
     order = "Order", imp_uid = "Payment ID (imp_uid)", paid_at = "Paid at",
     expires = "Pay by", decline = "Cancel payment",
@@ -302,6 +309,30 @@ function M.render_paid(rec, imp_uid)
   return page(t, t.paid_title, "ok paid", body)
 end
 
+--- The page for a link whose order (merchant_uid) another payment holds
+-- (served with 409): `why` says which payment.
+function M.render_order_paid(rec, why)
+  local lang = M.lang(rec)
+  local t = TEXT[lang]
+  local body = table.concat({
+    ICON_GONE .. '<h1 class="order-paid">', esc(t.order_paid_title), "</h1>\n",
+    '<p class="note">', esc(t.order_paid_body), "</p>\n",
+    row(t.product, rec.name, "name"),
+    row(t.order, rec.merchant_uid or "", "merchant-uid"),
+    '<p class="note why">', esc(why or ""), "</p>\n",
+  })
+  return page(t, t.order_paid_title, "gone order-paid", body)
+end
+
+--- The page for a payment the sandbox could not store (served with 507):
+-- `why` is the sandbox's message (how to make room).
+function M.render_store_full(rec, why)
+  local t = TEXT[M.lang(rec)]
+  return page(t, t.store_full_title, "gone",
+    '<h1 class="store-full">' .. esc(t.store_full_title) .. '</h1>\n<p class="note why">' .. esc(why or "")
+      .. "</p>\n")
+end
+
 --- The expired page (served with 410).
 function M.render_expired(rec)
   local lang = M.lang(rec)
@@ -358,7 +389,7 @@ function M.post(id, body)
     choice = rec and payments.direct_method(rec) and "direct" or "1"
   end
   local ua = ngx.var.http_user_agent
-  local payment, status, rec = payments.pay(id, choice, {
+  local payment, status, rec, why = payments.pay(id, choice, {
     decline = decline, label = label, user_agent = ua,
     channel = type(ua) == "string" and ua:find("Mobi", 1, true) and "mobile" or "pc",
   })
@@ -368,7 +399,9 @@ function M.post(id, body)
     return 200, HTML, M.render_success(rec, payment)
   end
   if status == 404 then return 404, HTML, M.render_not_found() end
+  if status == 409 and why then return 409, HTML, M.render_order_paid(rec, why) end
   if status == 409 then return 409, HTML, M.render_paid(rec, payments.paid_imp_uid(id)) end
+  if status == 507 then return 507, HTML, M.render_store_full(rec, why) end
   if status == 410 then return 410, HTML, M.render_expired(rec) end
   return 400, HTML, M.render_bad_method(rec)
 end

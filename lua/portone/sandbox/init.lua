@@ -163,7 +163,11 @@ function M.config(o)
   add('  lua_package_path "' .. o.lua_root .. "/?.lua;" .. o.lua_root .. '/?/init.lua;;";')
   add("  lua_shared_dict portone_links 16m;")
   add("  lua_shared_dict portone_faults 1m;")
-  -- payments, tokens and webhook logs live here
+  -- payments and their marks: never evicted (safe_set/safe_add only); a
+  -- full store refuses the next payment (HTTP 507) until a reset
+  add("  lua_shared_dict portone_payments 16m;")
+  -- counters, settings, tokens and webhook logs: small records an eviction
+  -- may drop (diagnostics only, never a payment)
   add("  lua_shared_dict portone_stats 16m;")
   -- the request log and the inbox: records that may be evicted (a huge
   -- request body pushes out old ones, never a payment or a link)
@@ -289,8 +293,8 @@ function Sandbox:requests() return self:admin("GET", "requests") end
 -- given; also `sb.imp_key`, `sb.imp_secret`).
 -- @return `{imp_key =, imp_secret =, made_up =}`, or `nil, err`
 function Sandbox:keys() return self:admin("GET", "keys") end
---- Clears faults, latency, the clock offset, counters, the request log and
--- every link.
+--- Clears faults, latency, the clock offset, counters, the request log,
+-- every link and every payment (which also empties a full payment store).
 -- @return the admin API's answer, or `nil, err`
 function Sandbox:reset() return self:admin("POST", "reset") end
 

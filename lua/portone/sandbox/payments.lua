@@ -10,14 +10,27 @@
 --   cancel (REST, full or partial; or from the "console", the admin API) -> cancelled
 --   (a partial cancel keeps `paid`, adds to cancel_amount and cancel_history)
 --
--- Keys in the portone_stats dict:
+-- One order is paid once, as PortOne refuses a second payment for a
+-- merchant_uid (DESIGN §4 relies on it): while an order has a payment that
+-- is `paid` (also partly cancelled) or `ready` (a virtual account waiting for
+-- its deposit, which would still pay it), paying any of its links is refused
+-- (409) and records no payment. A failed payment holds nothing; a full
+-- cancel frees the order.
+--
+-- Keys in the portone_payments dict (the store):
 --   pay:<imp_uid>       JSON payment (the fields below; REST V1 shapes them)
 --   payi:<n>, pay_seq   imp_uid by start order
 --   muid:<merchant_uid> JSON list of that order's imp_uids, oldest first
 --   paid:<link id>      imp_uid of the link's payment (once only)
+--   uid:<merchant_uid>  imp_uid of the order's paid or ready payment
 --   prep:<merchant_uid> the amount registered with POST /payments/prepare
 --   tamper_next         amount the next payment records instead of the link's
 --   plock:<imp_uid>     short lock around a cancel or a deposit
+-- The store is written only with safe_set/safe_add, which never evict: a
+-- payment or a mark that vanished would let a link or an order be paid
+-- again, and REST V1 would answer 404 for a payment the buyer made. When it
+-- is full, the pay, prepare, deposit or cancel is refused with FULL (HTTP
+-- 507) and what it had written is taken back.
 local cjson = require "cjson.safe"
 local state = require "portone.sandbox.state"
 local webhooks = require "portone.sandbox.webhooks"
@@ -26,7 +39,33 @@ local M = {}
 
 M.VBANK_DAYS = 3
 
-local function dict() return state.stats() end
+local function dict() return state.store() end
+
+M.FULL = "sandbox payment store is full; reset the sandbox (POST /__sandbox/reset,"
+  .. " sb:reset()) or restart it"
+
+-- safe_set that keeps the old value when the new one does not fit:
+-- lua-nginx-module frees the old value before it allocates the new one (when
+-- their sizes differ), so a failed safe_set would drop the key; the old
+-- value goes back into the room just freed.
+-- @return true | nil, FULL
+local function store_set(key, value)
+  local d = dict()
+  local old = d:get(key)
+  if d:safe_set(key, value) then return true end
+  if old ~= nil and not d:safe_set(key, old) then
+    ngx.log(ngx.ERR, "sandbox: payment store full: lost ", key, " while updating it")
+  end
+  return nil, M.FULL
+end
+
+-- safe_add: true | nil, "exists" | nil, FULL.
+local function store_add(key, value, ttl)
+  local ok, err = dict():safe_add(key, value, ttl)
+  if ok then return true end
+  if err == "exists" then return nil, "exists" end
+  return nil, M.FULL
+end
 
 --- A link record with its payment_info fields on top (nil when unknown).
 function M.link(id)
@@ -87,9 +126,10 @@ function M.get(imp_uid)
   return state.get_json(dict(), "pay:" .. imp_uid)
 end
 
+-- Stores a payment: true | nil, FULL (the stored one unchanged).
 local function put(p)
   p.updated_at = state.now()
-  dict():set("pay:" .. p.imp_uid, state.encode(p))
+  return store_set("pay:" .. p.imp_uid, state.encode(p))
 end
 
 --- The imp_uids of an order, oldest first.
@@ -132,15 +172,29 @@ local function pg_details(p, now)
   end
 end
 
+-- Stores a new payment with its index entries: true, or nil, FULL with
+-- none of them written (a skipped pay_seq number is no harm: `all` skips it).
 local function record_new(p)
   local d = dict()
-  local n = d:incr("pay_seq", 1, 0)
+  -- incr with an initial value may evict; on an existing number it never
+  -- allocates
+  local ok, err = store_add("pay_seq", 0)
+  if not ok and err ~= "exists" then return nil, err end
+  local n = d:incr("pay_seq", 1)
+  if not n then return nil, M.FULL end
   p.seq = n
-  put(p)
-  d:set("payi:" .. n, p.imp_uid)
-  local list = M.of_merchant(p.merchant_uid)
-  list[#list + 1] = p.imp_uid
-  d:set("muid:" .. p.merchant_uid, cjson.encode(list))
+  ok, err = put(p)
+  if not ok then return nil, err end
+  ok, err = store_add("payi:" .. n, p.imp_uid)
+  if ok then
+    local list = M.of_merchant(p.merchant_uid)
+    list[#list + 1] = p.imp_uid
+    ok, err = store_set("muid:" .. p.merchant_uid, cjson.encode(list))
+    if ok then return true end
+    d:delete("payi:" .. n)
+  end
+  d:delete("pay:" .. p.imp_uid)
+  return nil, err
 end
 
 local function notice(p, extra)
@@ -152,11 +206,29 @@ end
 M.DECLINED = "[결제포기] 사용자가 결제를 취소하셨습니다"
 M.PREPARE_MISMATCH = "[사전검증] 사전 등록된 결제금액과 다른 금액으로 결제를 시도하였습니다"
 
+--- The imp_uid of the payment that holds order `merchant_uid` (paid, or a
+-- vbank waiting for its deposit), or nil.
+function M.order_imp_uid(merchant_uid)
+  return dict():get("uid:" .. tostring(merchant_uid))
+end
+
+-- Why a payment of an order held by `holder` (an imp_uid) is refused.
+local function order_paid(merchant_uid, holder)
+  local p = M.get(holder)
+  local what = p and p.status == "ready" and "has a virtual account waiting for its deposit"
+    or p and "is already paid" or "is being paid"
+  return ("order (merchant_uid) '%s' %s (imp_uid %s): PortOne refuses a second payment for it"):format(
+    tostring(merchant_uid), what, tostring(holder))
+end
+
 --- Starts the payment of link `id` with the method the customer chose.
 -- opts: `decline` (the buyer declines: a failed payment), `channel` ("pc",
 -- "mobile" or "api"), `user_agent`, `label` (a function(pm, rec) for the
 -- method's label).
--- @return payment, nil, rec, webhook_mode | nil, http_status, rec
+-- Refused: 404 no such link, 409 the link is paid (no message) or its order
+-- is (message, and the imp_uid holding it), 410 expired or deactivated, 400
+-- no such method, 507 the store is full (FULL).
+-- @return payment, nil, rec, webhook_mode | nil, http_status, rec, message, imp_uid
 function M.pay(id, choice, opts)
   opts = opts or {}
   local rec = M.link(id)
@@ -165,20 +237,39 @@ function M.pay(id, choice, opts)
   if not M.live(rec) then return nil, 410, rec end
   local pm = M.method_of(rec, choice)
   if not pm then return nil, 400, rec end
+  local muid = tostring(rec.merchant_uid)
+  -- a paid order takes no payment at all, not even a declined one
+  local holder = M.order_imp_uid(muid)
+  if holder then return nil, 409, rec, order_paid(muid, holder), holder end
 
   local d = dict()
   local t = state.now()
   local amount = rec.amount
   local tampered = d:get("tamper_next")
-  local prepared = d:get("prep:" .. tostring(rec.merchant_uid))
+  local prepared = d:get("prep:" .. muid)
   local fail_reason = opts.decline and M.DECLINED
     or (prepared and prepared ~= (tampered or amount) and M.PREPARE_MISMATCH) or nil
   local imp_uid = new_imp_uid()
-  -- add() is atomic: of two concurrent approvals only one wins; a failed
-  -- attempt leaves the link payable
-  if not fail_reason and not d:add("paid:" .. id, imp_uid) then return nil, 409, rec end
+  -- Both marks are taken with add, which is atomic: of two concurrent
+  -- approvals of one link, or of two links of one order, only one wins. A
+  -- failed attempt takes neither, so the link and the order stay payable.
+  if not fail_reason then
+    local ok, err = store_add("paid:" .. id, imp_uid)
+    if not ok then
+      if err == "exists" then return nil, 409, rec end
+      return nil, 507, rec, err
+    end
+    ok, err = store_add("uid:" .. muid, imp_uid)
+    if not ok then
+      d:delete("paid:" .. id)
+      if err ~= "exists" then return nil, 507, rec, err end
+      holder = M.order_imp_uid(muid)
+      return nil, 409, rec, order_paid(muid, holder), holder
+    end
+  end
+  -- the tamper is meant for a real payment: a failed one leaves it queued
   if tampered then
-    d:delete("tamper_next")
+    if not fail_reason then d:delete("tamper_next") end
     amount = tampered
   end
   local p = {
@@ -190,12 +281,11 @@ function M.pay(id, choice, opts)
     custom_data = rec.custom_data, tax_free = tonumber(rec.tax_free) or 0,
     started_at = t, paid_at = 0, failed_at = 0, cancelled_at = 0, cancel_amount = 0, cancel_history = {},
     channel = opts.channel or "pc", user_agent = opts.user_agent, link_id = id,
-    pg_tid = "sandbox" .. state.random_hex(10), test = d:get("test_mode") and true or nil,
+    pg_tid = "sandbox" .. state.random_hex(10), test = state.stats():get("test_mode") and true or nil,
     tampered = tampered and true or nil,
   }
   if fail_reason then
     p.status, p.failed_at, p.fail_reason = "failed", t, fail_reason
-    if tampered then d:set("tamper_next", tampered) end -- it was meant for a real payment
   else
     pg_details(p, t)
     if pm.pay_method == "vbank" then
@@ -204,7 +294,16 @@ function M.pay(id, choice, opts)
       p.status, p.paid_at = "paid", t
     end
   end
-  record_new(p)
+  local ok, err = record_new(p)
+  if not ok then
+    -- take back what this attempt wrote: nothing is left half-done
+    if not fail_reason then
+      d:delete("paid:" .. id)
+      d:delete("uid:" .. muid)
+      if tampered then store_set("tamper_next", tampered) end
+    end
+    return nil, 507, rec, err
+  end
   -- V1 posts no notice for a failed payment (its webhook guide)
   local mode = fail_reason and "none" or webhooks.notify(rec.notice_url, notice(p))
   return p, nil, rec, mode
@@ -214,12 +313,14 @@ end
 local function locked(imp_uid, fn)
   local d = dict()
   for _ = 1, 200 do
-    if d:add("plock:" .. imp_uid, 1, 5) then
-      local ok, a, b = pcall(fn)
+    local ok, err = store_add("plock:" .. imp_uid, 1, 5)
+    if ok then
+      local fine, a, b = pcall(fn)
       d:delete("plock:" .. imp_uid)
-      if not ok then error(a, 0) end
+      if not fine then error(a, 0) end
       return a, b
     end
+    if err == M.FULL then return nil, err end
     ngx.sleep(0.005)
   end
   return nil, "busy"
@@ -253,7 +354,8 @@ function M.deposit(imp_uid)
     local late = past_due(p)
     if late then return nil, late end
     p.status, p.paid_at = "paid", state.now()
-    put(p)
+    local ok, err = put(p)
+    if not ok then return nil, err end
     return p
   end)
   if not p then return nil, err end
@@ -293,6 +395,7 @@ M.CANCEL = {
 -- webhook guide).
 -- @return payment, cancellation | nil, message
 function M.cancel(imp_uid, req, console)
+  local d = dict()
   local p, c = locked(imp_uid, function()
     local p = M.get(imp_uid)
     if not p then return nil, M.CANCEL.none end
@@ -320,7 +423,13 @@ function M.cancel(imp_uid, req, console)
     p.cancelled_at = now
     p.cancel_reason = req.reason
     if p.cancel_amount >= p.amount then p.status = "cancelled" end
-    put(p)
+    local ok, err = put(p)
+    if not ok then return nil, err end
+    -- a fully cancelled order may be paid again (the mark is this payment's
+    -- only: others of the order were refused or failed)
+    if p.status == "cancelled" and d:get("uid:" .. tostring(p.merchant_uid)) == p.imp_uid then
+      d:delete("uid:" .. tostring(p.merchant_uid))
+    end
     return p, c
   end)
   if not p then return nil, c end
@@ -332,21 +441,53 @@ end
 
 --- POST /payments/prepare: registers the amount an order must be paid with.
 -- `update`: PUT (the order must be registered already). Returns amount or
--- nil, message.
+-- nil, message (FULL when the store is full).
 function M.prepare(merchant_uid, amount, update)
   local d = dict()
   local key = "prep:" .. merchant_uid
   if update then
     if not d:get(key) then return nil, "사전등록된 결제정보가 존재하지 않습니다." end
-    d:set(key, amount)
+    local ok, err = store_set(key, amount)
+    if not ok then return nil, err end
     return amount
   end
-  if not d:add(key, amount) then return nil, "이미 사전등록된 merchant_uid 입니다. (수정은 PUT /payments/prepare)" end
+  local ok, err = store_add(key, amount)
+  if not ok then
+    if err ~= "exists" then return nil, err end
+    return nil, "이미 사전등록된 merchant_uid 입니다. (수정은 PUT /payments/prepare)"
+  end
   return amount
 end
 
 function M.prepared(merchant_uid)
   return dict():get("prep:" .. merchant_uid)
+end
+
+--- The admin `tamper`: the next payment records `amount` instead of its
+-- link's. Returns true or nil, FULL.
+function M.tamper_next(amount)
+  return store_set("tamper_next", amount)
+end
+
+--- The admin `tamper` of a stored payment: its amount becomes `amount`.
+-- Returns the payment, or nil, message (no such payment, FULL).
+function M.tamper(imp_uid, amount)
+  return locked(imp_uid, function()
+    local p = M.get(imp_uid)
+    if not p then return nil, "no such payment" end
+    p.amount, p.tampered = amount, true
+    -- not put: a tamper is no change of state (updated_at stays)
+    local ok, err = store_set("pay:" .. imp_uid, state.encode(p))
+    if not ok then return nil, err end
+    return p
+  end)
+end
+
+--- Empties the store (the admin `reset`).
+function M.flush()
+  local d = dict()
+  d:flush_all()
+  d:flush_expired()
 end
 
 return M

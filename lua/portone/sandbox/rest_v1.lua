@@ -326,6 +326,8 @@ local function cancel(body)
   end
   if not p then return envelope(200, 1, payments.CANCEL.none) end
   local done, err = payments.cancel(p.imp_uid, c, false)
+  -- the sandbox's own refusal: nothing was cancelled
+  if err == payments.FULL then return envelope(507, -1, err) end
   -- V1 refuses a cancel with HTTP 200 and code 1
   if not done then return envelope(200, 1, err) end
   return envelope(200, 0, nil, M.view(done))
@@ -343,6 +345,7 @@ local function prepare(body, update)
     return envelope(400, -1, "amount 는 0 보다 큰 정수여야 합니다.")
   end
   local ok, err = payments.prepare(muid, amount, update)
+  if err == payments.FULL then return envelope(507, -1, err) end
   if not ok then return envelope(update and 404 or 200, 1, err) end
   return envelope(200, 0, nil, { merchant_uid = muid, amount = amount })
 end

@@ -6,10 +6,22 @@
 -- The dicts (declared by `portone.sandbox.config`):
 --   portone_links   link id -> JSON link record; "#<n>" -> id by creation, "#seq"
 --   portone_faults  "q:<match>" lists of JSON faults (`portone.sandbox.faults`)
---   portone_stats   counters, clock offset, payments, tokens, webhook log
+--   portone_payments payments, paid and order marks, prepared amounts
+--                   (`portone.sandbox.payments`): written only with safe_set
+--                   and safe_add, so nothing in it is ever evicted; when it
+--                   is full, a new payment is refused instead
+--   portone_stats   counters, settings (clock offset, latency, webhook and
+--                   test mode), tokens, webhook delivery logs: small records
+--                   written with set/incr, which may evict the least recently
+--                   used ones when the dict is full. With the payments
+--                   elsewhere it hardly fills, and an eviction loses only
+--                   diagnostics (a counter, a delivery log) or an old token
+--                   (401: the client gets a new one), never a payment; the
+--                   settings are read by most requests, so they stay at the
+--                   recent end
 --   portone_log     the request log and the inbox: only records that may be
 --                   evicted when a huge body needs the room
--- (`reset` flushes all four)
+-- (`reset` flushes all five)
 local cjson = require "cjson.safe"
 -- luacheck: globals ngx  (handlers assign ngx.status and ngx.header fields)
 
@@ -22,6 +34,7 @@ M.conf = { scheme = "http", host = "127.0.0.1", port = 0 }
 function M.links() return ngx.shared.portone_links end
 function M.faults() return ngx.shared.portone_faults end
 function M.stats() return ngx.shared.portone_stats end
+function M.store() return ngx.shared.portone_payments end
 function M.log() return ngx.shared.portone_log end
 
 --- Called from init_by_lua with the settings start() chose.

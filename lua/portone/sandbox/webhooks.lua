@@ -4,7 +4,9 @@
 -- (`portone.link.transport.ngx`) with PortOne's timeouts (10 s to connect,
 -- 30 s for the answer), only to loopback URLs.
 --
--- State, in the portone_stats dict:
+-- State, in the portone_stats dict (diagnostics: an eviction when that dict
+-- is full loses a delivery log or what `redeliver` resends, never a payment,
+-- which lives in portone_payments):
 --   wh_mode           JSON {mode, delay_ms, format}: how later notices go out
 --   whlog:<imp_uid>   JSON list of deliveries {n, at, status | error | dropped, ms, notice}
 --   whlast:<imp_uid>  JSON {url, notice}: the last notice, for `redeliver`

@@ -1,0 +1,269 @@
+-- The sandbox's payment store: a payment, once made, never vanishes (a full
+-- store refuses the next payment instead of evicting an old one), and one
+-- order (merchant_uid) is paid once, as PortOne refuses a second payment for
+-- it (DESIGN §4), also when two of its links are paid at the same moment.
+-- Raw HTTP over luasocket.
+local helper = require "helpers.sandbox"
+local sandbox = require "portone.sandbox"
+local cjson = require "cjson"
+local socket = require "socket"
+
+local API = helper.API
+
+local sb, token
+
+local function call(method, path, body, headers)
+  local status, raw, hdrs = helper.request(sb, method, path, body, headers)
+  assert(status, raw)
+  local ok, t = pcall(cjson.decode, raw)
+  return status, ok and t or raw, hdrs, raw
+end
+
+local function authed(method, path, body)
+  return call(method, path, body and cjson.encode(body) or nil, { Authorization = "Bearer " .. token })
+end
+
+local function login()
+  local _, t = call("POST", "/users/getToken",
+    cjson.encode({ imp_key = sb.imp_key, imp_secret = sb.imp_secret }))
+  token = t.response.access_token
+end
+
+local seq = 0
+local function fresh_uid(prefix)
+  seq = seq + 1
+  return ("%s-%d-%d"):format(prefix, os.time(), seq)
+end
+
+-- A link; `over` goes into payment_info. Returns its id and merchant_uid.
+local function create(over)
+  local info = { merchant_uid = fresh_uid("store"), notice_url = sb.url .. "/__sandbox/inbox" }
+  for k, v in pairs(over or {}) do info[k] = v end
+  local status, t = call("POST", API, helper.create_body(info))
+  assert.equal(200, status, tostring(t))
+  return t.shortenedUrl:match("([^/]+)$"), info.merchant_uid
+end
+
+-- POST /__sandbox/pay: status, decoded answer.
+local function pay(id, extra)
+  local body = { id = id }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  return call("POST", "/__sandbox/pay", cjson.encode(body), { ["Content-Type"] = "application/json" })
+end
+
+local function payments_of_link(id)
+  local out = {}
+  for _, p in ipairs(assert(sb:admin("GET", "payments"))) do
+    if p.link_id == id then out[#out + 1] = p end
+  end
+  return out
+end
+
+-- The inbox's notices for a merchant_uid (waits `wait` seconds for them).
+local function notices_of(muid, wait)
+  local deadline = socket.gettime() + (wait or 0)
+  local found
+  repeat
+    found = {}
+    for _, e in ipairs(assert(sb:admin("GET", "inbox"))) do
+      local n = cjson.decode(e.body)
+      if n.merchant_uid == muid then found[#found + 1] = n end
+    end
+    if #found > 0 then return found end
+    socket.sleep(0.05)
+  until socket.gettime() > deadline
+  return found
+end
+
+local FULL = "sandbox payment store is full"
+
+describe("sandbox payment store", function()
+  lazy_setup(function() sb = helper.start() end)
+  lazy_teardown(function() if sb then sb:stop() end end)
+  before_each(function()
+    assert(sb:reset())
+    login()
+  end)
+
+  it("never evicts a payment: a full store refuses the next payment, nothing half-written", function()
+    local a, muid_a = create()
+    local status, paid = pay(a)
+    assert.equal(200, status)
+    -- declined payments of a link with ~1 MB of custom_data: each is a
+    -- ~1 MB payment record (and the link stays payable), so 30 of them
+    -- overflow a 16 MB store
+    local big = ("x"):rep(1000 * 1000)
+    local b = create{ custom_data = big }
+    local refused
+    for _ = 1, 30 do
+      local st, t = pay(b, { decline = true })
+      if st ~= 200 then
+        refused = { status = st, answer = t }
+        break
+      end
+    end
+    -- the first payment and its paid mark are still there
+    local st, t = call("GET", "/__sandbox/payments/" .. paid.imp_uid)
+    assert.equal(200, st, cjson.encode(t))
+    login()
+    st, t = authed("GET", "/payments/" .. paid.imp_uid)
+    assert.equal(200, st, cjson.encode(t))
+    assert.equal("paid", t.response.status)
+    st, t = authed("GET", "/payments/find/" .. muid_a)
+    assert.equal(200, st)
+    assert.equal(paid.imp_uid, t.response.imp_uid)
+    st, t = pay(a)
+    assert.equal(409, st, cjson.encode(t))
+    assert.equal(1, #payments_of_link(a))
+    local _, again = call("GET", "/__sandbox/links/" .. a)
+    assert.equal(paid.imp_uid, again.paid_imp_uid)
+
+    -- the store said it is full, and how to empty it
+    assert.is_table(refused, "no payment was refused")
+    assert.equal(507, refused.status)
+    assert.matches(FULL, refused.answer.message, 1, true)
+    assert.matches("/__sandbox/reset", refused.answer.message, 1, true)
+
+    -- a real payment that does not fit leaves neither its link's paid mark
+    -- nor its order's: both stay payable
+    local d, muid_d = create{ custom_data = big }
+    local before = #assert(sb:admin("GET", "payments"))
+    st, t = pay(d)
+    assert.equal(507, st, cjson.encode(t))
+    assert.matches(FULL, t.message, 1, true)
+    assert.equal(before, #assert(sb:admin("GET", "payments")))
+    local _, link_d = call("GET", "/__sandbox/links/" .. d)
+    assert.equal(cjson.null, link_d.paid_imp_uid)
+    assert.same({}, notices_of(muid_d))
+    -- the bridge page says the same
+    local hst, html = sandbox.http(sb.host, sb.port, "POST", "/" .. d, "method=1",
+      { ["Content-Type"] = "application/x-www-form-urlencoded" })
+    assert.equal(507, hst)
+    assert.truthy(html:find(FULL, 1, true), html)
+    -- a small payment of the same order still fits: its order mark was rolled back
+    local e = create{ merchant_uid = muid_d }
+    st, t = pay(e)
+    assert.equal(200, st, cjson.encode(t))
+    assert.equal("paid", t.payment.status)
+
+    -- and a reset empties the store
+    assert(sb:reset())
+    login()
+    d = create{ custom_data = big }
+    st, t = pay(d)
+    assert.equal(200, st, cjson.encode(t))
+  end)
+
+  describe("one payment per merchant_uid", function()
+    it("refuses to pay a second link of an order already paid: no payment, no webhook", function()
+      local l1, muid = create()
+      local l2 = create{ merchant_uid = muid }
+      local st, first = pay(l1)
+      assert.equal(200, st)
+      assert.equal("paid", first.payment.status)
+      local t
+      st, t = pay(l2)
+      assert.equal(409, st, cjson.encode(t))
+      assert.matches("merchant_uid", t.message, 1, true)
+      assert.matches(muid, t.message, 1, true)
+      assert.equal(first.imp_uid, t.imp_uid)
+      -- the bridge page refuses it too, with a page that says why
+      local hst, html = sandbox.http(sb.host, sb.port, "POST", "/" .. l2, "method=1",
+        { ["Content-Type"] = "application/x-www-form-urlencoded" })
+      assert.equal(409, hst)
+      assert.truthy(html:find('class="order-paid"', 1, true), html)
+      -- so does a decline (no failed payment is recorded for a paid order)
+      st = pay(l2, { decline = true })
+      assert.equal(409, st)
+      assert.same({}, payments_of_link(l2))
+      local _, link2 = call("GET", "/__sandbox/links/" .. l2)
+      assert.equal(cjson.null, link2.paid_imp_uid)
+      -- one notice only: the first payment's
+      socket.sleep(0.3)
+      local n = notices_of(muid, 2)
+      assert.equal(1, #n)
+      assert.equal(first.imp_uid, n[1].imp_uid)
+      local _, all = authed("GET", "/payments/findAll/" .. muid)
+      assert.equal(1, all.response.total)
+      -- a partial cancel leaves it paid: still refused
+      st, t = call("POST", "/__sandbox/cancel", cjson.encode({ imp_uid = first.imp_uid, amount = 1000 }),
+        { ["Content-Type"] = "application/json" })
+      assert.equal(200, st, cjson.encode(t))
+      assert.equal(409, (pay(l2)))
+      -- once fully cancelled, the order may be paid again
+      _, t = authed("POST", "/payments/cancel", { imp_uid = first.imp_uid })
+      assert.equal(0, t.code, cjson.encode(t))
+      assert.equal("cancelled", t.response.status)
+      st, t = pay(l2)
+      assert.equal(200, st, cjson.encode(t))
+      assert.equal("paid", t.payment.status)
+    end)
+
+    it("a vbank awaiting its deposit holds the order; a failed payment does not", function()
+      local vb, muid = create{ pay_methods = { { pg = "INIpayTest", pay_method = "vbank", label = "VA" } } }
+      local card = create{ merchant_uid = muid }
+      local st, ready = pay(vb)
+      assert.equal(200, st)
+      assert.equal("ready", ready.payment.status)
+      local t
+      st, t = pay(card)
+      assert.equal(409, st)
+      assert.matches("waiting for its deposit", t.message, 1, true)
+      assert(sb:admin("POST", "deposit", { imp_uid = ready.imp_uid }))
+      assert.equal(409, (pay(card)))
+
+      local l1, muid2 = create()
+      local l2 = create{ merchant_uid = muid2 }
+      st, t = pay(l1, { decline = true })
+      assert.equal(200, st)
+      assert.equal("failed", t.payment.status)
+      st, t = pay(l2)
+      assert.equal(200, st, cjson.encode(t))
+      assert.equal("paid", t.payment.status)
+    end)
+
+    it("of many links of one order paid at once, exactly one is paid", function()
+      local workers = helper.start{ workers = 4 }
+      local ok, err = pcall(function()
+        local n = 24
+        local muid = fresh_uid("race")
+        local ids = {}
+        for i = 1, n do
+          local body = helper.create_body{ merchant_uid = muid }
+          local st, raw = helper.request(workers, "POST", API, body)
+          assert.equal(200, st, raw)
+          ids[i] = cjson.decode(raw).shortenedUrl:match("([^/]+)$")
+        end
+        -- every form is sent before any answer is read; a short latency
+        -- holds each request so that they run side by side in the workers
+        assert(workers:latency(50))
+        local conns = {}
+        for i = 1, n do
+          local c = socket.tcp()
+          c:settimeout(10)
+          assert(c:connect(workers.host, workers.port))
+          local body = "method=1"
+          assert(c:send("POST /" .. ids[i] .. " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            .. "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " .. #body
+            .. "\r\n\r\n" .. body))
+          conns[i] = c
+        end
+        local codes = {}
+        for i = 1, n do
+          local line = conns[i]:receive("*l")
+          conns[i]:close()
+          local code = tonumber(line and line:match("^HTTP/1%.%d (%d+)"))
+          codes[code or "none"] = (codes[code or "none"] or 0) + 1
+        end
+        assert.same({ [200] = 1, [409] = n - 1 }, codes)
+        local paid = 0
+        for _, p in ipairs(assert(workers:admin("GET", "payments"))) do
+          if p.merchant_uid == muid then paid = paid + 1 end
+        end
+        assert.equal(1, paid)
+      end)
+      workers:stop()
+      assert(ok, err)
+    end)
+  end)
+end)
