@@ -192,6 +192,76 @@ describe("request header lists of the C transports", function()
     assert.is_true(hits > 0, "no finalizer request ran inside request")
   end)
 
+  -- h:bind_create's function takes the handle's list and URL as its own
+  -- once it checked them, until another request or binding may have
+  -- changed them: it must still send its own each time.
+  it("http_new: a bound create sends its own URL and headers whatever ran in between", function()
+    local cases = require "helpers.cases"
+    local h = core.http_new()
+    local a = h:bind_create(url .. "/a", { "X-A: 1" })
+    local b = h:bind_create(url .. "/b", { "X-B: 2", "X-C: 3" })
+    local function check(i, fn, path, heads)
+      local status, body = fn()
+      assert.equal(200, status, "call " .. i)
+      assert.equal("Request-Line: POST " .. path .. " HTTP/1.1", body:match("^[^\n]*"), "call " .. i)
+      assert.same(want({ "POST", heads }), sent(body), "call " .. i)
+    end
+    local function bound(f) return function() return f(cases.request()) end end
+    local other = function() return h:request("POST", url .. "/a", { "X-A: 2" }, "b") end
+    local seq = {
+      { bound(a), "/a", { "X-A: 1" } }, { bound(a), "/a", { "X-A: 1" } },
+      { other, "/a", { "X-A: 2" } }, { bound(a), "/a", { "X-A: 1" } },
+      { bound(b), "/b", { "X-B: 2", "X-C: 3" } }, { bound(a), "/a", { "X-A: 1" } },
+      { bound(b), "/b", { "X-B: 2", "X-C: 3" } }, { bound(b), "/b", { "X-B: 2", "X-C: 3" } },
+      { function() return h:encode_create("POST", url .. "/b", { "X-D: 4" }, cases.request(), 2,
+          os.time()) end, "/b", { "X-D: 4" } },
+      { bound(b), "/b", { "X-B: 2", "X-C: 3" } },
+    }
+    for i, c in ipairs(seq) do check(i, c[1], c[2], c[3]) end
+    -- a new binding after an old one was collected (its headers table's
+    -- address may come back)
+    a, b = nil, nil -- luacheck: ignore 311
+    collectgarbage()
+    collectgarbage()
+    for i = 1, 3 do
+      local c = h:bind_create(url .. "/c", { "X-E: " .. i })
+      check(100 + i, bound(c), "/c", { "X-E: " .. i })
+      check(200 + i, bound(c), "/c", { "X-E: " .. i })
+    end
+    h:close()
+  end)
+
+  -- A finalizer that runs during the walk of the request (an allocation
+  -- there) may send a request of its own on the handle, with other
+  -- headers: the bound create must notice after the walk and send its
+  -- own. A call hook on the walk (called from C by lua_call) stands in for
+  -- that finalizer here: it runs at a known point every time.
+  it("http_new: a request during a bound create's walk, then the bound create's own", function()
+    local cases = require "helpers.cases"
+    local walk = debug.getregistry()["portone.link.codec_encode_held"]
+    assert.equal("function", type(walk))
+    local h = core.http_new()
+    finally(function() debug.sethook(); h:close() end)
+    local a = h:bind_create(url .. "/a", { "X-A: 1" })
+    for round = 1, 3 do
+      assert.equal(200, (a(cases.request())))   -- the list and URL checked: taken as known
+      local nested
+      debug.sethook(function()
+        if not nested and debug.getinfo(2, "f").func == walk then
+          nested = { h:request("POST", url .. "/z", { "X-Z: " .. round }, "z") }
+        end
+      end, "c")
+      local status, body = a(cases.request())
+      debug.sethook()
+      assert.is_table(nested, "the hook did not run in the walk")
+      assert.equal(200, nested[1])
+      assert.same(want({ "POST", { "X-Z: " .. round } }), sent(nested[2]))
+      assert.equal(200, status, "round " .. round)
+      assert.equal("Request-Line: POST /a HTTP/1.1", body:match("^[^\n]*"), "round " .. round)
+      assert.same(want({ "POST", { "X-A: 1" } }), sent(body), "round " .. round)
+    end
+  end)
+
   it("multi_new sends each transfer's own URL on a pooled handle, parsed once or by libcurl", function()
     local m = core.multi_new({ max_concurrent = 1 })
     local calls = {

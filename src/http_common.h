@@ -88,6 +88,7 @@ CURLcode plink_easy_setup(CURL *c, const plink_http_opts *o, plink_resp *r);
 /* Methods accepted by request/add (luaL_checkoption list). GET is index 0,
  * POST index 1. */
 extern const char *const plink_http_methods[];
+#define PLINK_HTTP_POST 1
 #define PLINK_HTTP_HEAD 5
 
 /* The arguments of request/add, checked. The strings stay on the stack. */

@@ -70,6 +70,12 @@ typedef struct {
      * header list are not set again. */
     plink_url_held url;
     const struct curl_slist *hlist_set;
+    /* The headers table of the bound create (h:bind_create) that hlist and
+     * the URL held were last checked against, or NULL: its later sends
+     * skip the check. Only a bound create sets it, kept alive by its
+     * closure, so no other table can have that address meanwhile; every
+     * other request and every new binding clears it. */
+    const void *bound;
     int error_headers_only;    /* no response-header table on 2xx */
     plink_share *share;    /* the client's share handle, or NULL */
 } http_handle;
@@ -123,6 +129,7 @@ static void http_free(http_handle *h)
     curl_slist_free_all(h->hlist);
     h->hlist = NULL;
     h->hlist_set = NULL;
+    h->bound = NULL;
     plink_url_held_free(&h->url);         /* after the handle that used it */
     plink_resp_free(&h->resp);
     h->closed = 1;
@@ -299,10 +306,44 @@ static int http_perform(lua_State *L, int usual)
     http_handle *h = http_check(L);
     plink_http_req r;
     int max_sends;
+    h->bound = NULL;                /* it may set other headers */
     /* the URL and headers the handle holds were checked when they were set */
     plink_http_check_request_known(L, "request", &r, &h->url, &h->hlist, 1);
     max_sends = plink_http_check_sends(L, 6);
     return http_transfer(L, h, &r, max_sends, usual, 5, 0);
+}
+
+/* encode_create's work after its checks, on its stack (1 h, 2 method,
+ * 3 URL, 4 headers, 5 req, 6 and 7 free): the walk of the request with
+ * now, then the transfer. `bound`: the headers table of a bound create
+ * (else NULL); when the handle's list and URL were checked against it
+ * already, they are taken as they are. */
+static int http_encode_send(lua_State *L, http_handle *h, lua_Number now, int max_sends,
+                            const void *bound)
+{
+    plink_http_req r;
+    lua_pushvalue(L, lua_upvalueindex(2));       /* the walk (codec.c) */
+    lua_pushvalue(L, 5);
+    lua_pushnumber(L, now);
+    lua_call(L, 2, 2);                           /* 8, 9 */
+    if (!lua_toboolean(L, 8))
+        return 2;                                /* false, list */
+    lua_settop(L, 8);                            /* the buffers, held */
+    r.body = plink_codec_body(L, 8, &r.body_len);
+    /* read after the walk: a finalizer it ran may have sent a request of
+     * its own on this handle, which clears h->bound */
+    if (bound && h->bound == bound && h->hlist) {
+        r.method = PLINK_HTTP_POST;
+        r.url = lua_tolstring(L, 3, &r.url_len);
+        r.nheaders = 0;                          /* unused: the list is known */
+        r.headers_known = 1;
+    } else {
+        h->bound = NULL;
+        plink_http_check_request_known(L, "encode_create", &r, &h->url, &h->hlist, 0);
+        if (bound && r.headers_known)
+            h->bound = bound;                    /* hlist holds these headers */
+    }
+    return http_transfer(L, h, &r, max_sends, 1, 8, 8);
 }
 
 /* h:encode_create(method, url, headers, req, max_sends, now): h:create
@@ -321,69 +362,63 @@ static int http_perform(lua_State *L, int usual)
 int plink_http_encode_create(lua_State *L)
 {
     http_handle *h = http_check(L);
-    plink_http_req r;
-    lua_Number now;
     int max_sends;
+    lua_Number now;
     lua_settop(L, 7);
     luaL_checktype(L, 5, LUA_TTABLE);
     max_sends = plink_http_check_sends(L, 6);
     now = luaL_checknumber(L, 7);
     luaL_argcheck(L, now == now, 7, "now must not be NaN");
-    lua_pushvalue(L, lua_upvalueindex(2));       /* the walk (codec.c) */
-    lua_pushvalue(L, 5);
-    lua_pushvalue(L, 7);
-    lua_call(L, 2, 2);                           /* 8, 9 */
-    if (!lua_toboolean(L, 8))
-        return 2;                                /* false, list */
-    lua_settop(L, 8);                            /* the buffers, held */
-    r.body = plink_codec_body(L, 8, &r.body_len);
-    plink_http_check_request_known(L, "encode_create", &r, &h->url, &h->hlist, 0);
-    return http_transfer(L, h, &r, max_sends, 1, 8, 8);
+    h->bound = NULL;                /* it may set other headers */
+    return http_encode_send(L, h, now, max_sends, NULL);
 }
 
 /* The function h:bind_create returns: fast(req) is
- * h:encode_create("POST", url, headers, req, 2, os.time()) with h, url and
- * headers its upvalues 3-5 (1 and 2 are encode_create's own), and returns
+ * h:encode_create("POST", url, headers, req, 2, os.time()) with h, "POST",
+ * url and headers its upvalues 3-6 (1 and 2 are encode_create's own), and
+ * without encode_create's checks (h is checked by bind_create; the URL and
+ * headers on the first send, and again after any other request); returns
  * nothing for a req that is not a table. It is the client's usual create
  * (client.lua): one C call where the Lua front half read the token, the
  * clock, the cached URL and headers and called encode_create, a third of
  * the client's cold-cache misses on top of the send (bench/http.lua). */
 int plink_http_bound_create(lua_State *L)
 {
+    http_handle *h = (http_handle *)lua_touserdata(L, lua_upvalueindex(3));
     if (lua_type(L, 1) != LUA_TTABLE)
         return 0;                   /* the client's checks say what is wrong */
-    lua_settop(L, 7);               /* h, "POST", url, headers, req, 2, now */
+    lua_settop(L, 7);               /* h, "POST", url, headers, req, -, - */
     lua_pushvalue(L, 1);
     lua_replace(L, 5);
     lua_pushvalue(L, lua_upvalueindex(3));
     lua_replace(L, 1);
-    lua_pushliteral(L, "POST");
-    lua_replace(L, 2);
     lua_pushvalue(L, lua_upvalueindex(4));
-    lua_replace(L, 3);
+    lua_replace(L, 2);
     lua_pushvalue(L, lua_upvalueindex(5));
+    lua_replace(L, 3);
+    lua_pushvalue(L, lua_upvalueindex(6));
     lua_replace(L, 4);
-    lua_pushinteger(L, 2);
-    lua_replace(L, 6);
-    lua_pushnumber(L, (lua_Number)time(NULL));     /* os.time() */
-    lua_replace(L, 7);
-    return plink_http_encode_create(L);
+    return http_encode_send(L, h, (lua_Number)time(NULL), 2, lua_topointer(L, 4));
 }
 
 /* h:bind_create(url, headers) --> fast(req) (above). The URL and headers
  * are checked when fast sends, as encode_create's are. */
 static int http_bind_create(lua_State *L)
 {
-    http_check(L);
+    http_handle *h = http_check(L);
     luaL_checktype(L, 2, LUA_TSTRING);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, lua_upvalueindex(2));
     lua_pushvalue(L, 1);
+    lua_pushliteral(L, "POST");
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
-    lua_pushcclosure(L, plink_http_bound_create, 5);
+    lua_pushcclosure(L, plink_http_bound_create, 6);
+    /* a table of an old binding, since collected, may have had this
+     * headers table's address */
+    h->bound = NULL;
     return 1;
 }
 
