@@ -153,8 +153,10 @@ typedef struct codec_names {
      * (lua_topointer): matching a key needs no lua_tolstring. Only when
      * the interpreter gives strings an address there (5.4, LuaJIT). */
     int byobj;
-    const void *obj[CODEC_NH];
-    signed char oat[CODEC_NH][PLINK_NSCHEMAS];
+    struct {
+        const void *obj;
+        signed char at[PLINK_NSCHEMAS];
+    } byo[CODEC_NH];        /* side by side: a lookup touches one cache line */
     /* per schema: the fields codec_object visits even when absent
      * (required, or one of a pair) */
     unsigned long must[PLINK_NSCHEMAS];
@@ -846,8 +848,8 @@ CODEC_HOT int codec_keyfield(codec *c, const plink_schema *sc)
     if (nm->byobj) {
         const void *o = lua_topointer(L, -2);
         unsigned h = codec_hash(o);
-        for (; nm->obj[h]; h = (h + 1) & (CODEC_NH - 1))
-            if (nm->obj[h] == o) {
+        for (; nm->byo[h].obj; h = (h + 1) & (CODEC_NH - 1))
+            if (nm->byo[h].obj == o) {
                 /* A light userdata may hold any address. Nothing else
                  * can: lua_topointer of a table, function, thread, full
                  * userdata (its memory block) or cdata is an object of
@@ -861,7 +863,7 @@ CODEC_HOT int codec_keyfield(codec *c, const plink_schema *sc)
 #else
                 if (!lua_isuserdata(L, -2))
 #endif
-                    return nm->oat[h][sc->id];
+                    return nm->byo[h].at[sc->id];
                 return -1;
             }
     }
@@ -1770,15 +1772,15 @@ void plink_codec_open(lua_State *L)
             lua_pop(L, 1);
             if (o) {
                 unsigned ho = codec_hash(o);
-                for (; nm->obj[ho] && nm->obj[ho] != o; ho = (ho + 1) & (CODEC_NH - 1))
+                for (; nm->byo[ho].obj && nm->byo[ho].obj != o; ho = (ho + 1) & (CODEC_NH - 1))
                     ;
-                if (!nm->obj[ho]) {
+                if (!nm->byo[ho].obj) {
                     int s;
-                    nm->obj[ho] = o;
+                    nm->byo[ho].obj = o;
                     for (s = 0; s < PLINK_NSCHEMAS; s++)
-                        nm->oat[ho][s] = -1;
+                        nm->byo[ho].at[s] = -1;
                 }
-                nm->oat[ho][k] = (signed char)i;
+                nm->byo[ho].at[k] = (signed char)i;
             } else {
                 nm->byobj = 0;
             }
