@@ -40,7 +40,7 @@ LUA54_PATH := lua/?.lua;lua/?/init.lua;;
 
 # rock, rock-install: see the rockspec
 .PHONY: rock rock-install all build deps test test-unit test-luajit test-asan test-valgrind lint \
-        demo sandbox bench bench-encode bench-openresty bench-bulk bench-poll bench-http clean
+        demo sandbox bench bench-encode bench-openresty bench-bulk bench-poll bench-http bench-cold clean
 
 all: $(SO) $(SIG_SO)
 build: $(SO) $(SIG_SO)
@@ -141,6 +141,16 @@ build/raw_curl: bench/raw_curl.c
 bench-http: deps
 	@$(MAKE) -s build build/raw_curl
 	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;;' lua5.4 bench/http.lua $(ARGS)
+
+# Where client:create's time over raw libcurl goes with cold caches: a
+# callgrind cache model of raw-same, c-path and the client (bench/cold.lua).
+build/%/bench/evict.so: bench/evict.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -O2 -fPIC -shared -Wall -Wextra -Werror -I/usr/include/lua$* $< -o $@
+
+bench-cold: deps
+	@$(MAKE) -s build build/raw_curl build/5.4/bench/evict.so
+	@LUA_PATH='$(LUA54_PATH)' LUA_CPATH='build/5.4/?.so;build/5.4/bench/?.so;;' lua5.4 bench/cold.lua
 
 clean:
 	rm -rf build

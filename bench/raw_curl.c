@@ -11,6 +11,8 @@
  * N), until end of input. The process lives for the whole bench, so its
  * rounds can be as short as the client's and interleave with them.
  * Exits 1 on any failure or non-2xx answer.
+ * With PLINK_EVICT set (bench/cold.lua), it writes over a 4 MB buffer
+ * before each request, so each one starts from cold caches.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -56,12 +58,29 @@ static double now(clockid_t id)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* bench/cold.lua: a separate function, so the model can leave it out */
+static volatile unsigned char *evict_buf;
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void evict(void)
+{
+    unsigned i;
+    if (!evict_buf && !(evict_buf = calloc(1, 4u << 20)))
+        return;
+    for (i = 0; i < (4u << 20); i += 64)
+        evict_buf[i] = (unsigned char)(evict_buf[i] + 1);
+}
+
 /* n POSTs on c; 0, or 1 after the first failure or non-2xx answer */
-static int post(CURL *c, long n, long *status)
+static int post(CURL *c, long n, long *status, int cold)
 {
     long i;
     for (i = 0; i < n; i++) {
-        CURLcode rc = curl_easy_perform(c);
+        CURLcode rc;
+        if (cold)
+            evict();
+        rc = curl_easy_perform(c);
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
         if (rc != CURLE_OK || *status < 200 || *status > 299) {
             fprintf(stderr, "raw_curl: %s, HTTP %ld\n", curl_easy_strerror(rc), *status);
@@ -78,6 +97,7 @@ int main(int argc, char **argv)
     struct curl_slist *list = NULL;
     long n, status = 0;
     char cmd[64];
+    int cold = getenv("PLINK_EVICT") != NULL;
     CURL *c;
 
     if (argc < 4) {
@@ -102,13 +122,13 @@ int main(int argc, char **argv)
     if (argc > 4 && argv[4][0])
         curl_easy_setopt(c, CURLOPT_CAINFO, argv[4]);
 
-    if (post(c, 1, &status) != 0)
+    if (post(c, 1, &status, 0) != 0)
         return 1;
     printf("ready\n");
     fflush(stdout);
     while (fgets(cmd, sizeof cmd, stdin) && (n = atol(cmd)) > 0) {
         double t0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
-        if (post(c, n, &status) != 0)
+        if (post(c, n, &status, cold) != 0)
             return 1;
         printf("seconds=%.6f cpu=%.6f status=%ld\n", now(CLOCK_MONOTONIC) - t0,
                now(CLOCK_PROCESS_CPUTIME_ID) - c0, status);
