@@ -185,6 +185,14 @@ local fails = {
   { "pay_methods duplicate pair", function(r)
       r.pay_methods[3] = { pg = "INIpayTest", pay_method = "card", label = "또 카드" }
     end, "pay_methods[3]", "duplicate" },
+  { "pay_methods duplicate pair before the last entry", function(r)
+      r.pay_methods[3] = { pg = "INIpayTest", pay_method = "card", label = "또 카드" }
+      r.pay_methods[4] = { pg = "INIpayTest", pay_method = "phone", label = "휴대폰" }
+    end, "pay_methods[3]", "duplicate" },
+  { "pay_methods duplicate pair, the last entry of four", function(r)
+      r.pay_methods[3] = { pg = "INIpayTest", pay_method = "phone", label = "휴대폰" }
+      r.pay_methods[4] = { pg = "INIpayTest", pay_method = "phone", label = "또 휴대폰" }
+    end, "pay_methods[4]", "duplicate" },
   { "pay_methods duplicate channelKey pair", function(r)
       r.pay_methods[1] = { channelKey = "ck-1", pay_method = "card", label = "a" }
       r.pay_methods[2] = { channelKey = "ck-1", pay_method = "card", label = "b" }

@@ -1117,7 +1117,9 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
             codec_dup d;
             int slot[CODEC_MAXF];
             codec_object(c, e, sc, slot);
-            if (codec_dupkey(c, slot, dk, ndk, &d)) {
+            /* the last entry is only compared with those before it: it is
+             * not recorded, and a list of one has nothing to compare */
+            if ((ndup > 0 || i < n) && codec_dupkey(c, slot, dk, ndk, &d)) {
                 size_t j = ndup;
                 uint64_t bit = (uint64_t)1 << (d.sig & 63);
                 /* db->p is NULL until the first entry is recorded */
@@ -1131,7 +1133,7 @@ static void codec_list(codec *c, int t, const plink_schema *sc)
                     char a[32];
                     codec_err(c, "duplicate", "same pg/channelKey and pay_method as pay_methods[%s]",
                               codec_lld(a, sizeof a, seen[j].index));
-                } else {
+                } else if (i < n) {
                     int k;
                     /* the entry may change under a finalizer: keep its
                      * strings (a known enum value is kept alive already) */
