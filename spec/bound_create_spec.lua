@@ -170,6 +170,25 @@ describe("client:create over curl", function()
     assert.same({ "transport", "client is closed", 0 }, { err.kind, err.message, err.attempts })
   end)
 
+  -- The general path hands its own token (resolved for this call) to what
+  -- reads a sent create's answer: a token function's nil (no header) is
+  -- that call's token, not the function.
+  it("reads and retries an answer other than the usual one for a token function's nil", function()
+    local calls = 0
+    local c = link.new({ base_url = sb.url, retries = 1, retry_base = 0.001,
+                         token = function() calls = calls + 1; return nil end })
+    assert(sb:faults("create", { { status = 503 }, { status = 503 } }))
+    local res, err = c:create(cases.request())
+    assert.is_nil(res)
+    assert.same({ "http", 503, 2 }, { err.kind, err.status, err.attempts })
+    assert(sb:faults("create", { { status = 503 } }))
+    res = assert(c:create(cases.request()))
+    assert.same({ 200, 2 }, { res.status, res.attempts })
+    assert.equal(2, calls)
+    assert.equal(1, sb:stats().creates)
+    c:close()
+  end)
+
   -- (not tail calls: a tail call leaves no caller's line to point at)
   it("raises argument errors at the caller's line", function()
     local c = link.new({ base_url = sb.url })
