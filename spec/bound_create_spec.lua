@@ -170,6 +170,41 @@ describe("client:create over curl", function()
     assert.same({ "transport", "client is closed", 0 }, { err.kind, err.message, err.attempts })
   end)
 
+  -- The bound call is kept in a weak table keyed by the client (close
+  -- clears it): a client dropped without close must go, with its handle,
+  -- on 5.1 and LuaJIT too (weak keys there are no ephemerons: the bound
+  -- call must not reach its client).
+  it("lets a client dropped without close be collected with its handle", function()
+    local handles = setmetatable({}, { __mode = "k" })
+    for i = 1, 20 do
+      local c = link.new({ base_url = sb.url, token = "tok" .. i })
+      assert(c:create(cases.request()))
+      handles[c._h] = true
+    end
+    for _ = 1, 4 do collectgarbage() end
+    assert.is_nil(next(handles))
+    assert.equal(20, sb:stats().creates)
+  end)
+
+  -- The general path hands its own token (resolved for this call) to what
+  -- reads a sent create's answer: a token function's nil (no header) is
+  -- that call's token, not the function.
+  it("reads and retries an answer other than the usual one for a token function's nil", function()
+    local calls = 0
+    local c = link.new({ base_url = sb.url, retries = 1, retry_base = 0.001,
+                         token = function() calls = calls + 1; return nil end })
+    assert(sb:faults("create", { { status = 503 }, { status = 503 } }))
+    local res, err = c:create(cases.request())
+    assert.is_nil(res)
+    assert.same({ "http", 503, 2 }, { err.kind, err.status, err.attempts })
+    assert(sb:faults("create", { { status = 503 } }))
+    res = assert(c:create(cases.request()))
+    assert.same({ 200, 2 }, { res.status, res.attempts })
+    assert.equal(2, calls)
+    assert.equal(1, sb:stats().creates)
+    c:close()
+  end)
+
   -- (not tail calls: a tail call leaves no caller's line to point at)
   it("raises argument errors at the caller's line", function()
     local c = link.new({ base_url = sb.url })

@@ -231,6 +231,39 @@ describe("request header lists of the C transports", function()
     h:close()
   end)
 
+  -- The handle's list is taken as a binding's own once checked against
+  -- its headers table: the binding must own that table. A table the
+  -- caller changes after binding, or binds twice (with another URL), must
+  -- not make a send go out with headers or a URL that were never checked.
+  it("http_new: a bound create's headers are taken when it is bound, its URL checked", function()
+    local cases = require "helpers.cases"
+    local h = core.http_new()
+    finally(function() h:close() end)
+    local function path_heads(f)
+      local status, body = f(cases.request())
+      assert.equal(200, status)
+      return { body:match("^Request%-Line: POST (%S+)"), sent(body) }
+    end
+    -- changed before the first send, and after the list was taken as known
+    local t = { "X-A: 1" }
+    local a = h:bind_create(url .. "/a", t)
+    t[1] = "X-A: 2"
+    assert.same({ "/a", want({ "POST", { "X-A: 1" } }) }, path_heads(a))
+    assert.same({ "/a", want({ "POST", { "X-A: 1" } }) }, path_heads(a))
+    t[1], t[2] = "X-A: 3", "X-B: 4"
+    assert.same({ "/a", want({ "POST", { "X-A: 1" } }) }, path_heads(a))
+    -- one table bound twice: the second URL (a NUL, which libcurl would
+    -- cut at) is refused, never sent as "/b"
+    local u = { "X-U: 1" }
+    local good = h:bind_create(url .. "/good", u)
+    local bad = h:bind_create(url .. "/b\0/c", u)
+    assert.same({ "/good", want({ "POST", { "X-U: 1" } }) }, path_heads(good))
+    assert.same({ "/good", want({ "POST", { "X-U: 1" } }) }, path_heads(good))
+    local ok, e = pcall(bad, cases.request())
+    assert.is_false(ok)
+    assert.matches("URL contains white space, CR/LF or NUL", e, 1, true)
+  end)
+
   -- A finalizer that runs during the walk of the request (an allocation
   -- there) may send a request of its own on the handle, with other
   -- headers: the bound create must notice after the walk and send its

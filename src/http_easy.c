@@ -19,7 +19,8 @@
  *       end with the wire body (see plink_http_encode_create)
  *   h:bind_create(url, headers)
  *       --> fast(req): h:encode_create("POST", url, headers, req, 2,
- *       os.time()), nothing for a req that is not a table
+ *       os.time()), nothing for a req that is not a table; the headers
+ *       are those the table holds at the binding (a copy)
  *   h:connections()  --> connections libcurl opened so far (sum of NUM_CONNECTS)
  *   h:close()        --> frees the curl handle; later requests return nil, info
  *   core.sleep(seconds)   nanosleep, for the retry back-off of the curl transport
@@ -72,9 +73,10 @@ typedef struct {
     const struct curl_slist *hlist_set;
     /* The headers table of the bound create (h:bind_create) that hlist and
      * the URL held were last checked against, or NULL: its later sends
-     * skip the check. Only a bound create sets it, kept alive by its
-     * closure, so no other table can have that address meanwhile; every
-     * other request and every new binding clears it. */
+     * skip the check. Only a bound create sets it, with its own copy of
+     * the headers (no one changes it, no other binding has it), kept
+     * alive by its closure, so no other table can have that address
+     * meanwhile; every other request and every new binding clears it. */
     const void *bound;
     int error_headers_only;    /* no response-header table on 2xx */
     plink_share *share;    /* the client's share handle, or NULL */
@@ -402,10 +404,15 @@ int plink_http_bound_create(lua_State *L)
 }
 
 /* h:bind_create(url, headers) --> fast(req) (above). The URL and headers
- * are checked when fast sends, as encode_create's are. */
+ * are checked when fast sends, as encode_create's are. fast keeps a copy
+ * of the headers (the array part, as sent), taken here: h->bound stands
+ * for "checked against this table", which holds only for a table no one
+ * else can change, nor bind again with another URL that was never
+ * checked. */
 static int http_bind_create(lua_State *L)
 {
     http_handle *h = http_check(L);
+    size_t n, i;
     luaL_checktype(L, 2, LUA_TSTRING);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
@@ -414,7 +421,12 @@ static int http_bind_create(lua_State *L)
     lua_pushvalue(L, 1);
     lua_pushliteral(L, "POST");
     lua_pushvalue(L, 2);
-    lua_pushvalue(L, 3);
+    n = plink_rawlen(L, 3);
+    lua_createtable(L, n < 64 ? (int)n : 64, 0);
+    for (i = 1; i <= n; i++) {
+        lua_rawgeti(L, 3, (int)i);
+        lua_rawseti(L, -2, (int)i);
+    }
     lua_pushcclosure(L, plink_http_bound_create, 6);
     /* a table of an old binding, since collected, may have had this
      * headers table's address */

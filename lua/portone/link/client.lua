@@ -428,15 +428,15 @@ end
 M._create_result = create_result    -- for the specs: same answers as the general path
 
 -- What follows h:encode_create's outcome other than the usual answer's
--- table (`false, list`, or a send to read and maybe retry), for `token`
--- (default: the client's fixed one).
+-- table (`false, list`, or a send to read and maybe retry), for the
+-- call's `token` (nil: no header; a token function's nil is that too, so
+-- nil never stands for "the client's": the fast call passes its own).
 function Client:_create_sent(s, b, hd, n, body, token)
   if s == false then
     local err = errors.validation(b)
     err.attempts = 0
     return nil, err
   end
-  if token == nil then token = self._token() end
   local p = create_parts(self, token)
   return self:_run("create", "POST", p.url, p.headers, body, create_result, token, s, b, hd, n)
 end
@@ -451,7 +451,8 @@ function Client:create(req, opts)
   local fast = opts == nil and FAST[self]
   if fast then
     local s, b, hd, n, body = fast(req)
-    if b ~= nil then return self:_create_sent(s, b, hd, n, body) end
+    -- a client with FAST has a fixed token (a string or none)
+    if b ~= nil then return self:_create_sent(s, b, hd, n, body, self._token()) end
     if s then return s end
     -- not a table: the checks below say so
   end
