@@ -150,7 +150,7 @@ build/%/bench/evict.so: bench/evict.c
 
 bench-cold: deps
 	@$(MAKE) -s build build/raw_curl build/5.4/bench/evict.so
-	@LUA_PATH='$(LUA54_PATH)' LUA_CPATH='build/5.4/?.so;build/5.4/bench/?.so;;' lua5.4 bench/cold.lua
+	@LUA_PATH='$(LUA54_PATH);spec/?.lua' LUA_CPATH='build/5.4/?.so;build/5.4/bench/?.so;;' lua5.4 bench/cold.lua
 
 clean:
 	rm -rf build

@@ -62,12 +62,9 @@ local function sh(cmd)
   return r == true or r == 0
 end
 
-local dir = io.popen("mktemp -d \"${TMPDIR:-/tmp}/portone-bench-cold.XXXXXXXX\""):read("*l")
-local cert, keypem = dir .. "/cert.pem", dir .. "/key.pem"
-assert(sh("env -u LD_PRELOAD openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
-  .. " -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost'"
-  .. " -addext basicConstraints=critical,CA:TRUE -keyout " .. keypem .. " -out " .. cert
-  .. " >/dev/null 2>&1"), "openssl req failed")
+-- the certificate (cert also the CA file), and raw_curl's inputs beside it
+local tls = require("helpers.sandbox").tls_cert()
+local dir, cert, keypem = tls.dir, tls.cert, tls.key
 
 local function write(path, s)
   local f = assert(io.open(path, "w"))
@@ -221,5 +218,5 @@ local ok, err = pcall(function()
   end
 end)
 sb:stop()
-sh("rm -rf " .. dir)
+require("helpers.sandbox").cleanup_certs()
 if not ok then error(err, 0) end
