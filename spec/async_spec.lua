@@ -689,6 +689,46 @@ describe("client async calls", function()
     c:close()
   end)
 
+  -- A callback that yields would suspend poll itself in the coroutine that
+  -- called it: never resumed, poll stayed "inside a callback" for good and
+  -- the callbacks after it in that poll never ran.
+  it("a callback that yields: reported as its error; poll returns, the others run, polls go on", function()
+    local c = client()
+    local ran, res = {}, nil
+    for i = 1, 3 do
+      c:create_async(request({ merchant_uid = "y" .. i }), function(r)
+        ran[#ran + 1] = i
+        if i == 1 then coroutine.yield("from a callback") end
+        res = r
+      end)
+    end
+    local errs = {}
+    local co = coroutine.create(function()
+      local deadline = os.time() + 20
+      repeat
+        local n, e = c:poll(10)
+        for _, m in ipairs(e or {}) do errs[#errs + 1] = m end
+      until n == 0 or os.time() > deadline
+      return "done"
+    end)
+    local ok, v = coroutine.resume(co)
+    assert.is_true(ok, v)
+    assert.equal("done", v)            -- poll was never suspended
+    table.sort(ran)
+    assert.same({ 1, 2, 3 }, ran)
+    assert.equal(1, #errs)
+    assert.truthy(errs[1]:find("yield", 1, true), errs[1])
+    assert.equal(200, res.status)
+    -- later polls work, on_error gets the next one
+    local seen
+    c:on_error(function(msg, info) seen = { msg = msg, op = info.op } end)
+    c:create_async(request({ merchant_uid = "y4" }), function() coroutine.yield() end)
+    assert.same({}, run(c))
+    assert.truthy(seen and seen.msg:find("yield", 1, true))
+    assert.equal("create", seen.op)
+    c:close()
+  end)
+
   it("refuses poll from inside a callback", function()
     local c = client()
     c:create_async(request(), function() c:poll(0) end)

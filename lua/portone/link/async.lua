@@ -528,6 +528,21 @@ function M.install(Client, internals)
     return "(an error value that tostring fails on: " .. type(e) .. ")"
   end
 
+  -- Runs a callback of poll, as pcall would. A callback may not yield: the
+  -- yield would suspend poll itself in its caller's coroutine, still
+  -- "inside a callback" and with the poll's other callbacks waiting, for
+  -- good if nothing resumes it. So it runs in a coroutine of its own, and a
+  -- yield is its error. (Through a Lua function: 5.1 makes coroutines of
+  -- Lua functions only.)
+  local YIELDED = "callback yielded: a callback of poll must not yield"
+  local function trampoline(cb, res, err) return cb(res, err) end
+  local function run_callback(cb, res, err)
+    local co = coroutine.create(trampoline)
+    local ok, e = coroutine.resume(co, cb, res, err)
+    if ok and coroutine.status(co) ~= "dead" then return false, YIELDED end
+    return ok, e
+  end
+
   --- Drives the pending calls for at most `timeout_ms` (default 0) and runs
   -- the callbacks of those that finished.
   -- @return the number of calls still pending, and a list of callback error
@@ -548,7 +563,7 @@ function M.install(Client, internals)
       if self._closed then break end   -- no callback after close
       local o, res, err = finished[3 * i - 2], finished[3 * i - 1], finished[3 * i]
       a.ops[o.handle] = nil
-      local cok, cerr = pcall(o.cb, res, err)
+      local cok, cerr = run_callback(o.cb, res, err)
       if not cok then
         local h = rawget(self, "_on_error")
         local info = { op = o.op, handle = o.handle }
