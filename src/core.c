@@ -15,6 +15,17 @@ int luaopen_portone_link_core(lua_State *L);
 
 static int core_curl_ready = 0;
 
+/* core.call_noyield(f, ...): f(...), called from C without a continuation,
+ * so a yield inside f raises ("attempt to yield across a C-call boundary")
+ * instead of suspending the caller's coroutine. poll runs its callbacks
+ * through it (async.lua): one that yields cannot leave poll suspended. */
+static int core_call_noyield(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_call(L, lua_gettop(L) - 1, 0);
+    return 0;
+}
+
 int luaopen_portone_link_core(lua_State *L)
 {
     if (!core_curl_ready) {
@@ -27,6 +38,8 @@ int luaopen_portone_link_core(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
     lua_setfield(L, -2, "curl_version");
+    lua_pushcfunction(L, core_call_noyield);
+    lua_setfield(L, -2, "call_noyield");
     plink_codec_open(L);
     plink_http_easy_open(L);
     plink_http_multi_open(L);

@@ -528,20 +528,11 @@ function M.install(Client, internals)
     return "(an error value that tostring fails on: " .. type(e) .. ")"
   end
 
-  -- Runs a callback of poll, as pcall would. A callback may not yield: the
-  -- yield would suspend poll itself in its caller's coroutine, still
-  -- "inside a callback" and with the poll's other callbacks waiting, for
-  -- good if nothing resumes it. So it runs in a coroutine of its own, and a
-  -- yield is its error. (Through a Lua function: 5.1 makes coroutines of
-  -- Lua functions only.)
-  local YIELDED = "callback yielded: a callback of poll must not yield"
-  local function trampoline(cb, res, err) return cb(res, err) end
-  local function run_callback(cb, res, err)
-    local co = coroutine.create(trampoline)
-    local ok, e = coroutine.resume(co, cb, res, err)
-    if ok and coroutine.status(co) ~= "dead" then return false, YIELDED end
-    return ok, e
-  end
+  -- A callback of poll may not yield: the yield would suspend poll itself
+  -- in its caller's coroutine, still "inside a callback" and with the poll's
+  -- other callbacks waiting, for good if nothing resumes it. Called from C
+  -- (core.call_noyield), a yield raises instead: the callback's error.
+  local call_noyield = core.call_noyield
 
   --- Drives the pending calls for at most `timeout_ms` (default 0) and runs
   -- the callbacks of those that finished.
@@ -563,7 +554,7 @@ function M.install(Client, internals)
       if self._closed then break end   -- no callback after close
       local o, res, err = finished[3 * i - 2], finished[3 * i - 1], finished[3 * i]
       a.ops[o.handle] = nil
-      local cok, cerr = run_callback(o.cb, res, err)
+      local cok, cerr = pcall(call_noyield, o.cb, res, err)
       if not cok then
         local h = rawget(self, "_on_error")
         local info = { op = o.op, handle = o.handle }
