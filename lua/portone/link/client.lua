@@ -203,7 +203,6 @@ function M.new(opts)
   -- through its request method.
   if type(o.transport) ~= "table" and transport.handle then
     self._h = transport:handle()
-    self._h_encode_create = self._h.encode_create   -- no method lookup per call
   end
   -- Private state lives in a closure-free table keyed off the client, so that
   -- pairs(client) / inspect(client) shows no token.
@@ -484,7 +483,7 @@ function Client:create(req, opts)
   if p then
     -- validation and attempt 1 in one C call: the usual answer comes back
     -- as the result; any other outcome of the send with the wire body
-    local s, b, hd, n, body = self._h_encode_create(h, "POST", p.url, p.headers, req, 2, now)
+    local s, b, hd, n, body = h:encode_create("POST", p.url, p.headers, req, 2, now)
     if type(s) == "table" then return s end
     return self:_create_sent(s, b, hd, n, body, token)
   end
