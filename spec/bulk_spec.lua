@@ -59,6 +59,100 @@ describe("client:create_many", function()
     c:close()
   end)
 
+  -- A merchant_uid already used by an earlier entry of the call: that entry
+  -- is not sent (a second link for one order), as `batch` refuses it.
+  local function check_duplicate(r, first)
+    local e = r.err
+    assert.is_nil(r.res)
+    assert.equal("validation", e.kind)
+    assert.equal(1, #e.errors)
+    assert.equal("merchant_uid", e.errors[1].field)
+    assert.equal("duplicate", e.errors[1].code)
+    assert.truthy(e.errors[1].message:find("[" .. first .. "]", 1, true), e.errors[1].message)
+    assert.truthy(tostring(e):find("allow_duplicates", 1, true), tostring(e))
+    assert.is_false(e.sent)
+    assert.equal(0, e.attempts)
+    assert.is_false(e.retryable)
+    assert.is_false(link.errors.may_exist(e))
+  end
+
+  it("sends a merchant_uid listed twice once; the later entry is a duplicate error", function()
+    local c = client()
+    local reqs = { request(1), request(2), request(3, { merchant_uid = "bulk-1", amount = 7 }),
+      request(4), request(5, { merchant_uid = "bulk-1" }), request(6, { merchant_uid = "bulk-4" }) }
+    local seen = {}
+    -- concurrency 1: the duplicates come up after their first is answered
+    local results, stop = c:create_many(reqs, { concurrency = 1,
+      on_progress = function(done, total, failed) seen[#seen + 1] = { done, total, failed } end })
+    assert.is_nil(stop)
+    assert.equal(6, #results)
+    for _, i in ipairs({ 1, 2, 4 }) do assert.truthy(results[i].res, tostring(results[i].err)) end
+    check_duplicate(results[3], 1)
+    check_duplicate(results[5], 1)      -- the first entry, not the other duplicate
+    check_duplicate(results[6], 4)
+    assert.equal(3, sb:stats().creates)
+    local uids = {}
+    for _, l in pairs(sb:admin("GET", "links")) do
+      assert.is_nil(uids[l.merchant_uid], "two links for " .. tostring(l.merchant_uid))
+      uids[l.merchant_uid] = true
+    end
+    -- one progress call per entry, the duplicates counted as failed
+    assert.equal(6, #seen)
+    assert.same({ 6, 6, 3 }, seen[6])
+    c:close()
+  end)
+
+  it("sends the same request table listed twice once", function()
+    local c = client()
+    local r = request(1)
+    local results = c:create_many({ r, request(2), r }, { concurrency = 4 })
+    assert.truthy(results[1].res and results[2].res)
+    check_duplicate(results[3], 1)
+    assert.equal(2, sb:stats().creates)
+    c:close()
+  end)
+
+  it("sends every duplicate with allow_duplicates = true", function()
+    local c = client()
+    local r = request(1)
+    local results = c:create_many({ r, request(2, { merchant_uid = "bulk-1" }), r },
+      { allow_duplicates = true })
+    for i = 1, 3 do assert.truthy(results[i].res, tostring(results[i].err)) end
+    assert.equal(3, sb:stats().creates)
+    -- false is the default: they are refused
+    sb:reset()
+    results = c:create_many({ r, r }, { allow_duplicates = false })
+    assert.truthy(results[1].res)
+    check_duplicate(results[2], 1)
+    assert.equal(1, sb:stats().creates)
+    assert.has_error(function() c:create_many({ r }, { allow_duplicates = 1 }) end,
+      "bad argument #2 to 'create_many' (allow_duplicates must be a boolean)")
+    assert.has_error(function() c:create_many({ r }, { allow_duplicate = true }) end, "bad argument #2"
+      .. " to 'create_many' (option 'allow_duplicate' is unknown: did you mean 'allow_duplicates'?)")
+    c:close()
+  end)
+
+  it("leaves entries with no string merchant_uid to validation; an invalid first still counts", function()
+    local c = client()
+    local reqs = { request(1, { merchant_uid = 5 }), request(2, { merchant_uid = 5 }), "x", "x",
+      request(3, { merchant_uid = "bulk-a" }), request(4, { merchant_uid = "bulk-A" }),
+      request(5, { amount = 0 }), request(6, { merchant_uid = "bulk-5" }) }
+    local results = c:create_many(reqs)
+    for i = 1, 2 do
+      assert.equal("merchant_uid", results[i].err.errors[1].field)
+      assert.equal("type", results[i].err.errors[1].code)
+    end
+    for i = 3, 4 do assert.equal("[" .. i .. "]", results[i].err.errors[1].field) end
+    -- case matters: two orders
+    assert.truthy(results[5].res and results[6].res)
+    -- the check comes before validation (as batch's): an invalid first
+    -- entry still makes the later one a duplicate, whose result says so
+    assert.equal("amount", results[7].err.errors[1].field)
+    check_duplicate(results[8], 7)
+    assert.equal(2, sb:stats().creates)
+    c:close()
+  end)
+
   it("calls on_progress once per request with done, total, failed", function()
     local c = client()
     local reqs = {}
@@ -277,6 +371,32 @@ describe("client:create_many inside nginx (ngx.thread path, simulated)", functio
     local h, err = c:create_async(request(5), function() end)
     assert.is_nil(h)
     assert.truthy(err.message:find("inside nginx", 1, true))
+    c:close()
+  end)
+
+  it("sends a merchant_uid listed twice once (light threads); allow_duplicates sends both", function()
+    sb:reset()
+    local c = link.new({ base_url = sb.url, transport = "curl" })
+    local r = request(1)
+    local reqs = { r, request(2, { merchant_uid = "bulk-1" }), request(3), r }
+    local progress = 0
+    local results = c:create_many(reqs, { concurrency = 2,
+      on_progress = function(done) progress = done end })
+    assert.equal(4, progress)
+    assert.truthy(results[1].res and results[3].res)
+    for _, i in ipairs({ 2, 4 }) do
+      local e = results[i].err
+      assert.equal("validation", e.kind)
+      assert.equal("duplicate", e.errors[1].code)
+      assert.truthy(e.errors[1].message:find("[1]", 1, true), e.errors[1].message)
+      assert.is_false(e.sent)
+      assert.equal(0, e.attempts)
+    end
+    assert.equal(2, sb:stats().creates)
+    sb:reset()
+    results = c:create_many(reqs, { concurrency = 2, allow_duplicates = true })
+    for i = 1, 4 do assert.truthy(results[i].res, tostring(results[i].err)) end
+    assert.equal(4, sb:stats().creates)
     c:close()
   end)
 

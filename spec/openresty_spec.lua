@@ -340,6 +340,35 @@ describe("client inside nginx (ngx cosocket transport)", function()
     end)
   end)
 
+  describe("create_many of a merchant_uid listed twice, inside nginx", function()
+    local sb
+    lazy_setup(function() sb = helper.start() end)
+    lazy_teardown(function() if sb then sb:stop() end end)
+
+    it("sends it once, the later entry a duplicate error; allow_duplicates sends both", function()
+      local c = ngx_client(sb.url, {})
+      local first, other = cases.request(), cases.request()
+      local again = cases.request({ merchant_uid = first.merchant_uid })
+      local reqs = { first, other, again }
+      local results = assert(c:_call("create_many", reqs, { concurrency = 3 }))
+      assert.equal(3, #results)
+      assert.truthy(results[1].res and results[2].res)
+      local e = results[3].err
+      assert.equal("validation", e.kind)
+      assert.equal("merchant_uid", e.errors[1].field)
+      assert.equal("duplicate", e.errors[1].code)
+      assert.truthy(e.errors[1].message:find("[1]", 1, true), e.errors[1].message)
+      assert.is_false(e.sent)
+      assert.equal(0, e.attempts)
+      assert.equal(2, assert(sb:stats()).creates)
+      assert(sb:reset())
+      results = assert(c:_call("create_many", reqs, { concurrency = 3, allow_duplicates = true }))
+      for i = 1, 3 do assert.truthy(results[i].res, "result " .. i) end
+      assert.equal(3, assert(sb:stats()).creates)
+      c:close()
+    end)
+  end)
+
   describe("sends per call over a pool of dead connections", function()
     local sb
     lazy_setup(function() sb = helper.start() end)

@@ -7,7 +7,7 @@
 --    client:timeout()      --> ms until poll has work (-1: nothing pending)
 --    client:on_error(fn)   -- errors raised by callbacks go here
 --    client:cancel(handle) --> true, may_exist when the call was still pending
---    client:create_many(reqs, {concurrency = 32, on_progress = fn})
+--    client:create_many(reqs, {concurrency = 32, on_progress = fn, allow_duplicates = false})
 --        --> {{res = ...} | {err = ...}, ...} in input order
 --
 -- **Engine.** The transfers run on one libcurl multi handle per client
@@ -48,8 +48,10 @@
 -- concurrency`, feeds it while it runs (requests are encoded as they go, so
 -- 10,000 requests never sit in memory as bodies), and closes it before it
 -- returns. Invalid requests are reported (`{err = validation error}`) and
--- never sent. Inside nginx (OpenResty) it runs the sync `create` in
--- `concurrency` ngx.thread light threads on cosockets instead, and the
+-- never sent; so is an entry whose merchant_uid an earlier entry has (one
+-- link per order, unless `allow_duplicates`). Inside nginx (OpenResty) it
+-- runs the sync `create` in `concurrency` ngx.thread light threads on
+-- cosockets instead, and the
 -- `*_async` calls return an error there (libcurl must not run in the
 -- worker's event loop; `create` is already non-blocking on cosockets).
 -- @submodule portone.link.client
@@ -351,7 +353,8 @@ local function check_keys(n, fname, opts, known)
   local why = errors.unknown_option(opts, known)
   if why then error(("bad argument #%d to '%s' (%s)"):format(n, fname, why), 3) end
 end
-local NOW_OPTS, MANY_OPTS = { now = true }, { concurrency = true, on_progress = true }
+local NOW_OPTS = { now = true }
+local MANY_OPTS = { concurrency = true, on_progress = true, allow_duplicates = true }
 
 -- Options of the client's multi handle (see client.lua's `_http`).
 local function multi_opts(client, max_concurrent, max_opening, budget_ms)
@@ -667,6 +670,40 @@ function M.install(Client, internals)
     return err
   end
 
+  -- Entries of create_many's `reqs[1..n]` whose merchant_uid an earlier
+  -- entry already has: index -> the first such entry's index (nil when
+  -- there is none): sent, both would be created, two links for one order.
+  -- Before validation, as batch's check: an invalid first entry still makes
+  -- the later one a duplicate (fix both). Read raw, as the encoder reads
+  -- what it sends; entries that are no table or have no string merchant_uid
+  -- are left to validation.
+  local function find_duplicates(reqs, n)
+    local first, dup = {}, nil
+    for i = 1, n do
+      local req = reqs[i]
+      local uid = type(req) == "table" and rawget(req, "merchant_uid")
+      if type(uid) == "string" then
+        local j = first[uid]
+        if j then
+          dup = dup or {}
+          dup[i] = j
+        else
+          first[uid] = i
+        end
+      end
+    end
+    return dup
+  end
+
+  -- The error of an entry whose merchant_uid entry `first` has (never sent).
+  local function duplicate(first)
+    local err = errors.validation({ { field = "merchant_uid", code = "duplicate",
+      message = ("already used by entry [%d] of this call; not sent, a second link for one order"
+        .. " (allow_duplicates = true sends it)"):format(first) } })
+    err.sent, err.attempts = false, 0
+    return err
+  end
+
   -- The number of entries of create_many's `reqs` (`#reqs`), or nil and the
   -- message of an argument error when a positive integer key lies past it:
   -- `#` stops at a border, so the requests after a hole were neither sent
@@ -683,8 +720,9 @@ function M.install(Client, internals)
     return n
   end
 
-  -- create_many over ngx.thread light threads and the sync create.
-  local function many_ngx(self, reqs, n, conc, progress)
+  -- create_many over ngx.thread light threads and the sync create; `dup`:
+  -- find_duplicates' map (or nil), those entries are not sent.
+  local function many_ngx(self, reqs, n, conc, progress, dup)
     local results, nexti, done, failed = {}, 1, 0, 0
     local stop
     local function worker()
@@ -693,7 +731,9 @@ function M.install(Client, internals)
         local i = nexti
         nexti = nexti + 1
         local req, res, err = reqs[i], nil, nil -- luacheck: ignore err
-        if type(req) == "table" then
+        if dup and dup[i] then
+          err = duplicate(dup[i])
+        elseif type(req) == "table" then
           res, err = self:create(req)
         else
           err = not_a_table(i, req)
@@ -721,8 +761,8 @@ function M.install(Client, internals)
   -- create_many over a private multi handle. When on_progress raises or
   -- the client is closed (by on_progress, on_attempt or a token function),
   -- nothing new starts, no retry is sent, and the calls in flight finish
-  -- (their links may exist: their URLs are kept).
-  local function many_multi(self, reqs, n, conc, progress)
+  -- (their links may exist: their URLs are kept). `dup` as for many_ngx.
+  local function many_multi(self, reqs, n, conc, progress, dup)
     local results, done, failed = {}, 0, 0
     local eng = new_engine(core.multi_new(multi_opts(self, conc)), self._policy, internals,
       self._on_attempt)
@@ -753,7 +793,9 @@ function M.install(Client, internals)
           nexti = nexti + 1
           local req = reqs[i]
           local o, err
-          if type(req) ~= "table" then
+          if dup and dup[i] then
+            err = duplicate(dup[i])
+          elseif type(req) ~= "table" then
             err = not_a_table(i, req)
           else
             o, err = prepare(self, "create", req)
@@ -785,6 +827,16 @@ function M.install(Client, internals)
   end
 
   --- Creates many links at once.
+  -- An entry whose `merchant_uid` an earlier entry of the call already has
+  -- is not sent: two links for one order. Its result is
+  -- `{err = e}`, a validation error (field `merchant_uid`, code
+  -- `duplicate`, the message names the earlier entry's index; `sent =
+  -- false`, `attempts = 0`), counted by `on_progress` as a failed entry;
+  -- the first entry is sent normally, whatever the later ones hold (and
+  -- they are refused even when the first is invalid). The
+  -- call goes on, as for any invalid entry (the CLI's `batch` refuses the
+  -- whole file instead: its `--resume` matches results by merchant_uid).
+  -- `allow_duplicates = true` sends every entry.
   -- When `on_progress` raises or the client is closed (by `on_progress`
   -- or `on_attempt`), create_many stops: nothing new starts, no retry is
   -- sent, the calls in flight finish, and what was done is
@@ -793,7 +845,9 @@ function M.install(Client, internals)
   -- sent), and a second value says why it stopped.
   -- @tparam table reqs an array of request tables (a positive integer key
   --   past `#reqs`, after a hole, raises: those requests would be dropped)
-  -- @tparam[opt] table opts `concurrency` (32), `on_progress(done, total, failed)`
+  -- @tparam[opt] table opts `concurrency` (32), `on_progress(done, total, failed)`,
+  --   `allow_duplicates` (false: an entry whose merchant_uid an earlier one
+  --   has is not sent)
   -- @return an array, in input order, of `{res = result}` or `{err = err}`;
   --   and, when it stopped early, an error (kind `transport`) saying why
   function Client:create_many(reqs, opts)
@@ -811,6 +865,10 @@ function M.install(Client, internals)
     if progress ~= nil and type(progress) ~= "function" then
       argerror(2, "create_many", "on_progress must be a function")
     end
+    local allow_dup = opts.allow_duplicates
+    if allow_dup ~= nil and type(allow_dup) ~= "boolean" then
+      argerror(2, "create_many", "allow_duplicates must be a boolean")
+    end
     local n, bad = count_reqs(reqs)
     if not n then argerror(1, "create_many", bad) end
     if self._closed then
@@ -819,15 +877,17 @@ function M.install(Client, internals)
       return results
     end
     if n == 0 then return {} end
+    local dup = nil
+    if not allow_dup then dup = find_duplicates(reqs, n) end
     if in_nginx() then
       -- a phase without cosockets (log, header_filter, init_worker, set):
       -- nothing can be sent, as create says, rather than a raise from
       -- ngx.thread.spawn
       local ok, why = require("portone.link.transport.ngx").available()
       if not ok then return finish_many({}, n, why) end
-      return many_ngx(self, reqs, n, conc, progress)
+      return many_ngx(self, reqs, n, conc, progress, dup)
     end
-    return many_multi(self, reqs, n, conc, progress)
+    return many_multi(self, reqs, n, conc, progress, dup)
   end
 end
 

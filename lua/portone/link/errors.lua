@@ -81,7 +81,9 @@ M.KINDS = {
 -- @field unknown_field a key the schema does not know; `suggestion` names the
 --   nearest known key when one is close
 -- @field duplicate two `pay_methods` entries with the same `pg`/`channelKey`
---   and `pay_method`
+--   and `pay_method`; a `create_many` entry whose `merchant_uid` an earlier
+--   entry of the call has (field `merchant_uid`, the message names that
+--   entry's index; not sent unless `allow_duplicates`)
 -- @field conflict both names of a pair given (`expired_at` and `expire_at`,
 --   `pg` and `channelKey`), reported at the second
 -- @field expired the expiry is not after `now`
