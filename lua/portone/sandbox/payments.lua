@@ -49,18 +49,10 @@ local function dict() return state.store() end
 M.FULL = "sandbox payment store is full; reset the sandbox (POST /__sandbox/reset,"
   .. " sb:reset()) or restart it"
 
--- safe_set that keeps the old value when the new one does not fit:
--- lua-nginx-module frees the old value before it allocates the new one (when
--- their sizes differ), so a failed safe_set would drop the key; the old
--- value goes back into the room just freed.
--- @return true | nil, FULL
+-- safe_set that keeps the old value when the new one does not fit
+-- (`state.safe_set`). @return true | nil, FULL
 local function store_set(key, value)
-  local d = dict()
-  local old = d:get(key)
-  if d:safe_set(key, value) then return true end
-  if old ~= nil and not d:safe_set(key, old) then
-    ngx.log(ngx.ERR, "sandbox: payment store full: lost ", key, " while updating it")
-  end
+  if state.safe_set(dict(), key, value) then return true end
   return nil, M.FULL
 end
 
@@ -304,7 +296,7 @@ function M.pay(id, choice, opts)
     custom_data = rec.custom_data, tax_free = tonumber(rec.tax_free) or 0,
     started_at = t, paid_at = 0, failed_at = 0, cancelled_at = 0, cancel_amount = 0, cancel_history = {},
     channel = opts.channel or "pc", user_agent = opts.user_agent, link_id = id,
-    pg_tid = "sandbox" .. state.random_hex(10), test = state.stats():get("test_mode") and true or nil,
+    pg_tid = "sandbox" .. state.random_hex(10), test = state.setting("test_mode") and true or nil,
     tampered = tampered and true or nil,
   }
   if fail_reason then
