@@ -109,6 +109,9 @@ local function spread_connections(target, n)
       end
     end
   end
+  for _, q in pairs(by_pid) do
+    for _, c in ipairs(q) do c:close() end
+  end
   assert(#out == n, "could not reach two workers with " .. n .. " connections")
   return out
 end
