@@ -463,6 +463,53 @@ describe("sandbox", function()
       assert.is_nil(ok)
       assert.matches("404", err)
     end)
+
+    -- The settings once shared the stats dict with the counters, tokens and
+    -- webhook logs, which are written with set: when that dict is full, a
+    -- set evicts the least recently used records, and a setting no request
+    -- had read for a while went with them (the latency: admin calls never
+    -- read it), the sandbox going on without it. Here the stats dict is
+    -- shrunk to 128 KB (the generated config with that one size changed),
+    -- so that ten payments with a 30 KB notice_url fill it: the last
+    -- webhook of each, kept for redeliver, holds the URL.
+    it("keeps its settings when the stats dict fills up", function()
+      local config = sandbox.config
+      sandbox.config = function(o)
+        local conf, n = config(o):gsub("portone_stats 16m;", "portone_stats 128k;")
+        assert(n == 1, "no portone_stats 16m in the generated config")
+        return conf
+      end
+      local started, small = pcall(helper.start)
+      sandbox.config = config
+      assert(started, small)
+      local ok, err = pcall(function()
+        local url = small.url .. "/__sandbox/inbox?" .. ("x"):rep(30000)
+        local ids = {}
+        for i = 1, 10 do ids[i] = create_id(small, { merchant_uid = "fill-" .. i, notice_url = url }) end
+        assert(small:latency(1))
+        assert(small:clock(1234))
+        assert(small:admin("POST", "webhook", { mode = "drop", format = "form" }))
+        assert(small:admin("POST", "test_mode", { on = true }))
+        local first
+        for i = 1, 10 do
+          local r = assert(small:admin("POST", "pay", { id = ids[i] }))
+          assert.equal("drop", r.webhook)
+          first = first or r.imp_uid
+        end
+        -- the stats dict did fill: the first payment's delivery log and
+        -- last webhook were evicted
+        assert.is_nil(assert(small:admin("GET", "payments/" .. first)).webhooks)
+        assert.is_nil((small:admin("POST", "redeliver", { imp_uid = first })))
+        -- and every setting is still there
+        assert.equal(1, small:stats().latency_ms)
+        assert.equal(1234, assert(small:admin("GET", "clock")).offset)
+        assert.same({ mode = "drop", format = "form" }, assert(small:admin("GET", "webhook")))
+        local later = assert(small:admin("POST", "pay", { id = create_id(small) }))
+        assert.is_true(later.payment.test)
+      end)
+      small:stop()
+      assert(ok, err)
+    end)
   end)
 
   describe("tls", function()

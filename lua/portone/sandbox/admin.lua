@@ -79,24 +79,26 @@ end
 POST.latency = function(req)
   local ms = number_field(req, "ms", 0, 0)
   if not ms then return err(400, "latency: ms must be a number >= 0") end
-  state.stats():set("latency_ms", ms)
-  return reply(200, { ms = state.stats():get("latency_ms") })
+  local ok, e = state.set_setting("latency_ms", ms)
+  if not ok then return err(507, "latency: " .. e) end
+  return reply(200, { ms = state.setting("latency_ms") })
 end
 POST.clock = function(req)
   local offset = number_field(req, "offset", 0)
   if not offset then return err(400, "clock: offset must be a number of seconds") end
-  state.stats():set("clock_offset", offset)
-  return reply(200, { offset = state.stats():get("clock_offset"), now = state.now() })
+  local ok, e = state.set_setting("clock_offset", offset)
+  if not ok then return err(507, "clock: " .. e) end
+  return reply(200, { offset = state.setting("clock_offset"), now = state.now() })
 end
 GET.clock = function()
-  return reply(200, { offset = state.stats():get("clock_offset") or 0, now = state.now() })
+  return reply(200, { offset = state.setting("clock_offset") or 0, now = state.now() })
 end
 GET.stats = function() return reply(200, reqlog.counters()) end
 GET.requests = function() return reply(200, nil, state.list_json(reqlog.list())) end
 GET.links = links_page
 GET.keys = function() return reply(200, keys()) end
 POST.reset = function()
-  for _, d in ipairs({ state.links(), state.faults(), state.stats(), state.log() }) do
+  for _, d in ipairs({ state.links(), state.faults(), state.settings(), state.stats(), state.log() }) do
     d:flush_all(); d:flush_expired()
   end
   payments.flush()
@@ -171,8 +173,9 @@ end
 
 -- Later payments are test-mode ones (REST V1 shows them only with include_sandbox=true).
 POST.test_mode = function(req)
-  state.stats():set("test_mode", req.on == true)
-  return reply(200, { on = state.stats():get("test_mode") })
+  local ok, e = state.set_setting("test_mode", req.on == true)
+  if not ok then return err(507, "test_mode: " .. e) end
+  return reply(200, { on = state.setting("test_mode") })
 end
 
 GET.webhook = function() return reply(200, webhooks.mode()) end
@@ -185,7 +188,8 @@ POST.webhook = function(req)
   if req.delay_ms ~= nil and not delay then return err(400, "webhook: delay_ms must be a number >= 0") end
   local m = { mode = mode, delay_ms = delay,
               format = req.format == "form" and "form" or "json" }
-  webhooks.set_mode(m)
+  local ok, e = webhooks.set_mode(m)
+  if not ok then return err(507, "webhook: " .. e) end
   return reply(200, m)
 end
 

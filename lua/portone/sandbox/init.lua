@@ -166,8 +166,12 @@ function M.config(o)
   -- payments and their marks: never evicted (safe_set/safe_add only); a
   -- full store refuses the next payment (HTTP 507) until a reset
   add("  lua_shared_dict portone_payments 16m;")
-  -- counters, settings, tokens and webhook logs: small records an eviction
-  -- may drop (diagnostics only, never a payment)
+  -- the admin API's settings (clock offset, latency, webhook and test
+  -- mode): a few small keys, never evicted (safe_set only), so that a full
+  -- stats dict cannot silently reset one
+  add("  lua_shared_dict portone_settings 1m;")
+  -- counters, tokens and webhook logs: small records an eviction may drop
+  -- (diagnostics only, never a payment or a setting)
   add("  lua_shared_dict portone_stats 16m;")
   -- the request log and the inbox: records that may be evicted (a huge
   -- request body pushes out old ones, never a payment or a link)

@@ -20,7 +20,12 @@
 -- Keys in the portone_payments dict (the store):
 --   pay:<imp_uid>       JSON payment (the fields below; REST V1 shapes them)
 --   payi:<n>, pay_seq   imp_uid by start order
---   muid:<merchant_uid> JSON list of that order's imp_uids, oldest first
+--   muid:<merchant_uid>:<n>, muidn:<merchant_uid>
+--                       the order's n-th payment (imp_uid), and how many
+--                       numbers the order has taken (by `incr`, atomic
+--                       across workers: two workers recording payments of
+--                       one order at once each get a number of their own;
+--                       a read-and-write-back list lost one of them)
 --   paid:<link id>      imp_uid of the link's payment (once only)
 --   uid:<merchant_uid>  imp_uid of the order's paid or ready payment
 --   prep:<merchant_uid> the amount registered with POST /payments/prepare
@@ -44,18 +49,10 @@ local function dict() return state.store() end
 M.FULL = "sandbox payment store is full; reset the sandbox (POST /__sandbox/reset,"
   .. " sb:reset()) or restart it"
 
--- safe_set that keeps the old value when the new one does not fit:
--- lua-nginx-module frees the old value before it allocates the new one (when
--- their sizes differ), so a failed safe_set would drop the key; the old
--- value goes back into the room just freed.
--- @return true | nil, FULL
+-- safe_set that keeps the old value when the new one does not fit
+-- (`state.safe_set`). @return true | nil, FULL
 local function store_set(key, value)
-  local d = dict()
-  local old = d:get(key)
-  if d:safe_set(key, value) then return true end
-  if old ~= nil and not d:safe_set(key, old) then
-    ngx.log(ngx.ERR, "sandbox: payment store full: lost ", key, " while updating it")
-  end
+  if state.safe_set(dict(), key, value) then return true end
   return nil, M.FULL
 end
 
@@ -132,10 +129,15 @@ local function put(p)
   return store_set("pay:" .. p.imp_uid, state.encode(p))
 end
 
---- The imp_uids of an order, oldest first.
+--- The imp_uids of an order, oldest first. A number without its entry (a
+-- payment being recorded, or one refused as FULL) is skipped.
 function M.of_merchant(merchant_uid)
-  local l = state.get_json(dict(), "muid:" .. tostring(merchant_uid))
-  return type(l) == "table" and l or {}
+  local d, out = dict(), {}
+  local muid = tostring(merchant_uid)
+  for i = 1, d:get("muidn:" .. muid) or 0 do
+    out[#out + 1] = d:get("muid:" .. muid .. ":" .. i)
+  end
+  return out
 end
 
 --- Every payment, oldest first (for listing and paging).
@@ -172,24 +174,37 @@ local function pg_details(p, now)
   end
 end
 
+-- The next number of counter `key` (atomic across workers), or nil, FULL.
+-- incr with an initial value may evict; on an existing number it never
+-- allocates, so the number is made with safe_add first.
+local function next_number(key)
+  local ok, err = store_add(key, 0)
+  if not ok and err ~= "exists" then return nil, err end
+  local n = dict():incr(key, 1)
+  if not n then return nil, M.FULL end
+  return n
+end
+
 -- Stores a new payment with its index entries: true, or nil, FULL with
--- none of them written (a skipped pay_seq number is no harm: `all` skips it).
+-- none of them written (a skipped number is no harm: `all` and
+-- `of_merchant` skip it). Every entry has a key of its own, taken with
+-- incr and add: nothing is read and written back, so two workers recording
+-- at once cannot drop each other's entry.
 local function record_new(p)
   local d = dict()
-  -- incr with an initial value may evict; on an existing number it never
-  -- allocates
-  local ok, err = store_add("pay_seq", 0)
-  if not ok and err ~= "exists" then return nil, err end
-  local n = d:incr("pay_seq", 1)
-  if not n then return nil, M.FULL end
+  local n, err = next_number("pay_seq")
+  if not n then return nil, err end
   p.seq = n
+  local ok
   ok, err = put(p)
   if not ok then return nil, err end
   ok, err = store_add("payi:" .. n, p.imp_uid)
   if ok then
-    local list = M.of_merchant(p.merchant_uid)
-    list[#list + 1] = p.imp_uid
-    ok, err = store_set("muid:" .. p.merchant_uid, cjson.encode(list))
+    local muid = tostring(p.merchant_uid)
+    local i
+    i, err = next_number("muidn:" .. muid)
+    ok = i ~= nil
+    if ok then ok, err = store_add("muid:" .. muid .. ":" .. i, p.imp_uid) end
     if ok then return true end
     d:delete("payi:" .. n)
   end
@@ -281,7 +296,7 @@ function M.pay(id, choice, opts)
     custom_data = rec.custom_data, tax_free = tonumber(rec.tax_free) or 0,
     started_at = t, paid_at = 0, failed_at = 0, cancelled_at = 0, cancel_amount = 0, cancel_history = {},
     channel = opts.channel or "pc", user_agent = opts.user_agent, link_id = id,
-    pg_tid = "sandbox" .. state.random_hex(10), test = state.stats():get("test_mode") and true or nil,
+    pg_tid = "sandbox" .. state.random_hex(10), test = state.setting("test_mode") and true or nil,
     tampered = tampered and true or nil,
   }
   if fail_reason then

@@ -63,7 +63,7 @@ function M.counters()
   return {
     requests = stats:get("requests") or 0, connections = stats:get("connections") or 0,
     creates = stats:get("creates") or 0, deactivates = stats:get("deactivates") or 0,
-    latency_ms = stats:get("latency_ms") or 0, pid = ngx.worker.pid(),
+    latency_ms = state.setting("latency_ms") or 0, pid = ngx.worker.pid(),
   }
 end
 

@@ -40,7 +40,7 @@ local function api(method, uri)
   local body = state.read_body()
   reqlog.record(body)
   local class, handler = route(method, uri)
-  local latency = state.stats():get("latency_ms") or 0
+  local latency = state.setting("latency_ms") or 0
   if latency > 0 then ngx.sleep(latency / 1000) end
   local f = faults.take(class)
   faults.before(f)

@@ -3,25 +3,31 @@
 -- the shared dicts, the request body, ids and JSON helpers. Runs inside the
 -- sandbox's nginx (lua-nginx-module).
 --
--- The dicts (declared by `portone.sandbox.config`):
---   portone_links   link id -> JSON link record; "#<n>" -> id by creation, "#seq"
---   portone_faults  "q:<match>" lists of JSON faults (`portone.sandbox.faults`)
+-- The dicts (declared by `portone.sandbox`'s `config`):
+--   portone_links    link id -> JSON link record; "#<n>" -> id by creation, "#seq"
+--   portone_faults   "q:<match>" lists of JSON faults (`portone.sandbox.faults`)
 --   portone_payments payments, paid and order marks, prepared amounts
---                   (`portone.sandbox.payments`): written only with safe_set
---                   and safe_add, so nothing in it is ever evicted; when it
---                   is full, a new payment is refused instead
---   portone_stats   counters, settings (clock offset, latency, webhook and
---                   test mode), tokens, webhook delivery logs: small records
---                   written with set/incr, which may evict the least recently
---                   used ones when the dict is full. With the payments
---                   elsewhere it hardly fills, and an eviction loses only
---                   diagnostics (a counter, a delivery log) or an old token
---                   (401: the client gets a new one), never a payment; the
---                   settings are read by most requests, so they stay at the
---                   recent end
---   portone_log     the request log and the inbox: only records that may be
---                   evicted when a huge body needs the room
--- (`reset` flushes all five)
+--                    (`portone.sandbox.payments`): written only with safe_set
+--                    and safe_add, so nothing in it is ever evicted; when it
+--                    is full, a new payment is refused instead
+--   portone_settings what the admin API set: clock_offset, latency_ms,
+--                    wh_mode, test_mode (`setting`, `set_setting`). A dict of
+--                    their own, written only with safe_set: in the stats dict
+--                    a full dict's eviction took a setting no request had
+--                    read for a while (the latency: admin calls never read
+--                    it), and the sandbox went on silently without it. A
+--                    handful of small keys cannot fill this one; if a value
+--                    ever did not fit, the admin call answers 507 and the
+--                    old value stays
+--   portone_stats    counters, tokens, webhook delivery logs: small records
+--                    written with set/incr, which may evict the least recently
+--                    used ones when the dict is full. An eviction there loses
+--                    only diagnostics (a counter, a delivery log) or an old
+--                    token (401: the client gets a new one), never a payment
+--                    or a setting
+--   portone_log      the request log and the inbox: only records that may be
+--                    evicted when a huge body needs the room
+-- (`reset` flushes all six)
 local cjson = require "cjson.safe"
 -- luacheck: globals ngx  (handlers assign ngx.status and ngx.header fields)
 
@@ -36,6 +42,35 @@ function M.faults() return ngx.shared.portone_faults end
 function M.stats() return ngx.shared.portone_stats end
 function M.store() return ngx.shared.portone_payments end
 function M.log() return ngx.shared.portone_log end
+function M.settings() return ngx.shared.portone_settings end
+
+--- safe_set that keeps the old value when the new one does not fit:
+-- lua-nginx-module frees the old value before it allocates the new one (when
+-- their sizes differ), so a failed safe_set would drop the key; the old
+-- value goes back into the room just freed.
+-- @return true | nil, err (the dict's "no memory")
+function M.safe_set(d, key, value)
+  local old = d:get(key)
+  local ok, err = d:safe_set(key, value)
+  if ok then return true end
+  if old ~= nil and not d:safe_set(key, old) then
+    ngx.log(ngx.ERR, "sandbox: shared dict full: lost ", key, " while updating it")
+  end
+  return nil, err
+end
+
+--- A setting the admin API made (nil while unset).
+function M.setting(key)
+  return M.settings():get(key)
+end
+
+--- Stores a setting (never by evicting another): true, or nil and why not
+-- (the old value stays).
+function M.set_setting(key, value)
+  local ok, err = M.safe_set(M.settings(), key, value)
+  if ok then return true end
+  return nil, "sandbox settings dict is full (" .. tostring(err) .. "): " .. key .. " is unchanged"
+end
 
 --- Called from init_by_lua with the settings start() chose.
 function M.init(c)
@@ -44,13 +79,13 @@ function M.init(c)
   local host = conf.host
   if host:find(":", 1, true) then host = "[" .. host .. "]" end
   conf.base = conf.scheme .. "://" .. host .. ":" .. conf.port
-  if conf.latency_ms then M.stats():set("latency_ms", tonumber(conf.latency_ms) or 0) end
+  if conf.latency_ms then assert(M.set_setting("latency_ms", tonumber(conf.latency_ms) or 0)) end
 end
 
 --- The sandbox clock: unix seconds plus the admin clock offset.
 function M.now()
   ngx.update_time()
-  return ngx.time() + (M.stats():get("clock_offset") or 0)
+  return ngx.time() + (M.setting("clock_offset") or 0)
 end
 
 --- The request body, also when nginx buffered it to a file.

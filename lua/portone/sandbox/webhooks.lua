@@ -4,10 +4,11 @@
 -- (`portone.link.transport.ngx`) with PortOne's timeouts (10 s to connect,
 -- 30 s for the answer), only to loopback URLs.
 --
--- State, in the portone_stats dict (diagnostics: an eviction when that dict
--- is full loses a delivery log or what `redeliver` resends, never a payment,
--- which lives in portone_payments):
+-- State: in the portone_settings dict (never evicted, `state.set_setting`)
 --   wh_mode           JSON {mode, delay_ms, format}: how later notices go out
+-- in the portone_stats dict (diagnostics: an eviction when that dict is full
+-- loses a delivery log or what `redeliver` resends, never a payment, which
+-- lives in portone_payments, nor the mode):
 --   whlog:<imp_uid>   JSON list of deliveries {n, at, status | error | dropped, ms, notice}
 --   whlast:<imp_uid>  JSON {url, notice}: the last notice, for `redeliver`
 -- and in the portone_log dict (records that may be evicted):
@@ -27,12 +28,13 @@ M.MODES = { normal = true, twice = true, late = true, drop = true }
 
 --- How notices go out: {mode =, delay_ms =, format =}.
 function M.mode()
-  local m = state.get_json(state.stats(), "wh_mode")
+  local m = state.get_json(state.settings(), "wh_mode")
   return type(m) == "table" and m or { mode = "normal" }
 end
 
+--- Sets how later notices go out: true, or nil and why not (the mode stays).
 function M.set_mode(m)
-  state.stats():set("wh_mode", cjson.encode(m))
+  return state.set_setting("wh_mode", cjson.encode(m))
 end
 
 --- True for http(s) URLs on loopback (the only ones the sandbox posts to).
