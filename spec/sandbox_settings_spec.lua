@@ -7,23 +7,11 @@
 -- surviving of a full stats dict is in spec/sandbox_spec.lua, "admin").
 local cjson = require "cjson"
 
--- A shared dict double. Its safe_set fails when `refuse(key, value)` says
+-- A shared dict double whose safe_set fails when `refuse(key, value)` says
 -- so, as lua-nginx-module's does when a value of another size does not fit:
 -- the old value is freed first, so the key is gone, and "no memory" is
 -- answered.
-local function fake_dict()
-  local d = { data = {}, refuse = function() return false end }
-  function d:get(k) return self.data[k] end
-  function d:safe_set(k, v)
-    if self.refuse(k, v) then
-      self.data[k] = nil
-      return nil, "no memory"
-    end
-    self.data[k] = v
-    return true
-  end
-  return d
-end
+local fake_dict = require("helpers.fake_dict").new
 
 local MODULES = { "portone.sandbox.state", "portone.sandbox.admin", "portone.sandbox.webhooks",
                   "portone.sandbox.payments", "portone.sandbox.reqlog", "portone.sandbox.faults",

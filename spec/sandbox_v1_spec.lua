@@ -128,6 +128,59 @@ describe("sandbox REST V1", function()
       assert(ok, err)
     end)
 
+    -- The stats dict (counters, webhook delivery logs) drops its least
+    -- recently used keys when full. Tokens, and what a revoke did, must
+    -- not go with them: a live token stays live, a revoked one revoked
+    -- (every key dropped in turn: spec/sandbox_tokens_spec.lua).
+    it("keeps a live token live and a revoked one revoked when the stats dict fills up", function()
+      local small = helper.start_small{ portone_stats = "128k" }
+      local ok, err = pcall(function()
+        local function get_token()
+          local st, raw = helper.request(small, "POST", "/users/getToken",
+            cjson.encode({ imp_key = small.imp_key, imp_secret = small.imp_secret }))
+          assert.equal(200, st, raw)
+          return cjson.decode(raw).response.access_token
+        end
+        -- 404 (no such payment) with a live token, 401 without one
+        local function status_with(tok)
+          return (helper.request(small, "GET", "/payments/imp_000000000000", nil,
+            { Authorization = "Bearer " .. tok }))
+        end
+        local revoked = get_token()
+        assert.equal(404, status_with(revoked))
+        assert(small:admin("POST", "tokens", { revoke = true }))
+        local live = get_token()
+        assert.not_equal(revoked, live)
+        assert.equal(404, status_with(live))
+        assert.equal(401, status_with(revoked))
+        -- ten payments whose 30 KB notice_url fills the 128k stats dict
+        -- with their delivery logs: the first one's is evicted
+        local url = small.url .. "/__sandbox/inbox?" .. ("x"):rep(30000)
+        local first
+        for i = 1, 10 do
+          local st, raw = helper.request(small, "POST", helper.API,
+            helper.create_body{ merchant_uid = uid("tokfill" .. i), notice_url = url })
+          assert.equal(200, st, raw)
+          local id = cjson.decode(raw).shortenedUrl:match("([^/]+)$")
+          local r = assert(small:admin("POST", "pay", { id = id }))
+          first = first or r.imp_uid
+        end
+        assert.is_nil(assert(small:admin("GET", "payments/" .. first)).webhooks)
+        assert.equal(404, status_with(live))
+        assert.equal(401, status_with(revoked))
+        assert.equal(live, get_token())   -- still the current token
+        -- and a revoke now refuses both, then hands out a new one
+        assert(small:admin("POST", "tokens", { revoke = true }))
+        assert.equal(401, status_with(live))
+        assert.equal(401, status_with(revoked))
+        local new = get_token()
+        assert.is_false(new == live or new == revoked)
+        assert.equal(404, status_with(new))
+      end)
+      small:stop()
+      assert(ok, err)
+    end)
+
     it("prints the made-up pair in the announce line", function()
       local plan = assert(sandbox.prepare{ announce = true, daemon = false })
       sandbox.remove_prefix(plan.prefix)

@@ -3,6 +3,7 @@
 --   local helper = require "helpers.sandbox"
 --   local sb = helper.start()            -- raises a clear error if nginx can't start
 --   local sb = helper.start{ tls = helper.tls_cert() }
+--   local sb = helper.start_small{ portone_stats = "128k" }  -- a dict to fill
 --   ... sb.url, sb:faults("create", {{status = 503}}), sb:stats() ...
 --   sb:stop()
 --
@@ -34,6 +35,27 @@ local function run(cmd)
 end
 
 local cert_cache
+
+--- Starts a sandbox whose named shared dicts have other sizes than the
+-- generated config gives them ({portone_stats = "128k"}): a spec that must
+-- fill a dict fills a small one. Raises as `start` does.
+function M.start_small(sizes, opts)
+  local config = sandbox.config
+  sandbox.config = function(o)
+    local conf = config(o)
+    for name, size in pairs(sizes) do
+      local n
+      local decl = "lua_shared_dict " .. name .. " "
+      conf, n = conf:gsub(decl .. "%w+;", decl .. size .. ";")
+      assert(n == 1, "no lua_shared_dict " .. name .. " in the generated config")
+    end
+    return conf
+  end
+  local ok, sb = pcall(M.start, opts)
+  sandbox.config = config
+  if not ok then error(sb, 2) end
+  return sb
+end
 
 --- A self-signed certificate for 127.0.0.1 and localhost (made once per
 -- process with the openssl CLI). Returns {cert=, key=, dir=}; `cert` also

@@ -98,7 +98,8 @@ GET.requests = function() return reply(200, nil, state.list_json(reqlog.list()))
 GET.links = links_page
 GET.keys = function() return reply(200, keys()) end
 POST.reset = function()
-  for _, d in ipairs({ state.links(), state.faults(), state.settings(), state.stats(), state.log() }) do
+  for _, d in ipairs({ state.links(), state.faults(), state.settings(), state.stats(), state.tokens(),
+                       state.log() }) do
     d:flush_all(); d:flush_expired()
   end
   payments.flush()

@@ -170,9 +170,12 @@ function M.config(o)
   -- mode): a few small keys, never evicted (safe_set only), so that a full
   -- stats dict cannot silently reset one
   add("  lua_shared_dict portone_settings 1m;")
-  -- counters, tokens and webhook logs: small records an eviction may drop
-  -- (diagnostics only, never a payment or a setting)
+  -- counters and webhook logs: small records an eviction may drop
+  -- (diagnostics only, never a payment, a setting or a token)
   add("  lua_shared_dict portone_stats 16m;")
+  -- REST V1 tokens, alone: a revoke empties the dict, and what fills the
+  -- stats dict cannot evict a token
+  add("  lua_shared_dict portone_tokens 1m;")
   -- the request log and the inbox: records that may be evicted (a huge
   -- request body pushes out old ones, never a payment or a link)
   add("  lua_shared_dict portone_log 16m;")

@@ -19,15 +19,20 @@
 --                    handful of small keys cannot fill this one; if a value
 --                    ever did not fit, the admin call answers 507 and the
 --                    old value stays
---   portone_stats    counters, tokens, webhook delivery logs: small records
---                    written with set/incr, which may evict the least recently
---                    used ones when the dict is full. An eviction there loses
---                    only diagnostics (a counter, a delivery log) or an old
---                    token (401: the client gets a new one), never a payment
---                    or a setting
+--   portone_stats    counters, webhook delivery logs: small records written
+--                    with set/incr, which may evict the least recently used
+--                    ones when the dict is full. An eviction there loses only
+--                    diagnostics (a counter, a delivery log), never a
+--                    payment, a setting or a token
+--   portone_tokens   REST V1 tokens (`portone.sandbox.tokens`), alone: a
+--                    revoke empties the dict, so a revoked token is gone
+--                    and nothing evicted can bring it back (a revocation
+--                    marker kept in the stats dict was evicted, and revoked
+--                    tokens came back); were it ever full, a set would drop
+--                    an old token (401: the client gets a new one)
 --   portone_log      the request log and the inbox: only records that may be
 --                    evicted when a huge body needs the room
--- (`reset` flushes all six)
+-- (`reset` flushes all seven)
 local cjson = require "cjson.safe"
 -- luacheck: globals ngx  (handlers assign ngx.status and ngx.header fields)
 
@@ -43,6 +48,7 @@ function M.stats() return ngx.shared.portone_stats end
 function M.store() return ngx.shared.portone_payments end
 function M.log() return ngx.shared.portone_log end
 function M.settings() return ngx.shared.portone_settings end
+function M.tokens() return ngx.shared.portone_tokens end
 
 --- safe_set that keeps the old value when the new one does not fit:
 -- lua-nginx-module frees the old value before it allocates the new one (when

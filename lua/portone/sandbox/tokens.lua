@@ -23,45 +23,53 @@ function M.accepts(key, secret)
     and key == c.imp_key and secret == c.imp_secret
 end
 
--- Tokens live under "tok:<epoch>:<token>"; a revoke moves to a new epoch,
--- so it is one incr, not a walk over the dict (which also holds payments).
-local function key(d, tok)
-  return "tok:" .. (d:get("tok_epoch") or 0) .. ":" .. tok
-end
+-- Tokens live in a dict of their own, portone_tokens: "tok:<token>" -> its
+-- expiry, "tok_current", "tok_count". A revoke empties it: a revoked token
+-- is gone, not marked as revoked, so no eviction can bring one back. (A
+-- revocation marker, an epoch in the stats dict that tokens were keyed by,
+-- was evicted when counters and webhook logs filled that dict: the tokens
+-- of the epoch answered 401, and the next revoke counted from 0 again and
+-- made tokens of an earlier epoch valid once more.) Nothing else is stored
+-- here, so a full stats dict cannot take a token; were this dict ever full,
+-- a set would drop the least recently used tokens: 401, and the client
+-- gets a new one.
+local function dict() return state.tokens() end
 
 --- The current token (5 minutes longer in its last minute), a new one once
 -- it expired: token, expiry, now.
 function M.issue()
-  local d, now = state.stats(), state.now()
+  local d, now = dict(), state.now()
   local cur = d:get("tok_current")
-  local exp = cur and d:get(key(d, cur))
-  if cur and exp and exp > now and exp - now <= M.EXTEND_WITHIN then
-    exp = exp + M.EXTEND_BY
-    d:set(key(d, cur), exp, M.TTL + 3600)
-  elseif not (cur and exp and exp > now) then
-    cur, exp = state.random_hex(20), now + M.TTL
-    -- the dict's own expiry only cleans up; validity is checked on the sandbox clock
-    d:set(key(d, cur), exp, M.TTL + 3600)
-    d:set("tok_current", cur)
-    d:incr("tok_count:" .. (d:get("tok_epoch") or 0), 1, 0)
+  local exp = cur and d:get("tok:" .. cur)
+  if exp and exp > now then
+    if exp - now > M.EXTEND_WITHIN then return cur, exp, now end
+    -- replace, not set: a revoke since the get has removed the token, and a
+    -- set would bring it back (the dict's own expiry only cleans up;
+    -- validity is checked on the sandbox clock)
+    if d:replace("tok:" .. cur, exp + M.EXTEND_BY, M.TTL + 3600) then
+      return cur, exp + M.EXTEND_BY, now
+    end
   end
+  cur, exp = state.random_hex(20), now + M.TTL
+  d:set("tok:" .. cur, exp, M.TTL + 3600)
+  d:set("tok_current", cur)
+  d:incr("tok_count", 1, 0)
   return cur, exp, now
 end
 
 --- True when `tok` is a live token.
 function M.valid(tok)
   if type(tok) ~= "string" or not tok:match("^%x+$") then return false end
-  local d = state.stats()
-  local exp = d:get(key(d, tok))
+  local exp = dict():get("tok:" .. tok)
   return exp ~= nil and state.now() < exp
 end
 
 --- Forgets every token; returns how many were issued since the last revoke.
 function M.revoke_all()
-  local d = state.stats()
-  local n = d:get("tok_count:" .. (d:get("tok_epoch") or 0)) or 0
-  d:incr("tok_epoch", 1, 0)
-  d:delete("tok_current")
+  local d = dict()
+  local n = d:get("tok_count") or 0
+  d:flush_all()
+  d:flush_expired()
   return n
 end
 
