@@ -395,4 +395,136 @@ describe("sandbox payment store", function()
       assert(ok, err)
     end)
   end)
+
+  -- record_new writes the payment, its payi: entry, then the order's index:
+  -- its counter muidn:<merchant_uid> (the order's first payment) and its
+  -- entry muid:<merchant_uid>:<n>. When the index does not fit, the payment
+  -- and its payi: entry are taken back, and pay() its marks. To make
+  -- exactly that write fail, the store (128k here) is filled page by page:
+  -- lua-nginx-module's slab allocator gives a value of more than 2 KB whole
+  -- 4 KB pages, smaller ones slots in pages of their size class. Orders
+  -- with 2100-character merchant_uids make each of their keys (uid:,
+  -- muidn:, muid:<n>) and their payment records one page each; everything
+  -- else this spec stores is a slot (payi:, paid:, pay_seq in the 128-byte
+  -- class, amounts prepared for 60-character orders in the 256-byte one).
+  describe("an order index that does not fit", function()
+    it("refuses the payment with 507 and leaves nothing of it", function()
+      local small = helper.start_small{ portone_payments = "128k" }
+      local ok, err = pcall(function()
+        local function req(method, path, body, headers)
+          local st, raw = helper.request(small, method, path, body and cjson.encode(body), headers)
+          assert(st, raw)
+          local fine, t = pcall(cjson.decode, raw)
+          return st, fine and t or raw
+        end
+        local function token_header()
+          local _, r = req("POST", "/users/getToken",
+            { imp_key = small.imp_key, imp_secret = small.imp_secret })
+          return { Authorization = "Bearer " .. r.response.access_token }
+        end
+        local auth = token_header()
+        local function link(info)
+          info.notice_url = small.url .. "/__sandbox/inbox"
+          local st, r = helper.request(small, "POST", API, helper.create_body(info))
+          assert.equal(200, st, r)
+          return cjson.decode(r).shortenedUrl:match("([^/]+)$")
+        end
+        local function admin_pay(id, decline)
+          return req("POST", "/__sandbox/pay", { id = id, decline = decline })
+        end
+        local function listed() return #assert(small:admin("GET", "payments")) end
+        local function log() return io.open(small.prefix .. "/error.log"):read("*a") end
+        local mx, my = ("x"):rep(2100), ("y"):rep(2100)
+        local x, y = link{ merchant_uid = mx }, link{ merchant_uid = my }
+
+        -- X's order gets its counter with a declined payment
+        local st, x1 = admin_pay(x, true)
+        assert.equal(200, st, cjson.encode(x1))
+        -- two paid orders hold a page each with their order mark (uid:)
+        local held, t = {}
+        for i = 1, 2 do
+          st, t = admin_pay(link{ merchant_uid = ("r"):rep(2099) .. i })
+          assert.equal(200, st, cjson.encode(t))
+          held[i] = t.imp_uid
+        end
+        -- amounts prepared until the store refuses one: no free page left
+        -- (nor a free slot of their class)
+        local prepared = 0
+        repeat
+          st, t = req("POST", "/payments/prepare", { merchant_uid = ("p%059d"):format(prepared + 1),
+                                                      amount = 1000 }, auth)
+          if st == 200 then prepared = prepared + 1 end
+        until st ~= 200 or prepared > 10000
+        assert.equal(507, st, cjson.encode(t))
+        assert.is_true(prepared > 16)
+        -- cancelling the two in full frees their order marks: two pages
+        for _, imp_uid in ipairs(held) do assert(small:admin("POST", "cancel", { imp_uid = imp_uid })) end
+        local before = listed()
+        local log_before = #log()
+
+        -- paying X: paid: (slot), uid: (page), the payment (page), payi:
+        -- (slot), then its order's second entry muid:<n> needs a third page;
+        -- paying Y, a new order: the same, then its counter muidn: does.
+        -- Each is refused again and again at that same write (the error log
+        -- names it): a refused payment that kept anything (a payi: slot, a
+        -- page) would soon fail at an earlier write, the 128-byte class
+        -- having 32 slots a page
+        local want = {}
+        for _, c in ipairs({ { x, "the order's index entry (muid:<n>)" },
+                             { y, "the order's payment counter (muidn:)" } }) do
+          for _ = 1, 40 do
+            st, t = admin_pay(c[1])
+            assert.equal(507, st, cjson.encode(t))
+            assert.matches(FULL, t.message, 1, true)
+            want[#want + 1] = c[2]
+          end
+        end
+        local got = {}
+        for what in log():sub(log_before + 1):gmatch("not recorded: (.-) did not fit") do
+          got[#got + 1] = what
+        end
+        assert.same(want, got)
+
+        -- nothing of either is left: no payment listed, no paid mark, no
+        -- order mark, no index entry, no webhook
+        assert.equal(before, listed())
+        for _, id in ipairs({ x, y }) do
+          local _, l = req("GET", "/__sandbox/links/" .. id)
+          assert.equal(cjson.null, l.paid_imp_uid)
+        end
+        st, t = req("GET", "/payments/findAll/" .. mx, nil, auth)
+        assert.equal(200, st, cjson.encode(t))
+        assert.equal(1, t.response.total)
+        assert.equal(x1.imp_uid, t.response.list[1].imp_uid)
+        st = req("GET", "/payments/find/" .. mx .. "/paid", nil, auth)
+        assert.equal(404, st)
+        st = req("GET", "/payments/find/" .. my, nil, auth)
+        assert.equal(404, st)
+        for _, e in ipairs(assert(small:admin("GET", "inbox"))) do
+          assert.is_nil(e.body:find(mx, 1, true))
+          assert.is_nil(e.body:find(my, 1, true))
+        end
+        -- and the two pages they took are free again: two declined
+        -- payments of a page each fit, a third does not
+        local z = link{ merchant_uid = fresh_uid("z"), custom_data = ("c"):rep(2500) }
+        assert.equal(200, (admin_pay(z, true)))
+        assert.equal(200, (admin_pay(z, true)))
+        assert.equal(507, (admin_pay(z, true)))
+
+        -- after a reset (which takes the links too) both orders pay
+        assert(small:reset())
+        x, y = link{ merchant_uid = mx }, link{ merchant_uid = my }
+        for _, id in ipairs({ x, y }) do
+          st, t = admin_pay(id)
+          assert.equal(200, st, cjson.encode(t))
+          assert.equal("paid", t.payment.status)
+        end
+        auth = token_header()   -- the reset took the tokens too
+        st, t = req("GET", "/payments/find/" .. my .. "/paid", nil, auth)
+        assert.equal(200, st, cjson.encode(t))
+      end)
+      small:stop()
+      assert(ok, err)
+    end)
+  end)
 end)

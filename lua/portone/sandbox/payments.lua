@@ -185,6 +185,13 @@ local function next_number(key)
   return n
 end
 
+-- Logs which write of a new payment did not fit (the answer says only
+-- FULL).
+local function refused(p, what)
+  ngx.log(ngx.WARN, "sandbox: payment store full: payment ", p.imp_uid, " of order ",
+    tostring(p.merchant_uid):sub(1, 40), " not recorded: ", what, " did not fit")
+end
+
 -- Stores a new payment with its index entries: true, or nil, FULL with
 -- none of them written (a skipped number is no harm: `all` and
 -- `of_merchant` skip it). Every entry has a key of its own, taken with
@@ -193,22 +200,33 @@ end
 local function record_new(p)
   local d = dict()
   local n, err = next_number("pay_seq")
-  if not n then return nil, err end
+  if not n then
+    refused(p, "the payment counter (pay_seq)")
+    return nil, err
+  end
   p.seq = n
   local ok
   ok, err = put(p)
-  if not ok then return nil, err end
+  if not ok then
+    refused(p, "the payment (pay:)")
+    return nil, err
+  end
+  local what = "its index entry (payi:)"
   ok, err = store_add("payi:" .. n, p.imp_uid)
   if ok then
     local muid = tostring(p.merchant_uid)
+    what = "the order's payment counter (muidn:)"
     local i
     i, err = next_number("muidn:" .. muid)
-    ok = i ~= nil
-    if ok then ok, err = store_add("muid:" .. muid .. ":" .. i, p.imp_uid) end
-    if ok then return true end
+    if i then
+      what = "the order's index entry (muid:<n>)"
+      ok, err = store_add("muid:" .. muid .. ":" .. i, p.imp_uid)
+      if ok then return true end
+    end
     d:delete("payi:" .. n)
   end
   d:delete("pay:" .. p.imp_uid)
+  refused(p, what)
   return nil, err
 end
 
