@@ -410,6 +410,56 @@ describe("sandbox", function()
       assert.equal(0, assert(sb:admin("GET", "faults")).any)
       assert.equal(200, create(sb).status)
     end)
+
+    -- A test's queued fault must neither vanish (the test would pass or
+    -- fail for the wrong reason) nor be half-queued. lua-nginx-module's
+    -- lpush never evicts: on a full dict it answers "no memory".
+    it("a full faults dict refuses a whole list with 507 and keeps every fault queued before", function()
+      local small = helper.start_small{ portone_faults = "32k" }
+      local ok, err = pcall(function()
+        local function counts() return assert(small:admin("GET", "faults")) end
+        -- 3 KB faults, queued one call at a time until one does not fit
+        local pad, queued, refused = ("x"):rep(3000), 0, nil
+        repeat
+          local body = ("fault %d%s"):format(queued + 1, pad)
+          local r, e = small:faults("create", { { status = 503, body = body } })
+          if r then
+            queued = queued + 1
+            assert.equal(queued, r.queued)
+          else
+            refused = e
+          end
+        until refused or queued > 100
+        assert.matches("HTTP 507", refused, 1, true)
+        assert.is_true(queued >= 2)
+        assert(small:faults("page", { { status = 500 } }))
+        -- a list whose small faults would fit but its last one does not:
+        -- none of it is queued, and the answer says why
+        local status, body = sandbox.http(small.host, small.admin_port, "POST", "/__sandbox/faults",
+          cjson.encode({ match = "create", faults = { { status = 500 }, { status = 502 },
+                                                      { status = 504, body = ("y"):rep(20000) } } }),
+          { ["Content-Type"] = "application/json" })
+        assert.equal(507, status, body)
+        local message = cjson.decode(body).message
+        assert.matches("admin: the faults dict is full", message, 1, true)
+        assert.matches("none of this call's faults was queued (3)", message, 1, true)
+        assert.matches("POST /__sandbox/reset", message, 1, true)
+        assert.equal(queued, counts().create)
+        assert.equal(1, counts().page)
+        -- every fault queued before is still there, taken oldest first
+        for i = 1, queued do
+          local r = create(small)
+          assert.equal(503, r.status)
+          assert.equal("fault " .. i .. pad, r.body)
+        end
+        assert.equal(200, create(small).status)
+        -- and their room is free again
+        assert(small:faults("create", { { status = 500 }, { status = 502 }, { status = 504, body = pad } }))
+        assert.equal(3, counts().create)
+      end)
+      small:stop()
+      assert(ok, err)
+    end)
   end)
 
   describe("admin", function()

@@ -1,9 +1,9 @@
 --- A double of an `ngx.shared` dict, for specs that run sandbox modules
 -- outside nginx. Values live in `d.data` (a spec may drop a key there, as an
 -- eviction would); expiry times are not kept (nothing here outlives a spec).
--- `d.refuse(key, value)` returning true makes safe_set and safe_add fail as
--- lua-nginx-module's do when a value does not fit: "no memory", and a
--- safe_set has freed the old value first, so the key is gone.
+-- `d.refuse(key, value)` returning true makes safe_set, safe_add and lpush
+-- fail as lua-nginx-module's do when a value does not fit: "no memory", and
+-- a safe_set has freed the old value first, so the key is gone.
 local M = {}
 
 function M.new()
@@ -42,6 +42,25 @@ function M.new()
     return self.data[k]
   end
   function d:delete(k) self.data[k] = nil end
+  -- lists: data[k] = { head, ..., tail }; an lpush refused by `refuse`
+  -- answers "no memory", as lua-nginx-module's does (it never evicts)
+  function d:lpush(k, v)
+    if self.refuse(k, v) then return false, "no memory" end
+    local l = self.data[k] or {}
+    table.insert(l, 1, v)
+    self.data[k] = l
+    return #l
+  end
+  local function pop(self, k, i)
+    local l = self.data[k]
+    if not l then return nil end
+    local v = table.remove(l, i or #l)
+    if #l == 0 then self.data[k] = nil end
+    return v
+  end
+  function d:lpop(k) return pop(self, k, 1) end
+  function d:rpop(k) return pop(self, k) end
+  function d:llen(k) return self.data[k] and #self.data[k] or 0 end
   function d:flush_all() self.data = {} end
   function d.flush_expired() return 0 end
   --- The keys held now, sorted (for specs that drop each in turn).

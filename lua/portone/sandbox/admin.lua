@@ -72,8 +72,8 @@ POST.faults = function(req)
   if not faults.MATCHES[match] then return err(400, "unknown match '" .. tostring(match) .. "'") end
   local list = req.faults or {}
   if type(list) ~= "table" then return err(400, "faults must be an array") end
-  local n, e, stored = faults.queue(match, list)
-  if not n then return err(stored == false and 400 or 500, tostring(e)) end
+  local n, e, status = faults.queue(match, list)
+  if not n then return err(status, e) end
   return reply(200, { queued = n })
 end
 POST.latency = function(req)

@@ -35,19 +35,57 @@ local function invalid(f)
   return nil
 end
 
---- Queues `list` for class `match`; returns the queue length, or nil, err
--- and false when a fault is malformed (then none of the list is queued).
+-- Runs fn() holding the lock of queue `key`: its result, or nil and
+-- "busy" or the dict's error. Another call queueing for the same class
+-- (workers > 1) must not push between this call's faults, which a refused
+-- call takes back from the head by count.
+local function locked(key, fn)
+  local faults = state.faults()
+  for _ = 1, 200 do
+    local ok, err = faults:safe_add("lock:" .. key, true, 5)
+    if ok then
+      local done = fn()
+      faults:delete("lock:" .. key)
+      return done
+    end
+    if err ~= "exists" then return nil, err end
+    ngx.sleep(0.005)
+  end
+  return nil, "busy"
+end
+
+-- Pushes every fault of `list` onto queue `key`, or none: false when one
+-- does not fit. lpush never evicts (a queued fault that vanished would
+-- make a test pass or fail for the wrong reason): on a full dict it answers
+-- "no memory", and the faults this call pushed, at the head, go again.
+local function push_all(key, list)
+  local faults = state.faults()
+  for i, f in ipairs(list) do
+    if not faults:lpush(key, cjson.encode(f)) then
+      for _ = 1, i - 1 do faults:lpop(key) end
+      return false
+    end
+  end
+  return true
+end
+
+--- Queues `list` for class `match`: the queue length, or nil, why and the
+-- HTTP status for the admin API (400: a fault is malformed; 507: the dict
+-- is full). Either way none of the list is queued.
 function M.queue(match, list)
   for i, f in ipairs(list) do
     local why = invalid(f)
-    if why then return nil, "faults[" .. i .. "]: " .. why, false end
+    if why then return nil, "faults[" .. i .. "]: " .. why, 400 end
   end
-  local faults = state.faults()
-  for _, f in ipairs(list) do
-    local ok, err = faults:lpush("q:" .. match, cjson.encode(f))
-    if not ok then return nil, err end
+  local key = "q:" .. match
+  local done, err = locked(key, function() return push_all(key, list) end)
+  if done then return state.faults():llen(key) end
+  if err == "busy" then
+    return nil, "another call is queueing faults for '" .. match .. "'; try again", 503
   end
-  return faults:llen("q:" .. match)
+  return nil, ("the faults dict is full: none of this call's faults was queued (%d); the %d"
+    .. " queued before stay: let API requests take them, or reset the sandbox (POST /__sandbox/reset)")
+    :format(#list, M.total()), 507
 end
 
 --- Queue lengths per class.
@@ -55,6 +93,13 @@ function M.counts()
   local out = {}
   for m in pairs(M.MATCHES) do out[m] = state.faults():llen("q:" .. m) or 0 end
   return out
+end
+
+--- How many faults are queued, all classes.
+function M.total()
+  local n = 0
+  for _, c in pairs(M.counts()) do n = n + c end
+  return n
 end
 
 --- The next fault for `class` (its own queue first, then "any"), or nil.

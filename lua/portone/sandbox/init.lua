@@ -162,6 +162,7 @@ function M.config(o)
   add("  lua_socket_log_errors off;")
   add('  lua_package_path "' .. o.lua_root .. "/?.lua;" .. o.lua_root .. '/?/init.lua;;";')
   add("  lua_shared_dict portone_links 16m;")
+  -- queued faults: lpush never evicts, a full dict refuses a queue call (507)
   add("  lua_shared_dict portone_faults 1m;")
   -- payments and their marks: never evicted (safe_set/safe_add only); a
   -- full store refuses the next payment (HTTP 507) until a reset

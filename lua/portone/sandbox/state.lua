@@ -5,7 +5,10 @@
 --
 -- The dicts (declared by `portone.sandbox`'s `config`):
 --   portone_links    link id -> JSON link record; "#<n>" -> id by creation, "#seq"
---   portone_faults   "q:<match>" lists of JSON faults (`portone.sandbox.faults`)
+--   portone_faults   "q:<match>" lists of JSON faults (`portone.sandbox.faults`),
+--                    written with lpush, which never evicts: when the dict is
+--                    full, a queue call is refused (507) and takes back what
+--                    it pushed
 --   portone_payments payments, paid and order marks, prepared amounts
 --                    (`portone.sandbox.payments`): written only with safe_set
 --                    and safe_add, so nothing in it is ever evicted; when it
