@@ -7,10 +7,7 @@
 -- surviving of a full stats dict is in spec/sandbox_spec.lua, "admin").
 local cjson = require "cjson"
 
--- A shared dict double whose safe_set fails when `refuse(key, value)` says
--- so, as lua-nginx-module's does when a value of another size does not fit:
--- the old value is freed first, so the key is gone, and "no memory" is
--- answered.
+-- a shared dict double (`refuse(key, value)` makes a value not fit)
 local fake_dict = require("helpers.fake_dict").new
 
 local MODULES = { "portone.sandbox.state", "portone.sandbox.admin", "portone.sandbox.webhooks",

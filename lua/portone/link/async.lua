@@ -877,8 +877,7 @@ function M.install(Client, internals)
       return results
     end
     if n == 0 then return {} end
-    local dup = nil
-    if not allow_dup then dup = find_duplicates(reqs, n) end
+    local dup = not allow_dup and find_duplicates(reqs, n) or nil
     if in_nginx() then
       -- a phase without cosockets (log, header_filter, init_worker, set):
       -- nothing can be sent, as create says, rather than a raise from
